@@ -1,0 +1,534 @@
+//! Scenario files: a seed, a cluster, a timeline of faults, a workload.
+//!
+//! A readable line format, one directive per line, `#` starts a comment:
+//!
+//! ```text
+//! seed 42
+//! nodes 3
+//! clients 4
+//! keys 3
+//! run 10s
+//! net loss=0.01 dup=0.01 delay=1ms..10ms
+//! backend fail=0.01 fail-after-apply=0.01 delay=200us..2ms
+//! fsync 250us
+//! client-timeout 3s
+//! bug skip-phase1
+//! at 1s crash leader
+//! at 2500ms restart n0
+//! at 3s partition n0 n1 | n2
+//! at 4s cut n0 -> n1
+//! at 5s heal
+//! ```
+//!
+//! Everything random during the run derives from `seed`, so a file
+//! replays its run exactly. After `run`, the sim heals every fault and
+//! demands that the cluster converges (the liveness phase).
+
+use crate::rng::Rng;
+use std::fmt::{self, Write as _};
+use std::time::Duration;
+
+/// Which node a fault hits. `leader` and `follower` are resolved when the
+/// fault fires (deterministically, from the seed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Node(u16),
+    Leader,
+    Follower,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    Crash(Target),
+    /// Crash right after the node's next fsync, before the replies it
+    /// covers leave.
+    CrashAfterSync(Target),
+    Restart(Target),
+    RestartAll,
+    /// Groups that cannot reach each other (symmetric).
+    Partition(Vec<Vec<u16>>),
+    Isolate(Target),
+    /// Messages from `from` to `to` are lost; the other way still works.
+    Cut {
+        from: Target,
+        to: Target,
+    },
+    Heal,
+    Loss(f64),
+    Dup(f64),
+    ClockJump(Target, Duration),
+    BackendFail(f64),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bugs {
+    pub skip_phase1: bool,
+    pub forget_promise: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scenario {
+    pub seed: u64,
+    pub nodes: u16,
+    pub clients: u32,
+    pub keys: u32,
+    pub run: Duration,
+    pub loss: f64,
+    pub dup: f64,
+    pub delay: (Duration, Duration),
+    pub backend_fail: f64,
+    pub backend_fail_after_apply: f64,
+    pub backend_delay: (Duration, Duration),
+    pub fsync: Duration,
+    pub client_timeout: Duration,
+    pub bugs: Bugs,
+    pub timeline: Vec<(Duration, Fault)>,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Scenario {
+            seed: 0,
+            nodes: 3,
+            clients: 3,
+            keys: 2,
+            run: Duration::from_secs(10),
+            loss: 0.0,
+            dup: 0.0,
+            delay: (ms(1), ms(5)),
+            backend_fail: 0.0,
+            backend_fail_after_apply: 0.0,
+            backend_delay: (Duration::from_micros(200), ms(2)),
+            fsync: Duration::from_micros(250),
+            client_timeout: Duration::from_secs(3),
+            bugs: Bugs::default(),
+            timeline: Vec::new(),
+        }
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A line of a scenario file that could not be read.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ParseError {
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| format!("duration {s:?} has no unit (use us, ms or s)"))?;
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("duration {s:?} does not start with a number"))?;
+    let micros = match unit {
+        "us" => n,
+        "ms" => n * 1e3,
+        "s" => n * 1e6,
+        _ => {
+            return Err(format!(
+                "duration {s:?}: unknown unit {unit:?} (use us, ms or s)"
+            ));
+        }
+    };
+    Ok(Duration::from_micros(micros.round() as u64))
+}
+
+pub fn format_duration(d: Duration) -> String {
+    let us = d.as_micros() as u64;
+    if us % 1_000_000 == 0 {
+        format!("{}s", us / 1_000_000)
+    } else if us % 1000 == 0 {
+        format!("{}ms", us / 1000)
+    } else {
+        format!("{us}us")
+    }
+}
+
+fn parse_range(s: &str) -> Result<(Duration, Duration), String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("{s:?} is not a range like 1ms..10ms"))?;
+    let (a, b) = (parse_duration(a)?, parse_duration(b)?);
+    if a > b {
+        return Err(format!("range {s:?} goes backwards"));
+    }
+    Ok((a, b))
+}
+
+fn parse_prob(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a probability between 0 and 1")),
+    }
+}
+
+fn parse_target(s: &str, nodes: u16) -> Result<Target, String> {
+    match s {
+        "leader" => Ok(Target::Leader),
+        "follower" => Ok(Target::Follower),
+        _ => {
+            let n = s
+                .strip_prefix('n')
+                .and_then(|n| n.parse::<u16>().ok())
+                .ok_or_else(|| format!("{s:?} is not a node (n0, n1, ..., leader, follower)"))?;
+            if n >= nodes {
+                return Err(format!(
+                    "node {s} does not exist: the cluster has {nodes} nodes"
+                ));
+            }
+            Ok(Target::Node(n))
+        }
+    }
+}
+
+fn parse_fault(words: &[&str], nodes: u16) -> Result<Fault, String> {
+    let arg = |i: usize| -> Result<&str, String> {
+        words
+            .get(i)
+            .copied()
+            .ok_or_else(|| format!("{:?} needs more arguments", words[0]))
+    };
+    let fault = match words[0] {
+        "crash" => Fault::Crash(parse_target(arg(1)?, nodes)?),
+        "crash-after-sync" => Fault::CrashAfterSync(parse_target(arg(1)?, nodes)?),
+        "restart" if arg(1)? == "all" => Fault::RestartAll,
+        "restart" => Fault::Restart(parse_target(arg(1)?, nodes)?),
+        "isolate" => Fault::Isolate(parse_target(arg(1)?, nodes)?),
+        "heal" => Fault::Heal,
+        "loss" => Fault::Loss(parse_prob(arg(1)?)?),
+        "dup" => Fault::Dup(parse_prob(arg(1)?)?),
+        "backend-fail" => Fault::BackendFail(parse_prob(arg(1)?)?),
+        "cut" => {
+            if arg(2)? != "->" {
+                return Err("cut wants: cut nA -> nB".into());
+            }
+            Fault::Cut {
+                from: parse_target(arg(1)?, nodes)?,
+                to: parse_target(arg(3)?, nodes)?,
+            }
+        }
+        "clock-jump" => {
+            let d = arg(2)?
+                .strip_prefix('+')
+                .ok_or("clock-jump wants a forward jump like +2s")?;
+            Fault::ClockJump(parse_target(arg(1)?, nodes)?, parse_duration(d)?)
+        }
+        "partition" => {
+            let mut groups = vec![Vec::new()];
+            for w in &words[1..] {
+                if *w == "|" {
+                    groups.push(Vec::new());
+                } else {
+                    match parse_target(w, nodes)? {
+                        Target::Node(n) => groups.last_mut().map(|g| g.push(n)).unwrap_or(()),
+                        _ => return Err("partition takes node names (n0 n1 | n2)".into()),
+                    }
+                }
+            }
+            if groups.len() < 2 || groups.iter().any(|g| g.is_empty()) {
+                return Err("partition wants groups separated by |, none empty".into());
+            }
+            Fault::Partition(groups)
+        }
+        other => return Err(format!("unknown fault {other:?}")),
+    };
+    let expected = match &fault {
+        Fault::Heal => 1,
+        Fault::Cut { .. } => 4,
+        Fault::ClockJump(..) => 3,
+        Fault::Partition(_) => words.len(),
+        _ => 2,
+    };
+    if words.len() != expected {
+        return Err(format!("too many words for {:?}", words[0]));
+    }
+    Ok(fault)
+}
+
+impl Scenario {
+    pub fn parse(text: &str) -> Result<Scenario, ParseError> {
+        let mut s = Scenario::default();
+        let mut seen_seed = false;
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let err = |message: String| ParseError {
+                line: i + 1,
+                message,
+            };
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let one = || -> Result<&str, ParseError> {
+                match words.as_slice() {
+                    [_, v] => Ok(v),
+                    _ => Err(err(format!("{:?} takes exactly one value", words[0]))),
+                }
+            };
+            let num = |v: &str| {
+                v.parse::<u64>()
+                    .map_err(|_| err(format!("{v:?} is not a number")))
+            };
+            match words[0] {
+                "seed" => {
+                    s.seed = num(one()?)?;
+                    seen_seed = true;
+                }
+                "nodes" => {
+                    let n = num(one()?)?;
+                    if !(1..=9).contains(&n) {
+                        return Err(err(format!("nodes must be 1 to 9, not {n}")));
+                    }
+                    s.nodes = n as u16;
+                }
+                "clients" => s.clients = num(one()?)?.min(64) as u32,
+                "keys" => s.keys = num(one()?)?.clamp(1, 64) as u32,
+                "run" => s.run = parse_duration(one()?).map_err(err)?,
+                "fsync" => s.fsync = parse_duration(one()?).map_err(err)?,
+                "client-timeout" => s.client_timeout = parse_duration(one()?).map_err(err)?,
+                "bug" => match one()? {
+                    "skip-phase1" => s.bugs.skip_phase1 = true,
+                    "forget-promise" => s.bugs.forget_promise = true,
+                    b => return Err(err(format!("unknown bug {b:?}"))),
+                },
+                "net" | "backend" => {
+                    for kv in &words[1..] {
+                        let (k, v) = kv
+                            .split_once('=')
+                            .ok_or_else(|| err(format!("{kv:?} is not key=value")))?;
+                        match (words[0], k) {
+                            ("net", "loss") => s.loss = parse_prob(v).map_err(err)?,
+                            ("net", "dup") => s.dup = parse_prob(v).map_err(err)?,
+                            ("net", "delay") => s.delay = parse_range(v).map_err(err)?,
+                            ("backend", "fail") => s.backend_fail = parse_prob(v).map_err(err)?,
+                            ("backend", "fail-after-apply") => {
+                                s.backend_fail_after_apply = parse_prob(v).map_err(err)?
+                            }
+                            ("backend", "delay") => {
+                                s.backend_delay = parse_range(v).map_err(err)?
+                            }
+                            _ => return Err(err(format!("unknown {} setting {k:?}", words[0]))),
+                        }
+                    }
+                }
+                "at" => {
+                    if words.len() < 3 {
+                        return Err(err("at wants: at TIME FAULT ...".into()));
+                    }
+                    let t = parse_duration(words[1]).map_err(err)?;
+                    let f = parse_fault(&words[2..], s.nodes).map_err(err)?;
+                    s.timeline.push((t, f));
+                }
+                other => return Err(err(format!("unknown directive {other:?}"))),
+            }
+        }
+        if !seen_seed {
+            return Err(ParseError {
+                line: 0,
+                message: "no seed line".into(),
+            });
+        }
+        s.timeline.sort_by_key(|(t, _)| *t);
+        Ok(s)
+    }
+
+    /// The file text; `parse(render())` gives back the same scenario.
+    pub fn render(&self) -> String {
+        let mut o = String::new();
+        let d = format_duration;
+        let _ = writeln!(o, "seed {}", self.seed);
+        let _ = writeln!(o, "nodes {}", self.nodes);
+        let _ = writeln!(o, "clients {}", self.clients);
+        let _ = writeln!(o, "keys {}", self.keys);
+        let _ = writeln!(o, "run {}", d(self.run));
+        let _ = writeln!(
+            o,
+            "net loss={} dup={} delay={}..{}",
+            self.loss,
+            self.dup,
+            d(self.delay.0),
+            d(self.delay.1)
+        );
+        let _ = writeln!(
+            o,
+            "backend fail={} fail-after-apply={} delay={}..{}",
+            self.backend_fail,
+            self.backend_fail_after_apply,
+            d(self.backend_delay.0),
+            d(self.backend_delay.1)
+        );
+        let _ = writeln!(o, "fsync {}", d(self.fsync));
+        let _ = writeln!(o, "client-timeout {}", d(self.client_timeout));
+        if self.bugs.skip_phase1 {
+            let _ = writeln!(o, "bug skip-phase1");
+        }
+        if self.bugs.forget_promise {
+            let _ = writeln!(o, "bug forget-promise");
+        }
+        for (t, f) in &self.timeline {
+            let _ = writeln!(o, "at {} {}", d(*t), render_fault(f));
+        }
+        o
+    }
+
+    /// A random scenario derived from `seed` alone: the cluster, the
+    /// workload and a timeline of faults.
+    pub fn generate(seed: u64) -> Scenario {
+        let mut r = Rng::new(seed ^ 0x5ce9_a210_0000_0000);
+        let nodes = if r.chance(0.25) { 5 } else { 3 };
+        let run_ms = r.range(6_000, 12_000);
+        let mut s = Scenario {
+            seed,
+            nodes,
+            clients: r.range(2, 5) as u32,
+            keys: r.range(1, 3) as u32,
+            run: ms(run_ms),
+            loss: [0.0, 0.01, 0.05][r.below(3) as usize],
+            dup: [0.0, 0.01, 0.05][r.below(3) as usize],
+            delay: (ms(r.range(0, 2)), ms(r.range(3, 25))),
+            backend_fail: [0.0, 0.02][r.below(2) as usize],
+            backend_fail_after_apply: [0.0, 0.02][r.below(2) as usize],
+            ..Scenario::default()
+        };
+        let target = |r: &mut Rng| match r.below(4) {
+            0 => Target::Leader,
+            1 => Target::Follower,
+            _ => Target::Node(r.below(nodes as u64) as u16),
+        };
+        let faults = r.range(1, 8);
+        for _ in 0..faults {
+            let at = r.range(300, run_ms - 500);
+            let later = |r: &mut Rng| ms(r.range(at + 100, run_ms.min(at + 4_000)));
+            match r.below(10) {
+                0 | 1 => {
+                    let t = target(&mut r);
+                    s.timeline.push((ms(at), Fault::Crash(t)));
+                    s.timeline.push((later(&mut r), Fault::RestartAll));
+                }
+                2 => {
+                    let t = target(&mut r);
+                    s.timeline.push((ms(at), Fault::CrashAfterSync(t)));
+                    s.timeline.push((later(&mut r), Fault::RestartAll));
+                }
+                3 | 4 => {
+                    let t = target(&mut r);
+                    s.timeline.push((ms(at), Fault::Isolate(t)));
+                    s.timeline.push((later(&mut r), Fault::Heal));
+                }
+                5 => {
+                    let mut a = Vec::new();
+                    let mut b = Vec::new();
+                    for n in 0..nodes {
+                        if r.chance(0.5) { a.push(n) } else { b.push(n) }
+                    }
+                    if !a.is_empty() && !b.is_empty() {
+                        s.timeline.push((ms(at), Fault::Partition(vec![a, b])));
+                        s.timeline.push((later(&mut r), Fault::Heal));
+                    }
+                }
+                6 => {
+                    let (from, to) = (target(&mut r), target(&mut r));
+                    s.timeline.push((ms(at), Fault::Cut { from, to }));
+                    s.timeline.push((later(&mut r), Fault::Heal));
+                }
+                7 => {
+                    let t = target(&mut r);
+                    s.timeline
+                        .push((ms(at), Fault::ClockJump(t, ms(r.range(500, 3000)))));
+                }
+                8 => {
+                    s.timeline.push((ms(at), Fault::Loss(0.3)));
+                    let back = [0.0, 0.01][r.below(2) as usize];
+                    s.timeline.push((later(&mut r), Fault::Loss(back)));
+                }
+                _ => {
+                    s.timeline.push((ms(at), Fault::BackendFail(0.5)));
+                    s.timeline.push((later(&mut r), Fault::BackendFail(0.0)));
+                }
+            }
+        }
+        s.timeline.sort_by_key(|(t, _)| *t);
+        s
+    }
+}
+
+fn render_target(t: &Target) -> String {
+    match t {
+        Target::Node(n) => format!("n{n}"),
+        Target::Leader => "leader".into(),
+        Target::Follower => "follower".into(),
+    }
+}
+
+fn render_fault(f: &Fault) -> String {
+    let t = render_target;
+    match f {
+        Fault::Crash(x) => format!("crash {}", t(x)),
+        Fault::CrashAfterSync(x) => format!("crash-after-sync {}", t(x)),
+        Fault::Restart(x) => format!("restart {}", t(x)),
+        Fault::RestartAll => "restart all".into(),
+        Fault::Partition(groups) => {
+            let gs: Vec<String> = groups
+                .iter()
+                .map(|g| {
+                    g.iter()
+                        .map(|n| format!("n{n}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .collect();
+            format!("partition {}", gs.join(" | "))
+        }
+        Fault::Isolate(x) => format!("isolate {}", t(x)),
+        Fault::Cut { from, to } => format!("cut {} -> {}", t(from), t(to)),
+        Fault::Heal => "heal".into(),
+        Fault::Loss(p) => format!("loss {p}"),
+        Fault::Dup(p) => format!("dup {p}"),
+        Fault::ClockJump(x, d) => format!("clock-jump {} +{}", t(x), format_duration(*d)),
+        Fault::BackendFail(p) => format!("backend-fail {p}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_scenarios_round_trip_through_text() {
+        for seed in 0..200 {
+            let s = Scenario::generate(seed);
+            let text = s.render();
+            let back = Scenario::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert_eq!(back, s, "{text}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_problem() {
+        let e = Scenario::parse("seed 1\nnodes 3\nat 1s crash n7\n").unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("n7"), "{e}");
+        let e = Scenario::parse("seed 1\nrun 10 s\n").unwrap_err();
+        assert!(e.message.contains("exactly one value"), "{e}");
+        let e = Scenario::parse("seed 1\nrun 10x\n").unwrap_err();
+        assert!(e.message.contains("unknown unit"), "{e}");
+        let e = Scenario::parse("nodes 3\n").unwrap_err();
+        assert!(e.message.contains("seed"), "{e}");
+        let e = Scenario::parse("seed 1\nat 1s partition n0 n1\n").unwrap_err();
+        assert!(e.message.contains("groups"), "{e}");
+    }
+}

@@ -1,0 +1,3 @@
+//! Applying the chosen log to the local backend.
+
+pub mod applier;

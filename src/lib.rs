@@ -1,0 +1,14 @@
+//! ordo: a Paxos availability proxy for REST services.
+//!
+//! `paxos` holds the protocol roles, `apply` the applier, `storage` the
+//! durable state; `sim` (in the top-level `sim/` folder) drives the same
+//! roles with a seeded deterministic scheduler.
+
+pub mod apply;
+pub mod paxos;
+pub mod rng;
+pub mod storage;
+pub mod time;
+
+#[path = "../sim/mod.rs"]
+pub mod sim;

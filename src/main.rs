@@ -1,0 +1,151 @@
+//! The `ordo` command line.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use ordo::sim::{Scenario, World, runner};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "ordo",
+    version,
+    about = "A Paxos availability proxy for REST services"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Deterministic simulation: run many seeds, or replay one scenario.
+    Sim(SimArgs),
+}
+
+#[derive(clap::Args)]
+struct SimArgs {
+    #[command(subcommand)]
+    replay: Option<SimCommand>,
+    /// Seeds to run, as A..B (B excluded).
+    #[arg(long, default_value = "0..100")]
+    seeds: String,
+    /// Seeds run at once.
+    #[arg(long, default_value_t = 2)]
+    jobs: usize,
+    /// Where failing scenarios are written.
+    #[arg(long, default_value = "sim-failures")]
+    out: PathBuf,
+    /// Switch on a deliberate protocol bug (to see the checkers catch it):
+    /// skip-phase1 or forget-promise.
+    #[arg(long)]
+    bug: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum SimCommand {
+    /// Replay one scenario file exactly.
+    Replay {
+        file: PathBuf,
+        /// Print every event.
+        #[arg(long)]
+        trace: bool,
+    },
+}
+
+fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>> {
+    let (a, b) = s
+        .split_once("..")
+        .with_context(|| format!("--seeds {s:?}: expected A..B, e.g. 0..1000"))?;
+    let a: u64 = a
+        .parse()
+        .with_context(|| format!("--seeds: {a:?} is not a number"))?;
+    let b: u64 = b
+        .parse()
+        .with_context(|| format!("--seeds: {b:?} is not a number"))?;
+    if a >= b {
+        bail!("--seeds {s}: the range is empty");
+    }
+    Ok(a..b)
+}
+
+fn sim_main(args: SimArgs) -> Result<i32> {
+    if let Some(SimCommand::Replay { file, trace }) = args.replay {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let sc = Scenario::parse(&text).with_context(|| format!("{}", file.display()))?;
+        let report = World::new(sc.clone(), trace).run();
+        for line in &report.trace {
+            println!("{line}");
+        }
+        println!(
+            "seed {}: {} events, {} ops answered, {} unknown, {} refused, sim time {}, trace {:016x}",
+            sc.seed,
+            report.events,
+            report.ops_ok,
+            report.ops_unknown,
+            report.ops_refused,
+            report.sim_time,
+            report.trace_hash
+        );
+        return Ok(match report.failure() {
+            None => {
+                println!("ok");
+                0
+            }
+            Some(f) => {
+                println!("FAILED ({:?}): {}", f.kind, f.message);
+                runner::exit_code(f.kind)
+            }
+        });
+    }
+    let seeds = parse_seeds(&args.seeds)?;
+    let (skip_phase1, forget_promise) = match args.bug.as_deref() {
+        None => (false, false),
+        Some("skip-phase1") => (true, false),
+        Some("forget-promise") => (false, true),
+        Some(b) => bail!("--bug {b:?}: unknown (skip-phase1, forget-promise)"),
+    };
+    let tweak = move |sc: &mut Scenario| {
+        sc.bugs.skip_phase1 = skip_phase1;
+        sc.bugs.forget_promise = forget_promise;
+    };
+    let summary = runner::run_seeds(seeds, args.jobs, Some(&args.out), true, &tweak);
+    println!(
+        "{} seeds, {} failed, {} client ops answered in {:.1}s: {:.0} simulated ops/s, {:.0} events/s",
+        summary.seeds,
+        summary.failed.len(),
+        summary.ops,
+        summary.wall_secs,
+        summary.ops_per_sec(),
+        summary.events as f64 / summary.wall_secs.max(1e-9)
+    );
+    for f in summary.failed.iter().take(10) {
+        let first = f.message.lines().next().unwrap_or("");
+        println!("seed {} failed ({:?}): {first}", f.seed, f.kind);
+        if let Some(file) = &f.file {
+            println!("  REPRODUCE WITH: ordo sim replay {}", file.display());
+        }
+    }
+    Ok(summary
+        .failed
+        .first()
+        .map_or(0, |f| runner::exit_code(f.kind)))
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Sim(args) => {
+            // Role assertions are reported per seed; keep stderr readable.
+            std::panic::set_hook(Box::new(|_| {}));
+            sim_main(args)
+        }
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("ordo: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}

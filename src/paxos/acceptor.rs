@@ -1,0 +1,184 @@
+//! The acceptor (Paxos Made Simple §2.2, phase 1b and 2b).
+//!
+//! Promises only a ballot above the one promised (a repeated request gets
+//! the same answer), accepts only at a ballot at least the one promised,
+//! and every reply that reflects a write leaves only after that write is
+//! synced (`send_durable`). Entries at or below the node's commit index
+//! are forgotten: they are chosen and live in the log, and a promise says
+//! so with `chosen_upto` so a new leader leaves those slots alone.
+
+use super::ballot::{Ballot, NodeId, Slot, Value};
+use super::command::Ctx;
+use super::message::{AcceptedEntry, Message, Role};
+use crate::storage::state;
+use std::collections::BTreeMap;
+
+/// Test-only protocol breakage, so tests can show the checkers catch a
+/// broken acceptor. Never set outside tests and the sim.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AcceptorBugs {
+    /// Accept at any ballot, forgetting the promise made in phase 1.
+    pub forget_promise: bool,
+}
+
+pub struct Acceptor {
+    id: NodeId,
+    promised: Ballot,
+    /// What this acceptor accepted above `chosen_upto`, mirrored on disk.
+    accepted: BTreeMap<Slot, (Ballot, Value)>,
+    /// The node's commit index, as the local learner last reported it.
+    chosen_upto: Slot,
+    bugs: AcceptorBugs,
+    /// Messages dropped as malformed or misaddressed.
+    pub dropped: u64,
+}
+
+impl Acceptor {
+    /// Rebuild from what the disk holds: promised ballot and accepted
+    /// entries. `chosen_upto` is on disk too: entries below it may be
+    /// gone, and a promise must never pretend they were never accepted.
+    pub fn recover(id: NodeId, ctx: &Ctx<'_>, bugs: AcceptorBugs) -> Acceptor {
+        let promised = state::load_promised(&*ctx.kv);
+        let chosen_upto = state::load_u64(&*ctx.kv, state::Meta::ChosenUpto);
+        let mut accepted = BTreeMap::new();
+        let mut from = chosen_upto + 1;
+        loop {
+            let page = state::load_accepted(&*ctx.kv, from, 1024);
+            let Some(last) = page.last().map(|e| e.0) else {
+                break;
+            };
+            for (slot, ballot, value) in page {
+                assert!(ballot <= promised, "accepted above promised in {slot}");
+                accepted.insert(slot, (ballot, value));
+            }
+            from = last + 1;
+        }
+        Acceptor {
+            id,
+            promised,
+            accepted,
+            chosen_upto,
+            bugs,
+            dropped: 0,
+        }
+    }
+
+    pub fn promised(&self) -> Ballot {
+        self.promised
+    }
+
+    /// Accepted entries held (above the commit index): bounded by the
+    /// leader's window in steady state.
+    pub fn held(&self) -> usize {
+        self.accepted.len()
+    }
+
+    pub fn accepted(&self, slot: Slot) -> Option<&(Ballot, Value)> {
+        self.accepted.get(&slot)
+    }
+
+    pub fn on_message(&mut self, ctx: &mut Ctx<'_>, from: NodeId, msg: Message) {
+        match msg {
+            Message::Prepare { ballot, from_slot } => self.on_prepare(ctx, from, ballot, from_slot),
+            Message::Accept {
+                ballot,
+                slot,
+                value,
+            } => self.on_accept(ctx, from, ballot, slot, value),
+            Message::Committed { commit } if from == self.id => self.on_committed(ctx, commit),
+            _ => self.dropped += 1,
+        }
+    }
+
+    fn on_prepare(&mut self, ctx: &mut Ctx<'_>, from: NodeId, ballot: Ballot, from_slot: Slot) {
+        if ballot.node != from {
+            self.dropped += 1;
+            return;
+        }
+        if ballot < self.promised {
+            let promised = self.promised;
+            ctx.send(from, Role::Proposer, Message::Rejected { ballot, promised });
+            return;
+        }
+        if ballot > self.promised {
+            self.promise(ctx, ballot);
+        }
+        // ballot == promised now: a repeat gets the same answer. Durable
+        // even for a repeat, since the first write may not be synced yet.
+        let accepted = self
+            .accepted
+            .range(from_slot.max(self.chosen_upto + 1)..)
+            .map(|(&slot, (b, v))| AcceptedEntry {
+                slot,
+                ballot: *b,
+                value: v.clone(),
+            })
+            .collect();
+        let msg = Message::Promise {
+            ballot,
+            chosen_upto: self.chosen_upto,
+            accepted,
+        };
+        ctx.send_durable(from, Role::Proposer, msg);
+    }
+
+    fn on_accept(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: NodeId,
+        ballot: Ballot,
+        slot: Slot,
+        value: Value,
+    ) {
+        if ballot.node != from || slot == 0 {
+            self.dropped += 1;
+            return;
+        }
+        if ballot < self.promised && !self.bugs.forget_promise {
+            let promised = self.promised;
+            ctx.send(from, Role::Proposer, Message::Rejected { ballot, promised });
+            return;
+        }
+        if ballot > self.promised {
+            self.promise(ctx, ballot);
+        }
+        if slot > self.chosen_upto {
+            let same = self.accepted.get(&slot).map(|(b, v)| (*b, v));
+            if same != Some((ballot, &value)) {
+                // A repeat at the same ballot must carry the same value:
+                // one proposer proposes one value per slot and ballot.
+                if let Some((b, v)) = self.accepted.get(&slot) {
+                    assert!(
+                        *b != ballot || *v == value,
+                        "two values for slot {slot} at ballot {ballot}"
+                    );
+                }
+                state::store_accepted(ctx.kv, slot, ballot, &value);
+                self.accepted.insert(slot, (ballot, value));
+            }
+        }
+        // At or below chosen_upto the slot is chosen; by Paxos any value
+        // proposed there at a ballot we may accept equals the chosen one,
+        // so the vote is safe without keeping the value again.
+        ctx.send_durable(from, Role::Proposer, Message::Accepted { ballot, slot });
+    }
+
+    fn promise(&mut self, ctx: &mut Ctx<'_>, ballot: Ballot) {
+        assert!(ballot > self.promised, "promise must go up");
+        self.promised = ballot;
+        state::store_promised(ctx.kv, ballot);
+    }
+
+    fn on_committed(&mut self, ctx: &mut Ctx<'_>, commit: Slot) {
+        if commit <= self.chosen_upto {
+            return;
+        }
+        self.chosen_upto = commit;
+        state::store_u64(ctx.kv, state::Meta::ChosenUpto, commit);
+        let forget: Vec<Slot> = self.accepted.range(..=commit).map(|(&s, _)| s).collect();
+        for slot in forget {
+            self.accepted.remove(&slot);
+            state::forget_accepted(ctx.kv, slot);
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! What a role asks its driver to do, and the context it is called with.
+//!
+//! # The driving contract
+//!
+//! A driver (an actix actor in production, the sim scheduler in tests)
+//! calls one handler at a time with a [`Ctx`]. The handler may read and
+//! write the [`Kv`] and pushes [`Command`]s into `ctx.out`. After the
+//! handler returns, the driver executes the commands in order:
+//!
+//! 1. `Send { after_sync: false }` may leave at once.
+//! 2. `Send { after_sync: true }` leaves only after a `Kv::sync` that
+//!    started after the handler returned. Many handlers' writes share one
+//!    sync (group commit); their held messages are released together.
+//!    A crash before that sync loses both the writes and the messages.
+//! 3. `SetTimer` replaces the role's previous timer of the same kind; the
+//!    driver calls `on_timer` once `now >= at`.
+//! 4. `Apply`, `Answer` and `Refused` go to the backend and the gateway.
+//!
+//! Handlers never block and never fail: a stale, duplicated or malformed
+//! message is dropped (and counted), never a panic. An `assert!` in a role
+//! guards a safety invariant; if one fires, that is a protocol bug.
+
+use super::ballot::{NodeId, Slot, Update, UpdateId};
+use super::message::{Message, Role};
+use crate::rng::Rng;
+use crate::storage::kv::Kv;
+use crate::time::Time;
+use bytes::Bytes;
+
+/// A role's timers. One of each kind per role at most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Timer {
+    /// Follower: no word from a leader for too long. Candidate: the
+    /// election did not finish; try a higher ballot.
+    Election,
+    /// Leader: send heartbeats and retransmit unanswered accepts.
+    /// Candidate: retransmit unanswered prepares.
+    Tick,
+    /// Learner: ask a peer for missing chosen slots.
+    Fetch,
+    /// Applier: retry a backend call that failed retryably.
+    ApplyRetry,
+}
+
+/// Why an update was refused before it was proposed. The client may
+/// retry blindly: a refused update is never applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No leader is known (an election is under way).
+    NoLeader,
+    /// The leader's queue is full.
+    Overloaded,
+}
+
+impl Refusal {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::NoLeader => "no leader elected yet",
+            Refusal::Overloaded => "too many updates waiting to be ordered",
+        }
+    }
+}
+
+/// The outcome of one backend call for one update.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackendReply {
+    /// The backend answered. Whether the status is final or retryable is
+    /// the applier's decision.
+    Response { status: u16, body: Bytes },
+    /// No answer (connection refused, reset, timeout): always retried.
+    Unreachable { reason: String },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    Send {
+        to: NodeId,
+        role: Role,
+        msg: Message,
+        after_sync: bool,
+    },
+    SetTimer {
+        timer: Timer,
+        at: Time,
+    },
+    /// Applier: send update `index` of `slot` to the local backend and
+    /// report the reply with `Applier::on_backend_reply`.
+    Apply {
+        slot: Slot,
+        index: u32,
+        update: Update,
+    },
+    /// Applier, at the origin: the client's update was applied here;
+    /// this is the local backend's response to it.
+    Answer {
+        id: UpdateId,
+        slot: Slot,
+        status: u16,
+        body: Bytes,
+    },
+    /// Proposer: these updates were never proposed and never will be.
+    Refused {
+        ids: Vec<UpdateId>,
+        why: Refusal,
+    },
+}
+
+/// Everything a handler may touch besides its own state.
+pub struct Ctx<'a> {
+    pub now: Time,
+    pub kv: &'a mut dyn Kv,
+    pub rng: &'a mut Rng,
+    pub out: &'a mut Vec<Command>,
+}
+
+impl Ctx<'_> {
+    pub fn send(&mut self, to: NodeId, role: Role, msg: Message) {
+        self.out.push(Command::Send {
+            to,
+            role,
+            msg,
+            after_sync: false,
+        });
+    }
+
+    /// Send once every write made so far is on disk.
+    pub fn send_durable(&mut self, to: NodeId, role: Role, msg: Message) {
+        self.out.push(Command::Send {
+            to,
+            role,
+            msg,
+            after_sync: true,
+        });
+    }
+
+    pub fn set_timer(&mut self, timer: Timer, at: Time) {
+        self.out.push(Command::SetTimer { timer, at });
+    }
+}

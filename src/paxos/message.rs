@@ -1,0 +1,101 @@
+//! Every message the roles exchange, and which role handles it.
+//!
+//! postcard is not self-describing: the variant order of [`Message`] is
+//! the wire protocol. Append new variants at the end; never reorder.
+
+use super::ballot::{Ballot, NodeId, Slot, Update, Value};
+use serde::{Deserialize, Serialize};
+
+/// The role a message is addressed to on its node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Role {
+    Proposer,
+    Acceptor,
+    Learner,
+    Applier,
+}
+
+/// One accepted (ballot, value) pair an acceptor reports in a promise.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptedEntry {
+    pub slot: Slot,
+    pub ballot: Ballot,
+    pub value: Value,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Phase 1a, for every slot from `from_slot` on (Multi-Paxos: one
+    /// prepare covers all open slots).
+    Prepare { ballot: Ballot, from_slot: Slot },
+    /// Phase 1b. `chosen_upto` is the acceptor's node's commit index:
+    /// slots up to it are chosen, so the new leader must not propose
+    /// there (the acceptor may have forgotten what it accepted there).
+    Promise {
+        ballot: Ballot,
+        chosen_upto: Slot,
+        accepted: Vec<AcceptedEntry>,
+    },
+    /// Phase 2a.
+    Accept {
+        ballot: Ballot,
+        slot: Slot,
+        value: Value,
+    },
+    /// Phase 2b.
+    Accepted { ballot: Ballot, slot: Slot },
+    /// A refusal of `ballot` (a prepare, accept or stale heartbeat) because
+    /// `promised` is higher, so the sender can jump past it.
+    Rejected { ballot: Ballot, promised: Ballot },
+    /// Leader to every proposer: "I lead at `ballot`; my commit is `commit`".
+    Heartbeat { ballot: Ballot, commit: Slot },
+    /// Leader to every learner: `value` is chosen in `slot`.
+    Decided { slot: Slot, value: Value },
+    /// Learner to learner: send me the chosen slots from `from_slot` on.
+    Fetch { from_slot: Slot, max: u32 },
+    /// Reply to `Fetch`: contiguous chosen entries, and the sender's commit.
+    Entries {
+        entries: Vec<(Slot, Value)>,
+        commit: Slot,
+    },
+    /// A follower passes client updates to the leader. `hops` bounds how
+    /// often an update is passed on.
+    Forward { updates: Vec<Update>, hops: u8 },
+    /// The receiver of a `Forward` is not leader (any more). The origin
+    /// may pass the updates on again; it must not tell the client they
+    /// failed, because a duplicate of the forward may have been proposed.
+    ForwardRejected { updates: Vec<Update>, hops: u8 },
+    /// Local, proposer to learner: the leader says the commit index is
+    /// at least `commit` (catch up if behind).
+    CommitHint { commit: Slot, leader: NodeId },
+    /// Local, learner to the node's other roles: every slot up to
+    /// `commit` is chosen and in the local log.
+    Committed { commit: Slot },
+}
+
+impl Message {
+    /// Local messages pass between the roles of one node and are never
+    /// accepted from the network.
+    pub fn is_local_only(&self) -> bool {
+        matches!(self, Message::CommitHint { .. } | Message::Committed { .. })
+    }
+
+    /// A short name for traces and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Prepare { .. } => "prepare",
+            Message::Promise { .. } => "promise",
+            Message::Accept { .. } => "accept",
+            Message::Accepted { .. } => "accepted",
+            Message::Rejected { .. } => "rejected",
+            Message::Heartbeat { .. } => "heartbeat",
+            Message::Decided { .. } => "decided",
+            Message::Fetch { .. } => "fetch",
+            Message::Entries { .. } => "entries",
+            Message::Forward { .. } => "forward",
+            Message::ForwardRejected { .. } => "forward-rejected",
+            Message::CommitHint { .. } => "commit-hint",
+            Message::Committed { .. } => "committed",
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Multi-Paxos as pure roles: no sockets, clocks, threads or OS
+//! randomness. See `command` for the contract a driver follows.
+
+pub mod acceptor;
+pub mod ballot;
+pub mod command;
+pub mod learner;
+pub mod membership;
+pub mod message;
+pub mod proposer;

@@ -1,0 +1,693 @@
+//! The proposer: leader election, phase 1 once per leadership, phase 2
+//! per slot (Paxos Made Simple §3, "Implementing a State Machine").
+//!
+//! A follower that hears no leader for a randomised election timeout runs
+//! phase 1 for every slot above its commit index with a fresh ballot whose
+//! round is persisted first. With a majority of promises it re-proposes,
+//! in every slot up to the highest one reported, the value with the
+//! highest accepted ballot, or a no-op where nothing was accepted, and
+//! only then takes new client values. It commits a no-op of its own
+//! ballot at once, so a fresh leader has an entry of its own term.
+//!
+//! The preferred leader (`voters[0]`) takes leadership back once it has
+//! been caught up with the current leader for `takeover_after`.
+
+use super::ballot::{Ballot, NodeId, Slot, Update, Value};
+use super::command::{Command, Ctx, Refusal, Timer};
+use super::membership::Membership;
+use super::message::{AcceptedEntry, Message, Role};
+use crate::storage::state::{self, Meta};
+use crate::time::Time;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct ProposerConfig {
+    /// A follower waits between one and two of these without a heartbeat
+    /// before it runs for leader (the preferred leader: half to one).
+    pub election_timeout: Duration,
+    pub heartbeat_interval: Duration,
+    /// Resend an unanswered prepare or accept after this long.
+    pub retransmit_after: Duration,
+    /// Slots in phase 2 at once (pipelining depth).
+    pub window: usize,
+    pub batch_updates_max: usize,
+    pub batch_bytes_max: usize,
+    /// Updates waiting for a slot at the leader; beyond it, refuse.
+    pub queue_max: usize,
+    /// How often one update may be passed between proposers.
+    pub forward_hops_max: u8,
+    pub takeover_after: Duration,
+}
+
+impl Default for ProposerConfig {
+    fn default() -> Self {
+        ProposerConfig {
+            election_timeout: Duration::from_millis(1000),
+            heartbeat_interval: Duration::from_millis(100),
+            retransmit_after: Duration::from_millis(200),
+            window: 32,
+            batch_updates_max: 256,
+            batch_bytes_max: 1 << 20,
+            queue_max: 4096,
+            forward_hops_max: 3,
+            takeover_after: Duration::from_millis(2000),
+        }
+    }
+}
+
+/// Test-only protocol breakage (see `AcceptorBugs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProposerBugs {
+    /// Become leader without phase 1: never learns what may be chosen.
+    pub skip_phase1: bool,
+}
+
+struct Candidate {
+    ballot: Ballot,
+    from_slot: Slot,
+    promises: BTreeMap<NodeId, (Slot, Vec<AcceptedEntry>)>,
+}
+
+struct Inflight {
+    value: Value,
+    votes: BTreeSet<NodeId>,
+    sent: Time,
+}
+
+struct Leading {
+    ballot: Ballot,
+    next_slot: Slot,
+    inflight: BTreeMap<Slot, Inflight>,
+}
+
+enum Phase {
+    Follower,
+    Candidate(Candidate),
+    Leader(Leading),
+}
+
+/// An update waiting at the leader, with how often it was forwarded.
+struct Queued {
+    update: Update,
+    hops: u8,
+}
+
+pub struct Proposer {
+    id: NodeId,
+    members: Membership,
+    cfg: ProposerConfig,
+    bugs: ProposerBugs,
+    /// Highest round seen anywhere or used here. Used rounds are on disk.
+    round: u64,
+    /// The local learner's commit index.
+    commit: Slot,
+    /// The last leader heard of, when, and its commit index then.
+    leader: Option<(NodeId, Ballot)>,
+    leader_seen: Time,
+    caught_up_since: Option<Time>,
+    phase: Phase,
+    queue: VecDeque<Queued>,
+    /// Messages dropped as stale, duplicated or misaddressed.
+    pub dropped: u64,
+}
+
+impl Proposer {
+    pub fn recover(
+        id: NodeId,
+        members: Membership,
+        cfg: ProposerConfig,
+        bugs: ProposerBugs,
+        ctx: &mut Ctx<'_>,
+    ) -> Proposer {
+        assert!(members.is_member(id), "{id} is not a member");
+        assert!(cfg.window > 0 && cfg.batch_updates_max > 0);
+        let mut p = Proposer {
+            id,
+            round: state::load_u64(&*ctx.kv, Meta::Round),
+            commit: state::last_chosen_slot(&*ctx.kv),
+            members,
+            cfg,
+            bugs,
+            leader: None,
+            leader_seen: ctx.now,
+            caught_up_since: None,
+            phase: Phase::Follower,
+            queue: VecDeque::new(),
+            dropped: 0,
+        };
+        p.arm_election(ctx);
+        p
+    }
+
+    pub fn is_leader(&self) -> bool {
+        matches!(self.phase, Phase::Leader(_))
+    }
+
+    /// The leader this node would forward to, if it heard from one
+    /// recently enough to believe it.
+    pub fn leader(&self, now: Time) -> Option<NodeId> {
+        match &self.phase {
+            Phase::Leader(_) => Some(self.id),
+            Phase::Candidate(_) => None,
+            Phase::Follower => self
+                .leader
+                .filter(|_| now.since(self.leader_seen) < self.cfg.election_timeout)
+                .map(|(n, _)| n),
+        }
+    }
+
+    /// The ballot this node leads at, if it leads.
+    pub fn leader_ballot(&self) -> Option<Ballot> {
+        match &self.phase {
+            Phase::Leader(l) => Some(l.ballot),
+            _ => None,
+        }
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Client updates from the local gateway.
+    pub fn submit(&mut self, ctx: &mut Ctx<'_>, updates: Vec<Update>) {
+        if self.is_leader() {
+            if self.queue.len() + updates.len() > self.cfg.queue_max {
+                let ids = updates.iter().map(|u| u.id).collect();
+                ctx.out.push(Command::Refused {
+                    ids,
+                    why: Refusal::Overloaded,
+                });
+                return;
+            }
+            self.queue
+                .extend(updates.into_iter().map(|update| Queued { update, hops: 0 }));
+            self.fill_window(ctx);
+        } else if let Some(leader) = self.leader(ctx.now) {
+            let msg = Message::Forward { updates, hops: 0 };
+            ctx.send(leader, Role::Proposer, msg);
+        } else {
+            let ids = updates.iter().map(|u| u.id).collect();
+            ctx.out.push(Command::Refused {
+                ids,
+                why: Refusal::NoLeader,
+            });
+        }
+    }
+
+    pub fn on_message(&mut self, ctx: &mut Ctx<'_>, from: NodeId, msg: Message) {
+        match msg {
+            Message::Promise {
+                ballot,
+                chosen_upto,
+                accepted,
+            } => self.on_promise(ctx, from, ballot, chosen_upto, accepted),
+            Message::Accepted { ballot, slot } => self.on_accepted(ctx, from, ballot, slot),
+            Message::Rejected { ballot, promised } => self.on_rejected(ctx, ballot, promised),
+            Message::Heartbeat { ballot, commit } => self.on_heartbeat(ctx, from, ballot, commit),
+            Message::Forward { updates, hops } => self.on_forward(ctx, from, updates, hops),
+            Message::ForwardRejected { updates, hops } => {
+                self.on_forward_rejected(ctx, from, updates, hops)
+            }
+            Message::Committed { commit } if from == self.id => self.on_committed(commit),
+            _ => self.dropped += 1,
+        }
+    }
+
+    pub fn on_timer(&mut self, ctx: &mut Ctx<'_>, timer: Timer) {
+        match (timer, &self.phase) {
+            (Timer::Election, Phase::Leader(_)) => {}
+            (Timer::Election, Phase::Candidate(_)) => self.start_election(ctx),
+            (Timer::Election, Phase::Follower) => {
+                let quiet = ctx.now.since(self.leader_seen) >= self.cfg.election_timeout;
+                if (self.leader.is_none() || quiet) && self.members.is_voter(self.id) {
+                    self.start_election(ctx);
+                } else {
+                    self.arm_election(ctx);
+                }
+            }
+            (Timer::Tick, Phase::Candidate(_)) => self.retransmit_prepare(ctx),
+            (Timer::Tick, Phase::Leader(_)) => self.leader_tick(ctx),
+            _ => {}
+        }
+    }
+
+    fn election_timeout(&self, ctx: &mut Ctx<'_>) -> Duration {
+        let base = self.cfg.election_timeout.as_micros() as u64;
+        let (lo, hi) = if self.members.preferred_leader() == Some(self.id) {
+            (base / 2, base)
+        } else {
+            (base, 2 * base)
+        };
+        Duration::from_micros(ctx.rng.range(lo, hi))
+    }
+
+    fn arm_election(&mut self, ctx: &mut Ctx<'_>) {
+        let at = ctx.now + self.election_timeout(ctx);
+        ctx.set_timer(Timer::Election, at);
+    }
+
+    fn start_election(&mut self, ctx: &mut Ctx<'_>) {
+        self.round += 1;
+        state::store_u64(ctx.kv, Meta::Round, self.round);
+        let ballot = Ballot {
+            round: self.round,
+            node: self.id,
+        };
+        self.refuse_queue(ctx);
+        self.caught_up_since = None;
+        if self.bugs.skip_phase1 {
+            let none = Candidate {
+                ballot,
+                from_slot: self.commit + 1,
+                promises: BTreeMap::new(),
+            };
+            self.become_leader(ctx, none);
+            return;
+        }
+        let from_slot = self.commit + 1;
+        for &v in &self.members.voters {
+            ctx.send_durable(v, Role::Acceptor, Message::Prepare { ballot, from_slot });
+        }
+        self.phase = Phase::Candidate(Candidate {
+            ballot,
+            from_slot,
+            promises: BTreeMap::new(),
+        });
+        self.arm_election(ctx);
+        ctx.set_timer(Timer::Tick, ctx.now + self.cfg.retransmit_after);
+    }
+
+    fn retransmit_prepare(&mut self, ctx: &mut Ctx<'_>) {
+        let Phase::Candidate(c) = &self.phase else {
+            return;
+        };
+        let (ballot, from_slot) = (c.ballot, c.from_slot);
+        for &v in &self.members.voters {
+            if !c.promises.contains_key(&v) {
+                ctx.send_durable(v, Role::Acceptor, Message::Prepare { ballot, from_slot });
+            }
+        }
+        ctx.set_timer(Timer::Tick, ctx.now + self.cfg.retransmit_after);
+    }
+
+    fn on_promise(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: NodeId,
+        ballot: Ballot,
+        chosen_upto: Slot,
+        accepted: Vec<AcceptedEntry>,
+    ) {
+        let quorum = self.members.quorum();
+        let Phase::Candidate(c) = &mut self.phase else {
+            self.dropped += 1;
+            return;
+        };
+        if c.ballot != ballot || !self.members.is_voter(from) {
+            self.dropped += 1;
+            return;
+        }
+        c.promises.insert(from, (chosen_upto, accepted));
+        if c.promises.len() >= quorum {
+            let Phase::Candidate(c) = std::mem::replace(&mut self.phase, Phase::Follower) else {
+                unreachable!("checked above");
+            };
+            self.become_leader(ctx, c);
+        }
+    }
+
+    /// Phase 1 is done: adopt what may be chosen, fill the gaps with
+    /// no-ops, then lead.
+    fn become_leader(&mut self, ctx: &mut Ctx<'_>, c: Candidate) {
+        let chosen_upto = c
+            .promises
+            .values()
+            .map(|(upto, _)| *upto)
+            .fold(self.commit, Slot::max);
+        // Highest-ballot value per open slot (P2c).
+        let mut adopt: BTreeMap<Slot, (Ballot, Value)> = BTreeMap::new();
+        for (_, entries) in c.promises.into_values() {
+            for e in entries {
+                if e.slot <= chosen_upto || e.slot < c.from_slot {
+                    continue;
+                }
+                match adopt.get(&e.slot) {
+                    Some((b, _)) if *b >= e.ballot => {}
+                    _ => {
+                        adopt.insert(e.slot, (e.ballot, e.value));
+                    }
+                }
+            }
+        }
+        let top = adopt
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0)
+            .max(chosen_upto);
+        self.phase = Phase::Leader(Leading {
+            ballot: c.ballot,
+            next_slot: top + 1,
+            inflight: BTreeMap::new(),
+        });
+        self.leader = Some((self.id, c.ballot));
+        self.leader_seen = ctx.now;
+        for slot in chosen_upto + 1..=top {
+            let value = adopt.remove(&slot).map_or(Value::Noop, |(_, v)| v);
+            self.propose(ctx, slot, value);
+        }
+        if top == chosen_upto {
+            let slot = self.take_slot();
+            self.propose(ctx, slot, Value::Noop);
+        }
+        if chosen_upto > self.commit {
+            let msg = Message::CommitHint {
+                commit: chosen_upto,
+                leader: self.id,
+            };
+            ctx.send(self.id, Role::Learner, msg);
+        }
+        self.heartbeat(ctx);
+        ctx.set_timer(Timer::Tick, ctx.now + self.cfg.heartbeat_interval);
+    }
+
+    fn take_slot(&mut self) -> Slot {
+        let Phase::Leader(l) = &mut self.phase else {
+            unreachable!("only a leader takes slots");
+        };
+        let slot = l.next_slot;
+        l.next_slot += 1;
+        slot
+    }
+
+    fn propose(&mut self, ctx: &mut Ctx<'_>, slot: Slot, value: Value) {
+        let Phase::Leader(l) = &mut self.phase else {
+            unreachable!("only a leader proposes");
+        };
+        let ballot = l.ballot;
+        for &v in &self.members.voters {
+            let msg = Message::Accept {
+                ballot,
+                slot,
+                value: value.clone(),
+            };
+            ctx.send(v, Role::Acceptor, msg);
+        }
+        let fresh = Inflight {
+            value,
+            votes: BTreeSet::new(),
+            sent: ctx.now,
+        };
+        assert!(
+            l.inflight.insert(slot, fresh).is_none(),
+            "slot {slot} proposed twice"
+        );
+    }
+
+    /// Take queued updates into new slots while the window has room.
+    fn fill_window(&mut self, ctx: &mut Ctx<'_>) {
+        loop {
+            let Phase::Leader(l) = &self.phase else {
+                return;
+            };
+            if l.inflight.len() >= self.cfg.window || self.queue.is_empty() {
+                return;
+            }
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            while let Some(q) = self.queue.front() {
+                let size = q.update.payload.len();
+                let full = batch.len() >= self.cfg.batch_updates_max
+                    || (!batch.is_empty() && bytes + size > self.cfg.batch_bytes_max);
+                if full {
+                    break;
+                }
+                bytes += size;
+                if let Some(q) = self.queue.pop_front() {
+                    batch.push(q.update);
+                }
+            }
+            let slot = self.take_slot();
+            self.propose(ctx, slot, Value::Batch(batch));
+        }
+    }
+
+    fn on_accepted(&mut self, ctx: &mut Ctx<'_>, from: NodeId, ballot: Ballot, slot: Slot) {
+        let quorum = self.members.quorum();
+        let voter = self.members.is_voter(from);
+        let Phase::Leader(l) = &mut self.phase else {
+            self.dropped += 1;
+            return;
+        };
+        let Some(entry) = l.inflight.get_mut(&slot) else {
+            self.dropped += 1;
+            return;
+        };
+        if l.ballot != ballot || !voter {
+            self.dropped += 1;
+            return;
+        }
+        entry.votes.insert(from);
+        if entry.votes.len() < quorum {
+            return;
+        }
+        // Chosen: a majority accepted this ballot's value in this slot.
+        let Some(entry) = l.inflight.remove(&slot) else {
+            unreachable!("looked up above");
+        };
+        for &n in &self.members.nodes {
+            let msg = Message::Decided {
+                slot,
+                value: entry.value.clone(),
+            };
+            ctx.send(n, Role::Learner, msg);
+        }
+        self.fill_window(ctx);
+    }
+
+    fn on_rejected(&mut self, ctx: &mut Ctx<'_>, ballot: Ballot, promised: Ballot) {
+        if promised <= ballot {
+            self.dropped += 1;
+            return;
+        }
+        self.round = self.round.max(promised.round);
+        let mine = match &self.phase {
+            Phase::Candidate(c) => c.ballot == ballot,
+            Phase::Leader(l) => l.ballot == ballot,
+            Phase::Follower => false,
+        };
+        if mine {
+            self.step_down(ctx);
+        }
+    }
+
+    fn step_down(&mut self, ctx: &mut Ctx<'_>) {
+        if self.is_leader() {
+            self.leader = None;
+        }
+        self.phase = Phase::Follower;
+        self.refuse_queue(ctx);
+        self.arm_election(ctx);
+    }
+
+    /// Queued updates were never proposed: local ones are refused, others
+    /// go back to their origin, which may pass them to the next leader.
+    fn refuse_queue(&mut self, ctx: &mut Ctx<'_>) {
+        let mut local = Vec::new();
+        let mut remote: BTreeMap<NodeId, (Vec<Update>, u8)> = BTreeMap::new();
+        for q in self.queue.drain(..) {
+            if q.update.id.origin == self.id {
+                local.push(q.update.id);
+            } else {
+                let e = remote.entry(q.update.id.origin).or_default();
+                e.0.push(q.update);
+                e.1 = e.1.max(q.hops);
+            }
+        }
+        if !local.is_empty() {
+            ctx.out.push(Command::Refused {
+                ids: local,
+                why: Refusal::NoLeader,
+            });
+        }
+        for (origin, (updates, hops)) in remote {
+            ctx.send(
+                origin,
+                Role::Proposer,
+                Message::ForwardRejected { updates, hops },
+            );
+        }
+    }
+
+    fn on_heartbeat(&mut self, ctx: &mut Ctx<'_>, from: NodeId, ballot: Ballot, commit: Slot) {
+        if ballot.node != from || from == self.id {
+            self.dropped += 1;
+            return;
+        }
+        self.round = self.round.max(ballot.round);
+        let known = match &self.phase {
+            Phase::Leader(l) => Some(l.ballot),
+            Phase::Candidate(c) => Some(c.ballot),
+            Phase::Follower => self.leader.map(|(_, b)| b),
+        };
+        if let Some(known) = known.filter(|k| *k > ballot) {
+            // A deposed leader: tell it, so it stops forwarding to itself.
+            ctx.send(
+                from,
+                Role::Proposer,
+                Message::Rejected {
+                    ballot,
+                    promised: known,
+                },
+            );
+            return;
+        }
+        if !matches!(self.phase, Phase::Follower) {
+            self.step_down(ctx);
+        }
+        self.leader = Some((from, ballot));
+        self.leader_seen = ctx.now;
+        if commit > self.commit {
+            ctx.send(
+                self.id,
+                Role::Learner,
+                Message::CommitHint {
+                    commit,
+                    leader: from,
+                },
+            );
+        }
+        self.maybe_take_over(ctx, commit);
+    }
+
+    /// The preferred leader takes leadership back once it has kept up
+    /// with the current leader for a while.
+    fn maybe_take_over(&mut self, ctx: &mut Ctx<'_>, leader_commit: Slot) {
+        if self.members.preferred_leader() != Some(self.id) {
+            return;
+        }
+        if self.commit < leader_commit {
+            self.caught_up_since = None;
+            return;
+        }
+        let since = *self.caught_up_since.get_or_insert(ctx.now);
+        if ctx.now.since(since) >= self.cfg.takeover_after {
+            self.start_election(ctx);
+        }
+    }
+
+    fn leader_tick(&mut self, ctx: &mut Ctx<'_>) {
+        self.heartbeat(ctx);
+        let Phase::Leader(l) = &mut self.phase else {
+            return;
+        };
+        let ballot = l.ballot;
+        for (&slot, entry) in l.inflight.iter_mut() {
+            if ctx.now.since(entry.sent) < self.cfg.retransmit_after {
+                continue;
+            }
+            entry.sent = ctx.now;
+            for &v in &self.members.voters {
+                if !entry.votes.contains(&v) {
+                    let msg = Message::Accept {
+                        ballot,
+                        slot,
+                        value: entry.value.clone(),
+                    };
+                    ctx.send(v, Role::Acceptor, msg);
+                }
+            }
+        }
+        ctx.set_timer(Timer::Tick, ctx.now + self.cfg.heartbeat_interval);
+    }
+
+    fn heartbeat(&mut self, ctx: &mut Ctx<'_>) {
+        let Phase::Leader(l) = &self.phase else {
+            return;
+        };
+        let msg = Message::Heartbeat {
+            ballot: l.ballot,
+            commit: self.commit,
+        };
+        for &n in &self.members.nodes {
+            if n != self.id {
+                ctx.send(n, Role::Proposer, msg.clone());
+            }
+        }
+    }
+
+    fn on_forward(&mut self, ctx: &mut Ctx<'_>, from: NodeId, updates: Vec<Update>, hops: u8) {
+        if updates.iter().any(|u| u.id.origin != from) && hops == 0 {
+            self.dropped += 1;
+            return;
+        }
+        if self.is_leader() && self.queue.len() + updates.len() <= self.cfg.queue_max {
+            self.queue
+                .extend(updates.into_iter().map(|update| Queued { update, hops }));
+            self.fill_window(ctx);
+            return;
+        }
+        match self.leader(ctx.now) {
+            Some(next) if next != self.id && next != from && hops < self.cfg.forward_hops_max => {
+                let msg = Message::Forward {
+                    updates,
+                    hops: hops + 1,
+                };
+                ctx.send(next, Role::Proposer, msg);
+            }
+            _ => {
+                let msg = Message::ForwardRejected { updates, hops };
+                ctx.send(from, Role::Proposer, msg);
+            }
+        }
+    }
+
+    /// Our forwarded updates came back. We may not refuse them: a
+    /// duplicate of the forward may have been proposed. Pass them on or
+    /// let the client's deadline decide (an unknown outcome).
+    fn on_forward_rejected(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: NodeId,
+        updates: Vec<Update>,
+        hops: u8,
+    ) {
+        let updates: Vec<Update> = updates
+            .into_iter()
+            .filter(|u| u.id.origin == self.id)
+            .collect();
+        if updates.is_empty() || hops >= self.cfg.forward_hops_max {
+            self.dropped += 1;
+            return;
+        }
+        if self.is_leader() {
+            if self.queue.len() + updates.len() <= self.cfg.queue_max {
+                self.queue
+                    .extend(updates.into_iter().map(|update| Queued { update, hops }));
+                self.fill_window(ctx);
+            }
+            return;
+        }
+        if let Some(next) = self.leader(ctx.now).filter(|&n| n != from) {
+            let msg = Message::Forward {
+                updates,
+                hops: hops + 1,
+            };
+            ctx.send(next, Role::Proposer, msg);
+        }
+    }
+
+    fn on_committed(&mut self, commit: Slot) {
+        if commit <= self.commit {
+            return;
+        }
+        self.commit = commit;
+        if let Phase::Leader(l) = &mut self.phase {
+            // Chosen by a path other than our own votes (a catch-up): by
+            // Paxos it is the value we proposed there, so stop pushing it.
+            l.inflight.retain(|&slot, _| slot > commit);
+            l.next_slot = l.next_slot.max(commit + 1);
+        }
+    }
+}

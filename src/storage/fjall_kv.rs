@@ -1,0 +1,540 @@
+//! A [`Kv`] backed by fjall 3.x.
+//!
+//! One [`FjallStore`] is one node's fjall database. Each Paxos group gets
+//! three keyspaces, `"{group}.acceptor"`, `"{group}.log"`, `"{group}.node"`.
+//!
+//! Durability: every keyspace is created with `manual_journal_persist(true)`,
+//! so a write only goes into fjall's in-process journal buffer; nothing is
+//! flushed to the OS, let alone fsynced, per write. [`Kv::sync`] calls
+//! `Database::persist(PersistMode::SyncAll)`, which flushes the buffer and
+//! fsyncs the journal. fjall 3.1 has no periodic background journal sync; it
+//! only fsyncs by itself when it rotates the journal (memtable flush) and when
+//! the database is dropped. All groups of a store share one journal, so one
+//! sync covers the writes of every group issued before it.
+
+use super::fatal;
+use super::kv::{Kv, Table};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Longest allowed group name.
+const MAX_GROUP_NAME_LEN: usize = 48;
+
+/// A failure to open the store or one of its groups.
+#[derive(Debug)]
+pub struct StorageError {
+    /// What was being done, naming the path or group.
+    context: String,
+    /// The underlying fjall error, if there was one.
+    source: Option<fjall::Error>,
+}
+
+impl StorageError {
+    fn fjall(context: String, source: fjall::Error) -> StorageError {
+        StorageError {
+            context,
+            source: Some(source),
+        }
+    }
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Some(source) => write!(f, "{}: {}", self.context, source),
+            None => f.write_str(&self.context),
+        }
+    }
+}
+
+impl std::error::Error for StorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// One node's durable store: a fjall database in `dir`.
+///
+/// Cheap to clone; clones share the database and may be used from any
+/// thread.
+#[derive(Clone)]
+pub struct FjallStore {
+    db: Database,
+    dir: Arc<Path>,
+}
+
+impl FjallStore {
+    /// Open (or create) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<FjallStore, StorageError> {
+        let db = Database::builder(dir)
+            .manual_journal_persist(true)
+            .open()
+            .map_err(|e| {
+                StorageError::fjall(format!("open fjall database at {}", dir.display()), e)
+            })?;
+        Ok(FjallStore {
+            db,
+            dir: Arc::from(dir),
+        })
+    }
+
+    /// The tables of one Paxos group (one service). Each group gets its own
+    /// three keyspaces named `"{group}.acceptor"`, `"{group}.log"` and
+    /// `"{group}.node"`. Group names must match `[a-z0-9_-]{1,48}`.
+    pub fn group(&self, group: &str) -> Result<FjallKv, StorageError> {
+        validate_group_name(group)?;
+        let open = |table: Table| self.keyspace(group, table);
+        Ok(FjallKv {
+            db: self.db.clone(),
+            dir: self.dir.clone(),
+            group: Arc::from(group),
+            acceptor: open(Table::Acceptor)?,
+            log: open(Table::Log)?,
+            node: open(Table::Node)?,
+        })
+    }
+
+    fn keyspace(&self, group: &str, table: Table) -> Result<Keyspace, StorageError> {
+        let name = keyspace_name(group, table);
+        self.db
+            .keyspace(&name, || {
+                KeyspaceCreateOptions::default().manual_journal_persist(true)
+            })
+            .map_err(|e| {
+                StorageError::fjall(
+                    format!(
+                        "open keyspace {name:?} in fjall database at {}",
+                        self.dir.display()
+                    ),
+                    e,
+                )
+            })
+    }
+}
+
+fn keyspace_name(group: &str, table: Table) -> String {
+    format!("{group}.{}", table.name())
+}
+
+fn validate_group_name(group: &str) -> Result<(), StorageError> {
+    let ok = !group.is_empty()
+        && group.len() <= MAX_GROUP_NAME_LEN
+        && group
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StorageError {
+            context: format!(
+                "invalid group name {group:?}: must match [a-z0-9_-]{{1,{MAX_GROUP_NAME_LEN}}}"
+            ),
+            source: None,
+        })
+    }
+}
+
+/// The three tables of one Paxos group. Cheap to clone.
+#[derive(Clone)]
+pub struct FjallKv {
+    db: Database,
+    dir: Arc<Path>,
+    group: Arc<str>,
+    acceptor: Keyspace,
+    log: Keyspace,
+    node: Keyspace,
+}
+
+impl FjallKv {
+    fn table(&self, table: Table) -> &Keyspace {
+        match table {
+            Table::Acceptor => &self.acceptor,
+            Table::Log => &self.log,
+            Table::Node => &self.node,
+        }
+    }
+
+    /// Describe an operation for a fatal error message. Only built on the
+    /// error path.
+    fn context(&self, op: &str, table: Table) -> String {
+        format!(
+            "{op} in keyspace \"{}.{}\" of {}",
+            self.group,
+            table.name(),
+            self.dir.display()
+        )
+    }
+
+    fn fail(&self, op: &str, table: Table, err: &fjall::Error) -> ! {
+        fatal(&self.context(op, table), err)
+    }
+}
+
+impl Kv for FjallKv {
+    fn get(&self, table: Table, key: &[u8]) -> Option<Vec<u8>> {
+        match self.table(table).get(key) {
+            Ok(v) => v.map(|v| v.to_vec()),
+            Err(e) => self.fail("get", table, &e),
+        }
+    }
+
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) {
+        if let Err(e) = self.table(table).insert(key, value) {
+            self.fail("put", table, &e);
+        }
+    }
+
+    fn delete(&mut self, table: Table, key: &[u8]) {
+        if let Err(e) = self.table(table).remove(key) {
+            self.fail("delete", table, &e);
+        }
+    }
+
+    fn scan(&self, table: Table, from: &[u8], limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return out;
+        }
+        for guard in self.table(table).range(from..) {
+            match guard.into_inner() {
+                Ok((k, v)) => out.push((k.to_vec(), v.to_vec())),
+                Err(e) => self.fail("scan", table, &e),
+            }
+            if out.len() == limit {
+                break;
+            }
+        }
+        out
+    }
+
+    fn last(&self, table: Table) -> Option<(Vec<u8>, Vec<u8>)> {
+        let guard = self.table(table).last_key_value()?;
+        match guard.into_inner() {
+            Ok((k, v)) => Some((k.to_vec(), v.to_vec())),
+            Err(e) => self.fail("last", table, &e),
+        }
+    }
+
+    fn sync(&mut self) {
+        // One journal for the whole database: this fsyncs every write
+        // issued so far, in every group.
+        if let Err(e) = self.db.persist(PersistMode::SyncAll) {
+            fatal(
+                &format!(
+                    "sync (group {:?}) of fjall database at {}",
+                    self.group,
+                    self.dir.display()
+                ),
+                &e,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn open(dir: &Path) -> FjallStore {
+        match FjallStore::open(dir) {
+            Ok(s) => s,
+            Err(e) => panic!("open {}: {e}", dir.display()),
+        }
+    }
+
+    fn group(store: &FjallStore, name: &str) -> FjallKv {
+        match store.group(name) {
+            Ok(g) => g,
+            Err(e) => panic!("group {name}: {e}"),
+        }
+    }
+
+    fn kv(k: &str, v: &str) -> (Vec<u8>, Vec<u8>) {
+        (k.as_bytes().to_vec(), v.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn put_get_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut g = group(&store, "svc");
+
+        assert_eq!(g.get(Table::Node, b"a"), None);
+        g.put(Table::Node, b"a", b"1");
+        assert_eq!(g.get(Table::Node, b"a"), Some(b"1".to_vec()));
+        g.put(Table::Node, b"a", b"2");
+        assert_eq!(g.get(Table::Node, b"a"), Some(b"2".to_vec()));
+        g.put(Table::Node, b"empty", b"");
+        assert_eq!(g.get(Table::Node, b"empty"), Some(Vec::new()));
+
+        // Tables are separate key spaces.
+        assert_eq!(g.get(Table::Log, b"a"), None);
+        assert_eq!(g.get(Table::Acceptor, b"a"), None);
+
+        g.delete(Table::Node, b"a");
+        assert_eq!(g.get(Table::Node, b"a"), None);
+        // Deleting a missing key is a no-op.
+        g.delete(Table::Node, b"missing");
+        assert_eq!(g.get(Table::Node, b"missing"), None);
+    }
+
+    #[test]
+    fn scan_and_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut g = group(&store, "svc");
+
+        assert_eq!(g.last(Table::Log), None);
+        assert_eq!(g.scan(Table::Log, b"", 10), Vec::new());
+
+        for k in ["b", "d", "a", "c", "e"] {
+            g.put(Table::Log, k.as_bytes(), format!("v{k}").as_bytes());
+        }
+        // A key in another table must not leak into scans.
+        g.put(Table::Node, b"z", b"other");
+
+        assert_eq!(
+            g.scan(Table::Log, b"", 100),
+            vec![
+                kv("a", "va"),
+                kv("b", "vb"),
+                kv("c", "vc"),
+                kv("d", "vd"),
+                kv("e", "ve")
+            ]
+        );
+        // `from` is inclusive.
+        assert_eq!(
+            g.scan(Table::Log, b"c", 100),
+            vec![kv("c", "vc"), kv("d", "vd"), kv("e", "ve")]
+        );
+        // `from` between keys.
+        assert_eq!(
+            g.scan(Table::Log, b"bb", 2),
+            vec![kv("c", "vc"), kv("d", "vd")]
+        );
+        assert_eq!(g.scan(Table::Log, b"a", 0), Vec::new());
+        assert_eq!(g.scan(Table::Log, b"f", 10), Vec::new());
+        assert_eq!(g.last(Table::Log), Some(kv("e", "ve")));
+
+        // Byte order, not length order: big-endian slot keys.
+        for slot in [1u64, 255, 256, 70_000] {
+            g.put(Table::Acceptor, &slot.to_be_bytes(), b"x");
+        }
+        assert_eq!(
+            g.last(Table::Acceptor).map(|(k, _)| k),
+            Some(70_000u64.to_be_bytes().to_vec())
+        );
+        let keys: Vec<Vec<u8>> = g
+            .scan(Table::Acceptor, &256u64.to_be_bytes(), 10)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                256u64.to_be_bytes().to_vec(),
+                70_000u64.to_be_bytes().to_vec()
+            ]
+        );
+
+        // Deletes are honoured by scan and last.
+        g.delete(Table::Log, b"e");
+        g.delete(Table::Log, b"b");
+        assert_eq!(g.last(Table::Log), Some(kv("d", "vd")));
+        assert_eq!(
+            g.scan(Table::Log, b"", 100),
+            vec![kv("a", "va"), kv("c", "vc"), kv("d", "vd")]
+        );
+    }
+
+    #[test]
+    fn groups_are_isolated() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut a = group(&store, "alpha");
+        let mut b = group(&store, "beta");
+
+        a.put(Table::Log, b"k", b"from-a");
+        assert_eq!(b.get(Table::Log, b"k"), None);
+        b.put(Table::Log, b"k", b"from-b");
+        b.put(Table::Log, b"only-b", b"1");
+        assert_eq!(a.get(Table::Log, b"k"), Some(b"from-a".to_vec()));
+        assert_eq!(a.scan(Table::Log, b"", 10), vec![kv("k", "from-a")]);
+        assert_eq!(b.last(Table::Log), Some(kv("only-b", "1")));
+        b.delete(Table::Log, b"k");
+        assert_eq!(a.get(Table::Log, b"k"), Some(b"from-a".to_vec()));
+
+        // A second handle to the same group sees the same data.
+        let a2 = group(&store, "alpha");
+        assert_eq!(a2.get(Table::Log, b"k"), Some(b"from-a".to_vec()));
+    }
+
+    #[test]
+    fn invalid_group_names_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let too_long = "a".repeat(49);
+        for bad in [
+            "",
+            "Upper",
+            "has.dot",
+            "has space",
+            "slash/x",
+            "é",
+            &too_long,
+        ] {
+            match store.group(bad) {
+                Ok(_) => panic!("group name {bad:?} was accepted"),
+                Err(e) => {
+                    let msg = e.to_string();
+                    assert!(
+                        msg.contains(&format!("{bad:?}")),
+                        "error {msg:?} does not name {bad:?}"
+                    );
+                }
+            }
+        }
+        for good in ["a", "svc-1_x", "0", &"z".repeat(48)] {
+            group(&store, good);
+        }
+    }
+
+    #[test]
+    fn synced_data_survives_reopen_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open(dir.path());
+            let mut g = group(&store, "svc");
+            let mut h = group(&store, "other");
+            g.put(Table::Acceptor, b"promised", b"7");
+            g.put(Table::Log, b"1", b"one");
+            g.put(Table::Log, b"2", b"two");
+            g.delete(Table::Log, b"2");
+            h.put(Table::Node, b"applied", b"3");
+            g.sync();
+        }
+        {
+            let store = open(dir.path());
+            let mut g = group(&store, "svc");
+            let h = group(&store, "other");
+            assert_eq!(g.get(Table::Acceptor, b"promised"), Some(b"7".to_vec()));
+            assert_eq!(g.scan(Table::Log, b"", 10), vec![kv("1", "one")]);
+            // One sync covers every group in the store.
+            assert_eq!(h.get(Table::Node, b"applied"), Some(b"3".to_vec()));
+            g.put(Table::Log, b"3", b"three");
+            g.sync();
+        }
+        {
+            let store = open(dir.path());
+            let g = group(&store, "svc");
+            assert_eq!(
+                g.scan(Table::Log, b"", 10),
+                vec![kv("1", "one"), kv("3", "three")]
+            );
+            assert_eq!(g.last(Table::Log), Some(kv("3", "three")));
+        }
+    }
+
+    #[test]
+    fn thousand_writes_one_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open(dir.path());
+            let mut g = group(&store, "svc");
+            for i in 0u32..1000 {
+                g.put(
+                    Table::Log,
+                    &i.to_be_bytes(),
+                    format!("value-{i}").as_bytes(),
+                );
+            }
+            g.sync();
+        }
+        let store = open(dir.path());
+        let g = group(&store, "svc");
+        let all = g.scan(Table::Log, b"", usize::MAX);
+        assert_eq!(all.len(), 1000);
+        for (i, (k, v)) in (0u32..).zip(all) {
+            assert_eq!(k, i.to_be_bytes().to_vec());
+            assert_eq!(v, format!("value-{i}").into_bytes());
+        }
+    }
+
+    const CHILD_ENV: &str = "ORDO_FJALL_CRASH_CHILD_DIR";
+
+    /// Crash without running any destructor: fjall's drop-time journal
+    /// sync must not be what makes our data durable. The child writes and
+    /// syncs `a`, writes `b` without sync, then aborts. `a` must survive.
+    /// `b` must be gone: that shows fjall does not flush or sync writes
+    /// behind our back, so a missing `Kv::sync` cannot hide in tests.
+    #[test]
+    fn crash_keeps_synced_loses_unsynced() {
+        if let Ok(dir) = std::env::var(CHILD_ENV) {
+            let store = open(Path::new(&dir));
+            let mut g = group(&store, "svc");
+            g.put(Table::Log, b"a", b"synced");
+            g.sync();
+            g.put(Table::Log, b"b", b"not synced");
+            std::process::abort();
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let status = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "storage::fjall_kv::tests::crash_keeps_synced_loses_unsynced",
+                "--test-threads=1",
+                "--nocapture",
+            ])
+            .env(CHILD_ENV, dir.path())
+            .status()
+            .unwrap();
+        assert!(!status.success(), "child should have aborted: {status}");
+
+        let store = open(dir.path());
+        let g = group(&store, "svc");
+        assert_eq!(g.get(Table::Log, b"a"), Some(b"synced".to_vec()));
+        assert_eq!(g.get(Table::Log, b"b"), None);
+    }
+
+    /// Timing, not a check. Run with
+    /// `cargo test --release -- --ignored --nocapture sync_timing`.
+    #[test]
+    #[ignore]
+    fn sync_timing() {
+        const N: u32 = 1000;
+        let value = vec![0xabu8; 4096];
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut g = group(&store, "svc");
+        let start = Instant::now();
+        for i in 0..N {
+            g.put(Table::Log, &i.to_be_bytes(), &value);
+            g.sync();
+        }
+        let each: Duration = start.elapsed();
+
+        let dir2 = tempfile::tempdir().unwrap();
+        let store2 = open(dir2.path());
+        let mut g2 = group(&store2, "svc");
+        let start = Instant::now();
+        for i in 0..N {
+            g2.put(Table::Log, &i.to_be_bytes(), &value);
+        }
+        g2.sync();
+        let once: Duration = start.elapsed();
+
+        println!(
+            "{N} x (put 4 KiB + sync): {each:?} ({:?}/op); {N} puts + 1 sync: {once:?}",
+            each / N
+        );
+    }
+}

@@ -1,0 +1,138 @@
+//! Typed durable state over [`Kv`]: the one encoding of every record,
+//! shared by production (fjall) and the sim (its simulated disk).
+//!
+//! Keys: slot-indexed records use the slot in big-endian after a one-byte
+//! prefix, so byte order is slot order; singletons use other prefixes.
+//! Values are postcard. A record that does not decode is corruption of
+//! our own disk, which is fatal.
+
+use super::kv::{Kv, Table};
+use crate::paxos::ballot::{Ballot, Slot, Value};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+const META: u8 = 0;
+const SLOT: u8 = 1;
+
+/// Singleton records in the node table and the acceptor table.
+#[derive(Clone, Copy, Debug)]
+pub enum Meta {
+    /// Acceptor: the highest ballot promised.
+    Promised,
+    /// Proposer: the highest round it has used; never reused.
+    Round,
+    /// Applier: every slot up to this one was applied to the backend.
+    Applied,
+    /// Acceptor: entries up to this slot are chosen and were forgotten.
+    /// Written before the deletes, so a surviving delete implies it.
+    ChosenUpto,
+}
+
+impl Meta {
+    fn key(self) -> [u8; 2] {
+        [META, self as u8]
+    }
+    fn table(self) -> Table {
+        match self {
+            Meta::Promised | Meta::ChosenUpto => Table::Acceptor,
+            Meta::Round | Meta::Applied => Table::Node,
+        }
+    }
+}
+
+fn slot_key(slot: Slot) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = SLOT;
+    k[1..].copy_from_slice(&slot.to_be_bytes());
+    k
+}
+
+fn key_slot(key: &[u8]) -> Slot {
+    match <[u8; 8]>::try_from(&key[1..]) {
+        Ok(b) if key[0] == SLOT => u64::from_be_bytes(b),
+        _ => super::fatal("decode slot key", &format!("{key:?}")),
+    }
+}
+
+fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> T {
+    match postcard::from_bytes(bytes) {
+        Ok(v) => v,
+        Err(e) => super::fatal(what, &e),
+    }
+}
+
+fn encode<T: Serialize>(what: &str, value: &T) -> Vec<u8> {
+    match postcard::to_stdvec(value) {
+        Ok(v) => v,
+        Err(e) => super::fatal(what, &e),
+    }
+}
+
+pub fn load_u64(kv: &dyn Kv, meta: Meta) -> u64 {
+    kv.get(meta.table(), &meta.key())
+        .map(|b| decode(&format!("{meta:?}"), &b))
+        .unwrap_or(0)
+}
+
+pub fn store_u64(kv: &mut dyn Kv, meta: Meta, value: u64) {
+    kv.put(meta.table(), &meta.key(), &encode("u64", &value));
+}
+
+pub fn load_promised(kv: &dyn Kv) -> Ballot {
+    kv.get(Table::Acceptor, &Meta::Promised.key())
+        .map(|b| decode("promised ballot", &b))
+        .unwrap_or(Ballot::ZERO)
+}
+
+pub fn store_promised(kv: &mut dyn Kv, ballot: Ballot) {
+    kv.put(
+        Table::Acceptor,
+        &Meta::Promised.key(),
+        &encode("ballot", &ballot),
+    );
+}
+
+pub fn store_accepted(kv: &mut dyn Kv, slot: Slot, ballot: Ballot, value: &Value) {
+    kv.put(
+        Table::Acceptor,
+        &slot_key(slot),
+        &encode("accepted", &(ballot, value)),
+    );
+}
+
+pub fn forget_accepted(kv: &mut dyn Kv, slot: Slot) {
+    kv.delete(Table::Acceptor, &slot_key(slot));
+}
+
+/// Accepted entries from `from` on, at most `limit`.
+pub fn load_accepted(kv: &dyn Kv, from: Slot, limit: usize) -> Vec<(Slot, Ballot, Value)> {
+    kv.scan(Table::Acceptor, &slot_key(from), limit)
+        .into_iter()
+        .map(|(k, v)| {
+            let (ballot, value): (Ballot, Value) = decode("accepted entry", &v);
+            (key_slot(&k), ballot, value)
+        })
+        .collect()
+}
+
+pub fn store_chosen(kv: &mut dyn Kv, slot: Slot, value: &Value) {
+    kv.put(Table::Log, &slot_key(slot), &encode("chosen", value));
+}
+
+pub fn load_chosen(kv: &dyn Kv, slot: Slot) -> Option<Value> {
+    kv.get(Table::Log, &slot_key(slot))
+        .map(|b| decode("chosen entry", &b))
+}
+
+/// Chosen entries from `from` on, at most `limit`, in slot order.
+pub fn load_chosen_range(kv: &dyn Kv, from: Slot, limit: usize) -> Vec<(Slot, Value)> {
+    kv.scan(Table::Log, &slot_key(from), limit)
+        .into_iter()
+        .map(|(k, v)| (key_slot(&k), decode("chosen entry", &v)))
+        .collect()
+}
+
+/// The highest slot in the local log, 0 if empty.
+pub fn last_chosen_slot(kv: &dyn Kv) -> Slot {
+    kv.last(Table::Log).map(|(k, _)| key_slot(&k)).unwrap_or(0)
+}

@@ -1,0 +1,634 @@
+//! Role tests: feed one input, compare the whole list of commands that
+//! came out (the openraft style). The roles are the production structs.
+
+use bytes::Bytes;
+use ordo::apply::applier::{Applier, ApplierConfig};
+use ordo::paxos::acceptor::{Acceptor, AcceptorBugs};
+use ordo::paxos::ballot::{Ballot, NodeId, Update, UpdateId, Value};
+use ordo::paxos::command::{BackendReply, Command, Ctx, Refusal, Timer};
+use ordo::paxos::learner::{Learner, LearnerConfig};
+use ordo::paxos::membership::Membership;
+use ordo::paxos::message::{AcceptedEntry, Message, Role};
+use ordo::paxos::proposer::{Proposer, ProposerBugs, ProposerConfig};
+use ordo::rng::Rng;
+use ordo::sim::disk::SimDisk;
+use ordo::storage::kv::Kv;
+use ordo::storage::state;
+use ordo::time::Time;
+use std::time::Duration;
+
+const N0: NodeId = NodeId(0);
+const N1: NodeId = NodeId(1);
+const N2: NodeId = NodeId(2);
+
+fn b(round: u64, node: NodeId) -> Ballot {
+    Ballot { round, node }
+}
+
+fn update(origin: NodeId, seq: u64) -> Update {
+    Update {
+        id: UpdateId {
+            origin,
+            boot: 1,
+            seq,
+        },
+        payload: Bytes::from(format!("u{seq}")),
+    }
+}
+
+/// A disk and an RNG; `call` runs a handler and returns its commands.
+struct Harness {
+    disk: SimDisk,
+    rng: Rng,
+    now: Time,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness {
+            disk: SimDisk::default(),
+            rng: Rng::new(1),
+            now: Time::from_millis(1000),
+        }
+    }
+
+    fn call<R>(&mut self, f: impl FnOnce(&mut Ctx<'_>) -> R) -> (R, Vec<Command>) {
+        let mut out = Vec::new();
+        let mut ctx = Ctx {
+            now: self.now,
+            kv: &mut self.disk,
+            rng: &mut self.rng,
+            out: &mut out,
+        };
+        let r = f(&mut ctx);
+        (r, out)
+    }
+}
+
+fn durable(to: NodeId, role: Role, msg: Message) -> Command {
+    Command::Send {
+        to,
+        role,
+        msg,
+        after_sync: true,
+    }
+}
+
+fn plain(to: NodeId, role: Role, msg: Message) -> Command {
+    Command::Send {
+        to,
+        role,
+        msg,
+        after_sync: false,
+    }
+}
+
+fn sends(out: &[Command]) -> Vec<(NodeId, Role, Message)> {
+    out.iter()
+        .filter_map(|c| match c {
+            Command::Send { to, role, msg, .. } => Some((*to, *role, msg.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+// ---- acceptor (Paxos Made Simple §2.2) ----
+
+fn acceptor(h: &mut Harness) -> Acceptor {
+    h.call(|ctx| Acceptor::recover(N1, ctx, AcceptorBugs::default()))
+        .0
+}
+
+#[test]
+fn acceptor_promises_a_higher_ballot_durably_and_repeats_the_same_answer() {
+    let mut h = Harness::new();
+    let mut a = acceptor(&mut h);
+    let prepare = Message::Prepare {
+        ballot: b(1, N0),
+        from_slot: 1,
+    };
+    let promise = Message::Promise {
+        ballot: b(1, N0),
+        chosen_upto: 0,
+        accepted: vec![],
+    };
+    let (_, out) = h.call(|ctx| a.on_message(ctx, N0, prepare.clone()));
+    assert_eq!(out, vec![durable(N0, Role::Proposer, promise.clone())]);
+    assert!(h.disk.unsynced() > 0, "the promise must be written first");
+    let (_, out) = h.call(|ctx| a.on_message(ctx, N0, prepare));
+    assert_eq!(out, vec![durable(N0, Role::Proposer, promise)]);
+}
+
+#[test]
+fn acceptor_rejects_a_lower_ballot_naming_the_promised_one() {
+    let mut h = Harness::new();
+    let mut a = acceptor(&mut h);
+    h.call(|ctx| {
+        a.on_message(
+            ctx,
+            N2,
+            Message::Prepare {
+                ballot: b(5, N2),
+                from_slot: 1,
+            },
+        )
+    });
+    let (_, out) = h.call(|ctx| {
+        a.on_message(
+            ctx,
+            N0,
+            Message::Prepare {
+                ballot: b(4, N0),
+                from_slot: 1,
+            },
+        )
+    });
+    let rejected = Message::Rejected {
+        ballot: b(4, N0),
+        promised: b(5, N2),
+    };
+    assert_eq!(out, vec![plain(N0, Role::Proposer, rejected.clone())]);
+    let accept = Message::Accept {
+        ballot: b(4, N0),
+        slot: 1,
+        value: Value::Noop,
+    };
+    let (_, out) = h.call(|ctx| a.on_message(ctx, N0, accept));
+    assert_eq!(out, vec![plain(N0, Role::Proposer, rejected)]);
+    assert!(a.accepted(1).is_none());
+}
+
+#[test]
+fn acceptor_reports_accepted_values_in_its_promise_and_survives_a_crash() {
+    let mut h = Harness::new();
+    let mut a = acceptor(&mut h);
+    let v = Value::Batch(vec![update(N0, 1)]);
+    let accept = Message::Accept {
+        ballot: b(1, N0),
+        slot: 3,
+        value: v.clone(),
+    };
+    let (_, out) = h.call(|ctx| a.on_message(ctx, N0, accept));
+    assert_eq!(
+        out,
+        vec![durable(
+            N0,
+            Role::Proposer,
+            Message::Accepted {
+                ballot: b(1, N0),
+                slot: 3
+            }
+        )]
+    );
+    h.disk.sync();
+    h.disk.crash(&mut Rng::new(3));
+    let mut a = acceptor(&mut h);
+    assert_eq!(a.promised(), b(1, N0));
+    let (_, out) = h.call(|ctx| {
+        a.on_message(
+            ctx,
+            N2,
+            Message::Prepare {
+                ballot: b(2, N2),
+                from_slot: 1,
+            },
+        )
+    });
+    let expected = Message::Promise {
+        ballot: b(2, N2),
+        chosen_upto: 0,
+        accepted: vec![AcceptedEntry {
+            slot: 3,
+            ballot: b(1, N0),
+            value: v,
+        }],
+    };
+    assert_eq!(out, vec![durable(N2, Role::Proposer, expected)]);
+}
+
+#[test]
+fn acceptor_forgets_chosen_entries_and_says_so_in_promises() {
+    let mut h = Harness::new();
+    let mut a = acceptor(&mut h);
+    for slot in 1..=3 {
+        let m = Message::Accept {
+            ballot: b(1, N0),
+            slot,
+            value: Value::Noop,
+        };
+        h.call(|ctx| a.on_message(ctx, N0, m));
+    }
+    h.call(|ctx| a.on_message(ctx, N1, Message::Committed { commit: 2 }));
+    assert_eq!(a.held(), 1);
+    h.disk.sync();
+    h.disk.crash(&mut Rng::new(0));
+    let mut a = acceptor(&mut h);
+    let (_, out) = h.call(|ctx| {
+        a.on_message(
+            ctx,
+            N2,
+            Message::Prepare {
+                ballot: b(2, N2),
+                from_slot: 1,
+            },
+        )
+    });
+    let expected = Message::Promise {
+        ballot: b(2, N2),
+        chosen_upto: 2,
+        accepted: vec![AcceptedEntry {
+            slot: 3,
+            ballot: b(1, N0),
+            value: Value::Noop,
+        }],
+    };
+    assert_eq!(out, vec![durable(N2, Role::Proposer, expected)]);
+}
+
+#[test]
+fn acceptor_ignores_committed_from_the_network() {
+    let mut h = Harness::new();
+    let mut a = acceptor(&mut h);
+    h.call(|ctx| a.on_message(ctx, N0, Message::Committed { commit: 9 }));
+    assert_eq!(a.dropped, 1);
+}
+
+// ---- proposer (Paxos Made Simple §3) ----
+
+fn proposer(h: &mut Harness, id: NodeId) -> (Proposer, Vec<Command>) {
+    h.call(|ctx| {
+        Proposer::recover(
+            id,
+            Membership::all_voting(3),
+            ProposerConfig::default(),
+            ProposerBugs::default(),
+            ctx,
+        )
+    })
+}
+
+fn elect(h: &mut Harness, p: &mut Proposer) -> Ballot {
+    h.now = h.now + Duration::from_secs(5);
+    let (_, out) = h.call(|ctx| p.on_timer(ctx, Timer::Election));
+    match &sends(&out)[0].2 {
+        Message::Prepare { ballot, .. } => *ballot,
+        m => panic!("expected a prepare, got {m:?}"),
+    }
+}
+
+#[test]
+fn proposer_runs_phase1_with_a_persisted_fresh_ballot() {
+    let mut h = Harness::new();
+    let (mut p, out) = proposer(&mut h, N0);
+    assert!(matches!(
+        out[..],
+        [Command::SetTimer {
+            timer: Timer::Election,
+            ..
+        }]
+    ));
+    h.now = h.now + Duration::from_secs(5);
+    let (_, out) = h.call(|ctx| p.on_timer(ctx, Timer::Election));
+    let prepare = Message::Prepare {
+        ballot: b(1, N0),
+        from_slot: 1,
+    };
+    assert_eq!(
+        sends(&out),
+        vec![
+            (N0, Role::Acceptor, prepare.clone()),
+            (N1, Role::Acceptor, prepare.clone()),
+            (N2, Role::Acceptor, prepare)
+        ]
+    );
+    assert!(out.iter().all(|c| !matches!(
+        c,
+        Command::Send {
+            after_sync: false,
+            ..
+        }
+    )));
+    assert_eq!(state::load_u64(&h.disk, state::Meta::Round), 1);
+    // After a restart the next ballot is higher, never the same.
+    let (mut p, _) = proposer(&mut h, N0);
+    assert_eq!(elect(&mut h, &mut p), b(2, N0));
+}
+
+#[test]
+fn new_leader_adopts_the_highest_accepted_value_and_fills_gaps_with_noops() {
+    let mut h = Harness::new();
+    let (mut p, _) = proposer(&mut h, N0);
+    let ballot = elect(&mut h, &mut p);
+    let old = Value::Batch(vec![update(N1, 1)]);
+    let newer = Value::Batch(vec![update(N2, 1)]);
+    let promise1 = Message::Promise {
+        ballot,
+        chosen_upto: 0,
+        accepted: vec![AcceptedEntry {
+            slot: 1,
+            ballot: b(0, N1),
+            value: old,
+        }],
+    };
+    let promise2 = Message::Promise {
+        ballot,
+        chosen_upto: 0,
+        accepted: vec![
+            AcceptedEntry {
+                slot: 1,
+                ballot: b(0, N2),
+                value: newer.clone(),
+            },
+            AcceptedEntry {
+                slot: 3,
+                ballot: b(0, N2),
+                value: Value::Noop,
+            },
+        ],
+    };
+    let (_, out) = h.call(|ctx| p.on_message(ctx, N1, promise1));
+    assert!(out.is_empty(), "one promise is not a majority");
+    let (_, out) = h.call(|ctx| p.on_message(ctx, N2, promise2));
+    assert!(p.is_leader());
+    let accepts: Vec<(u64, Value)> = sends(&out)
+        .into_iter()
+        .filter(|(to, _, _)| *to == N1)
+        .filter_map(|(_, _, m)| match m {
+            Message::Accept { slot, value, .. } => Some((slot, value)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        accepts,
+        vec![(1, newer), (2, Value::Noop), (3, Value::Noop)],
+        "slot 1 takes the higher ballot's value; slot 2 had nothing: no-op"
+    );
+}
+
+#[test]
+fn a_value_is_decided_by_a_majority_of_accepted_votes_only() {
+    let mut h = Harness::new();
+    let (mut p, _) = proposer(&mut h, N0);
+    let ballot = elect(&mut h, &mut p);
+    for n in [N0, N1] {
+        let m = Message::Promise {
+            ballot,
+            chosen_upto: 0,
+            accepted: vec![],
+        };
+        h.call(|ctx| p.on_message(ctx, n, m));
+    }
+    assert!(p.is_leader());
+    let (_, out) = h.call(|ctx| p.submit(ctx, vec![update(N0, 7)]));
+    let value = Value::Batch(vec![update(N0, 7)]);
+    assert_eq!(
+        sends(&out),
+        [N0, N1, N2]
+            .map(|n| (
+                n,
+                Role::Acceptor,
+                Message::Accept {
+                    ballot,
+                    slot: 2,
+                    value: value.clone()
+                }
+            ))
+            .to_vec()
+    );
+    let accepted = Message::Accepted { ballot, slot: 2 };
+    let (_, out) = h.call(|ctx| p.on_message(ctx, N1, accepted.clone()));
+    assert!(out.is_empty());
+    let (_, out) = h.call(|ctx| p.on_message(ctx, N1, accepted.clone()));
+    assert!(out.is_empty(), "a duplicate vote is not a second vote");
+    let (_, out) = h.call(|ctx| p.on_message(ctx, N2, accepted));
+    let decided = Message::Decided { slot: 2, value };
+    assert_eq!(
+        sends(&out),
+        [N0, N1, N2]
+            .map(|n| (n, Role::Learner, decided.clone()))
+            .to_vec()
+    );
+}
+
+#[test]
+fn a_rejected_leader_steps_down_and_refuses_what_it_never_proposed() {
+    let mut h = Harness::new();
+    let (mut p, _) = proposer(&mut h, N0);
+    let ballot = elect(&mut h, &mut p);
+    for n in [N1, N2] {
+        let m = Message::Promise {
+            ballot,
+            chosen_upto: 0,
+            accepted: vec![],
+        };
+        h.call(|ctx| p.on_message(ctx, n, m));
+    }
+    // Fill the window (the leader's own no-op holds one slot) so the
+    // next update waits in the queue.
+    let window = ProposerConfig::default().window;
+    for i in 1..window as u64 {
+        h.call(|ctx| p.submit(ctx, vec![update(N0, 100 + i)]));
+    }
+    assert_eq!(p.queued(), 0);
+    h.call(|ctx| p.submit(ctx, vec![update(N0, 1)]));
+    assert_eq!(p.queued(), 1);
+    let rej = Message::Rejected {
+        ballot,
+        promised: b(9, N2),
+    };
+    let (_, out) = h.call(|ctx| p.on_message(ctx, N1, rej));
+    assert!(!p.is_leader());
+    assert!(out.contains(&Command::Refused {
+        ids: vec![update(N0, 1).id],
+        why: Refusal::NoLeader
+    }));
+    // Its next ballot jumps past the one that beat it.
+    assert_eq!(elect(&mut h, &mut p), b(10, N0));
+}
+
+#[test]
+fn a_follower_without_a_leader_refuses_and_with_one_forwards() {
+    let mut h = Harness::new();
+    let (mut p, _) = proposer(&mut h, N1);
+    let (_, out) = h.call(|ctx| p.submit(ctx, vec![update(N1, 1)]));
+    assert_eq!(
+        out,
+        vec![Command::Refused {
+            ids: vec![update(N1, 1).id],
+            why: Refusal::NoLeader
+        }]
+    );
+    let hb = Message::Heartbeat {
+        ballot: b(3, N0),
+        commit: 0,
+    };
+    h.call(|ctx| p.on_message(ctx, N0, hb));
+    let (_, out) = h.call(|ctx| p.submit(ctx, vec![update(N1, 2)]));
+    assert_eq!(
+        out,
+        vec![plain(
+            N0,
+            Role::Proposer,
+            Message::Forward {
+                updates: vec![update(N1, 2)],
+                hops: 0
+            }
+        )]
+    );
+}
+
+// ---- learner ----
+
+#[test]
+fn learner_commits_contiguously_and_fetches_a_gap() {
+    let mut h = Harness::new();
+    let nodes = [N0, N1, N2];
+    let (mut l, _) = h.call(|ctx| Learner::recover(N1, &nodes, LearnerConfig::default(), ctx));
+    let (_, out) = h.call(|ctx| {
+        l.on_message(
+            ctx,
+            N0,
+            Message::Decided {
+                slot: 2,
+                value: Value::Noop,
+            },
+        )
+    });
+    assert_eq!(l.commit(), 0, "slot 1 is missing");
+    assert!(matches!(
+        out[..],
+        [Command::SetTimer {
+            timer: Timer::Fetch,
+            ..
+        }]
+    ));
+    h.now = h.now + Duration::from_secs(1);
+    let (_, out) = h.call(|ctx| l.on_timer(ctx, Timer::Fetch));
+    let fetch = sends(&out);
+    assert_eq!(fetch.len(), 1);
+    assert!(matches!(fetch[0].2, Message::Fetch { from_slot: 1, .. }));
+    let from = fetch[0].0;
+    let entries = Message::Entries {
+        entries: vec![(1, Value::Noop)],
+        commit: 2,
+    };
+    let (_, out) = h.call(|ctx| l.on_message(ctx, from, entries));
+    assert_eq!(l.commit(), 2);
+    let told: Vec<Role> = sends(&out)
+        .into_iter()
+        .filter(|(_, _, m)| *m == Message::Committed { commit: 2 })
+        .map(|(_, r, _)| r)
+        .collect();
+    assert_eq!(told, vec![Role::Acceptor, Role::Proposer, Role::Applier]);
+    assert_eq!(state::last_chosen_slot(&h.disk), 2);
+}
+
+#[test]
+#[should_panic(expected = "chosen value of slot 1 changed")]
+fn learner_asserts_a_chosen_value_never_changes() {
+    let mut h = Harness::new();
+    let (mut l, _) = h.call(|ctx| Learner::recover(N1, &[N0, N1], LearnerConfig::default(), ctx));
+    h.call(|ctx| {
+        l.on_message(
+            ctx,
+            N0,
+            Message::Decided {
+                slot: 1,
+                value: Value::Noop,
+            },
+        )
+    });
+    let other = Value::Batch(vec![update(N0, 1)]);
+    h.call(|ctx| {
+        l.on_message(
+            ctx,
+            N0,
+            Message::Decided {
+                slot: 1,
+                value: other,
+            },
+        )
+    });
+}
+
+// ---- applier ----
+
+#[test]
+fn applier_retries_a_retryable_failure_and_never_skips_the_slot() {
+    let mut h = Harness::new();
+    let u = update(N1, 1);
+    state::store_chosen(&mut h.disk, 1, &Value::Batch(vec![u.clone()]));
+    let (mut a, out) = h.call(|ctx| Applier::recover(N1, ApplierConfig::default(), ctx));
+    assert_eq!(
+        out,
+        vec![Command::Apply {
+            slot: 1,
+            index: 0,
+            update: u.clone()
+        }]
+    );
+    let busy = BackendReply::Response {
+        status: 503,
+        body: Bytes::new(),
+    };
+    let (_, out) = h.call(|ctx| a.on_backend_reply(ctx, 1, 0, busy));
+    assert!(matches!(
+        out[..],
+        [Command::SetTimer {
+            timer: Timer::ApplyRetry,
+            ..
+        }]
+    ));
+    assert_eq!(a.applied(), 0);
+    let (_, out) = h.call(|ctx| a.on_timer(ctx, Timer::ApplyRetry));
+    assert_eq!(
+        out,
+        vec![Command::Apply {
+            slot: 1,
+            index: 0,
+            update: u.clone()
+        }]
+    );
+    let done = BackendReply::Response {
+        status: 404,
+        body: Bytes::from_static(b"nope"),
+    };
+    let (_, out) = h.call(|ctx| a.on_backend_reply(ctx, 1, 0, done));
+    assert_eq!(
+        out,
+        vec![Command::Answer {
+            id: u.id,
+            slot: 1,
+            status: 404,
+            body: Bytes::from_static(b"nope")
+        }],
+        "404 is the deterministic answer of this slot"
+    );
+    assert_eq!(a.applied(), 1);
+}
+
+#[test]
+fn applier_skips_an_update_chosen_twice_and_rebuilds_that_memory_after_restart() {
+    let mut h = Harness::new();
+    let u = update(N0, 1);
+    state::store_chosen(&mut h.disk, 1, &Value::Batch(vec![u.clone()]));
+    state::store_chosen(&mut h.disk, 2, &Value::Batch(vec![u.clone()]));
+    let (mut a, _) = h.call(|ctx| Applier::recover(N1, ApplierConfig::default(), ctx));
+    let ok = BackendReply::Response {
+        status: 200,
+        body: Bytes::new(),
+    };
+    let (_, out) = h.call(|ctx| {
+        a.on_message(ctx, N1, Message::Committed { commit: 1 });
+        a.on_backend_reply(ctx, 1, 0, ok)
+    });
+    assert!(out.is_empty(), "another node's update is not answered here");
+    let (_, out) = h.call(|ctx| a.on_message(ctx, N1, Message::Committed { commit: 2 }));
+    assert!(out.is_empty(), "the duplicate in slot 2 is not applied");
+    assert_eq!(a.applied(), 2);
+    // A node that restarts after slot 1 must skip slot 2 the same way.
+    state::store_u64(&mut h.disk, state::Meta::Applied, 1);
+    let (a, out) = h.call(|ctx| Applier::recover(N2, ApplierConfig::default(), ctx));
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(a.applied(), 2);
+}

@@ -1,0 +1,94 @@
+//! The shipped scenarios replay and pass, through the real binary too.
+
+use ordo::sim::{Scenario, World};
+use std::process::Command;
+
+fn scenario_files() -> Vec<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("scenarios/ exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "scenario"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_shipped_scenario_passes() {
+    let files = scenario_files();
+    assert!(
+        files.len() >= 6,
+        "the issue asks for at least six scenarios"
+    );
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("readable");
+        let sc = Scenario::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert!(!sc.timeline.is_empty(), "{}: no faults", file.display());
+        let report = World::new(sc, false).run();
+        assert!(
+            report.failure().is_none(),
+            "{}: {:?}",
+            file.display(),
+            report.failure()
+        );
+        assert!(report.ops_ok > 50, "{}: too little work", file.display());
+    }
+}
+
+#[test]
+fn ordo_sim_replay_runs_a_file_and_reports_ok() {
+    let file = &scenario_files()[0];
+    let out = Command::new(env!("CARGO_BIN_EXE_ordo"))
+        .args(["sim", "replay"])
+        .arg(file)
+        .output()
+        .expect("ordo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.trim_end().ends_with("ok"), "{stdout}");
+}
+
+#[test]
+fn ordo_sim_replay_names_the_bad_line_of_a_broken_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bad.scenario");
+    std::fs::write(&file, "seed 1\nnodes 3\nat 1s explode n0\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_ordo"))
+        .args(["sim", "replay"])
+        .arg(&file)
+        .output()
+        .expect("ordo runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("line 3") && stderr.contains("explode"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn ordo_sim_writes_a_replayable_file_for_a_failing_seed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_ordo"))
+        .args(["sim", "--seeds", "0..10", "--bug", "skip-phase1", "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("ordo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("REPRODUCE WITH: ordo sim replay "))
+        .unwrap_or_else(|| panic!("no reproduce line in:\n{stdout}"));
+    let file = line.rsplit(' ').next().expect("a path");
+    let replay = Command::new(env!("CARGO_BIN_EXE_ordo"))
+        .args(["sim", "replay", file])
+        .output()
+        .expect("ordo runs");
+    assert_eq!(
+        replay.status.code(),
+        out.status.code(),
+        "the replay fails the same way"
+    );
+}
