@@ -31,6 +31,8 @@ pub struct Summary {
     pub failed: Vec<Failed>,
     pub ops: u64,
     pub events: u64,
+    /// Seeds whose history the checker could not decide within budget.
+    pub checker_unknown: u64,
     pub wall_secs: f64,
 }
 
@@ -54,6 +56,7 @@ pub fn run_seeds(
     let done = AtomicU64::new(0);
     let ops = AtomicU64::new(0);
     let events = AtomicU64::new(0);
+    let undecided = AtomicU64::new(0);
     let failed = Mutex::new(Vec::new());
     let total = seeds.end.saturating_sub(seeds.start);
     let start = Instant::now();
@@ -70,6 +73,9 @@ pub fn run_seeds(
                     let report = World::new(sc.clone(), false).run();
                     ops.fetch_add(report.ops_ok, Ordering::Relaxed);
                     events.fetch_add(report.events, Ordering::Relaxed);
+                    if report.linearizable.is_none() {
+                        undecided.fetch_add(1, Ordering::Relaxed);
+                    }
                     if let Some(f) = report.failure() {
                         let file = out_dir.and_then(|d| write_failure(d, &sc, &report));
                         if let Ok(mut v) = failed.lock() {
@@ -100,6 +106,7 @@ pub fn run_seeds(
         failed,
         ops: ops.into_inner(),
         events: events.into_inner(),
+        checker_unknown: undecided.into_inner(),
         wall_secs: start.elapsed().as_secs_f64(),
     }
 }

@@ -64,6 +64,7 @@ pub enum Fault {
 pub struct Bugs {
     pub skip_phase1: bool,
     pub forget_promise: bool,
+    pub stale_reads: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -303,6 +304,7 @@ impl Scenario {
                 "bug" => match one()? {
                     "skip-phase1" => s.bugs.skip_phase1 = true,
                     "forget-promise" => s.bugs.forget_promise = true,
+                    "stale-reads" => s.bugs.stale_reads = true,
                     b => return Err(err(format!("unknown bug {b:?}"))),
                 },
                 "net" | "backend" => {
@@ -378,6 +380,9 @@ impl Scenario {
         }
         if self.bugs.forget_promise {
             let _ = writeln!(o, "bug forget-promise");
+        }
+        if self.bugs.stale_reads {
+            let _ = writeln!(o, "bug stale-reads");
         }
         for (t, f) in &self.timeline {
             let _ = writeln!(o, "at {} {}", d(*t), render_fault(f));

@@ -61,6 +61,8 @@ pub struct Report {
     pub ops_unknown: u64,
     pub ops_refused: u64,
     pub elections: u64,
+    /// Chosen entries that learners received by fetching (catch-up).
+    pub fetched_entries: u64,
     pub sim_time: Time,
     /// Optional human-readable trace (when asked for).
     pub trace: Vec<String>,
@@ -177,7 +179,10 @@ struct Node {
     held: Vec<(NodeId, Role, Message)>,
     syncing: bool,
     crash_after_sync: bool,
+    /// Client calls in flight at this node (updates and reads), by id.
     waiting: BTreeMap<UpdateId, usize>,
+    /// Reads with a read index, waiting for the applier to reach it.
+    parked: Vec<(Slot, UpdateId)>,
     backend: SimBackend,
     boot: u64,
     seq: u64,
@@ -203,6 +208,8 @@ struct OpRecord {
     input: SimOp,
     output: Option<String>,
     status: OpStatus,
+    /// A read served by read-index: it is not in the log.
+    read_index: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -262,6 +269,7 @@ impl World {
                 syncing: false,
                 crash_after_sync: false,
                 waiting: BTreeMap::new(),
+                parked: Vec::new(),
                 backend: SimBackend::default(),
                 boot: 0,
                 seq: 0,
@@ -377,7 +385,15 @@ impl World {
     }
 
     fn hash_event(&mut self, q: &Queued) {
-        let mut words = vec![q.at.as_micros(), q.ev.tag()];
+        let mut h = self.report.trace_hash;
+        let mut mix = |w: u64| {
+            for b in w.to_le_bytes() {
+                h ^= b as u64;
+                h = h.wrapping_mul(FNV_PRIME);
+            }
+        };
+        mix(q.at.as_micros());
+        mix(q.ev.tag());
         match &q.ev {
             Ev::Deliver {
                 to,
@@ -386,25 +402,23 @@ impl World {
                 role,
                 ..
             } => {
-                words.extend([to.0 as u64, from.0 as u64, *role as u64]);
-                words.extend(msg.kind().bytes().map(u64::from));
+                mix(to.0 as u64 | (from.0 as u64) << 16 | (*role as u64) << 32);
+                msg.kind().bytes().for_each(|b| mix(b as u64));
             }
-            Ev::Timer { node, timer, .. } => words.extend([node.0 as u64, *timer as u64]),
-            Ev::SyncDone { node, writes, .. } => words.extend([node.0 as u64, *writes as u64]),
+            Ev::Timer { node, timer, .. } => mix(node.0 as u64 | (*timer as u64) << 16),
+            Ev::SyncDone { node, writes, .. } => mix(node.0 as u64 | (*writes as u64) << 16),
             Ev::Backend {
                 node, slot, index, ..
-            } => words.extend([node.0 as u64, *slot, *index as u64]),
-            Ev::ClientNext { client } => words.push(*client as u64),
-            Ev::ClientDeadline { op } => words.push(*op as u64),
-            Ev::Fault(i) => words.push(*i as u64),
+            } => {
+                mix(node.0 as u64 | (*index as u64) << 16);
+                mix(*slot);
+            }
+            Ev::ClientNext { client } => mix(*client as u64),
+            Ev::ClientDeadline { op } => mix(*op as u64),
+            Ev::Fault(i) => mix(*i as u64),
             Ev::EndOfFaults | Ev::Check | Ev::FinalRead => {}
         }
-        for w in words {
-            for b in w.to_le_bytes() {
-                self.report.trace_hash ^= b as u64;
-                self.report.trace_hash = self.report.trace_hash.wrapping_mul(FNV_PRIME);
-            }
-        }
+        self.report.trace_hash = h;
         if self.tracing {
             let line = match &q.ev {
                 Ev::Deliver { to, from, msg, .. } => format!("{} {from}->{to} {msg:?}", q.at),
@@ -451,6 +465,32 @@ impl World {
         let fresh: Vec<Applied> = roles.applier.journal.drain(..).collect();
         self.record_applied(i, fresh);
         self.execute(i, out);
+        self.serve_parked_reads(i);
+    }
+
+    /// Serve each read whose index the local applier has reached, from
+    /// the local backend (as the gateway will).
+    fn serve_parked_reads(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let Some(applied) = node.roles.as_ref().map(|r| r.applier.applied()) else {
+            return;
+        };
+        if node.parked.iter().all(|(index, _)| *index > applied) {
+            return;
+        }
+        let (ready, waiting): (Vec<_>, Vec<_>) = node
+            .parked
+            .drain(..)
+            .partition(|(index, _)| *index <= applied);
+        node.parked = waiting;
+        for (_, id) in ready {
+            let Some(op) = self.nodes[i].waiting.remove(&id) else {
+                continue;
+            };
+            let key = self.ops[op].input.key();
+            let value = self.nodes[i].backend.data().get(&key).cloned();
+            self.finish_op(op, OpStatus::Ok, Some(value.unwrap_or_default()));
+        }
     }
 
     fn start_node(&mut self, i: usize) {
@@ -485,6 +525,7 @@ impl World {
             pcfg,
             ProposerBugs {
                 skip_phase1: bugs.skip_phase1,
+                reads_skip_confirm: bugs.stale_reads,
             },
             &mut ctx,
         );
@@ -510,6 +551,7 @@ impl World {
         node.inc += 1;
         node.disk.crash(&mut self.rng);
         node.held.clear();
+        node.parked.clear();
         node.syncing = false;
         node.crash_after_sync = false;
         node.timers.clear();
@@ -588,6 +630,12 @@ impl World {
                         if let Some(op) = self.nodes[i].waiting.remove(&id) {
                             self.finish_op(op, OpStatus::Refused, None);
                         }
+                    }
+                }
+                Command::ReadReady { id, index } => self.nodes[i].parked.push((index, id)),
+                Command::ReadRefused { id, .. } => {
+                    if let Some(op) = self.nodes[i].waiting.remove(&id) {
+                        self.finish_op(op, OpStatus::Refused, None);
                     }
                 }
             }
@@ -681,6 +729,11 @@ impl World {
                 }
                 if local_inc.is_none() && msg.is_local_only() {
                     return;
+                }
+                if let Message::Entries { entries, .. } = &msg {
+                    if self.nodes[i].roles.is_some() {
+                        self.report.fetched_entries += entries.len() as u64;
+                    }
                 }
                 self.with_roles(i, |r, ctx| match role {
                     Role::Proposer => r.proposer.on_message(ctx, from, msg),
@@ -969,7 +1022,7 @@ impl World {
         }
         if let Some(&key) = self.final_reads.first() {
             let node = key as usize % self.nodes.len();
-            self.submit(self.sc.clients, node, SimOp::Get { key });
+            self.submit(self.sc.clients, node, SimOp::Get { key }, false);
         }
     }
 
@@ -986,16 +1039,18 @@ impl World {
             2..=6 => SimOp::Append { key, token },
             _ => SimOp::Get { key },
         };
+        // Half the reads go through the log, half by read-index.
+        let by_read_index = matches!(op, SimOp::Get { .. }) && self.rng.chance(0.5);
         if self.nodes[node].roles.is_none() {
             // Connection refused: nothing was sent; try again soon.
             let at = self.now + Duration::from_millis(20);
             self.push(at, Ev::ClientNext { client });
             return;
         }
-        self.submit(client, node, op);
+        self.submit(client, node, op, by_read_index);
     }
 
-    fn submit(&mut self, client: u32, i: usize, input: SimOp) {
+    fn submit(&mut self, client: u32, i: usize, input: SimOp, by_read_index: bool) {
         let node = &mut self.nodes[i];
         node.seq += 1;
         let id = UpdateId {
@@ -1013,16 +1068,21 @@ impl World {
             input: input.clone(),
             output: None,
             status: OpStatus::Pending,
+            read_index: by_read_index,
         });
         node.waiting.insert(id, op);
         if let Some(busy) = self.client_busy.get_mut(client as usize) {
             *busy = true;
         }
-        let update = Update {
-            id,
-            payload: input.encode(),
-        };
-        self.with_roles(i, |r, ctx| r.proposer.submit(ctx, vec![update]));
+        if by_read_index {
+            self.with_roles(i, |r, ctx| r.proposer.read(ctx, id));
+        } else {
+            let update = Update {
+                id,
+                payload: input.encode(),
+            };
+            self.with_roles(i, |r, ctx| r.proposer.submit(ctx, vec![update]));
+        }
         let deadline = self.now + self.sc.client_timeout;
         self.push(deadline, Ev::ClientDeadline { op });
     }
@@ -1167,7 +1227,11 @@ impl World {
 
     /// No acknowledged update lost: each one is applied on every node.
     fn acknowledged_updates_are_applied_everywhere(&self) -> Result<(), String> {
-        for o in self.ops.iter().filter(|o| o.status == OpStatus::Ok) {
+        for o in self
+            .ops
+            .iter()
+            .filter(|o| o.status == OpStatus::Ok && !o.read_index)
+        {
             for n in &self.nodes {
                 let found = n.applied.values().flatten().any(|a| match a {
                     Applied::Update { id, .. } => *id == o.id,

@@ -1,10 +1,12 @@
 //! ordo: a Paxos availability proxy for REST services.
 //!
 //! `paxos` holds the protocol roles, `apply` the applier, `storage` the
-//! durable state; `sim` (in the top-level `sim/` folder) drives the same
+//! durable state, `node` the actix actors that drive the roles in
+//! production; `sim` (in the top-level `sim/` folder) drives the same
 //! roles with a seeded deterministic scheduler.
 
 pub mod apply;
+pub mod node;
 pub mod paxos;
 pub mod rng;
 pub mod storage;

@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use ordo::sim::scenario::Bugs;
 use ordo::sim::{Scenario, World, runner};
 use std::path::PathBuf;
 
@@ -36,7 +37,7 @@ struct SimArgs {
     #[arg(long, default_value = "sim-failures")]
     out: PathBuf,
     /// Switch on a deliberate protocol bug (to see the checkers catch it):
-    /// skip-phase1 or forget-promise.
+    /// skip-phase1, forget-promise or stale-reads.
     #[arg(long)]
     bug: Option<String>,
 }
@@ -78,12 +79,13 @@ fn sim_main(args: SimArgs) -> Result<i32> {
             println!("{line}");
         }
         println!(
-            "seed {}: {} events, {} ops answered, {} unknown, {} refused, sim time {}, trace {:016x}",
+            "seed {}: {} events, {} ops answered, {} unknown, {} refused, {} entries fetched, sim time {}, trace {:016x}",
             sc.seed,
             report.events,
             report.ops_ok,
             report.ops_unknown,
             report.ops_refused,
+            report.fetched_entries,
             report.sim_time,
             report.trace_hash
         );
@@ -99,16 +101,15 @@ fn sim_main(args: SimArgs) -> Result<i32> {
         });
     }
     let seeds = parse_seeds(&args.seeds)?;
-    let (skip_phase1, forget_promise) = match args.bug.as_deref() {
-        None => (false, false),
-        Some("skip-phase1") => (true, false),
-        Some("forget-promise") => (false, true),
-        Some(b) => bail!("--bug {b:?}: unknown (skip-phase1, forget-promise)"),
-    };
-    let tweak = move |sc: &mut Scenario| {
-        sc.bugs.skip_phase1 = skip_phase1;
-        sc.bugs.forget_promise = forget_promise;
-    };
+    let mut bugs = Bugs::default();
+    match args.bug.as_deref() {
+        None => {}
+        Some("skip-phase1") => bugs.skip_phase1 = true,
+        Some("forget-promise") => bugs.forget_promise = true,
+        Some("stale-reads") => bugs.stale_reads = true,
+        Some(b) => bail!("--bug {b:?}: unknown (skip-phase1, forget-promise, stale-reads)"),
+    }
+    let tweak = move |sc: &mut Scenario| sc.bugs = bugs;
     let summary = runner::run_seeds(seeds, args.jobs, Some(&args.out), true, &tweak);
     println!(
         "{} seeds, {} failed, {} client ops answered in {:.1}s: {:.0} simulated ops/s, {:.0} events/s",
@@ -119,6 +120,12 @@ fn sim_main(args: SimArgs) -> Result<i32> {
         summary.ops_per_sec(),
         summary.events as f64 / summary.wall_secs.max(1e-9)
     );
+    if summary.checker_unknown > 0 {
+        println!(
+            "{} seeds' histories were too large for the checker's budget (not judged)",
+            summary.checker_unknown
+        );
+    }
     for f in summary.failed.iter().take(10) {
         let first = f.message.lines().next().unwrap_or("");
         println!("seed {} failed ({:?}): {first}", f.seed, f.kind);

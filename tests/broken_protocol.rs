@@ -45,3 +45,15 @@ fn the_correct_protocol_passes_the_same_seeds() {
     let first = summary.failed.first().map(|f| (f.seed, f.message.clone()));
     assert!(summary.failed.is_empty(), "{first:?}");
 }
+
+/// Read-index without its quorum round (and without waiting for the new
+/// leader's first entry) serves stale reads; the checker must say so.
+#[test]
+fn the_history_checker_catches_reads_that_skip_the_quorum_round() {
+    let found = (0..300).find(|&seed| {
+        let mut sc = Scenario::generate(seed);
+        sc.bugs.stale_reads = true;
+        World::new(sc, false).run().history_violated()
+    });
+    assert!(found.is_some(), "no stale read caught in 300 seeds");
+}

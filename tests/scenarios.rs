@@ -37,6 +37,21 @@ fn every_shipped_scenario_passes() {
 }
 
 #[test]
+fn a_node_down_for_a_long_time_catches_up_by_fetching() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let text = std::fs::read_to_string(dir.join("long-outage-catch-up.scenario")).expect("file");
+    let sc = Scenario::parse(&text).expect("parses");
+    let report = World::new(sc, false).run();
+    assert!(report.failure().is_none(), "{:?}", report.failure());
+    // It missed hundreds of slots; it got them from its peers in batches.
+    assert!(
+        report.fetched_entries > 200,
+        "only {} entries fetched",
+        report.fetched_entries
+    );
+}
+
+#[test]
 fn ordo_sim_replay_runs_a_file_and_reports_ok() {
     let file = &scenario_files()[0];
     let out = Command::new(env!("CARGO_BIN_EXE_ordo"))

@@ -86,6 +86,20 @@ impl Acceptor {
                 value,
             } => self.on_accept(ctx, from, ballot, slot, value),
             Message::Committed { commit } if from == self.id => self.on_committed(ctx, commit),
+            Message::Confirm { ballot, seq } if ballot.node == from => {
+                // Read-index: a leader is still current for us if we have
+                // promised nothing higher. Nothing is written, so nothing
+                // waits for a sync.
+                let reply = if ballot >= self.promised {
+                    Message::Confirmed { ballot, seq }
+                } else {
+                    Message::Rejected {
+                        ballot,
+                        promised: self.promised,
+                    }
+                };
+                ctx.send(from, Role::Proposer, reply);
+            }
             _ => self.dropped += 1,
         }
     }

@@ -14,7 +14,8 @@
 //!    A crash before that sync loses both the writes and the messages.
 //! 3. `SetTimer` replaces the role's previous timer of the same kind; the
 //!    driver calls `on_timer` once `now >= at`.
-//! 4. `Apply`, `Answer` and `Refused` go to the backend and the gateway.
+//! 4. `Apply`, `Answer`, `Refused`, `ReadReady` and `ReadRefused` go to
+//!    the backend and the gateway.
 //!
 //! Handlers never block and never fail: a stale, duplicated or malformed
 //! message is dropped (and counted), never a panic. An `assert!` in a role
@@ -101,6 +102,18 @@ pub enum Command {
     /// Proposer: these updates were never proposed and never will be.
     Refused {
         ids: Vec<UpdateId>,
+        why: Refusal,
+    },
+    /// Proposer: linearizable read `id` may be served from the local
+    /// backend once the applied index reaches `index`.
+    ReadReady {
+        id: UpdateId,
+        index: Slot,
+    },
+    /// Proposer: no read index for `id` (no leader); the read had no
+    /// effect and may be retried.
+    ReadRefused {
+        id: UpdateId,
         why: Refusal,
     },
 }

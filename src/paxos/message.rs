@@ -3,7 +3,7 @@
 //! postcard is not self-describing: the variant order of [`Message`] is
 //! the wire protocol. Append new variants at the end; never reorder.
 
-use super::ballot::{Ballot, NodeId, Slot, Update, Value};
+use super::ballot::{Ballot, NodeId, Slot, Update, UpdateId, Value};
 use serde::{Deserialize, Serialize};
 
 /// The role a message is addressed to on its node.
@@ -71,6 +71,15 @@ pub enum Message {
     /// Local, learner to the node's other roles: every slot up to
     /// `commit` is chosen and in the local log.
     Committed { commit: Slot },
+    /// Read-index, leader to acceptors: "is `ballot` still the highest
+    /// you promised?" Round `seq` started after the reads it confirms.
+    Confirm { ballot: Ballot, seq: u64 },
+    /// Acceptor to leader: no higher ballot promised as of round `seq`.
+    Confirmed { ballot: Ballot, seq: u64 },
+    /// Follower to leader: give me a read index for read `id`.
+    ReadIndexRequest { id: UpdateId },
+    /// Leader to follower: read `id` may be served once `index` is applied.
+    ReadIndexReply { id: UpdateId, index: Slot },
 }
 
 impl Message {
@@ -96,6 +105,10 @@ impl Message {
             Message::ForwardRejected { .. } => "forward-rejected",
             Message::CommitHint { .. } => "commit-hint",
             Message::Committed { .. } => "committed",
+            Message::Confirm { .. } => "confirm",
+            Message::Confirmed { .. } => "confirmed",
+            Message::ReadIndexRequest { .. } => "read-index-request",
+            Message::ReadIndexReply { .. } => "read-index-reply",
         }
     }
 }

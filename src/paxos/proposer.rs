@@ -12,7 +12,7 @@
 //! The preferred leader (`voters[0]`) takes leadership back once it has
 //! been caught up with the current leader for `takeover_after`.
 
-use super::ballot::{Ballot, NodeId, Slot, Update, Value};
+use super::ballot::{Ballot, NodeId, Slot, Update, UpdateId, Value};
 use super::command::{Command, Ctx, Refusal, Timer};
 use super::membership::Membership;
 use super::message::{AcceptedEntry, Message, Role};
@@ -61,6 +61,9 @@ impl Default for ProposerConfig {
 pub struct ProposerBugs {
     /// Become leader without phase 1: never learns what may be chosen.
     pub skip_phase1: bool,
+    /// Answer read-index requests at once, without a quorum round and
+    /// without waiting for this leadership's first entry.
+    pub reads_skip_confirm: bool,
 }
 
 struct Candidate {
@@ -79,6 +82,26 @@ struct Leading {
     ballot: Ballot,
     next_slot: Slot,
     inflight: BTreeMap<Slot, Inflight>,
+    /// The last slot this leadership proposed on taking over. Read
+    /// indexes are handed out only once it is chosen: then every value
+    /// an earlier leader may have chosen is at or below it.
+    ready_slot: Slot,
+    ready: bool,
+    /// Highest slot this leader saw chosen.
+    max_decided: Slot,
+    /// Read-index confirmation rounds: the latest round started, and the
+    /// latest round each acceptor confirmed.
+    confirm_seq: u64,
+    confirmed: BTreeMap<NodeId, u64>,
+    reads: Vec<PendingRead>,
+}
+
+/// A read waiting for its confirmation round at the leader.
+struct PendingRead {
+    id: UpdateId,
+    origin: NodeId,
+    index: Slot,
+    seq: u64,
 }
 
 enum Phase {
@@ -210,6 +233,18 @@ impl Proposer {
                 self.on_forward_rejected(ctx, from, updates, hops)
             }
             Message::Committed { commit } if from == self.id => self.on_committed(commit),
+            Message::Confirmed { ballot, seq } => self.on_confirmed(ctx, from, ballot, seq),
+            Message::ReadIndexRequest { id } if id.origin == from => {
+                if self.is_leader() {
+                    self.start_read(ctx, id, from);
+                } else {
+                    // The origin's deadline answers; a read has no effect.
+                    self.dropped += 1;
+                }
+            }
+            Message::ReadIndexReply { id, index } if id.origin == self.id => {
+                ctx.out.push(Command::ReadReady { id, index });
+            }
             _ => self.dropped += 1,
         }
     }
@@ -350,6 +385,12 @@ impl Proposer {
             ballot: c.ballot,
             next_slot: top + 1,
             inflight: BTreeMap::new(),
+            ready_slot: 0,
+            ready: false,
+            max_decided: 0,
+            confirm_seq: 0,
+            confirmed: BTreeMap::new(),
+            reads: Vec::new(),
         });
         self.leader = Some((self.id, c.ballot));
         self.leader_seen = ctx.now;
@@ -360,6 +401,9 @@ impl Proposer {
         if top == chosen_upto {
             let slot = self.take_slot();
             self.propose(ctx, slot, Value::Noop);
+        }
+        if let Phase::Leader(l) = &mut self.phase {
+            l.ready_slot = l.next_slot - 1;
         }
         if chosen_upto > self.commit {
             let msg = Message::CommitHint {
@@ -456,6 +500,10 @@ impl Proposer {
         let Some(entry) = l.inflight.remove(&slot) else {
             unreachable!("looked up above");
         };
+        l.max_decided = l.max_decided.max(slot);
+        if slot == l.ready_slot {
+            l.ready = true;
+        }
         for &n in &self.members.nodes {
             let msg = Message::Decided {
                 slot,
@@ -464,6 +512,7 @@ impl Proposer {
             ctx.send(n, Role::Learner, msg);
         }
         self.fill_window(ctx);
+        self.complete_reads(ctx);
     }
 
     fn on_rejected(&mut self, ctx: &mut Ctx<'_>, ballot: Ballot, promised: Ballot) {
@@ -483,8 +532,18 @@ impl Proposer {
     }
 
     fn step_down(&mut self, ctx: &mut Ctx<'_>) {
-        if self.is_leader() {
+        if let Phase::Leader(l) = &mut self.phase {
             self.leader = None;
+            // Reads have no effect, so refusing them is always safe;
+            // remote ones are left to their origin's deadline.
+            for r in l.reads.drain(..) {
+                if r.origin == self.id {
+                    ctx.out.push(Command::ReadRefused {
+                        id: r.id,
+                        why: Refusal::NoLeader,
+                    });
+                }
+            }
         }
         self.phase = Phase::Follower;
         self.refuse_queue(ctx);
@@ -676,6 +735,97 @@ impl Proposer {
             };
             ctx.send(next, Role::Proposer, msg);
         }
+    }
+
+    /// A linearizable read from the local gateway (read-index, FOUNDATION
+    /// "Reads"): the leader notes its commit index, confirms with a quorum
+    /// round started after the read arrived that no newer leader exists,
+    /// and the node serves the read once it has applied that index.
+    pub fn read(&mut self, ctx: &mut Ctx<'_>, id: UpdateId) {
+        if self.is_leader() {
+            self.start_read(ctx, id, self.id);
+        } else if let Some(leader) = self.leader(ctx.now) {
+            ctx.send(leader, Role::Proposer, Message::ReadIndexRequest { id });
+        } else {
+            ctx.out.push(Command::ReadRefused {
+                id,
+                why: Refusal::NoLeader,
+            });
+        }
+    }
+
+    fn start_read(&mut self, ctx: &mut Ctx<'_>, id: UpdateId, origin: NodeId) {
+        let commit = self.commit;
+        let Phase::Leader(l) = &mut self.phase else {
+            return;
+        };
+        if self.bugs.reads_skip_confirm {
+            let index = commit;
+            Self::answer_read(ctx, self.id, id, origin, index);
+            return;
+        }
+        l.confirm_seq += 1;
+        let seq = l.confirm_seq;
+        let index = commit.max(l.max_decided).max(l.ready_slot);
+        l.reads.push(PendingRead {
+            id,
+            origin,
+            index,
+            seq,
+        });
+        let ballot = l.ballot;
+        for &v in &self.members.voters {
+            ctx.send(v, Role::Acceptor, Message::Confirm { ballot, seq });
+        }
+    }
+
+    fn answer_read(ctx: &mut Ctx<'_>, me: NodeId, id: UpdateId, origin: NodeId, index: Slot) {
+        if origin == me {
+            ctx.out.push(Command::ReadReady { id, index });
+        } else {
+            ctx.send(
+                origin,
+                Role::Proposer,
+                Message::ReadIndexReply { id, index },
+            );
+        }
+    }
+
+    fn on_confirmed(&mut self, ctx: &mut Ctx<'_>, from: NodeId, ballot: Ballot, seq: u64) {
+        let voter = self.members.is_voter(from);
+        let Phase::Leader(l) = &mut self.phase else {
+            self.dropped += 1;
+            return;
+        };
+        if l.ballot != ballot || !voter || seq > l.confirm_seq {
+            self.dropped += 1;
+            return;
+        }
+        let e = l.confirmed.entry(from).or_insert(0);
+        *e = (*e).max(seq);
+        self.complete_reads(ctx);
+    }
+
+    /// Answer every read whose round a quorum confirmed, once this
+    /// leadership's first entry is chosen.
+    fn complete_reads(&mut self, ctx: &mut Ctx<'_>) {
+        let quorum = self.members.quorum();
+        let me = self.id;
+        let Phase::Leader(l) = &mut self.phase else {
+            return;
+        };
+        if !l.ready {
+            return;
+        }
+        let confirmed = &l.confirmed;
+        l.reads.retain(|r| {
+            let votes = confirmed.values().filter(|&&s| s >= r.seq).count();
+            if votes < quorum {
+                return true;
+            }
+            Self::answer_read(ctx, me, r.id, r.origin, r.index);
+            false
+        });
     }
 
     fn on_committed(&mut self, commit: Slot) {
