@@ -65,6 +65,7 @@ pub struct Bugs {
     pub skip_phase1: bool,
     pub forget_promise: bool,
     pub stale_reads: bool,
+    pub ignore_idempotency_keys: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -305,6 +306,7 @@ impl Scenario {
                     "skip-phase1" => s.bugs.skip_phase1 = true,
                     "forget-promise" => s.bugs.forget_promise = true,
                     "stale-reads" => s.bugs.stale_reads = true,
+                    "ignore-idempotency-keys" => s.bugs.ignore_idempotency_keys = true,
                     b => return Err(err(format!("unknown bug {b:?}"))),
                 },
                 "net" | "backend" => {
@@ -383,6 +385,9 @@ impl Scenario {
         }
         if self.bugs.stale_reads {
             let _ = writeln!(o, "bug stale-reads");
+        }
+        if self.bugs.ignore_idempotency_keys {
+            let _ = writeln!(o, "bug ignore-idempotency-keys");
         }
         for (t, f) in &self.timeline {
             let _ = writeln!(o, "at {} {}", d(*t), render_fault(f));

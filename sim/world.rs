@@ -114,6 +114,10 @@ enum Ev {
     },
     ClientDeadline {
         op: usize,
+        attempt: u32,
+    },
+    ClientRetry {
+        op: usize,
     },
     Fault(usize),
     EndOfFaults,
@@ -130,6 +134,7 @@ impl Ev {
             Ev::Backend { .. } => 4,
             Ev::ClientNext { .. } => 5,
             Ev::ClientDeadline { .. } => 6,
+            Ev::ClientRetry { .. } => 11,
             Ev::Fault(_) => 7,
             Ev::EndOfFaults => 8,
             Ev::Check => 9,
@@ -210,7 +215,16 @@ struct OpRecord {
     status: OpStatus,
     /// A read served by read-index: it is not in the log.
     read_index: bool,
+    /// The client's idempotency key: with one, an unknown outcome is
+    /// retried, perhaps at another node, and must still apply once.
+    key: Option<String>,
+    attempts: u32,
+    /// Every attempt's request id, the latest last.
+    ids: Vec<UpdateId>,
 }
+
+/// Attempts per keyed client operation, the first one included.
+const ATTEMPTS_MAX: u32 = 3;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -278,6 +292,8 @@ impl World {
             .collect();
         let acfg = ApplierConfig {
             dedupe_window_slots: 1000,
+            client_key_window_slots: 1000,
+            bug_ignore_client_keys: sc.bugs.ignore_idempotency_keys,
             ..ApplierConfig::default()
         };
         World {
@@ -414,7 +430,8 @@ impl World {
                 mix(*slot);
             }
             Ev::ClientNext { client } => mix(*client as u64),
-            Ev::ClientDeadline { op } => mix(*op as u64),
+            Ev::ClientDeadline { op, attempt } => mix(*op as u64 | (*attempt as u64) << 32),
+            Ev::ClientRetry { op } => mix(*op as u64),
             Ev::Fault(i) => mix(*i as u64),
             Ev::EndOfFaults | Ev::Check | Ev::FinalRead => {}
         }
@@ -558,7 +575,7 @@ impl World {
         let waiting: Vec<usize> = std::mem::take(&mut node.waiting).into_values().collect();
         for op in waiting {
             // The client's connection dropped: the outcome is unknown.
-            self.finish_op(op, OpStatus::Unknown, None);
+            self.retry_or_give_up(op);
         }
         self.trace(|| format!("crash n{i}"));
     }
@@ -628,7 +645,12 @@ impl World {
                 Command::Refused { ids, .. } => {
                     for id in ids {
                         if let Some(op) = self.nodes[i].waiting.remove(&id) {
-                            self.finish_op(op, OpStatus::Refused, None);
+                            if self.ops[op].attempts == 1 {
+                                self.finish_op(op, OpStatus::Refused, None);
+                            } else {
+                                // An earlier attempt may still apply.
+                                self.retry_or_give_up(op);
+                            }
                         }
                     }
                 }
@@ -790,12 +812,25 @@ impl World {
                 }
             }
             Ev::ClientNext { client } => self.client_next(client),
-            Ev::ClientDeadline { op } => {
-                if self.ops[op].status == OpStatus::Pending {
-                    let node = self.ops[op].node.0 as usize;
-                    let id = self.ops[op].id;
+            Ev::ClientDeadline { op, attempt } => {
+                let rec = &self.ops[op];
+                if rec.status == OpStatus::Pending && rec.attempts == attempt {
+                    let (node, id) = (rec.node.0 as usize, rec.id);
                     self.nodes[node].waiting.remove(&id);
-                    self.finish_op(op, OpStatus::Unknown, None);
+                    self.retry_or_give_up(op);
+                }
+            }
+            Ev::ClientRetry { op } => {
+                if self.ops[op].status == OpStatus::Pending {
+                    let up: Vec<usize> = (0..self.nodes.len())
+                        .filter(|&i| self.nodes[i].roles.is_some())
+                        .collect();
+                    if up.is_empty() {
+                        self.push(self.now + Duration::from_millis(50), Ev::ClientRetry { op });
+                    } else {
+                        let i = up[self.rng.below(up.len() as u64) as usize];
+                        self.attempt(op, i);
+                    }
                 }
             }
             Ev::Fault(k) => {
@@ -1022,7 +1057,7 @@ impl World {
         }
         if let Some(&key) = self.final_reads.first() {
             let node = key as usize % self.nodes.len();
-            self.submit(self.sc.clients, node, SimOp::Get { key }, false);
+            self.submit(self.sc.clients, node, SimOp::Get { key }, false, None);
         }
     }
 
@@ -1034,11 +1069,13 @@ impl World {
         let key = self.rng.below(self.sc.keys as u64) as u32;
         self.token += 1;
         let token = format!("c{client}.{}", self.token);
+        let idempotency_key = self.rng.chance(0.5).then(|| format!("key-{token}"));
         let op = match self.rng.below(10) {
             0..=1 => SimOp::Put { key, token },
             2..=6 => SimOp::Append { key, token },
             _ => SimOp::Get { key },
         };
+        let idempotency_key = idempotency_key.filter(|_| !matches!(op, SimOp::Get { .. }));
         // Half the reads go through the log, half by read-index.
         let by_read_index = matches!(op, SimOp::Get { .. }) && self.rng.chance(0.5);
         if self.nodes[node].roles.is_none() {
@@ -1047,10 +1084,40 @@ impl World {
             self.push(at, Ev::ClientNext { client });
             return;
         }
-        self.submit(client, node, op, by_read_index);
+        self.submit(client, node, op, by_read_index, idempotency_key);
     }
 
-    fn submit(&mut self, client: u32, i: usize, input: SimOp, by_read_index: bool) {
+    fn submit(
+        &mut self,
+        client: u32,
+        i: usize,
+        input: SimOp,
+        by_read_index: bool,
+        key: Option<String>,
+    ) {
+        let op = self.ops.len();
+        self.ops.push(OpRecord {
+            client,
+            node: self.nodes[i].id,
+            id: UpdateId::default(),
+            call: self.now,
+            ret: None,
+            input,
+            output: None,
+            status: OpStatus::Pending,
+            read_index: by_read_index,
+            key,
+            attempts: 0,
+            ids: Vec::new(),
+        });
+        if let Some(busy) = self.client_busy.get_mut(client as usize) {
+            *busy = true;
+        }
+        self.attempt(op, i);
+    }
+
+    /// Send operation `op` (again) through node `i`, as a new request.
+    fn attempt(&mut self, op: usize, i: usize) {
         let node = &mut self.nodes[i];
         node.seq += 1;
         let id = UpdateId {
@@ -1058,33 +1125,37 @@ impl World {
             boot: node.boot,
             seq: node.seq,
         };
-        let op = self.ops.len();
-        self.ops.push(OpRecord {
-            client,
-            node: node.id,
-            id,
-            call: self.now,
-            ret: None,
-            input: input.clone(),
-            output: None,
-            status: OpStatus::Pending,
-            read_index: by_read_index,
-        });
         node.waiting.insert(id, op);
-        if let Some(busy) = self.client_busy.get_mut(client as usize) {
-            *busy = true;
-        }
-        if by_read_index {
+        let rec = &mut self.ops[op];
+        rec.node = node.id;
+        rec.id = id;
+        rec.ids.push(id);
+        rec.attempts += 1;
+        let attempt = rec.attempts;
+        if rec.read_index {
             self.with_roles(i, |r, ctx| r.proposer.read(ctx, id));
         } else {
             let update = Update {
                 id,
-                payload: input.encode(),
+                key: rec.key.as_ref().map(|k| bytes::Bytes::from(k.clone())),
+                payload: rec.input.encode(),
             };
             self.with_roles(i, |r, ctx| r.proposer.submit(ctx, vec![update]));
         }
         let deadline = self.now + self.sc.client_timeout;
-        self.push(deadline, Ev::ClientDeadline { op });
+        self.push(deadline, Ev::ClientDeadline { op, attempt });
+    }
+
+    /// The outcome of the latest attempt is unknown: a keyed operation is
+    /// tried again (the key makes that safe), any other one is unknown.
+    fn retry_or_give_up(&mut self, op: usize) {
+        let rec = &self.ops[op];
+        if rec.key.is_some() && rec.attempts < ATTEMPTS_MAX {
+            let at = self.now + Duration::from_millis(self.rng.range(10, 100));
+            self.push(at, Ev::ClientRetry { op });
+        } else {
+            self.finish_op(op, OpStatus::Unknown, None);
+        }
     }
 
     fn finish_op(&mut self, op: usize, status: OpStatus, output: Option<String>) {
@@ -1139,7 +1210,7 @@ impl World {
         }
         if self.phase == Phase::Done {
             // Only a converged cluster must have applied everything.
-            if let Err(e) = self.acknowledged_updates_are_applied_everywhere() {
+            if let Err(e) = self.updates_apply_exactly_once() {
                 self.fail(FailureKind::Safety, e);
             }
         }
@@ -1225,19 +1296,34 @@ impl World {
         Ok(())
     }
 
-    /// No acknowledged update lost: each one is applied on every node.
-    fn acknowledged_updates_are_applied_everywhere(&self) -> Result<(), String> {
-        for o in self
-            .ops
-            .iter()
-            .filter(|o| o.status == OpStatus::Ok && !o.read_index)
-        {
-            for n in &self.nodes {
-                let found = n.applied.values().flatten().any(|a| match a {
-                    Applied::Update { id, .. } => *id == o.id,
-                    Applied::Duplicate { .. } => false,
-                });
-                if !found {
+    /// No acknowledged update lost, none applied twice: on every node an
+    /// acknowledged update was applied in exactly one slot, whichever of
+    /// its attempts (retries with the same idempotency key) got there;
+    /// an update with an unknown outcome in at most one.
+    fn updates_apply_exactly_once(&self) -> Result<(), String> {
+        let mut slots_of: BTreeMap<UpdateId, BTreeSet<Slot>> = BTreeMap::new();
+        for n in &self.nodes {
+            slots_of.clear();
+            for a in n.applied.values().flatten() {
+                if let Applied::Update { slot, id, .. } = a {
+                    slots_of.entry(*id).or_default().insert(*slot);
+                }
+            }
+            for o in self.ops.iter().filter(|o| !o.read_index) {
+                let slots: BTreeSet<Slot> = o
+                    .ids
+                    .iter()
+                    .filter_map(|id| slots_of.get(id))
+                    .flatten()
+                    .copied()
+                    .collect();
+                if slots.len() > 1 {
+                    return Err(format!(
+                        "update {:?} (key {:?}) was applied in slots {slots:?} on {}",
+                        o.input, o.key, n.id
+                    ));
+                }
+                if o.status == OpStatus::Ok && slots.is_empty() {
                     return Err(format!(
                         "acknowledged update {:?} ({:?}) was never applied on {}",
                         o.id, o.input, n.id

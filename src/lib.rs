@@ -6,6 +6,7 @@
 //! roles with a seeded deterministic scheduler.
 
 pub mod apply;
+pub mod config;
 pub mod node;
 pub mod paxos;
 pub mod rng;

@@ -21,6 +21,11 @@ struct Cli {
 enum Command {
     /// Deterministic simulation: run many seeds, or replay one scenario.
     Sim(SimArgs),
+    /// Validate a node's configuration file; every error names the key.
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -37,7 +42,7 @@ struct SimArgs {
     #[arg(long, default_value = "sim-failures")]
     out: PathBuf,
     /// Switch on a deliberate protocol bug (to see the checkers catch it):
-    /// skip-phase1, forget-promise or stale-reads.
+    /// skip-phase1, forget-promise, stale-reads or ignore-idempotency-keys.
     #[arg(long)]
     bug: Option<String>,
 }
@@ -107,7 +112,10 @@ fn sim_main(args: SimArgs) -> Result<i32> {
         Some("skip-phase1") => bugs.skip_phase1 = true,
         Some("forget-promise") => bugs.forget_promise = true,
         Some("stale-reads") => bugs.stale_reads = true,
-        Some(b) => bail!("--bug {b:?}: unknown (skip-phase1, forget-promise, stale-reads)"),
+        Some("ignore-idempotency-keys") => bugs.ignore_idempotency_keys = true,
+        Some(b) => bail!(
+            "--bug {b:?}: unknown (skip-phase1, forget-promise, stale-reads, ignore-idempotency-keys)"
+        ),
     }
     let tweak = move |sc: &mut Scenario| sc.bugs = bugs;
     let summary = runner::run_seeds(seeds, args.jobs, Some(&args.out), true, &tweak);
@@ -139,6 +147,19 @@ fn sim_main(args: SimArgs) -> Result<i32> {
         .map_or(0, |f| runner::exit_code(f.kind)))
 }
 
+fn check_config(file: &std::path::Path) -> Result<i32> {
+    let cfg = ordo::config::Config::load(file).map_err(|e| anyhow::anyhow!("config: {e}"))?;
+    println!(
+        "{}: ok: node {} of cluster {} ({} nodes, {} services)",
+        file.display(),
+        cfg.node,
+        cfg.cluster,
+        cfg.nodes.len(),
+        cfg.services.len()
+    );
+    Ok(0)
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -147,6 +168,7 @@ fn main() {
             std::panic::set_hook(Box::new(|_| {}));
             sim_main(args)
         }
+        Command::CheckConfig { file } => check_config(&file),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -168,6 +168,7 @@ impl Cluster {
         };
         let update = Update {
             id,
+            key: None,
             payload: op.encode(),
         };
         self.pending.insert(id, (i, op));

@@ -57,3 +57,19 @@ fn the_history_checker_catches_reads_that_skip_the_quorum_round() {
     });
     assert!(found.is_some(), "no stale read caught in 300 seeds");
 }
+
+/// An applier that ignores the client's `Idempotency-Key` applies a
+/// retried update twice; the exactly-once check must say so.
+#[test]
+fn an_applier_that_ignores_idempotency_keys_is_caught() {
+    let summary = run_seeds(0..100, 2, None, false, &|sc: &mut Scenario| {
+        sc.bugs.ignore_idempotency_keys = true
+    });
+    assert!(
+        summary
+            .failed
+            .iter()
+            .any(|f| f.message.contains("was applied in slots")),
+        "double application went unnoticed in 100 seeds"
+    );
+}

@@ -32,6 +32,7 @@ fn update(origin: NodeId, seq: u64) -> Update {
             boot: 1,
             seq,
         },
+        key: None,
         payload: Bytes::from(format!("u{seq}")),
     }
 }
@@ -631,4 +632,70 @@ fn applier_skips_an_update_chosen_twice_and_rebuilds_that_memory_after_restart()
     let (a, out) = h.call(|ctx| Applier::recover(N2, ApplierConfig::default(), ctx));
     assert!(out.is_empty(), "{out:?}");
     assert_eq!(a.applied(), 2);
+}
+
+#[test]
+fn a_client_retry_with_the_same_key_gets_the_first_answer_and_is_not_applied_again() {
+    let mut h = Harness::new();
+    let mut first = update(N0, 1);
+    first.key = Some(Bytes::from_static(b"order-17"));
+    // The retry went to another node after a failover: another id.
+    let mut retry = update(N1, 1);
+    retry.key = first.key.clone();
+    state::store_chosen(&mut h.disk, 1, &Value::Batch(vec![first.clone()]));
+    state::store_chosen(&mut h.disk, 2, &Value::Batch(vec![retry.clone()]));
+    let (mut a, out) = h.call(|ctx| Applier::recover(N1, ApplierConfig::default(), ctx));
+    assert!(matches!(out[..], [Command::Apply { slot: 1, .. }]));
+    let created = BackendReply::Response {
+        status: 201,
+        body: Bytes::from_static(b"created"),
+    };
+    let (_, out) = h.call(|ctx| a.on_backend_reply(ctx, 1, 0, created));
+    assert_eq!(
+        out,
+        vec![Command::Answer {
+            id: retry.id,
+            slot: 1,
+            status: 201,
+            body: Bytes::from_static(b"created")
+        }],
+        "slot 2 is not sent to the backend; the retry's origin gets the first answer"
+    );
+    assert_eq!(a.applied(), 2);
+    // A node that restarts between the two slots decides the same way.
+    state::store_u64(&mut h.disk, state::Meta::Applied, 1);
+    let (a, out) = h.call(|ctx| Applier::recover(N2, ApplierConfig::default(), ctx));
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(a.applied(), 2);
+}
+
+#[test]
+fn a_client_key_is_forgotten_after_its_window() {
+    let mut h = Harness::new();
+    let cfg = ApplierConfig {
+        client_key_window_slots: 2,
+        ..ApplierConfig::default()
+    };
+    let mut u = update(N1, 1);
+    u.key = Some(Bytes::from_static(b"k"));
+    let mut again = update(N1, 2);
+    again.key = u.key.clone();
+    state::store_chosen(&mut h.disk, 1, &Value::Batch(vec![u]));
+    for slot in 2..=3 {
+        state::store_chosen(&mut h.disk, slot, &Value::Noop);
+    }
+    state::store_chosen(&mut h.disk, 4, &Value::Batch(vec![again.clone()]));
+    let (mut a, _) = h.call(|ctx| Applier::recover(N1, cfg, ctx));
+    let ok = BackendReply::Response {
+        status: 200,
+        body: Bytes::new(),
+    };
+    let (_, out) = h.call(|ctx| a.on_backend_reply(ctx, 1, 0, ok));
+    assert!(
+        matches!(
+            &out[..],
+            [Command::Answer { .. }, Command::Apply { slot: 4, .. }]
+        ),
+        "three slots later the key is new again: {out:?}"
+    );
 }

@@ -13,10 +13,20 @@
 //! retries can cause) are skipped. That decision is replicated state: it
 //! depends only on the log (ids seen in the last `dedupe_window_slots`
 //! slots), so every node skips the same ones.
+//!
+//! A client's own `Idempotency-Key` works the same way, across nodes and
+//! failovers: an update whose key was applied in one of the last
+//! `client_key_window_slots` slots is not applied again, and its origin
+//! answers with the stored first answer. The records live in the node
+//! table, written before the applied index moves past them (so a crash
+//! cannot keep the index and lose the record), and are looked up by key;
+//! whether one counts depends only on its slot, so a record whose delete
+//! was lost in a crash changes nothing.
 
 use crate::paxos::ballot::{NodeId, Slot, Update, UpdateId, Value};
 use crate::paxos::command::{BackendReply, Command, Ctx, Timer};
 use crate::paxos::message::Message;
+use crate::storage::kv::Kv;
 use crate::storage::state::{self, Meta};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -26,6 +36,10 @@ pub struct ApplierConfig {
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub dedupe_window_slots: u64,
+    /// How long (in slots) a client idempotency key is remembered.
+    pub client_key_window_slots: u64,
+    /// Test-only breakage: apply every retry again, ignoring client keys.
+    pub bug_ignore_client_keys: bool,
 }
 
 impl Default for ApplierConfig {
@@ -34,6 +48,8 @@ impl Default for ApplierConfig {
             retry_base: Duration::from_millis(20),
             retry_max: Duration::from_secs(5),
             dedupe_window_slots: 100_000,
+            client_key_window_slots: 1_000_000,
+            bug_ignore_client_keys: false,
         }
     }
 }
@@ -51,6 +67,22 @@ struct Current {
     /// A call is out to the backend (else a retry timer is pending).
     calling: bool,
     attempts: u32,
+}
+
+/// The first application of client key `key`, if it is within the
+/// window and before update `index` of `slot`: then this one is a retry.
+/// A record at this very (slot, index) is a re-application after a crash,
+/// not a retry: it is applied again (the backend's idempotency covers it).
+fn first_use(
+    kv: &dyn Kv,
+    key: &[u8],
+    window: u64,
+    slot: Slot,
+    index: usize,
+) -> Option<state::ClientKeyRecord> {
+    let oldest = slot.saturating_sub(window);
+    state::load_client_key(kv, key)
+        .filter(|r| r.slot >= oldest && (r.slot, r.index as usize) < (slot, index))
 }
 
 /// One applied update, for observers (the sim's prefix checks, metrics).
@@ -76,6 +108,8 @@ pub struct Applier {
     /// Update ids applied in recent slots, oldest first, for dedupe.
     recent: BTreeMap<UpdateId, Slot>,
     recent_order: VecDeque<(Slot, UpdateId)>,
+    /// Stored client keys by slot, oldest first, to delete expired ones.
+    client_keys: VecDeque<(Slot, Vec<u8>)>,
     /// What was applied since the driver last drained it.
     pub journal: Vec<Applied>,
     pub dropped: u64,
@@ -97,6 +131,7 @@ impl Applier {
             current: None,
             recent: BTreeMap::new(),
             recent_order: VecDeque::new(),
+            client_keys: VecDeque::new(),
             journal: Vec::new(),
             dropped: 0,
         };
@@ -120,6 +155,9 @@ impl Applier {
             }
             from = last + 1;
         }
+        let mut keys = state::load_client_keys(&*ctx.kv);
+        keys.sort_by_key(|(_, slot)| *slot);
+        a.client_keys = keys.into_iter().map(|(k, s)| (s, k)).collect();
         a.resume(ctx);
         a
     }
@@ -171,18 +209,18 @@ impl Applier {
             return;
         }
         c.calling = false;
-        let status = match reply {
-            BackendReply::Response { status, body } if !is_retryable(status) => {
+        let status = match &reply {
+            BackendReply::Response { status, body } if !is_retryable(*status) => {
                 let id = c.updates[c.index].id;
                 if id.origin == self.id {
                     ctx.out.push(Command::Answer {
                         id,
                         slot,
-                        status,
-                        body,
+                        status: *status,
+                        body: body.clone(),
                     });
                 }
-                status
+                *status
             }
             _ => {
                 c.attempts += 1;
@@ -195,6 +233,17 @@ impl Applier {
             }
         };
         let id = c.updates[c.index].id;
+        if let (Some(key), BackendReply::Response { body, .. }) = (&c.updates[c.index].key, &reply)
+        {
+            let rec = state::ClientKeyRecord {
+                slot,
+                index,
+                status,
+                body: body.clone(),
+            };
+            state::store_client_key(ctx.kv, key, &rec);
+            self.client_keys.push_back((slot, key.to_vec()));
+        }
         self.remember(slot, id);
         self.journal.push(Applied::Update { slot, id, status });
         if let Some(c) = self.current.as_mut() {
@@ -210,7 +259,19 @@ impl Applier {
     }
 
     /// Forget ids from slots that left the window before `slot` applies.
-    fn expire(&mut self, slot: Slot) {
+    fn expire(&mut self, slot: Slot, kv: &mut dyn Kv) {
+        let oldest_key = slot.saturating_sub(self.cfg.client_key_window_slots);
+        while let Some((s, _)) = self.client_keys.front() {
+            if *s >= oldest_key {
+                break;
+            }
+            if let Some((s, key)) = self.client_keys.pop_front() {
+                // Overwritten by a later use of the same key: keep it.
+                if state::load_client_key(kv, &key).is_some_and(|r| r.slot == s) {
+                    state::forget_client_key(kv, &key);
+                }
+            }
+        }
         let oldest = slot.saturating_sub(self.cfg.dedupe_window_slots);
         while let Some(&(s, id)) = self.recent_order.front() {
             if s >= oldest {
@@ -233,9 +294,29 @@ impl Applier {
                 }
                 // Skip duplicates, then call for the next update.
                 while c.index < c.updates.len() {
-                    let id = c.updates[c.index].id;
+                    let u = &c.updates[c.index];
+                    let id = u.id;
                     if !self.recent.contains_key(&id) {
-                        break;
+                        let window = self.cfg.client_key_window_slots;
+                        let first = u
+                            .key
+                            .as_ref()
+                            .filter(|_| !self.cfg.bug_ignore_client_keys)
+                            .and_then(|k| first_use(&*ctx.kv, k, window, c.slot, c.index));
+                        let Some(first) = first else {
+                            break;
+                        };
+                        // A client retry: answered with the first answer.
+                        if id.origin == self.id {
+                            ctx.out.push(Command::Answer {
+                                id,
+                                slot: first.slot,
+                                status: first.status,
+                                body: first.body,
+                            });
+                        }
+                        self.recent.insert(id, c.slot);
+                        self.recent_order.push_back((c.slot, id));
                     }
                     self.journal.push(Applied::Duplicate { slot: c.slot, id });
                     c.index += 1;
@@ -253,7 +334,7 @@ impl Applier {
                 return;
             }
             let slot = self.applied + 1;
-            self.expire(slot);
+            self.expire(slot, ctx.kv);
             let value = state::load_chosen(&*ctx.kv, slot);
             let Some(value) = value else {
                 panic!("slot {slot} is committed but not in the log");

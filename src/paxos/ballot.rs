@@ -52,7 +52,9 @@ impl fmt::Display for Ballot {
 /// Names one client update for its whole life: the node that took it
 /// (the origin, which answers the client), that node's boot nonce (so ids
 /// stay unique across restarts without a disk write) and a sequence.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct UpdateId {
     pub origin: NodeId,
     pub boot: u64,
@@ -65,6 +67,10 @@ pub struct UpdateId {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Update {
     pub id: UpdateId,
+    /// The client's own `Idempotency-Key`, if it sent one: an update whose
+    /// key was applied in the last `client_key_window_slots` slots is not
+    /// applied again; its origin answers with the first answer.
+    pub key: Option<Bytes>,
     pub payload: Bytes,
 }
 

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 
 const META: u8 = 0;
 const SLOT: u8 = 1;
+const CLIENT_KEY: u8 = 2;
 
 /// Singleton records in the node table and the acceptor table.
 #[derive(Clone, Copy, Debug)]
@@ -130,6 +131,57 @@ pub fn load_chosen_range(kv: &dyn Kv, from: Slot, limit: usize) -> Vec<(Slot, Va
         .into_iter()
         .map(|(k, v)| (key_slot(&k), decode("chosen entry", &v)))
         .collect()
+}
+
+/// Where a client idempotency key was first applied, and the answer.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClientKeyRecord {
+    pub slot: Slot,
+    pub index: u32,
+    pub status: u16,
+    pub body: bytes::Bytes,
+}
+
+fn client_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(CLIENT_KEY);
+    k.extend_from_slice(key);
+    k
+}
+
+pub fn load_client_key(kv: &dyn Kv, key: &[u8]) -> Option<ClientKeyRecord> {
+    kv.get(Table::Node, &client_key(key))
+        .map(|b| decode("client key record", &b))
+}
+
+pub fn store_client_key(kv: &mut dyn Kv, key: &[u8], rec: &ClientKeyRecord) {
+    kv.put(Table::Node, &client_key(key), &encode("client key", rec));
+}
+
+pub fn forget_client_key(kv: &mut dyn Kv, key: &[u8]) {
+    kv.delete(Table::Node, &client_key(key));
+}
+
+/// Every stored client key with the slot it was applied in.
+pub fn load_client_keys(kv: &dyn Kv) -> Vec<(Vec<u8>, Slot)> {
+    let mut out = Vec::new();
+    let mut from = vec![CLIENT_KEY];
+    loop {
+        let page = kv.scan(Table::Node, &from, 1024);
+        let done = page.len() < 1024;
+        for (k, v) in page {
+            if k.first() != Some(&CLIENT_KEY) {
+                return out;
+            }
+            let rec: ClientKeyRecord = decode("client key record", &v);
+            from = k.clone();
+            from.push(0);
+            out.push((k[1..].to_vec(), rec.slot));
+        }
+        if done {
+            return out;
+        }
+    }
 }
 
 /// The highest slot in the local log, 0 if empty.

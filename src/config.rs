@@ -1,0 +1,472 @@
+//! A node's configuration file (TOML), and its validation.
+//!
+//! Every error names the key and the reason, e.g.
+//! `services[0].backend: not an http URL: "htp://x"`. The reference for
+//! every key is `docs/configuration.md`; keep the two in step.
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How a `Cache-Control: no-cache` read is made linearizable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadMode {
+    /// A quorum round, no log write, then a local read once applied.
+    #[default]
+    ReadIndex,
+    /// The read goes through the log like an update (the original's way).
+    Log,
+}
+
+/// Which adapter fixes up what does not proxy well for a service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Adapter {
+    /// Plain pass-through.
+    #[default]
+    Http,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// Where clients connect (HTTP).
+    pub client: SocketAddr,
+    /// Where peers connect (TLS).
+    pub peer: SocketAddr,
+    /// The console and admin API (later issue); optional for now.
+    pub console: Option<SocketAddr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// The cluster CA certificate (PEM); peers must present a
+    /// certificate it signed.
+    pub ca: PathBuf,
+    /// This node's certificate and key (PEM), for its name.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Names the service and its Paxos group: `[a-z0-9_-]`, 1 to 48.
+    pub name: String,
+    /// Requests whose path starts with this prefix go to this service
+    /// (the longest matching prefix wins).
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// The local backend instance, `http://host:port`.
+    pub backend: String,
+    #[serde(default)]
+    pub adapter: Adapter,
+    /// Preferred active members (voters), in order; the first is the
+    /// preferred leader. Default: every node, in the order of `nodes`.
+    pub active: Option<Vec<String>>,
+}
+
+fn default_prefix() -> String {
+    "/".into()
+}
+
+/// Limits: every one of them bounds a queue, a wait or a size.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body accepted (bigger: 413).
+    pub max_body_bytes: usize,
+    /// Updates in flight at this node at once (more: 503 + Retry-After).
+    pub max_inflight_updates: usize,
+    /// How long a client waits for its update to be applied here before
+    /// it gets 504 (outcome unknown).
+    pub update_timeout_ms: u64,
+    /// Timeout of every call to the backend.
+    pub backend_timeout_ms: u64,
+    /// A node whose applied index is more than this many slots behind
+    /// the commit index it knows refuses reads (503).
+    pub max_lag_slots: u64,
+    /// A follower that has not heard from the leader for this long
+    /// refuses reads (503).
+    pub lease_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 10 << 20,
+            max_inflight_updates: 1024,
+            update_timeout_ms: 10_000,
+            backend_timeout_ms: 10_000,
+            max_lag_slots: 100,
+            lease_ms: 2_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Reads {
+    pub linearizable: ReadMode,
+}
+
+/// A node's whole configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The cluster's name: part of every `Idempotency-Key` and checked
+    /// when peers meet.
+    pub cluster: String,
+    /// This node's name; must be a key of `nodes`.
+    pub node: String,
+    /// Where this node keeps its durable state.
+    pub data_dir: PathBuf,
+    pub listen: Listen,
+    pub tls: Tls,
+    /// Every node of the cluster: name = peer address. Node ids are the
+    /// positions in name order, so every node derives the same ids.
+    pub nodes: BTreeMap<String, SocketAddr>,
+    pub services: Vec<Service>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub reads: Reads,
+}
+
+/// A configuration problem: the key, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.reason)
+        } else {
+            write!(f, "{}: {}", self.key, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Names of nodes, services and clusters: lower-case letters, digits,
+/// `-` and `_`, 1 to `max` long (they end up in certificate names, file
+/// names and keyspace names).
+fn check_name(key: &str, name: &str, max: usize) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= max
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(err(
+            key,
+            format!("{name:?} is not a valid name: use a-z, 0-9, - and _, 1 to {max} characters"),
+        ))
+    }
+}
+
+impl Config {
+    /// Parse and validate. Errors name the key and the reason.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let reason = e.message().to_string();
+            let at = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                    format!("line {line}")
+                })
+                .unwrap_or_default();
+            err(at, reason)
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Read, parse and validate a file; relative paths in it are taken
+    /// relative to the file's folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err("", format!("cannot read {}: {e}", path.display())))?;
+        let mut cfg = Config::parse(&text)
+            .map_err(|e| err(e.key, format!("{} (in {})", e.reason, path.display())))?;
+        if let Some(dir) = path.parent() {
+            for p in [
+                &mut cfg.data_dir,
+                &mut cfg.tls.ca,
+                &mut cfg.tls.cert,
+                &mut cfg.tls.key,
+            ] {
+                if p.is_relative() {
+                    *p = dir.join(&*p);
+                }
+            }
+        }
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_name("cluster", &self.cluster, 48)?;
+        check_name("node", &self.node, 32)?;
+        if self.nodes.is_empty() {
+            return Err(err("nodes", "lists no node"));
+        }
+        if self.nodes.len() > u16::MAX as usize {
+            return Err(err("nodes", "too many nodes"));
+        }
+        for name in self.nodes.keys() {
+            check_name(&format!("nodes.{name}"), name, 32)?;
+        }
+        let Some(me) = self.nodes.get(&self.node) else {
+            let known: Vec<&str> = self.nodes.keys().map(String::as_str).collect();
+            return Err(err(
+                "node",
+                format!("{:?} is not in nodes ({})", self.node, known.join(", ")),
+            ));
+        };
+        if me.port() != self.listen.peer.port() {
+            return Err(err(
+                "listen.peer",
+                format!(
+                    "port {} differs from this node's address in nodes.{} ({me})",
+                    self.listen.peer.port(),
+                    self.node
+                ),
+            ));
+        }
+        let mut seen = BTreeMap::new();
+        for (name, addr) in &self.nodes {
+            if let Some(other) = seen.insert(*addr, name) {
+                return Err(err(
+                    format!("nodes.{name}"),
+                    format!("address {addr} is also nodes.{other}'s"),
+                ));
+            }
+        }
+        if self.services.is_empty() {
+            return Err(err("services", "lists no service"));
+        }
+        let mut names = BTreeSet::new();
+        let mut prefixes = BTreeSet::new();
+        for (i, s) in self.services.iter().enumerate() {
+            let key = |k: &str| format!("services[{i}].{k}");
+            check_name(&key("name"), &s.name, 48)?;
+            if !names.insert(&s.name) {
+                return Err(err(key("name"), format!("{:?} is used twice", s.name)));
+            }
+            if !s.prefix.starts_with('/') {
+                return Err(err(
+                    key("prefix"),
+                    format!("{:?} must start with /", s.prefix),
+                ));
+            }
+            if !prefixes.insert(&s.prefix) {
+                return Err(err(
+                    key("prefix"),
+                    format!("{:?} is another service's prefix", s.prefix),
+                ));
+            }
+            check_backend_url(&key("backend"), &s.backend)?;
+            if let Some(active) = &s.active {
+                if active.is_empty() {
+                    return Err(err(key("active"), "lists no node"));
+                }
+                let mut once = BTreeSet::new();
+                for n in active {
+                    if !self.nodes.contains_key(n) {
+                        return Err(err(key("active"), format!("{n:?} is not in nodes")));
+                    }
+                    if !once.insert(n) {
+                        return Err(err(key("active"), format!("{n:?} is listed twice")));
+                    }
+                }
+            }
+        }
+        let l = &self.limits;
+        for (k, v) in [
+            ("limits.max_body_bytes", l.max_body_bytes as u64),
+            ("limits.max_inflight_updates", l.max_inflight_updates as u64),
+            ("limits.update_timeout_ms", l.update_timeout_ms),
+            ("limits.backend_timeout_ms", l.backend_timeout_ms),
+            ("limits.lease_ms", l.lease_ms),
+        ] {
+            if v == 0 {
+                return Err(err(k, "must be more than 0"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Node names in id order: `NodeId(i)` is `node_names()[i]`.
+    pub fn node_names(&self) -> Vec<&str> {
+        self.nodes.keys().map(String::as_str).collect()
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> crate::paxos::ballot::NodeId {
+        let i = self.nodes.keys().position(|n| *n == self.node).unwrap_or(0);
+        crate::paxos::ballot::NodeId(i as u16)
+    }
+
+    /// A service's Paxos membership: its active members vote (the first
+    /// is the preferred leader); every node learns.
+    pub fn membership(&self, service: &Service) -> crate::paxos::membership::Membership {
+        use crate::paxos::ballot::NodeId;
+        let id = |name: &str| NodeId(self.nodes.keys().position(|n| n == name).unwrap_or(0) as u16);
+        let nodes: Vec<NodeId> = (0..self.nodes.len() as u16).map(NodeId).collect();
+        let voters = match &service.active {
+            Some(active) => active.iter().map(|n| id(n)).collect(),
+            None => nodes.clone(),
+        };
+        crate::paxos::membership::Membership { voters, nodes }
+    }
+
+    pub fn update_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.update_timeout_ms)
+    }
+}
+
+fn check_backend_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let bad = || {
+        err(
+            key,
+            format!("not an http URL like http://127.0.0.1:8000: {url:?}"),
+        )
+    };
+    let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+    let authority = rest.split('/').next().unwrap_or("");
+    let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+cluster = "demo"
+node = "north"
+data_dir = "data/north"
+
+[listen]
+client = "127.0.0.1:8080"
+peer = "127.0.0.1:9080"
+
+[tls]
+ca = "certs/ca.pem"
+cert = "certs/north.pem"
+key = "certs/north.key"
+
+[nodes]
+north = "127.0.0.1:9080"
+east = "127.0.0.1:9081"
+west = "127.0.0.1:9082"
+
+[[services]]
+name = "kv"
+backend = "http://127.0.0.1:8000"
+active = ["north", "east", "west"]
+"#;
+
+    #[test]
+    fn a_good_file_parses_with_defaults() {
+        let c = Config::parse(GOOD).expect("valid");
+        assert_eq!(c.node_names(), vec!["east", "north", "west"]);
+        assert_eq!(c.node_id().0, 1);
+        assert_eq!(c.services[0].prefix, "/");
+        assert_eq!(c.reads.linearizable, ReadMode::ReadIndex);
+        let m = c.membership(&c.services[0]);
+        assert_eq!(m.preferred_leader().map(|n| n.0), Some(1), "north leads");
+        assert_eq!(c.limits, Limits::default());
+    }
+
+    fn error_of(from: &str, to: &str) -> String {
+        let text = GOOD.replace(from, to);
+        assert_ne!(text, GOOD, "test edit {from:?} did not apply");
+        Config::parse(&text)
+            .expect_err("must be refused")
+            .to_string()
+    }
+
+    #[test]
+    fn every_error_names_the_key_and_the_reason() {
+        let cases = [
+            (
+                "http://127.0.0.1:8000",
+                "htp://x",
+                "services[0].backend: not an http URL",
+            ),
+            (
+                "node = \"north\"",
+                "node = \"south\"",
+                "node: \"south\" is not in nodes",
+            ),
+            (
+                "\"north\", \"east\"",
+                "\"north\", \"sky\"",
+                "services[0].active: \"sky\"",
+            ),
+            (
+                "name = \"kv\"",
+                "name = \"KV\"",
+                "services[0].name: \"KV\" is not a valid name",
+            ),
+            (
+                "peer = \"127.0.0.1:9080\"",
+                "peer = \"127.0.0.1:9999\"",
+                "listen.peer: port 9999",
+            ),
+            (
+                "west = \"127.0.0.1:9082\"",
+                "west = \"127.0.0.1:9081\"",
+                "is also nodes.",
+            ),
+            (
+                "[[services]]",
+                "[limits]\nmax_body_bytes = 0\n[[services]]",
+                "limits.max_body_bytes",
+            ),
+            (
+                "cluster = \"demo\"",
+                "cluster = \"demo\"\ncolour = 1",
+                "unknown field `colour`",
+            ),
+            (
+                "client = \"127.0.0.1:8080\"",
+                "client = \"nowhere\"",
+                "invalid socket address",
+            ),
+        ];
+        for (from, to, want) in cases {
+            let got = error_of(from, to);
+            assert!(got.contains(want), "{to:?}: got {got:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_line() {
+        let got = Config::parse("cluster = \"demo\"\nnode = \n").expect_err("bad");
+        assert!(got.to_string().starts_with("line 2"), "{got}");
+    }
+}
