@@ -699,3 +699,35 @@ fn a_client_key_is_forgotten_after_its_window() {
         "three slots later the key is new again: {out:?}"
     );
 }
+
+#[test]
+fn a_leader_dates_its_lease_by_the_latest_round_a_quorum_confirmed() {
+    let mut h = Harness::new();
+    let (mut p, _) = proposer(&mut h, N0);
+    let ballot = elect(&mut h, &mut p);
+    for n in [N0, N1] {
+        let m = Message::Promise {
+            ballot,
+            chosen_upto: 0,
+            accepted: vec![],
+        };
+        h.call(|ctx| p.on_message(ctx, n, m));
+    }
+    assert_eq!(p.lease_contact(), None, "no round confirmed yet");
+    h.now = h.now + Duration::from_millis(100);
+    let tick = h.now;
+    let (_, out) = h.call(|ctx| p.on_timer(ctx, Timer::Tick));
+    let confirm = Message::Confirm { ballot, seq: 1 };
+    let asked: Vec<NodeId> = sends(&out)
+        .into_iter()
+        .filter(|(_, r, m)| *r == Role::Acceptor && *m == confirm)
+        .map(|(n, _, _)| n)
+        .collect();
+    assert_eq!(asked, vec![N0, N1, N2]);
+    h.now = h.now + Duration::from_millis(5);
+    let ok = Message::Confirmed { ballot, seq: 1 };
+    h.call(|ctx| p.on_message(ctx, N2, ok.clone()));
+    assert_eq!(p.lease_contact(), None, "one acceptor is not a quorum");
+    h.call(|ctx| p.on_message(ctx, N0, ok));
+    assert_eq!(p.lease_contact(), Some(tick), "dated by the round's start");
+}

@@ -94,7 +94,15 @@ struct Leading {
     confirm_seq: u64,
     confirmed: BTreeMap<NodeId, u64>,
     reads: Vec<PendingRead>,
+    /// When recent rounds started, to date the quorum's confirmations.
+    rounds: VecDeque<(u64, Time)>,
+    /// The start of the latest round a quorum confirmed: the leader was
+    /// still the leader, for a majority, at that moment.
+    quorum_seen: Option<Time>,
 }
+
+/// Confirmation rounds remembered for dating (older ones are settled).
+const ROUNDS_KEPT: usize = 64;
 
 /// A read waiting for its confirmation round at the leader.
 struct PendingRead {
@@ -177,6 +185,18 @@ impl Proposer {
                 .leader
                 .filter(|_| now.since(self.leader_seen) < self.cfg.election_timeout)
                 .map(|(n, _)| n),
+        }
+    }
+
+    /// When this node last knew the cluster was behind a live leader: a
+    /// leader, the start of its latest round that a quorum of acceptors
+    /// confirmed; a follower, the last heartbeat from its leader. The
+    /// gateway refuses plain reads when this is older than the lease.
+    pub fn lease_contact(&self) -> Option<Time> {
+        match &self.phase {
+            Phase::Leader(l) => l.quorum_seen,
+            Phase::Candidate(_) => None,
+            Phase::Follower => self.leader.map(|_| self.leader_seen),
         }
     }
 
@@ -391,6 +411,8 @@ impl Proposer {
             confirm_seq: 0,
             confirmed: BTreeMap::new(),
             reads: Vec::new(),
+            rounds: VecDeque::new(),
+            quorum_seen: None,
         });
         self.leader = Some((self.id, c.ballot));
         self.leader_seen = ctx.now;
@@ -641,6 +663,7 @@ impl Proposer {
         let Phase::Leader(l) = &mut self.phase else {
             return;
         };
+        Self::start_round(ctx, l, &self.members);
         let ballot = l.ballot;
         for (&slot, entry) in l.inflight.iter_mut() {
             if ctx.now.since(entry.sent) < self.cfg.retransmit_after {
@@ -764,19 +787,29 @@ impl Proposer {
             Self::answer_read(ctx, self.id, id, origin, index);
             return;
         }
-        l.confirm_seq += 1;
-        let seq = l.confirm_seq;
         let index = commit.max(l.max_decided).max(l.ready_slot);
+        let seq = Self::start_round(ctx, l, &self.members);
         l.reads.push(PendingRead {
             id,
             origin,
             index,
             seq,
         });
+    }
+
+    /// Ask every voter's acceptor to confirm this leadership.
+    fn start_round(ctx: &mut Ctx<'_>, l: &mut Leading, members: &Membership) -> u64 {
+        l.confirm_seq += 1;
+        let seq = l.confirm_seq;
+        l.rounds.push_back((seq, ctx.now));
+        if l.rounds.len() > ROUNDS_KEPT {
+            l.rounds.pop_front();
+        }
         let ballot = l.ballot;
-        for &v in &self.members.voters {
+        for &v in &members.voters {
             ctx.send(v, Role::Acceptor, Message::Confirm { ballot, seq });
         }
+        seq
     }
 
     fn answer_read(ctx: &mut Ctx<'_>, me: NodeId, id: UpdateId, origin: NodeId, index: Slot) {
@@ -803,6 +836,15 @@ impl Proposer {
         }
         let e = l.confirmed.entry(from).or_insert(0);
         *e = (*e).max(seq);
+        // The newest round a quorum confirmed dates the leader's contact.
+        let quorum = self.members.quorum();
+        let mut seqs: Vec<u64> = l.confirmed.values().copied().collect();
+        seqs.sort_unstable_by(|a, b| b.cmp(a));
+        if let Some(&settled) = seqs.get(quorum - 1) {
+            if let Some(&(_, started)) = l.rounds.iter().rev().find(|(s, _)| *s <= settled) {
+                l.quorum_seen = Some(l.quorum_seen.map_or(started, |t| t.max(started)));
+            }
+        }
         self.complete_reads(ctx);
     }
 
