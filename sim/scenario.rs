@@ -18,6 +18,8 @@
 //! at 3s partition n0 n1 | n2
 //! at 4s cut n0 -> n1
 //! at 5s heal
+//! expect answered >= 300       # availability during the faults
+//! expect leader-changes <= 4   # no flapping
 //! ```
 //!
 //! Everything random during the run derives from `seed`, so a file
@@ -60,6 +62,17 @@ pub enum Fault {
     BackendFail(f64),
 }
 
+/// A "sometimes" property a scenario demands beyond safety: a run in
+/// which the cluster stalled or flapped throughout fails instead of
+/// passing vacuously.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// At least this many client operations answered.
+    AnsweredAtLeast(u64),
+    /// At most this many times a node became leader.
+    LeaderChangesAtMost(u64),
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Bugs {
     pub skip_phase1: bool,
@@ -85,6 +98,7 @@ pub struct Scenario {
     pub client_timeout: Duration,
     pub bugs: Bugs,
     pub timeline: Vec<(Duration, Fault)>,
+    pub expect: Vec<Expect>,
 }
 
 impl Default for Scenario {
@@ -105,6 +119,7 @@ impl Default for Scenario {
             client_timeout: Duration::from_secs(3),
             bugs: Bugs::default(),
             timeline: Vec::new(),
+            expect: Vec::new(),
         }
     }
 }
@@ -329,6 +344,22 @@ impl Scenario {
                         }
                     }
                 }
+                "expect" => {
+                    let bad = || {
+                        err(format!(
+                            "expect wants e.g. 'answered >= 300' or 'leader-changes <= 4', not {line:?}"
+                        ))
+                    };
+                    let [_, what, op, n] = words.as_slice() else {
+                        return Err(bad());
+                    };
+                    let n = num(n)?;
+                    s.expect.push(match (*what, *op) {
+                        ("answered", ">=") => Expect::AnsweredAtLeast(n),
+                        ("leader-changes", "<=") => Expect::LeaderChangesAtMost(n),
+                        _ => return Err(bad()),
+                    });
+                }
                 "at" => {
                     if words.len() < 3 {
                         return Err(err("at wants: at TIME FAULT ...".into()));
@@ -391,6 +422,12 @@ impl Scenario {
         }
         for (t, f) in &self.timeline {
             let _ = writeln!(o, "at {} {}", d(*t), render_fault(f));
+        }
+        for e in &self.expect {
+            let _ = match e {
+                Expect::AnsweredAtLeast(n) => writeln!(o, "expect answered >= {n}"),
+                Expect::LeaderChangesAtMost(n) => writeln!(o, "expect leader-changes <= {n}"),
+            };
         }
         o
     }

@@ -8,7 +8,7 @@
 
 use super::checker::{self, Budget, Operation, Verdict};
 use super::disk::SimDisk;
-use super::scenario::{Fault, Scenario, Target};
+use super::scenario::{Expect, Fault, Scenario, Target};
 use super::workload::{BackendFaults, KvModel, SimBackend, SimOp};
 use crate::apply::applier::{Applied, Applier, ApplierConfig};
 use crate::paxos::acceptor::{Acceptor, AcceptorBugs};
@@ -63,6 +63,8 @@ pub struct Report {
     pub elections: u64,
     /// Chosen entries that learners received by fetching (catch-up).
     pub fetched_entries: u64,
+    /// How often a node became leader.
+    pub leader_changes: u64,
     pub sim_time: Time,
     /// Optional human-readable trace (when asked for).
     pub trace: Vec<String>,
@@ -254,6 +256,10 @@ pub struct World {
     final_reads: Vec<u32>,
     /// The first value seen decided per slot, across all nodes.
     chosen: BTreeMap<Slot, Value>,
+    /// The acceptors' side of the same question, independent of what
+    /// proposers claim: the value proposed per (slot, ballot), and who
+    /// replied `Accepted` to it. A quorum of replies means chosen.
+    votes: BTreeMap<(Slot, crate::paxos::ballot::Ballot), (Value, BTreeSet<NodeId>)>,
     report: Report,
     tracing: bool,
     pcfg: ProposerConfig,
@@ -317,6 +323,7 @@ impl World {
             settle_deadline: Time::ZERO,
             final_reads: Vec::new(),
             chosen: BTreeMap::new(),
+            votes: BTreeMap::new(),
             report: Report {
                 trace_hash: 0xcbf2_9ce4_8422_2325,
                 ..Report::default()
@@ -471,6 +478,7 @@ impl World {
         let Some(roles) = node.roles.as_mut() else {
             return;
         };
+        let was_leader = roles.proposer.is_leader();
         let mut out = Vec::new();
         let mut ctx = Ctx {
             now,
@@ -479,6 +487,9 @@ impl World {
             out: &mut out,
         };
         f(roles, &mut ctx);
+        if !was_leader && roles.proposer.is_leader() {
+            self.report.leader_changes += 1;
+        }
         let fresh: Vec<Applied> = roles.applier.journal.drain(..).collect();
         self.record_applied(i, fresh);
         self.execute(i, out);
@@ -531,6 +542,7 @@ impl World {
         let acceptor = Acceptor::recover(
             id,
             &ctx,
+            pcfg.election_timeout,
             AcceptorBugs {
                 forget_promise: bugs.forget_promise,
             },
@@ -589,8 +601,17 @@ impl World {
                     msg,
                     after_sync,
                 } => {
-                    if let Message::Decided { slot, value } = &msg {
-                        self.observe_decided(*slot, value);
+                    match &msg {
+                        Message::Decided { slot, value } => self.observe_decided(*slot, value),
+                        Message::Accept {
+                            ballot,
+                            slot,
+                            value,
+                        } => self.observe_accept(*slot, *ballot, value),
+                        Message::Accepted { ballot, slot } => {
+                            self.observe_vote(*slot, *ballot, NodeId(i as u16))
+                        }
+                        _ => {}
                     }
                     if after_sync && self.nodes[i].disk.unsynced() > 0 {
                         self.nodes[i].held.push((to, role, msg));
@@ -674,6 +695,32 @@ impl World {
             None => {
                 self.chosen.insert(slot, value.clone());
             }
+        }
+    }
+
+    fn observe_accept(&mut self, slot: Slot, ballot: crate::paxos::ballot::Ballot, value: &Value) {
+        match self.votes.get(&(slot, ballot)) {
+            Some((v, _)) if v != value => {
+                let msg = format!("two values proposed for slot {slot} at ballot {ballot}");
+                self.fail(FailureKind::Safety, msg);
+            }
+            Some(_) => {}
+            None => {
+                self.votes
+                    .insert((slot, ballot), (value.clone(), BTreeSet::new()));
+            }
+        }
+    }
+
+    /// An acceptor's `Accepted` leaves (after its sync): count it.
+    fn observe_vote(&mut self, slot: Slot, ballot: crate::paxos::ballot::Ballot, from: NodeId) {
+        let quorum = self.members.quorum();
+        let Some((value, voters)) = self.votes.get_mut(&(slot, ballot)) else {
+            return;
+        };
+        if voters.insert(from) && voters.len() == quorum {
+            let value = value.clone();
+            self.observe_decided(slot, &value);
         }
     }
 
@@ -1202,6 +1249,26 @@ impl World {
 
     /// The end-of-run checks. Each names the property it guards.
     fn judge(&mut self) {
+        for e in self.sc.expect.clone() {
+            let r = &self.report;
+            match e {
+                Expect::AnsweredAtLeast(n) if r.ops_ok < n => {
+                    let msg = format!(
+                        "expected at least {n} operations answered, got {}",
+                        r.ops_ok
+                    );
+                    self.fail(FailureKind::Liveness, msg);
+                }
+                Expect::LeaderChangesAtMost(n) if r.leader_changes > n => {
+                    let msg = format!(
+                        "expected at most {n} leader changes, got {}",
+                        r.leader_changes
+                    );
+                    self.fail(FailureKind::Liveness, msg);
+                }
+                _ => {}
+            }
+        }
         if let Err(e) = self.logs_agree() {
             self.fail(FailureKind::Safety, e);
         }
@@ -1310,6 +1377,12 @@ impl World {
                 }
             }
             for o in self.ops.iter().filter(|o| !o.read_index) {
+                if o.status == OpStatus::Refused && slots_of.contains_key(&o.id) {
+                    return Err(format!(
+                        "update {:?} ({:?}) was refused (503, never applied) but applied on {}",
+                        o.id, o.input, n.id
+                    ));
+                }
                 let slots: BTreeSet<Slot> = o
                     .ids
                     .iter()

@@ -418,6 +418,7 @@ async fn acceptor_replies_leave_only_after_a_covering_sync() {
         Message::Prepare {
             ballot,
             from_slot: 1,
+            takeover: false,
         },
     );
     let mut promises = Vec::new();

@@ -96,7 +96,7 @@ fn sends(out: &[Command]) -> Vec<(NodeId, Role, Message)> {
 // ---- acceptor (Paxos Made Simple §2.2) ----
 
 fn acceptor(h: &mut Harness) -> Acceptor {
-    h.call(|ctx| Acceptor::recover(N1, ctx, AcceptorBugs::default()))
+    h.call(|ctx| Acceptor::recover(N1, ctx, Duration::from_secs(1), AcceptorBugs::default()))
         .0
 }
 
@@ -107,6 +107,7 @@ fn acceptor_promises_a_higher_ballot_durably_and_repeats_the_same_answer() {
     let prepare = Message::Prepare {
         ballot: b(1, N0),
         from_slot: 1,
+        takeover: false,
     };
     let promise = Message::Promise {
         ballot: b(1, N0),
@@ -131,6 +132,7 @@ fn acceptor_rejects_a_lower_ballot_naming_the_promised_one() {
             Message::Prepare {
                 ballot: b(5, N2),
                 from_slot: 1,
+                takeover: false,
             },
         )
     });
@@ -141,6 +143,7 @@ fn acceptor_rejects_a_lower_ballot_naming_the_promised_one() {
             Message::Prepare {
                 ballot: b(4, N0),
                 from_slot: 1,
+                takeover: false,
             },
         )
     });
@@ -192,6 +195,7 @@ fn acceptor_reports_accepted_values_in_its_promise_and_survives_a_crash() {
             Message::Prepare {
                 ballot: b(2, N2),
                 from_slot: 1,
+                takeover: false,
             },
         )
     });
@@ -231,6 +235,7 @@ fn acceptor_forgets_chosen_entries_and_says_so_in_promises() {
             Message::Prepare {
                 ballot: b(2, N2),
                 from_slot: 1,
+                takeover: false,
             },
         )
     });
@@ -293,6 +298,7 @@ fn proposer_runs_phase1_with_a_persisted_fresh_ballot() {
     let prepare = Message::Prepare {
         ballot: b(1, N0),
         from_slot: 1,
+        takeover: false,
     };
     assert_eq!(
         sends(&out),
@@ -730,4 +736,154 @@ fn a_leader_dates_its_lease_by_the_latest_round_a_quorum_confirmed() {
     assert_eq!(p.lease_contact(), None, "one acceptor is not a quorum");
     h.call(|ctx| p.on_message(ctx, N0, ok));
     assert_eq!(p.lease_contact(), Some(tick), "dated by the round's start");
+}
+
+/// Review finding: the dedupe rule must depend on the log alone, or a
+/// node that restarts decides a duplicate differently from one that
+/// did not, and their backends diverge.
+#[test]
+fn the_dedupe_decision_is_the_same_live_and_after_a_restart() {
+    let cfg = ApplierConfig {
+        dedupe_window_slots: 3,
+        ..ApplierConfig::default()
+    };
+    let x = update(N1, 7);
+    let log = [
+        Value::Batch(vec![x.clone()]),
+        Value::Batch(vec![x.clone()]),
+        Value::Noop,
+        Value::Noop,
+        Value::Batch(vec![x.clone()]),
+    ];
+    let fresh = || {
+        let mut h = Harness::new();
+        for (i, v) in log.iter().enumerate() {
+            state::store_chosen(&mut h.disk, i as u64 + 1, v);
+        }
+        h
+    };
+    // Apply everything, answering every call; return what slot 5 did.
+    let run = |h: &mut Harness, applied_before: u64| {
+        state::store_u64(&mut h.disk, state::Meta::Applied, applied_before);
+        let (mut a, mut out) = h.call(|ctx| Applier::recover(N0, cfg.clone(), ctx));
+        let mut journal = Vec::new();
+        loop {
+            journal.append(&mut a.journal);
+            let Some(pos) = out.iter().position(|c| matches!(c, Command::Apply { .. })) else {
+                break;
+            };
+            let Command::Apply { slot, index, .. } = out.remove(pos) else {
+                unreachable!("matched above")
+            };
+            let ok = BackendReply::Response {
+                status: 200,
+                body: Bytes::new(),
+            };
+            out.extend(h.call(|ctx| a.on_backend_reply(ctx, slot, index, ok)).1);
+        }
+        assert_eq!(a.applied(), 5);
+        journal.retain(|e| format!("{e:?}").contains("slot: 5"));
+        journal
+    };
+    let live = run(&mut fresh(), 0);
+    let restarted = run(&mut fresh(), 4);
+    assert_eq!(
+        live, restarted,
+        "slot 5 decided differently after a restart"
+    );
+}
+
+/// Review finding: an update of ours that came back from a forward may
+/// have a proposed duplicate somewhere, so stepping down must not refuse
+/// it (503 means "never applied"); the client's deadline decides.
+#[test]
+fn a_returned_forward_is_never_refused_on_step_down() {
+    let mut h = Harness::new();
+    let cfg = ProposerConfig {
+        window: 1,
+        ..ProposerConfig::default()
+    };
+    let (mut p, _) = h.call(|ctx| {
+        Proposer::recover(
+            N1,
+            Membership::all_voting(3),
+            cfg,
+            ProposerBugs::default(),
+            ctx,
+        )
+    });
+    let ballot = elect(&mut h, &mut p);
+    for n in [N1, N2] {
+        let m = Message::Promise {
+            ballot,
+            chosen_upto: 0,
+            accepted: vec![],
+        };
+        h.call(|ctx| p.on_message(ctx, n, m));
+    }
+    assert!(p.is_leader());
+    // The window holds the leader's no-op; this waits in the queue.
+    let u = update(N1, 42);
+    let back = Message::ForwardRejected {
+        updates: vec![u.clone()],
+        hops: 0,
+    };
+    h.call(|ctx| p.on_message(ctx, N2, back));
+    assert_eq!(p.queued(), 1);
+    let rej = Message::Rejected {
+        ballot,
+        promised: b(5, N0),
+    };
+    let (_, out) = h.call(|ctx| p.on_message(ctx, N0, rej));
+    let refused = out
+        .iter()
+        .any(|c| matches!(c, Command::Refused { ids, .. } if ids.contains(&u.id)));
+    assert!(!refused, "{out:?}");
+}
+
+/// Leader stickiness: an acceptor that hears from its leader refuses a
+/// rival's prepare, but not the preferred leader's takeover.
+#[test]
+fn an_acceptor_that_hears_its_leader_refuses_rivals_but_not_a_takeover() {
+    let mut h = Harness::new();
+    let mut a = acceptor(&mut h);
+    let accept = Message::Accept {
+        ballot: b(1, N2),
+        slot: 1,
+        value: Value::Noop,
+    };
+    h.call(|ctx| a.on_message(ctx, N2, accept));
+    let rival = Message::Prepare {
+        ballot: b(2, N1),
+        from_slot: 1,
+        takeover: false,
+    };
+    let (_, out) = h.call(|ctx| a.on_message(ctx, N1, rival.clone()));
+    let rejected = Message::Rejected {
+        ballot: b(2, N1),
+        promised: b(1, N2),
+    };
+    assert_eq!(out, vec![plain(N1, Role::Proposer, rejected)]);
+    let takeover = Message::Prepare {
+        ballot: b(3, N0),
+        from_slot: 1,
+        takeover: true,
+    };
+    let (_, out) = h.call(|ctx| a.on_message(ctx, N0, takeover));
+    assert!(
+        matches!(&sends(&out)[0].2, Message::Promise { .. }),
+        "{out:?}"
+    );
+    // Once the leader has been silent for the lease, anyone may prepare.
+    h.now = h.now + Duration::from_secs(2);
+    let later = Message::Prepare {
+        ballot: b(4, N1),
+        from_slot: 1,
+        takeover: false,
+    };
+    let (_, out) = h.call(|ctx| a.on_message(ctx, N1, later));
+    assert!(
+        matches!(&sends(&out)[0].2, Message::Promise { .. }),
+        "{out:?}"
+    );
 }

@@ -147,10 +147,7 @@ impl Applier {
             };
             for (slot, value) in page.into_iter().take_while(|(s, _)| *s <= applied) {
                 for u in value.updates() {
-                    a.recent.entry(u.id).or_insert_with(|| {
-                        a.recent_order.push_back((slot, u.id));
-                        slot
-                    });
+                    a.remember(slot, u.id);
                 }
             }
             from = last + 1;
@@ -253,6 +250,9 @@ impl Applier {
         self.resume(ctx);
     }
 
+    /// The rule, live and on rebuild alike: an id is a duplicate at slot
+    /// `s` if any copy of it is in a slot within the window before `s`;
+    /// the map holds each id's latest slot.
     fn remember(&mut self, slot: Slot, id: UpdateId) {
         self.recent.insert(id, slot);
         self.recent_order.push_back((slot, id));
@@ -296,7 +296,12 @@ impl Applier {
                 while c.index < c.updates.len() {
                     let u = &c.updates[c.index];
                     let id = u.id;
-                    if !self.recent.contains_key(&id) {
+                    if self.recent.contains_key(&id) {
+                        // Seen within the window: remember this latest
+                        // copy too, as a rebuild from the log would.
+                        self.recent.insert(id, c.slot);
+                        self.recent_order.push_back((c.slot, id));
+                    } else {
                         let window = self.cfg.client_key_window_slots;
                         let first = u
                             .key

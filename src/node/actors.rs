@@ -142,6 +142,7 @@ pub(crate) struct Book {
     pub(crate) local: Inbox,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) gateway: Recipient<ClientOutcome>,
+    pub(crate) status: Arc<super::status::GroupStatus>,
 }
 
 impl Book {
@@ -425,6 +426,15 @@ impl Driven for ProposerActor {
     fn fire(role: &mut Proposer, c: &mut Ctx<'_>, timer: Timer) {
         role.on_timer(c, timer);
     }
+
+    fn after_handler(&mut self) {
+        let r = &self.role;
+        let leader = r.leader(now());
+        self.shell
+            .book
+            .status
+            .set_proposer(leader, r.is_leader(), r.lease_contact());
+    }
 }
 
 shell_actor!(ProposerActor);
@@ -528,6 +538,14 @@ impl Driven for LearnerActor {
     fn fire(role: &mut Learner, c: &mut Ctx<'_>, timer: Timer) {
         role.on_timer(c, timer);
     }
+
+    fn after_handler(&mut self) {
+        let r = &self.role;
+        self.shell
+            .book
+            .status
+            .set_learner(r.commit(), r.known_commit());
+    }
 }
 
 shell_actor!(LearnerActor);
@@ -595,6 +613,8 @@ impl Driven for ApplierActor {
                 Applied::Duplicate { .. } => self.duplicates += 1,
             }
         }
+        let (applied, stuck) = (self.role.applied(), self.role.stuck_attempts());
+        self.shell.book.status.set_applied(applied, stuck);
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod actors;
 pub mod backend;
 pub mod group_kv;
+pub mod status;
 pub mod transport;
 
 pub use actors::{
@@ -14,6 +15,7 @@ pub use actors::{
 };
 pub use backend::{Backend, BackendFuture, MemoryBackend};
 pub use group_kv::{GroupKv, SyncStats};
+pub use status::GroupStatus;
 pub use transport::{Inbox, LoopbackTransport, Transport};
 
 use crate::apply::applier::{Applier, ApplierConfig};
@@ -74,6 +76,8 @@ pub struct NodeHandle {
     pub acceptor: Addr<AcceptorActor>,
     pub learner: Addr<LearnerActor>,
     pub applier: Addr<ApplierActor>,
+    /// Applied index, commit index, leader and lease, as last published.
+    pub status: Arc<GroupStatus>,
     inbox: Inbox,
     sync_stats: Arc<SyncStats>,
     transport: Arc<dyn Transport>,
@@ -175,7 +179,12 @@ pub fn start_group(
             rng: &mut acceptor_rng,
             out: &mut acceptor_out,
         };
-        Acceptor::recover(id, &c, AcceptorBugs::default())
+        Acceptor::recover(
+            id,
+            &c,
+            cfg.proposer.election_timeout,
+            AcceptorBugs::default(),
+        )
     };
 
     let mut learner_rng = Rng::from_os();
@@ -226,10 +235,14 @@ pub fn start_group(
         lctx.address(),
         apctx.address(),
     );
+    let status = Arc::new(GroupStatus::default());
+    status.set_learner(learner.commit(), learner.known_commit());
+    status.set_applied(applier.applied(), 0);
     let book = Book {
         local: inbox.clone(),
         transport: transport.clone(),
         gateway,
+        status: status.clone(),
     };
     let shell = |rng, init| Shell::new(kv.clone(), rng, book.clone(), init);
 
@@ -255,6 +268,7 @@ pub fn start_group(
         acceptor: acceptor_addr,
         learner: learner_addr,
         applier: applier_addr,
+        status,
         inbox,
         sync_stats: kv.stats().clone(),
         transport,

@@ -6,12 +6,21 @@
 //! synced (`send_durable`). Entries at or below the node's commit index
 //! are forgotten: they are chosen and live in the log, and a promise says
 //! so with `chosen_upto` so a new leader leaves those slots alone.
+//!
+//! Leader stickiness: while the acceptor hears from the leader it promised
+//! (accepts, confirmation rounds) within `leader_lease`, it refuses to
+//! promise a higher ballot to anyone else, unless the prepare is the
+//! preferred leader's takeover. Refusing is always safe; this stops a node
+//! that cannot hear the leader (a one-way cut) from deposing it again and
+//! again.
 
 use super::ballot::{Ballot, NodeId, Slot, Value};
 use super::command::Ctx;
 use super::message::{AcceptedEntry, Message, Role};
 use crate::storage::state;
+use crate::time::Time;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// Test-only protocol breakage, so tests can show the checkers catch a
 /// broken acceptor. Never set outside tests and the sim.
@@ -29,6 +38,9 @@ pub struct Acceptor {
     /// The node's commit index, as the local learner last reported it.
     chosen_upto: Slot,
     bugs: AcceptorBugs,
+    leader_lease: Duration,
+    /// When the leader of the promised ballot was last heard from.
+    leader_heard: Option<Time>,
     /// Messages dropped as malformed or misaddressed.
     pub dropped: u64,
 }
@@ -37,7 +49,12 @@ impl Acceptor {
     /// Rebuild from what the disk holds: promised ballot and accepted
     /// entries. `chosen_upto` is on disk too: entries below it may be
     /// gone, and a promise must never pretend they were never accepted.
-    pub fn recover(id: NodeId, ctx: &Ctx<'_>, bugs: AcceptorBugs) -> Acceptor {
+    pub fn recover(
+        id: NodeId,
+        ctx: &Ctx<'_>,
+        leader_lease: Duration,
+        bugs: AcceptorBugs,
+    ) -> Acceptor {
         let promised = state::load_promised(&*ctx.kv);
         let chosen_upto = state::load_u64(&*ctx.kv, state::Meta::ChosenUpto);
         let mut accepted = BTreeMap::new();
@@ -59,6 +76,8 @@ impl Acceptor {
             accepted,
             chosen_upto,
             bugs,
+            leader_lease,
+            leader_heard: None,
             dropped: 0,
         }
     }
@@ -79,7 +98,11 @@ impl Acceptor {
 
     pub fn on_message(&mut self, ctx: &mut Ctx<'_>, from: NodeId, msg: Message) {
         match msg {
-            Message::Prepare { ballot, from_slot } => self.on_prepare(ctx, from, ballot, from_slot),
+            Message::Prepare {
+                ballot,
+                from_slot,
+                takeover,
+            } => self.on_prepare(ctx, from, ballot, from_slot, takeover),
             Message::Accept {
                 ballot,
                 slot,
@@ -87,6 +110,9 @@ impl Acceptor {
             } => self.on_accept(ctx, from, ballot, slot, value),
             Message::Committed { commit } if from == self.id => self.on_committed(ctx, commit),
             Message::Confirm { ballot, seq } if ballot.node == from => {
+                if ballot == self.promised {
+                    self.leader_heard = Some(ctx.now);
+                }
                 // Read-index: a leader is still current for us if we have
                 // promised nothing higher. Nothing is written, so nothing
                 // waits for a sync.
@@ -104,12 +130,23 @@ impl Acceptor {
         }
     }
 
-    fn on_prepare(&mut self, ctx: &mut Ctx<'_>, from: NodeId, ballot: Ballot, from_slot: Slot) {
+    fn on_prepare(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: NodeId,
+        ballot: Ballot,
+        from_slot: Slot,
+        takeover: bool,
+    ) {
         if ballot.node != from {
             self.dropped += 1;
             return;
         }
-        if ballot < self.promised {
+        let leader_live = self
+            .leader_heard
+            .is_some_and(|t| ctx.now.since(t) < self.leader_lease);
+        let sticky = leader_live && !takeover && ballot.node != self.promised.node;
+        if ballot < self.promised || (ballot > self.promised && sticky) {
             let promised = self.promised;
             ctx.send(from, Role::Proposer, Message::Rejected { ballot, promised });
             return;
@@ -155,6 +192,9 @@ impl Acceptor {
         }
         if ballot > self.promised {
             self.promise(ctx, ballot);
+        }
+        if ballot == self.promised {
+            self.leader_heard = Some(ctx.now);
         }
         if slot > self.chosen_upto {
             let same = self.accepted.get(&slot).map(|(b, v)| (*b, v));

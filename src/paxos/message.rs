@@ -26,8 +26,13 @@ pub struct AcceptedEntry {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
     /// Phase 1a, for every slot from `from_slot` on (Multi-Paxos: one
-    /// prepare covers all open slots).
-    Prepare { ballot: Ballot, from_slot: Slot },
+    /// prepare covers all open slots). `takeover`: the preferred leader
+    /// taking leadership back from a live leader (see `Acceptor`).
+    Prepare {
+        ballot: Ballot,
+        from_slot: Slot,
+        takeover: bool,
+    },
     /// Phase 1b. `chosen_upto` is the acceptor's node's commit index:
     /// slots up to it are chosen, so the new leader must not propose
     /// there (the acceptor may have forgotten what it accepted there).

@@ -69,6 +69,7 @@ pub struct ProposerBugs {
 struct Candidate {
     ballot: Ballot,
     from_slot: Slot,
+    takeover: bool,
     promises: BTreeMap<NodeId, (Slot, Vec<AcceptedEntry>)>,
 }
 
@@ -94,6 +95,13 @@ struct Leading {
     confirm_seq: u64,
     confirmed: BTreeMap<NodeId, u64>,
     reads: Vec<PendingRead>,
+    /// Chosen values our own learner has not committed yet. `Decided` can
+    /// be lost, even locally (a learner drops values beyond its buffer),
+    /// and once the in-flight entry is gone no one else may hold the
+    /// value: resent to our learner every tick until it commits them.
+    decided: BTreeMap<Slot, Value>,
+    /// When this leadership began, for the quorum-contact check.
+    since: Time,
     /// When recent rounds started, to date the quorum's confirmations.
     rounds: VecDeque<(u64, Time)>,
     /// The start of the latest round a quorum confirmed: the leader was
@@ -122,6 +130,10 @@ enum Phase {
 struct Queued {
     update: Update,
     hops: u8,
+    /// Came straight from the local gateway and was never sent anywhere:
+    /// only such an update may be refused (FOUNDATION: 503 means not
+    /// done). One that was forwarded may have a proposed duplicate.
+    fresh: bool,
 }
 
 pub struct Proposer {
@@ -223,8 +235,11 @@ impl Proposer {
                 });
                 return;
             }
-            self.queue
-                .extend(updates.into_iter().map(|update| Queued { update, hops: 0 }));
+            self.queue.extend(updates.into_iter().map(|update| Queued {
+                update,
+                hops: 0,
+                fresh: true,
+            }));
             self.fill_window(ctx);
         } else if let Some(leader) = self.leader(ctx.now) {
             let msg = Message::Forward { updates, hops: 0 };
@@ -272,11 +287,14 @@ impl Proposer {
     pub fn on_timer(&mut self, ctx: &mut Ctx<'_>, timer: Timer) {
         match (timer, &self.phase) {
             (Timer::Election, Phase::Leader(_)) => {}
-            (Timer::Election, Phase::Candidate(_)) => self.start_election(ctx),
+            (Timer::Election, Phase::Candidate(c)) => {
+                let takeover = c.takeover;
+                self.start_election(ctx, takeover)
+            }
             (Timer::Election, Phase::Follower) => {
                 let quiet = ctx.now.since(self.leader_seen) >= self.cfg.election_timeout;
                 if (self.leader.is_none() || quiet) && self.members.is_voter(self.id) {
-                    self.start_election(ctx);
+                    self.start_election(ctx, false);
                 } else {
                     self.arm_election(ctx);
                 }
@@ -302,7 +320,7 @@ impl Proposer {
         ctx.set_timer(Timer::Election, at);
     }
 
-    fn start_election(&mut self, ctx: &mut Ctx<'_>) {
+    fn start_election(&mut self, ctx: &mut Ctx<'_>, takeover: bool) {
         self.round += 1;
         state::store_u64(ctx.kv, Meta::Round, self.round);
         let ballot = Ballot {
@@ -315,6 +333,7 @@ impl Proposer {
             let none = Candidate {
                 ballot,
                 from_slot: self.commit + 1,
+                takeover,
                 promises: BTreeMap::new(),
             };
             self.become_leader(ctx, none);
@@ -322,11 +341,17 @@ impl Proposer {
         }
         let from_slot = self.commit + 1;
         for &v in &self.members.voters {
-            ctx.send_durable(v, Role::Acceptor, Message::Prepare { ballot, from_slot });
+            let msg = Message::Prepare {
+                ballot,
+                from_slot,
+                takeover,
+            };
+            ctx.send_durable(v, Role::Acceptor, msg);
         }
         self.phase = Phase::Candidate(Candidate {
             ballot,
             from_slot,
+            takeover,
             promises: BTreeMap::new(),
         });
         self.arm_election(ctx);
@@ -337,10 +362,15 @@ impl Proposer {
         let Phase::Candidate(c) = &self.phase else {
             return;
         };
-        let (ballot, from_slot) = (c.ballot, c.from_slot);
+        let (ballot, from_slot, takeover) = (c.ballot, c.from_slot, c.takeover);
         for &v in &self.members.voters {
             if !c.promises.contains_key(&v) {
-                ctx.send_durable(v, Role::Acceptor, Message::Prepare { ballot, from_slot });
+                let msg = Message::Prepare {
+                    ballot,
+                    from_slot,
+                    takeover,
+                };
+                ctx.send_durable(v, Role::Acceptor, msg);
             }
         }
         ctx.set_timer(Timer::Tick, ctx.now + self.cfg.retransmit_after);
@@ -411,6 +441,8 @@ impl Proposer {
             confirm_seq: 0,
             confirmed: BTreeMap::new(),
             reads: Vec::new(),
+            decided: BTreeMap::new(),
+            since: ctx.now,
             rounds: VecDeque::new(),
             quorum_seen: None,
         });
@@ -526,6 +558,9 @@ impl Proposer {
         if slot == l.ready_slot {
             l.ready = true;
         }
+        if slot > self.commit {
+            l.decided.insert(slot, entry.value.clone());
+        }
         for &n in &self.members.nodes {
             let msg = Message::Decided {
                 slot,
@@ -572,14 +607,18 @@ impl Proposer {
         self.arm_election(ctx);
     }
 
-    /// Queued updates were never proposed: local ones are refused, others
-    /// go back to their origin, which may pass them to the next leader.
+    /// Queued updates were never proposed by us: fresh local ones are
+    /// refused, others go back to their origin, which may pass them on.
     fn refuse_queue(&mut self, ctx: &mut Ctx<'_>) {
         let mut local = Vec::new();
         let mut remote: BTreeMap<NodeId, (Vec<Update>, u8)> = BTreeMap::new();
         for q in self.queue.drain(..) {
-            if q.update.id.origin == self.id {
+            if q.fresh {
                 local.push(q.update.id);
+            } else if q.update.id.origin == self.id {
+                // Ours, but it was forwarded once: its fate is unknown, so
+                // the client's deadline answers (504), never a refusal.
+                self.dropped += 1;
             } else {
                 let e = remote.entry(q.update.id.origin).or_default();
                 e.0.push(q.update);
@@ -654,11 +693,29 @@ impl Proposer {
         }
         let since = *self.caught_up_since.get_or_insert(ctx.now);
         if ctx.now.since(since) >= self.cfg.takeover_after {
-            self.start_election(ctx);
+            self.start_election(ctx, true);
         }
     }
 
     fn leader_tick(&mut self, ctx: &mut Ctx<'_>) {
+        let Phase::Leader(l) = &mut self.phase else {
+            return;
+        };
+        // Check-quorum: a leader no majority has confirmed for an
+        // election timeout steps down, so its node's clients are refused
+        // quickly instead of waiting on a leader that cannot decide.
+        let contact = l.quorum_seen.unwrap_or(l.since).max(l.since);
+        if ctx.now.since(contact) >= self.cfg.election_timeout {
+            self.step_down(ctx);
+            return;
+        }
+        for (&slot, value) in &l.decided {
+            let msg = Message::Decided {
+                slot,
+                value: value.clone(),
+            };
+            ctx.send(self.id, Role::Learner, msg);
+        }
         self.heartbeat(ctx);
         let Phase::Leader(l) = &mut self.phase else {
             return;
@@ -705,8 +762,11 @@ impl Proposer {
             return;
         }
         if self.is_leader() && self.queue.len() + updates.len() <= self.cfg.queue_max {
-            self.queue
-                .extend(updates.into_iter().map(|update| Queued { update, hops }));
+            self.queue.extend(updates.into_iter().map(|update| Queued {
+                update,
+                hops,
+                fresh: false,
+            }));
             self.fill_window(ctx);
             return;
         }
@@ -745,8 +805,11 @@ impl Proposer {
         }
         if self.is_leader() {
             if self.queue.len() + updates.len() <= self.cfg.queue_max {
-                self.queue
-                    .extend(updates.into_iter().map(|update| Queued { update, hops }));
+                self.queue.extend(updates.into_iter().map(|update| Queued {
+                    update,
+                    hops,
+                    fresh: false,
+                }));
                 self.fill_window(ctx);
             }
             return;
@@ -879,7 +942,11 @@ impl Proposer {
             // Chosen by a path other than our own votes (a catch-up): by
             // Paxos it is the value we proposed there, so stop pushing it.
             l.inflight.retain(|&slot, _| slot > commit);
+            l.decided.retain(|&slot, _| slot > commit);
             l.next_slot = l.next_slot.max(commit + 1);
+            if commit >= l.ready_slot {
+                l.ready = true;
+            }
         }
     }
 }

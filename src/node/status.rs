@@ -1,0 +1,105 @@
+//! What a group's actors publish about themselves for the gateway: the
+//! applied index (which reads wait on), the commit index, the leader and
+//! the lease. Written by the actors after every handler; read anywhere.
+
+use crate::paxos::ballot::{NodeId, Slot};
+use crate::time::Time;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tokio::sync::watch;
+
+pub struct GroupStatus {
+    applied: watch::Sender<Slot>,
+    commit: AtomicU64,
+    known_commit: AtomicU64,
+    /// NodeId + 1; 0 when no leader is known.
+    leader: AtomicU64,
+    is_leader: AtomicBool,
+    /// Micros + 1; 0 when there is no contact to speak of.
+    lease_contact: AtomicU64,
+    /// Attempts at the update the applier is stuck on (0: not stuck).
+    apply_attempts: AtomicU64,
+}
+
+impl Default for GroupStatus {
+    fn default() -> Self {
+        GroupStatus {
+            applied: watch::Sender::new(0),
+            commit: AtomicU64::new(0),
+            known_commit: AtomicU64::new(0),
+            leader: AtomicU64::new(0),
+            is_leader: AtomicBool::new(false),
+            lease_contact: AtomicU64::new(0),
+            apply_attempts: AtomicU64::new(0),
+        }
+    }
+}
+
+impl GroupStatus {
+    pub fn applied(&self) -> Slot {
+        *self.applied.borrow()
+    }
+
+    /// Wakes whenever the applied index moves.
+    pub fn watch_applied(&self) -> watch::Receiver<Slot> {
+        self.applied.subscribe()
+    }
+
+    pub fn commit(&self) -> Slot {
+        self.commit.load(Ordering::Relaxed)
+    }
+
+    /// The highest commit index this node has heard of.
+    pub fn known_commit(&self) -> Slot {
+        self.known_commit.load(Ordering::Relaxed)
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        match self.leader.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(NodeId((n - 1) as u16)),
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.is_leader.load(Ordering::Relaxed)
+    }
+
+    pub fn lease_contact(&self) -> Option<Time> {
+        match self.lease_contact.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(Time(t - 1)),
+        }
+    }
+
+    pub fn apply_attempts(&self) -> u64 {
+        self.apply_attempts.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_applied(&self, applied: Slot, attempts: u32) {
+        self.applied.send_if_modified(|a| {
+            let moved = *a != applied;
+            *a = applied;
+            moved
+        });
+        self.apply_attempts
+            .store(attempts as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_learner(&self, commit: Slot, known: Slot) {
+        self.commit.store(commit, Ordering::Relaxed);
+        self.known_commit.store(known, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_proposer(
+        &self,
+        leader: Option<NodeId>,
+        is_leader: bool,
+        lease: Option<Time>,
+    ) {
+        self.leader
+            .store(leader.map_or(0, |n| n.0 as u64 + 1), Ordering::Relaxed);
+        self.is_leader.store(is_leader, Ordering::Relaxed);
+        self.lease_contact
+            .store(lease.map_or(0, |t| t.0 + 1), Ordering::Relaxed);
+    }
+}
