@@ -1,0 +1,6 @@
+//! The built-in demo service: what `ordo demo` replicates, and what the
+//! tests use as a real HTTP backend.
+
+pub mod backend;
+
+pub use backend::{DemoBackend, DemoConfig, serve};

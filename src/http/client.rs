@@ -1,0 +1,512 @@
+//! [`HttpBackend`]: the production [`Backend`], which applies a chosen
+//! update by sending its [`ProxiedRequest`] to the node's own backend
+//! service over HTTP/1.1.
+//!
+//! The applier decides what a reply means (`apply::applier::is_retryable`);
+//! this module only has to map every way a call can end onto a
+//! [`BackendReply`] so that the same request gives the same decision on
+//! every node:
+//!
+//! - the backend answered: `Response { status, body }`, where `body` is
+//!   an encoded [`StoredResponse`] (end-to-end headers and the body);
+//! - no complete answer (refused, reset, connect or total timeout, a body
+//!   cut short): `Unreachable`, retried by the applier (the
+//!   `Idempotency-Key` makes the repeat harmless);
+//! - the payload is not a request ordo can send (it does not decode, or
+//!   its method, target or a header is invalid): `Response` 400, final.
+//!   This depends only on the chosen bytes, so every node agrees;
+//! - the answer's body is larger than `max_response_bytes`: a final
+//!   [`TOO_LARGE_STATUS`] (507) made by ordo, saying so. Retrying would
+//!   stall the log forever on a response that will be just as large next
+//!   time, and a 502 would be retried; the backend has applied the update,
+//!   so the slot is done and only its answer is lost. The backend's own
+//!   status is kept in the `Ordo-Backend-Status` header. (If the backend's
+//!   status was itself retryable, it is kept and the call is retried.)
+
+use super::request::{Header, ProxiedRequest, StoredResponse, header, strip_hop_by_hop};
+use crate::apply::applier::is_retryable;
+use crate::node::backend::{Backend, BackendFuture};
+use crate::paxos::ballot::{Slot, Update};
+use crate::paxos::command::BackendReply;
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{Method, Request, Uri};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::error::Error as StdError;
+use std::time::Duration;
+
+/// The status of ordo's own final answer when a backend response is
+/// larger than the configured limit (see the module docs).
+pub const TOO_LARGE_STATUS: u16 = 507;
+
+/// The status of ordo's own final answer to a payload it cannot send.
+pub const BAD_REQUEST_STATUS: u16 = 400;
+
+/// The header carrying the applier's idempotency key to the backend.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Where ordo keeps the backend's status when it replaces the answer.
+pub const BACKEND_STATUS: &str = "ordo-backend-status";
+
+/// Request headers never sent to the backend besides the hop-by-hop ones:
+/// the client's own idempotency key (replaced by the applier's) and
+/// `Expect` (the whole body is sent at once; there is no 100-continue
+/// exchange on the applier's hop).
+const NOT_FORWARDED: &[&str] = &[IDEMPOTENCY_KEY, "expect"];
+
+#[derive(Clone, Debug)]
+pub struct HttpBackendConfig {
+    /// Longest wait for a TCP connection to the backend.
+    pub connect_timeout: Duration,
+    /// Longest wait for one whole exchange: connect, send, status,
+    /// headers and the full body.
+    pub request_timeout: Duration,
+    /// Largest response body kept (see [`TOO_LARGE_STATUS`]).
+    pub max_response_bytes: usize,
+    /// How long an unused pooled connection is kept.
+    pub pool_idle_timeout: Duration,
+    /// Unused connections kept per backend.
+    pub pool_max_idle: usize,
+}
+
+impl Default for HttpBackendConfig {
+    fn default() -> Self {
+        HttpBackendConfig {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(30),
+            max_response_bytes: 64 << 20,
+            pool_idle_timeout: Duration::from_secs(60),
+            pool_max_idle: 4,
+        }
+    }
+}
+
+/// Why an [`HttpBackend`] could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpBackendError {
+    #[error("backend URL {url:?}: {why}")]
+    BadUrl { url: String, why: String },
+    #[error("{what} name {name:?}: {why}")]
+    BadName {
+        what: &'static str,
+        name: String,
+        why: &'static str,
+    },
+}
+
+/// The production backend: one service instance reached at a base URL.
+///
+/// The connection pool's tasks run on the tokio runtime of the first
+/// call; make and use a backend inside the actix system that runs the
+/// node (the futures it returns are `Send`, but pooled connections die
+/// with the runtime that opened them).
+pub struct HttpBackend {
+    client: Client<HttpConnector, Full<Bytes>>,
+    /// `http://authority[/prefix]`, without a trailing `/`.
+    base: String,
+    /// `{cluster}/{service}/`.
+    key_prefix: String,
+    cfg: HttpBackendConfig,
+}
+
+impl HttpBackend {
+    /// A backend at `base_url` (`http://host:port` with an optional path
+    /// prefix) for service `service` of cluster `cluster`.
+    pub fn new(
+        base_url: &str,
+        cluster: &str,
+        service: &str,
+        cfg: HttpBackendConfig,
+    ) -> Result<HttpBackend, HttpBackendError> {
+        let base = parse_base(base_url)?;
+        check_name("cluster", cluster)?;
+        check_name("service", service)?;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(cfg.connect_timeout));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(cfg.pool_idle_timeout)
+            .pool_max_idle_per_host(cfg.pool_max_idle)
+            .build(connector);
+        Ok(HttpBackend {
+            client,
+            base,
+            key_prefix: format!("{cluster}/{service}/"),
+            cfg,
+        })
+    }
+
+    /// The base URL requests are sent under.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The `Idempotency-Key` of update `index` of `slot`:
+    /// `{cluster}/{service}/{slot}.{index}`.
+    pub fn idempotency_key(&self, slot: Slot, index: u32) -> String {
+        format!("{}{slot}.{index}", self.key_prefix)
+    }
+
+    /// The HTTP request for a payload, or why it cannot be sent (a
+    /// deterministic verdict on the chosen bytes).
+    fn build(
+        &self,
+        slot: Slot,
+        index: u32,
+        payload: &[u8],
+    ) -> Result<Request<Full<Bytes>>, String> {
+        let req = ProxiedRequest::decode(payload)
+            .map_err(|e| format!("ordo: the update's payload is not a request: {e}"))?;
+        let method = Method::from_bytes(req.method.as_bytes())
+            .map_err(|_| format!("ordo: invalid method {:?}", req.method))?;
+        if method == Method::CONNECT {
+            return Err("ordo: CONNECT cannot be applied to a backend".to_string());
+        }
+        if !req.path_and_query.starts_with('/') {
+            return Err(format!(
+                "ordo: request target {:?} is not a path",
+                req.path_and_query
+            ));
+        }
+        let uri: Uri = format!("{}{}", self.base, req.path_and_query)
+            .parse()
+            .map_err(|e| format!("ordo: invalid request target {:?}: {e}", req.path_and_query))?;
+        let mut headers: Vec<Header> = req.headers;
+        strip_hop_by_hop(&mut headers);
+        let mut builder = Request::builder().method(method).uri(uri);
+        for (name, value) in &headers {
+            if NOT_FORWARDED.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+                continue;
+            }
+            let n = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("ordo: invalid header name {name:?}"))?;
+            let v = HeaderValue::from_bytes(value)
+                .map_err(|_| format!("ordo: invalid value for header {name:?}"))?;
+            builder = builder.header(n, v);
+        }
+        let key = self.idempotency_key(slot, index);
+        builder = builder.header(IDEMPOTENCY_KEY, key);
+        builder
+            .body(Full::new(req.body))
+            .map_err(|e| format!("ordo: cannot build the request: {e}"))
+    }
+}
+
+impl Backend for HttpBackend {
+    fn call(&self, slot: Slot, index: u32, update: Update) -> BackendFuture {
+        let req = match self.build(slot, index, &update.payload) {
+            Ok(req) => req,
+            Err(why) => {
+                tracing::warn!(slot, index, %why, "update cannot be sent to the backend");
+                return Box::pin(std::future::ready(BackendReply::Response {
+                    status: BAD_REQUEST_STATUS,
+                    body: StoredResponse::text(why).encode(),
+                }));
+            }
+        };
+        let client = self.client.clone();
+        let limit = self.cfg.max_response_bytes;
+        let total = self.cfg.request_timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(total, exchange(client, req, limit)).await {
+                Ok(reply) => reply,
+                Err(_) => BackendReply::Unreachable {
+                    reason: format!("no complete response within {total:?}"),
+                },
+            }
+        })
+    }
+}
+
+/// Send one request and read the whole response.
+async fn exchange(
+    client: Client<HttpConnector, Full<Bytes>>,
+    req: Request<Full<Bytes>>,
+    limit: usize,
+) -> BackendReply {
+    let resp = match client.request(req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            if let Some(h) = find_hyper_error(&e).filter(|h| h.is_user()) {
+                // hyper refused the request itself: the same on every
+                // node and on every retry, so it is the final answer.
+                return BackendReply::Response {
+                    status: BAD_REQUEST_STATUS,
+                    body: StoredResponse::text(format!("ordo: cannot send the request: {h}"))
+                        .encode(),
+                };
+            }
+            return BackendReply::Unreachable { reason: chain(&e) };
+        }
+    };
+    let (parts, body) = resp.into_parts();
+    let status = parts.status.as_u16();
+    let mut headers: Vec<Header> = parts
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+        .collect();
+    let declared = header(&headers, "content-length")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    strip_hop_by_hop(&mut headers);
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large(status, limit);
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => BackendReply::Response {
+            status,
+            body: StoredResponse {
+                headers,
+                body: collected.to_bytes(),
+            }
+            .encode(),
+        },
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => too_large(status, limit),
+        Err(e) => BackendReply::Unreachable {
+            reason: format!("response body cut short: {}", chain(&*e)),
+        },
+    }
+}
+
+/// ordo's answer to a response body over the limit (module docs).
+fn too_large(status: u16, limit: usize) -> BackendReply {
+    let text = format!(
+        "ordo: the backend answered {status} with a body larger than the limit of {limit} bytes; \
+         the update was applied, its response was dropped"
+    );
+    if is_retryable(status) {
+        // Not an answer: retried, like any other retryable status.
+        return BackendReply::Response {
+            status,
+            body: StoredResponse::text(text).encode(),
+        };
+    }
+    let mut resp = StoredResponse::text(text);
+    resp.headers
+        .push((BACKEND_STATUS.to_string(), status.to_string().into_bytes()));
+    BackendReply::Response {
+        status: TOO_LARGE_STATUS,
+        body: resp.encode(),
+    }
+}
+
+fn find_hyper_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a hyper::Error> {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            return Some(h);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// An error and its causes, on one line.
+fn chain(e: &(dyn StdError + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        let s = err.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        cur = err.source();
+    }
+    text
+}
+
+fn parse_base(url: &str) -> Result<String, HttpBackendError> {
+    let bad = |why: &str| HttpBackendError::BadUrl {
+        url: url.to_string(),
+        why: why.to_string(),
+    };
+    let uri: Uri = url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err(bad("https is not supported yet; use http://")),
+        _ => return Err(bad("expected http://host:port")),
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(bad("no host"));
+    };
+    if uri.query().is_some() {
+        return Err(bad("a base URL has no query"));
+    }
+    let prefix = uri.path().trim_end_matches('/');
+    Ok(format!("http://{authority}{prefix}"))
+}
+
+fn check_name(what: &'static str, name: &str) -> Result<(), HttpBackendError> {
+    let bad = |why| HttpBackendError::BadName {
+        what,
+        name: name.to_string(),
+        why,
+    };
+    if name.is_empty() {
+        return Err(bad("empty"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+    {
+        return Err(bad("use letters, digits, '-', '_', '.' or '~'"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paxos::ballot::{NodeId, UpdateId};
+
+    fn backend(url: &str) -> HttpBackend {
+        match HttpBackend::new(url, "prod", "movies", HttpBackendConfig::default()) {
+            Ok(b) => b,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn update(payload: Bytes) -> Update {
+        Update {
+            id: UpdateId {
+                origin: NodeId(0),
+                boot: 1,
+                seq: 1,
+            },
+            payload,
+        }
+    }
+
+    #[test]
+    fn base_urls() {
+        assert_eq!(backend("http://127.0.0.1:80").base(), "http://127.0.0.1:80");
+        assert_eq!(backend("http://h:8/api/").base(), "http://h:8/api");
+        for bad in ["https://h", "h:80", "ftp://h", "http://h/?q", "/x"] {
+            assert!(
+                HttpBackend::new(bad, "c", "s", HttpBackendConfig::default()).is_err(),
+                "{bad}"
+            );
+        }
+        for name in ["", "a/b", "a b", "é"] {
+            assert!(HttpBackend::new("http://h", name, "s", HttpBackendConfig::default()).is_err());
+            assert!(HttpBackend::new("http://h", "c", name, HttpBackendConfig::default()).is_err());
+        }
+    }
+
+    #[test]
+    fn the_request_sent() {
+        let b = backend("http://h:8/api");
+        let req = ProxiedRequest {
+            method: "PATCH".into(),
+            path_and_query: "/kv/a?x=1".into(),
+            headers: vec![
+                ("Content-Type".into(), b"application/json".to_vec()),
+                ("Connection".into(), b"x-hop".to_vec()),
+                ("X-Hop".into(), b"1".to_vec()),
+                ("Host".into(), b"client".to_vec()),
+                ("Idempotency-Key".into(), b"client-key".to_vec()),
+                ("Expect".into(), b"100-continue".to_vec()),
+                ("X-E2e".into(), b"a".to_vec()),
+                ("x-e2e".into(), b"b".to_vec()),
+            ],
+            body: Bytes::from_static(b"[1]"),
+        };
+        let built = match b.build(7, 2, &req.encode()) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(built.method(), Method::PATCH);
+        assert_eq!(built.uri(), "http://h:8/api/kv/a?x=1");
+        let h = built.headers();
+        assert_eq!(h["content-type"], "application/json");
+        assert_eq!(h["idempotency-key"], "prod/movies/7.2");
+        assert_eq!(h.get_all("idempotency-key").iter().count(), 1);
+        let e2e: Vec<_> = h.get_all("x-e2e").iter().collect();
+        assert_eq!(e2e, ["a", "b"]);
+        for gone in ["connection", "x-hop", "host", "expect"] {
+            assert!(!h.contains_key(gone), "{gone}");
+        }
+    }
+
+    fn final_400(b: &HttpBackend, payload: Bytes) -> String {
+        let fut = b.call(3, 0, update(payload));
+        let reply = futures_ready(fut);
+        match reply {
+            BackendReply::Response { status, body } => {
+                assert_eq!(status, BAD_REQUEST_STATUS);
+                let r = match StoredResponse::decode(&body) {
+                    Ok(r) => r,
+                    Err(e) => panic!("{e}"),
+                };
+                String::from_utf8_lossy(&r.body).into_owned()
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The deterministic failures resolve at once, without a runtime.
+    fn futures_ready(fut: BackendFuture) -> BackendReply {
+        let mut fut = fut;
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        match fut.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(r) => r,
+            std::task::Poll::Pending => panic!("not ready"),
+        }
+    }
+
+    #[test]
+    fn undecodable_or_invalid_payloads_get_a_final_400() {
+        let b = backend("http://127.0.0.1:1");
+        assert!(final_400(&b, Bytes::from_static(b"\x01garbage")).contains("not a request"));
+        assert!(final_400(&b, Bytes::new()).contains("empty payload"));
+        let mut req = ProxiedRequest {
+            method: "P UT".into(),
+            path_and_query: "/x".into(),
+            ..Default::default()
+        };
+        assert!(final_400(&b, req.encode()).contains("invalid method"));
+        req.method = "PUT".into();
+        req.path_and_query = "x".into();
+        assert!(final_400(&b, req.encode()).contains("not a path"));
+        req.path_and_query = "/a b".into();
+        assert!(final_400(&b, req.encode()).contains("invalid request target"));
+        req.path_and_query = "/ok".into();
+        req.headers = vec![("bad name".into(), b"v".to_vec())];
+        assert!(final_400(&b, req.encode()).contains("invalid header name"));
+        req.headers = vec![("x-v".into(), b"a\nb".to_vec())];
+        assert!(final_400(&b, req.encode()).contains("invalid value"));
+        req.headers = vec![];
+        req.method = "CONNECT".into();
+        assert!(final_400(&b, req.encode()).contains("CONNECT"));
+    }
+
+    #[test]
+    fn oversize_answers_are_final_unless_retryable() {
+        match too_large(201, 10) {
+            BackendReply::Response { status, body } => {
+                assert_eq!(status, TOO_LARGE_STATUS);
+                assert!(!is_retryable(status));
+                let r = StoredResponse::decode(&body).ok();
+                assert_eq!(
+                    r.as_ref().and_then(|r| r.header(BACKEND_STATUS)),
+                    Some(&b"201"[..])
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match too_large(503, 10) {
+            BackendReply::Response { status, .. } => assert_eq!(status, 503),
+            other => panic!("{other:?}"),
+        }
+    }
+}
