@@ -26,6 +26,21 @@ enum Command {
         /// The TOML file.
         file: PathBuf,
     },
+    /// Run the built-in demo backend (a JSON key-value REST service).
+    DemoBackend(DemoBackendArgs),
+}
+
+#[derive(clap::Args)]
+struct DemoBackendArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Idempotency keys remembered (oldest forgotten first).
+    #[arg(long, default_value_t = 100_000)]
+    idempotency_keys: usize,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body: usize,
 }
 
 #[derive(clap::Args)]
@@ -160,6 +175,23 @@ fn check_config(file: &std::path::Path) -> Result<i32> {
     Ok(0)
 }
 
+fn demo_backend_main(args: DemoBackendArgs) -> Result<i32> {
+    let cfg = ordo::demo::DemoConfig {
+        max_body: args.max_body,
+        idempotency_keys: args.idempotency_keys,
+        handle_signals: true,
+        ..Default::default()
+    };
+    actix::System::new().block_on(async move {
+        let backend = ordo::demo::serve(args.listen.as_str(), cfg)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        println!("demo backend listening on {}", backend.url());
+        backend.wait().await?;
+        Ok(0)
+    })
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -169,6 +201,7 @@ fn main() {
             sim_main(args)
         }
         Command::CheckConfig { file } => check_config(&file),
+        Command::DemoBackend(args) => demo_backend_main(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -1,0 +1,787 @@
+//! The HTTP backend seam over real sockets on 127.0.0.1: the demo
+//! backend's REST semantics and idempotency, `HttpBackend` against it and
+//! against tiny hand-written servers, and a three-node cluster applying
+//! HTTP updates to three demo backends.
+
+use actix::{Actor, Context, Handler};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use ordo::demo::{DemoBackend, DemoConfig, serve};
+use ordo::http::client::{BACKEND_STATUS, TOO_LARGE_STATUS};
+use ordo::http::{HttpBackend, HttpBackendConfig, ProxiedRequest, StoredResponse};
+use ordo::node::{
+    Backend, ClientOutcome, GroupConfig, LoopbackTransport, NodeHandle, Submit, start_group,
+};
+use ordo::paxos::ballot::{NodeId, Update, UpdateId};
+use ordo::paxos::command::BackendReply;
+use ordo::paxos::learner::LearnerConfig;
+use ordo::paxos::membership::Membership;
+use ordo::paxos::proposer::ProposerConfig;
+use ordo::storage::fjall_kv::FjallStore;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(15);
+
+macro_rules! wait_for {
+    ($what:expr, $cond:expr) => {{
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if $cond {
+                break;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out after {LIMIT:?} waiting for {}", $what);
+            }
+            actix::clock::sleep(Duration::from_millis(20)).await;
+        }
+    }};
+}
+
+// ---------------------------------------------------------------------
+// A plain client for talking to the demo backend directly.
+
+struct Answer {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+
+    fn replayed(&self) -> bool {
+        self.headers.contains_key("idempotent-replayed")
+    }
+}
+
+async fn call(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut req = http::Request::builder().method(method).uri(url);
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    let req = req.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
+    let resp = client.request(req).await.expect("demo backend answers");
+    let (parts, body) = resp.into_parts();
+    Answer {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+async fn demo() -> DemoBackend {
+    serve("127.0.0.1:0", DemoConfig::default()).await.unwrap()
+}
+
+#[actix::test]
+async fn demo_backend_rest_semantics() {
+    let d = demo().await;
+    let url = |k: &str| format!("{}/kv/{k}", d.url());
+
+    let a = call("GET", &url("a"), &[], b"").await;
+    assert_eq!(a.status, 404);
+    assert!(a.json()["error"].as_str().unwrap().contains("no key"));
+
+    let a = call("PUT", &url("a"), &[], br#"{"n": 1}"#).await;
+    assert_eq!(a.status, 201);
+    assert_eq!(a.json(), json!({"n": 1}));
+    assert_eq!(a.headers["content-type"], "application/json");
+    let a = call("PUT", &url("a"), &[], b"2").await;
+    assert_eq!(a.status, 200);
+    let a = call("GET", &url("a"), &[], b"").await;
+    assert_eq!((a.status, a.json()), (200, json!(2)));
+
+    // Append: creates the array, then grows it, answering the array.
+    let a = call("POST", &url("l"), &[], b"\"x\"").await;
+    assert_eq!((a.status, a.json()), (201, json!(["x"])));
+    let a = call("POST", &url("l"), &[], br#"{"y": true}"#).await;
+    assert_eq!((a.status, a.json()), (200, json!(["x", {"y": true}])));
+    // Appending to a non-array is a conflict, and changes nothing.
+    let a = call("POST", &url("a"), &[], b"3").await;
+    assert_eq!(a.status, 409);
+
+    let a = call("GET", &format!("{}/kv/", d.url()), &[], b"").await;
+    assert_eq!((a.status, a.json()), (200, json!(["a", "l"])));
+
+    let a = call("DELETE", &url("a"), &[], b"").await;
+    assert_eq!(a.status, 204);
+    assert!(a.body.is_empty());
+    let a = call("DELETE", &url("a"), &[], b"").await;
+    assert_eq!(a.status, 404);
+
+    // Bad JSON: 400 naming the problem; nothing stored.
+    let a = call("PUT", &url("b"), &[], b"{\"n\": ").await;
+    assert_eq!(a.status, 400);
+    let msg = a.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("not valid JSON") && msg.contains("EOF"),
+        "{msg}"
+    );
+    let a = call("POST", &url("b"), &[], b"nope").await;
+    assert_eq!(a.status, 400);
+
+    // Over the 1 MiB limit: 413; at the limit: accepted.
+    let mut big = vec![b' '; (1 << 20) - 2];
+    big.insert(0, b'1');
+    let a = call("PUT", &url("big"), &[], &big).await;
+    assert_eq!(a.status, 201);
+    big.push(b' ');
+    big.push(b' ');
+    let a = call("PUT", &url("big"), &[], &big).await;
+    assert_eq!(a.status, 413);
+    assert!(a.json()["error"].as_str().unwrap().contains("larger than"));
+
+    let a = call("PATCH", &url("l"), &[], b"1").await;
+    assert_eq!(a.status, 405);
+
+    assert_eq!(
+        d.data(),
+        BTreeMap::from([
+            ("big".to_string(), json!(1)),
+            ("l".to_string(), json!(["x", {"y": true}])),
+        ])
+    );
+    assert_eq!(d.applied(), 6);
+    d.stop().await;
+}
+
+#[actix::test]
+async fn demo_backend_honours_idempotency_keys() {
+    let d = serve(
+        "127.0.0.1:0",
+        DemoConfig {
+            idempotency_keys: 3,
+            ..DemoConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let url = format!("{}/kv/l", d.url());
+    let k1 = [("Idempotency-Key", "c/s/1.0")];
+
+    let first = call("POST", &url, &k1, b"1").await;
+    assert_eq!((first.status, first.json()), (201, json!([1])));
+    assert!(!first.replayed());
+    let again = call("POST", &url, &k1, b"1").await;
+    assert_eq!((again.status, again.json()), (201, json!([1])));
+    assert!(again.replayed());
+    assert_eq!(d.applied(), 1);
+    assert_eq!(d.data()["l"], json!([1]));
+
+    // The same key for another request is refused, not applied.
+    let other = call("POST", &url, &k1, b"2").await;
+    assert_eq!(other.status, 422);
+    assert_eq!(d.data()["l"], json!([1]));
+
+    // A failed update's answer is kept too: a repeat gets the same 400.
+    let bad = [("Idempotency-Key", "c/s/2.0")];
+    assert_eq!(call("PUT", &url, &bad, b"{").await.status, 400);
+    let a = call("PUT", &url, &bad, b"{").await;
+    assert_eq!(a.status, 400);
+    assert!(a.replayed());
+
+    // Only the last 3 keys are kept: c/s/1.0 is forgotten after 3 more.
+    for i in 3..6 {
+        let k = format!("c/s/{i}.0");
+        call("POST", &url, &[("Idempotency-Key", &k)], b"0").await;
+    }
+    let late = call("POST", &url, &k1, b"1").await;
+    assert!(!late.replayed());
+    assert_eq!(d.data()["l"], json!([1, 0, 0, 0, 1]));
+    assert_eq!(d.replays(), 2);
+    d.stop().await;
+}
+
+// ---------------------------------------------------------------------
+// HttpBackend.
+
+fn update(payload: Bytes) -> Update {
+    Update {
+        id: UpdateId {
+            origin: NodeId(0),
+            boot: 1,
+            seq: 1,
+        },
+        payload,
+    }
+}
+
+fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> ProxiedRequest {
+    ProxiedRequest {
+        method: method.to_string(),
+        path_and_query: path.to_string(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect(),
+        body: Bytes::copy_from_slice(body),
+    }
+}
+
+fn backend_with(url: &str, cfg: HttpBackendConfig) -> HttpBackend {
+    HttpBackend::new(url, "test", "kv", cfg).unwrap()
+}
+
+fn backend(url: &str) -> HttpBackend {
+    backend_with(url, HttpBackendConfig::default())
+}
+
+/// A final response, decoded.
+fn response(reply: BackendReply) -> (u16, StoredResponse) {
+    match reply {
+        BackendReply::Response { status, body } => (status, StoredResponse::decode(&body).unwrap()),
+        other => panic!("expected a response, got {other:?}"),
+    }
+}
+
+fn unreachable(reply: BackendReply) -> String {
+    match reply {
+        BackendReply::Unreachable { reason } => reason,
+        other => panic!("expected unreachable, got {other:?}"),
+    }
+}
+
+#[actix::test]
+async fn http_backend_applies_once_per_slot_and_index() {
+    let d = demo().await;
+    let b = backend(&d.url());
+    let append = request(
+        "POST",
+        "/kv/list",
+        &[("Content-Type", "application/json")],
+        b"\"a\"",
+    )
+    .encode();
+
+    let (status, first) = response(b.call(5, 0, update(append.clone())).await);
+    assert_eq!(status, 201);
+    assert_eq!(first.body, Bytes::from_static(b"[\"a\"]"));
+    assert_eq!(first.header("content-type"), Some(&b"application/json"[..]));
+    // Content-Length is recomputed by whoever sends the answer on.
+    assert_eq!(first.header("content-length"), None);
+
+    // The same (slot, index) again, as after a crash: not applied again,
+    // the same answer.
+    let (status, again) = response(b.call(5, 0, update(append.clone())).await);
+    assert_eq!(status, 201);
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.header("idempotent-replayed"), Some(&b"true"[..]));
+    assert_eq!(d.applied(), 1);
+
+    // Another index of the same slot is another update.
+    let (status, next) = response(b.call(5, 1, update(append.clone())).await);
+    assert_eq!(status, 200);
+    assert_eq!(next.body, Bytes::from_static(b"[\"a\",\"a\"]"));
+    assert_eq!(d.data()["list"], json!(["a", "a"]));
+
+    // The backend's deterministic refusal is a final answer, passed on.
+    let bad = request("PUT", "/kv/x", &[], b"{").encode();
+    let (status, r) = response(b.call(6, 0, update(bad)).await);
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&r.body).contains("not valid JSON"));
+
+    // A payload that is no request: a final 400 from ordo, no call.
+    let (status, r) = response(b.call(7, 0, update(Bytes::from_static(b"junk"))).await);
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&r.body).contains("not a request"));
+    assert_eq!(d.applied(), 2);
+    d.stop().await;
+}
+
+#[actix::test]
+async fn http_backend_oversize_response_is_a_final_507() {
+    let d = demo().await;
+    let b = backend_with(
+        &d.url(),
+        HttpBackendConfig {
+            max_response_bytes: 10,
+            ..HttpBackendConfig::default()
+        },
+    );
+    let put = request("PUT", "/kv/k", &[], b"\"0123456789abcdef\"").encode();
+    let (status, r) = response(b.call(1, 0, update(put)).await);
+    assert_eq!(status, TOO_LARGE_STATUS);
+    assert_eq!(r.header(BACKEND_STATUS), Some(&b"201"[..]));
+    assert!(String::from_utf8_lossy(&r.body).contains("larger than the limit of 10 bytes"));
+    // It was applied all the same.
+    assert_eq!(d.data()["k"], json!("0123456789abcdef"));
+    d.stop().await;
+}
+
+/// The request headers received, as `[[name, value], ...]`.
+async fn echo(req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "method": req.method().as_str(),
+        "uri": req.uri().to_string(),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    }))
+}
+
+#[actix::test]
+async fn http_backend_sends_end_to_end_headers_and_the_idempotency_key() {
+    let server = HttpServer::new(|| App::new().default_service(web::to(echo)))
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.addrs()[0];
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+
+    let b = backend(&format!("http://{addr}/base/"));
+    let req = request(
+        "PATCH",
+        "/items/7?x=1&y=two",
+        &[
+            ("Host", "client.example"),
+            ("Connection", "keep-alive, X-Private"),
+            ("X-Private", "hop only"),
+            ("Keep-Alive", "timeout=5"),
+            ("TE", "trailers"),
+            ("Upgrade", "h2c"),
+            ("Proxy-Authorization", "Basic eA=="),
+            ("Proxy-Connection", "keep-alive"),
+            ("Transfer-Encoding", "chunked"),
+            ("Content-Length", "999"),
+            ("Idempotency-Key", "the client's own"),
+            ("Authorization", "Bearer t"),
+            ("Content-Type", "text/plain"),
+            ("X-Multi", "1"),
+            ("X-Multi", "2"),
+        ],
+        b"hello",
+    );
+    let (status, r) = response(b.call(42, 3, update(req.encode())).await);
+    assert_eq!(status, 200);
+    let seen: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(seen["method"], "PATCH");
+    assert_eq!(seen["uri"], "/base/items/7?x=1&y=two");
+    assert_eq!(seen["body"], "hello");
+    let headers: Vec<(String, String)> = serde_json::from_value(seen["headers"].clone()).unwrap();
+    let get = |name: &str| -> Vec<&str> {
+        headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(get("idempotency-key"), ["test/kv/42.3"]);
+    assert_eq!(get("authorization"), ["Bearer t"]);
+    assert_eq!(get("content-type"), ["text/plain"]);
+    let mut multi = get("x-multi");
+    multi.sort();
+    assert_eq!(multi, ["1", "2"]);
+    assert_eq!(get("host"), [addr.to_string().as_str()]);
+    assert_eq!(get("content-length"), ["5"]);
+    for gone in [
+        "x-private",
+        "keep-alive",
+        "te",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-connection",
+        "transfer-encoding",
+    ] {
+        assert!(get(gone).is_empty(), "{gone} was forwarded: {headers:?}");
+    }
+    handle.stop(false).await;
+}
+
+/// A one-shot raw HTTP/1.1 server: answers each of `n` connections with
+/// `response` after reading the request head and body.
+fn raw_server(n: usize, response: &'static [u8], delay: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for _ in 0..n {
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            read_request(&mut s);
+            std::thread::sleep(delay);
+            let _ = s.write_all(response);
+            let _ = s.flush();
+        }
+    });
+    addr
+}
+
+fn read_request(s: &mut TcpStream) {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let Ok(n) = s.read(&mut chunk) else { return };
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return;
+            }
+        }
+    }
+}
+
+#[actix::test]
+async fn http_backend_keeps_end_to_end_response_headers_only() {
+    const RESPONSE: &[u8] = b"HTTP/1.1 201 Created\r\n\
+        Content-Type: text/plain\r\n\
+        Connection: X-Private, close\r\n\
+        Keep-Alive: timeout=5\r\n\
+        X-Private: hop only\r\n\
+        Proxy-Authenticate: Basic\r\n\
+        Trailer: X-Checksum\r\n\
+        Set-Cookie: a=1\r\n\
+        Set-Cookie: b=2\r\n\
+        ETag: \"v1\"\r\n\
+        Transfer-Encoding: chunked\r\n\
+        \r\n\
+        5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    let addr = raw_server(2, RESPONSE, Duration::ZERO);
+    let b = backend(&format!("http://{addr}"));
+    let put = request("PUT", "/x", &[], b"1").encode();
+    let (status, r) = response(b.call(1, 0, update(put.clone())).await);
+    assert_eq!(status, 201);
+    assert_eq!(r.body, Bytes::from_static(b"hello world"));
+    let names: Vec<&str> = r.headers.iter().map(|(n, _)| n.as_str()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["content-type", "etag", "set-cookie", "set-cookie"]);
+    let cookies: Vec<&[u8]> = r
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "set-cookie")
+        .map(|(_, v)| v.as_slice())
+        .collect();
+    assert_eq!(cookies, [&b"a=1"[..], &b"b=2"[..]]);
+
+    // A chunked body (no Content-Length) over the limit: the final 507.
+    let small = backend_with(
+        &format!("http://{addr}"),
+        HttpBackendConfig {
+            max_response_bytes: 4,
+            ..HttpBackendConfig::default()
+        },
+    );
+    let (status, r) = response(small.call(1, 0, update(put)).await);
+    assert_eq!(status, TOO_LARGE_STATUS);
+    assert_eq!(r.header(BACKEND_STATUS), Some(&b"201"[..]));
+}
+
+#[actix::test]
+async fn http_backend_unreachable_on_closed_port_and_timeout() {
+    // A port nothing listens on.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let b = backend(&format!("http://{addr}"));
+    let put = request("PUT", "/kv/a", &[], b"1").encode();
+    let reason = unreachable(b.call(1, 0, update(put.clone())).await);
+    assert!(reason.to_lowercase().contains("connect"), "{reason}");
+
+    // A server that answers too late.
+    let slow = raw_server(
+        1,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        Duration::from_secs(2),
+    );
+    let b = backend_with(
+        &format!("http://{slow}"),
+        HttpBackendConfig {
+            request_timeout: Duration::from_millis(300),
+            ..HttpBackendConfig::default()
+        },
+    );
+    let started = Instant::now();
+    let reason = unreachable(b.call(1, 0, update(put.clone())).await);
+    assert!(reason.contains("within"), "{reason}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // A server that sends its head, then stalls in the body: the total
+    // timeout covers the body too.
+    let stalls = raw_server(
+        1,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial",
+        Duration::ZERO,
+    );
+    let b = backend_with(
+        &format!("http://{stalls}"),
+        HttpBackendConfig {
+            request_timeout: Duration::from_millis(300),
+            ..HttpBackendConfig::default()
+        },
+    );
+    let reason = unreachable(b.call(1, 0, update(put)).await);
+    assert!(
+        reason.contains("within") || reason.contains("cut short"),
+        "{reason}"
+    );
+}
+
+// ---------------------------------------------------------------------
+// The whole path: three nodes, three demo backends.
+
+#[derive(Clone, Default)]
+struct Collector {
+    seen: Arc<Mutex<Vec<ClientOutcome>>>,
+}
+
+impl Actor for Collector {
+    type Context = Context<Self>;
+}
+
+impl Handler<ClientOutcome> for Collector {
+    type Result = ();
+
+    fn handle(&mut self, m: ClientOutcome, _: &mut Context<Self>) {
+        self.seen.lock().unwrap().push(m);
+    }
+}
+
+fn fast_config() -> GroupConfig {
+    GroupConfig {
+        proposer: ProposerConfig {
+            election_timeout: Duration::from_millis(300),
+            heartbeat_interval: Duration::from_millis(50),
+            retransmit_after: Duration::from_millis(100),
+            takeover_after: Duration::from_millis(1000),
+            ..ProposerConfig::default()
+        },
+        learner: LearnerConfig {
+            fetch_delay: Duration::from_millis(30),
+            fetch_timeout: Duration::from_millis(200),
+            ..LearnerConfig::default()
+        },
+        ..GroupConfig::default()
+    }
+}
+
+static NEXT_SEQ: AtomicU64 = AtomicU64::new(1);
+
+fn submit(
+    nodes: &[NodeHandle],
+    sent: &mut BTreeMap<UpdateId, (usize, ProxiedRequest)>,
+    origin: usize,
+    req: ProxiedRequest,
+) {
+    let id = UpdateId {
+        origin: NodeId(origin as u16),
+        boot: 1,
+        seq: NEXT_SEQ.fetch_add(1, Ordering::Relaxed),
+    };
+    nodes[origin].proposer.do_send(Submit {
+        updates: vec![Update {
+            id,
+            payload: req.encode(),
+        }],
+    });
+    sent.insert(id, (origin, req));
+}
+
+/// Wait for an answer to every update sent. A refused update was never
+/// proposed: it is sent again as a new update.
+async fn settle(
+    nodes: &[NodeHandle],
+    collector: &Collector,
+    sent: &mut BTreeMap<UpdateId, (usize, ProxiedRequest)>,
+    answers: &mut BTreeMap<UpdateId, (u16, StoredResponse)>,
+) {
+    wait_for!(format!("{} answers", sent.len()), {
+        let outcomes = std::mem::take(&mut *collector.seen.lock().unwrap());
+        for o in outcomes {
+            match o {
+                ClientOutcome::Answer {
+                    id, status, body, ..
+                } => {
+                    let r = StoredResponse::decode(&body).unwrap();
+                    assert!(answers.insert(id, (status, r)).is_none(), "answered twice");
+                }
+                ClientOutcome::Refused { ids, .. } => {
+                    for id in ids {
+                        if let Some((origin, req)) = sent.remove(&id) {
+                            submit(nodes, sent, origin, req);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        sent.keys().all(|id| answers.contains_key(id))
+    });
+}
+
+#[actix::test]
+async fn three_nodes_apply_http_updates_to_their_demo_backends() {
+    let transport = LoopbackTransport::new();
+    let collector = Collector::default();
+    let gateway = collector.clone().start();
+    let mut demos = Vec::new();
+    let mut dirs = Vec::new();
+    let mut stores = Vec::new();
+    let mut nodes = Vec::new();
+    for i in 0..3u16 {
+        let d = demo().await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = FjallStore::open(dir.path()).unwrap();
+        let http = Arc::new(backend(&d.url()));
+        let h = start_group(
+            NodeId(i),
+            Membership::all_voting(3),
+            store.group("kv").unwrap(),
+            transport.clone(),
+            http,
+            gateway.clone().recipient(),
+            fast_config(),
+        )
+        .unwrap();
+        demos.push(d);
+        dirs.push(dir);
+        stores.push(store);
+        nodes.push(h);
+    }
+    wait_for!("a leader known by all", {
+        let mut leaders = Vec::new();
+        for h in &nodes {
+            leaders.push(h.leader().await.and_then(|(_, l)| l));
+        }
+        leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0])
+    });
+
+    // What each submitted update is: (origin node, request).
+    let mut sent: BTreeMap<UpdateId, (usize, ProxiedRequest)> = BTreeMap::new();
+    let json_ct = [("Content-Type", "application/json")];
+    submit(
+        &nodes,
+        &mut sent,
+        0,
+        request("PUT", "/kv/config", &json_ct, br#"{"v": 1}"#),
+    );
+    for n in 0..12 {
+        let body = format!("{n}");
+        let req = request("POST", "/kv/log", &json_ct, body.as_bytes());
+        submit(&nodes, &mut sent, n % 3, req);
+    }
+    submit(
+        &nodes,
+        &mut sent,
+        1,
+        request("PUT", "/kv/bad", &json_ct, b"{not json"),
+    );
+    submit(
+        &nodes,
+        &mut sent,
+        2,
+        request("PUT", "/kv/gone", &json_ct, b"true"),
+    );
+    let mut answers = BTreeMap::new();
+    settle(&nodes, &collector, &mut sent, &mut answers).await;
+    // After the PUT was answered, so it applies after it everywhere.
+    submit(
+        &nodes,
+        &mut sent,
+        0,
+        request("DELETE", "/kv/gone", &[], b""),
+    );
+    settle(&nodes, &collector, &mut sent, &mut answers).await;
+
+    // Every node applied every slot; every demo backend holds the same.
+    wait_for!("every node applied the whole log", {
+        let mut done = true;
+        let commit = nodes[0].commit().await;
+        for h in &nodes {
+            done &= commit.is_some() && h.applied().await == commit && h.commit().await == commit;
+        }
+        done
+    });
+    let data = demos[0].data();
+    for d in &demos {
+        assert_eq!(d.data(), data);
+        assert_eq!(d.applied(), demos[0].applied());
+    }
+    assert_eq!(data["config"], json!({"v": 1}));
+    assert!(!data.contains_key("bad") && !data.contains_key("gone"));
+    let log: Vec<i64> = data["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    let mut sorted = log.clone();
+    sorted.sort();
+    assert_eq!(sorted, (0..12).collect::<Vec<i64>>());
+
+    // Each origin got its own backend's answer to its update.
+    for (id, (origin, req)) in &sent {
+        let (status, r) = &answers[id];
+        assert_eq!(id.origin, NodeId(*origin as u16));
+        match (req.method.as_str(), req.path_and_query.as_str()) {
+            ("PUT", "/kv/config") => {
+                assert_eq!(*status, 201);
+                assert_eq!(r.header("content-type"), Some(&b"application/json"[..]));
+                assert_eq!(
+                    serde_json::from_slice::<Value>(&r.body).unwrap(),
+                    json!({"v": 1})
+                );
+            }
+            ("POST", "/kv/log") => {
+                assert!(*status == 201 || *status == 200, "{status}");
+                let mine: i64 = std::str::from_utf8(&req.body).unwrap().parse().unwrap();
+                let got: Vec<i64> = serde_json::from_slice(&r.body).unwrap();
+                // The array up to and including this append, in log order.
+                let at = log.iter().position(|v| *v == mine).unwrap();
+                assert_eq!(got, log[..=at]);
+                assert_eq!(*status == 201, at == 0);
+            }
+            ("PUT", "/kv/bad") => {
+                assert_eq!(*status, 400);
+                assert!(String::from_utf8_lossy(&r.body).contains("not valid JSON"));
+            }
+            ("PUT", "/kv/gone") => assert_eq!(*status, 201),
+            ("DELETE", "/kv/gone") => {
+                assert_eq!(*status, 204);
+                assert!(r.body.is_empty());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    for h in &nodes {
+        h.stop();
+    }
+    for d in demos {
+        d.stop().await;
+    }
+}
