@@ -785,3 +785,56 @@ async fn three_nodes_apply_http_updates_to_their_demo_backends() {
         d.stop().await;
     }
 }
+
+#[actix::test]
+async fn the_applier_retries_until_the_backend_comes_up() {
+    // A port to start the backend on later.
+    let reserved = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = reserved.local_addr().unwrap();
+    drop(reserved);
+
+    let collector = Collector::default();
+    let dir = tempfile::tempdir().unwrap();
+    let store = FjallStore::open(dir.path()).unwrap();
+    let mut cfg = fast_config();
+    cfg.applier.retry_max = Duration::from_millis(100);
+    let node = start_group(
+        NodeId(0),
+        Membership::all_voting(1),
+        store.group("kv").unwrap(),
+        LoopbackTransport::new(),
+        Arc::new(backend(&format!("http://{addr}"))),
+        collector.clone().start().recipient(),
+        cfg,
+    )
+    .unwrap();
+    let nodes = [node];
+    wait_for!("the single node to lead", {
+        nodes[0].leader().await == Some((true, Some(NodeId(0))))
+    });
+    let mut sent = BTreeMap::new();
+    submit(&nodes, &mut sent, 0, request("POST", "/kv/l", &[], b"1"));
+    wait_for!("the update to be chosen", {
+        nodes[0].commit().await.unwrap_or(0) >= 2
+    });
+    actix::clock::sleep(Duration::from_millis(300)).await;
+    assert!(
+        collector.seen.lock().unwrap().is_empty(),
+        "answered without a backend"
+    );
+    let applied = nodes[0].applied().await.unwrap();
+    let commit = nodes[0].commit().await.unwrap();
+    assert!(
+        applied < commit,
+        "applied {applied} of {commit} without a backend"
+    );
+
+    let d = serve(addr, DemoConfig::default()).await.unwrap();
+    let mut answers = BTreeMap::new();
+    settle(&nodes, &collector, &mut sent, &mut answers).await;
+    let (status, r) = answers.into_values().next().unwrap();
+    assert_eq!((status, &r.body[..]), (201, &b"[1]"[..]));
+    assert_eq!(d.applied(), 1);
+    nodes[0].stop();
+    d.stop().await;
+}
