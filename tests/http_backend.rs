@@ -216,6 +216,7 @@ fn update(payload: Bytes) -> Update {
             boot: 1,
             seq: 1,
         },
+        key: None,
         payload,
     }
 }
@@ -606,6 +607,7 @@ fn submit(
     nodes[origin].proposer.do_send(Submit {
         updates: vec![Update {
             id,
+            key: None,
             payload: req.encode(),
         }],
     });

@@ -382,6 +382,7 @@ mod tests {
                 boot: 1,
                 seq: 1,
             },
+            key: None,
             payload,
         }
     }
