@@ -28,6 +28,8 @@ enum Command {
     },
     /// Run the built-in demo backend (a JSON key-value REST service).
     DemoBackend(DemoBackendArgs),
+    /// Make a CA for a new cluster and a certificate for each node.
+    Certs(CertsArgs),
 }
 
 #[derive(clap::Args)]
@@ -41,6 +43,20 @@ struct DemoBackendArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     max_body: usize,
+}
+
+#[derive(clap::Args)]
+struct CertsArgs {
+    /// The cluster's name (a-z, 0-9, '-').
+    #[arg(long)]
+    cluster: String,
+    /// The node names, comma separated: --nodes north,east,west
+    #[arg(long, value_delimiter = ',', required = true)]
+    nodes: Vec<String>,
+    /// The folder to write ca.pem, ca.key, NODE.pem and NODE.key into
+    /// (created if missing; existing files are never overwritten).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -192,6 +208,22 @@ fn demo_backend_main(args: DemoBackendArgs) -> Result<i32> {
     })
 }
 
+fn certs_main(args: CertsArgs) -> Result<i32> {
+    ordo::mesh::certs::make_certs(&args.cluster, &args.nodes, &args.out)?;
+    println!(
+        "wrote a CA for cluster {:?} and certificates for {} into {}",
+        args.cluster,
+        args.nodes.join(", "),
+        args.out.display()
+    );
+    println!("  ca.pem: the cluster CA, for every node");
+    println!("  ca.key: the CA's key, only needed to make certificates: keep it offline");
+    for n in &args.nodes {
+        println!("  {n}.pem, {n}.key: node {n}'s certificate and key, for that node only");
+    }
+    Ok(0)
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -202,6 +234,7 @@ fn main() {
         }
         Command::CheckConfig { file } => check_config(&file),
         Command::DemoBackend(args) => demo_backend_main(args),
+        Command::Certs(args) => certs_main(args),
     };
     match result {
         Ok(code) => std::process::exit(code),
