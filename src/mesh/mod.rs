@@ -364,6 +364,7 @@ impl Mesh {
             })?;
         let server = tls::server_config(&cfg.tls)?;
         let client = tls::client_config(&cfg.tls)?;
+        tls::check_own_cert(&cfg.tls)?;
         let own = tls::load_certs(&cfg.tls.cert)?;
         if !tls::cert_node(&own[0], &names).contains(&(me.0 as usize)) {
             return Err(MeshError::Config(format!(
@@ -830,6 +831,9 @@ async fn write_queue<S: AsyncRead + AsyncWrite>(
             read = rd.read(&mut probe) => {
                 return match read {
                     Ok(0) => "the peer closed it".into(),
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        "the peer closed it (without close_notify)".into()
+                    }
                     Ok(_) => "the peer sent data on an outgoing connection".into(),
                     Err(e) => format!("read failed: {e}"),
                 };
@@ -929,6 +933,9 @@ async fn incoming(
                 break "protocol error".into();
             }
             Ok(None) => break "the peer closed it".into(),
+            Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                break "the peer closed it (without close_notify)".into();
+            }
             Err(FrameError::Io(e)) => break format!("read failed: {e}"),
             Err(e) => {
                 bump(&shared.counters.bad_frames);

@@ -11,7 +11,7 @@
 use super::Refusal;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use std::path::{Path, PathBuf};
@@ -143,6 +143,26 @@ pub fn client_config(paths: &TlsPaths) -> Result<Arc<ClientConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
+/// Check that this node's own certificate chains to the cluster CA, as
+/// its peers will: a node with the wrong files is told at start, not by
+/// its peers' refusals.
+pub fn check_own_cert(paths: &TlsPaths) -> Result<(), TlsError> {
+    let roots = roots(&paths.ca)?;
+    let certs = load_certs(&paths.cert)?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
+        .build()
+        .map_err(|e| file_error(&paths.ca, format!("cannot verify clients with it: {e}")))?;
+    verifier
+        .verify_client_cert(&certs[0], &certs[1..], UnixTime::now())
+        .map_err(|e| {
+            file_error(
+                &paths.cert,
+                format!("not accepted by the CA in {}: {e}", paths.ca.display()),
+            )
+        })?;
+    Ok(())
+}
+
 /// The name to verify a peer's server certificate against.
 pub fn server_name(node: &str) -> Result<ServerName<'static>, TlsError> {
     ServerName::try_from(node.to_string())
@@ -182,7 +202,10 @@ pub fn handshake_reason(err: &std::io::Error) -> (Refusal, String) {
         return (Refusal::Handshake, format!("TLS handshake failed: {err}"));
     };
     match tls {
-        Error::InvalidCertificate(CertificateError::UnknownIssuer) => (
+        // BadSignature: an issuer of the same name (another cluster's CA
+        // made by `ordo certs`) that did not sign it.
+        Error::InvalidCertificate(CertificateError::UnknownIssuer)
+        | Error::InvalidCertificate(CertificateError::BadSignature) => (
             Refusal::UnknownCa,
             format!("unknown CA: the peer's certificate is not signed by the cluster CA ({tls})"),
         ),

@@ -1,0 +1,598 @@
+//! The TLS peer mesh with real sockets on 127.0.0.1 and certificates made
+//! by `make_certs`: a three-node cluster of real actors replicates over
+//! it; peers with a foreign CA, a lying Hello or garbage frames are
+//! refused without disturbing the cluster; a node that goes away and
+//! comes back on the same port is reconnected.
+
+use actix::{Actor, Context, Handler};
+use ordo::mesh::certs::make_certs;
+use ordo::mesh::frame::{self, Frame, MAX_HELLO_BYTES};
+use ordo::mesh::tls::{self, TlsPaths};
+use ordo::mesh::{Mesh, MeshConfig, MeshError, Refusal};
+use ordo::node::{ClientOutcome, GroupConfig, MemoryBackend, NodeHandle, Submit, start_group};
+use ordo::paxos::ballot::{NodeId, Update, UpdateId};
+use ordo::paxos::learner::LearnerConfig;
+use ordo::paxos::membership::Membership;
+use ordo::paxos::message::{Message, Role};
+use ordo::paxos::proposer::ProposerConfig;
+use ordo::sim::workload::SimOp;
+use ordo::storage::fjall_kv::FjallStore;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// Longest any one wait in these tests may take.
+const LIMIT: Duration = Duration::from_secs(10);
+
+macro_rules! wait_for {
+    ($what:expr, $cond:expr) => {{
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if $cond {
+                break;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out after {LIMIT:?} waiting for {}", $what);
+            }
+            actix::clock::sleep(Duration::from_millis(20)).await;
+        }
+    }};
+}
+
+/// The cluster's nodes: three run, `south` is configured but never runs
+/// (its certificate plays the part of a hand-made client).
+const NAMES: [&str; 4] = ["north", "east", "west", "south"];
+const RUNNING: usize = 3;
+const CLUSTER: &str = "test";
+
+fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "ordo::mesh=warn".into()),
+        )
+        .try_init();
+}
+
+/// A port nobody listens on right now.
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+#[derive(Clone, Default)]
+struct Collector {
+    seen: Arc<Mutex<Vec<ClientOutcome>>>,
+}
+
+impl Actor for Collector {
+    type Context = Context<Self>;
+}
+
+impl Handler<ClientOutcome> for Collector {
+    type Result = ();
+    fn handle(&mut self, m: ClientOutcome, _: &mut Context<Self>) {
+        self.seen.lock().unwrap().push(m);
+    }
+}
+
+fn fast_config() -> GroupConfig {
+    GroupConfig {
+        proposer: ProposerConfig {
+            election_timeout: Duration::from_millis(300),
+            heartbeat_interval: Duration::from_millis(50),
+            retransmit_after: Duration::from_millis(100),
+            takeover_after: Duration::from_millis(1000),
+            ..ProposerConfig::default()
+        },
+        learner: LearnerConfig {
+            fetch_delay: Duration::from_millis(30),
+            fetch_timeout: Duration::from_millis(200),
+            ..LearnerConfig::default()
+        },
+        ..GroupConfig::default()
+    }
+}
+
+struct TestNode {
+    dir: TempDir,
+    store: Option<FjallStore>,
+    mesh: Option<Mesh>,
+    handle: Option<NodeHandle>,
+    backend: Arc<MemoryBackend>,
+    boot: u64,
+}
+
+struct Cluster {
+    certs: TempDir,
+    addrs: Vec<SocketAddr>,
+    nodes: Vec<TestNode>,
+    collector: Collector,
+    gateway: actix::Addr<Collector>,
+    next_seq: u64,
+    pending: HashMap<UpdateId, (usize, SimOp)>,
+    answered: Vec<(SimOp, u16, String)>,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        logs();
+        let certs = tempfile::tempdir().unwrap();
+        let names: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
+        make_certs(CLUSTER, &names, certs.path()).unwrap();
+        let collector = Collector::default();
+        let gateway = collector.clone().start();
+        Cluster {
+            certs,
+            addrs: NAMES.iter().map(|_| free_addr()).collect(),
+            nodes: (0..RUNNING)
+                .map(|_| TestNode {
+                    dir: tempfile::tempdir().unwrap(),
+                    store: None,
+                    mesh: None,
+                    handle: None,
+                    backend: Arc::new(MemoryBackend::default()),
+                    boot: 0,
+                })
+                .collect(),
+            collector,
+            gateway,
+            next_seq: 0,
+            pending: HashMap::new(),
+            answered: Vec::new(),
+        }
+    }
+
+    fn mesh_config(&self, i: usize) -> MeshConfig {
+        let nodes = NAMES
+            .iter()
+            .zip(&self.addrs)
+            .map(|(n, a)| (n.to_string(), *a))
+            .collect();
+        let mut cfg = MeshConfig::new(
+            CLUSTER,
+            NAMES[i],
+            nodes,
+            self.addrs[i],
+            TlsPaths::in_dir(self.certs.path(), NAMES[i]),
+        );
+        cfg.backoff_max = Duration::from_millis(500);
+        cfg.connect_timeout = Duration::from_secs(2);
+        cfg.handshake_timeout = Duration::from_secs(2);
+        cfg
+    }
+
+    /// Start node `i`'s mesh and its group (store opened from its folder).
+    async fn start(&mut self, i: usize) {
+        let mut mesh = None;
+        // A restarted node's port may take a moment to be free again.
+        wait_for!(format!("node {i}'s mesh to start"), {
+            match Mesh::start(self.mesh_config(i)) {
+                Ok(m) => mesh = Some(m),
+                Err(MeshError::Bind { .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+            mesh.is_some()
+        });
+        let mesh = mesh.unwrap();
+        let mut store;
+        wait_for!(format!("node {i}'s store to open"), {
+            store = FjallStore::open(self.nodes[i].dir.path()).ok();
+            store.is_some()
+        });
+        let store = store.unwrap();
+        let members = Membership::all_voting(RUNNING as u16);
+        let handle = start_group(
+            NodeId(i as u16),
+            members,
+            store.group("svc").unwrap(),
+            mesh.group("svc"),
+            self.nodes[i].backend.clone(),
+            self.gateway.clone().recipient(),
+            fast_config(),
+        )
+        .unwrap();
+        let node = &mut self.nodes[i];
+        node.mesh = Some(mesh);
+        node.store = Some(store);
+        node.handle = Some(handle);
+        node.boot += 1;
+    }
+
+    /// Crash node `i`: stop its actors, drop its mesh (every connection
+    /// and the listener close) and its store.
+    async fn kill(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let handle = node.handle.take().unwrap();
+        handle.stop();
+        wait_for!(format!("node {i} to stop"), handle.stopped());
+        drop(handle);
+        if let Some(mesh) = node.mesh.take() {
+            mesh.shutdown();
+        }
+        drop(node.store.take());
+    }
+
+    fn mesh(&self, i: usize) -> &Mesh {
+        self.nodes[i].mesh.as_ref().unwrap()
+    }
+
+    fn handle(&self, i: usize) -> &NodeHandle {
+        self.nodes[i].handle.as_ref().unwrap()
+    }
+
+    fn submit(&mut self, i: usize, op: SimOp) {
+        self.next_seq += 1;
+        let id = UpdateId {
+            origin: NodeId(i as u16),
+            boot: self.nodes[i].boot,
+            seq: self.next_seq,
+        };
+        self.pending.insert(id, (i, op.clone()));
+        self.handle(i).proposer.do_send(Submit {
+            updates: vec![Update {
+                id,
+                payload: op.encode(),
+            }],
+        });
+    }
+
+    /// Submit `n` appends round-robin over `at` and wait for every answer
+    /// (a refused update was never proposed: submit it again).
+    async fn appends(&mut self, prefix: &str, n: u32, at: &[usize]) {
+        for k in 0..n {
+            let op = SimOp::Append {
+                key: k % 3,
+                token: format!("{prefix}{k}"),
+            };
+            self.submit(at[k as usize % at.len()], op);
+        }
+        wait_for!(format!("{} pending answers", self.pending.len()), {
+            let outcomes = std::mem::take(&mut *self.collector.seen.lock().unwrap());
+            for outcome in outcomes {
+                match outcome {
+                    ClientOutcome::Answer {
+                        id, status, body, ..
+                    } => {
+                        if let Some((_, op)) = self.pending.remove(&id) {
+                            let body = String::from_utf8(body.to_vec()).unwrap();
+                            self.answered.push((op, status, body));
+                        }
+                    }
+                    ClientOutcome::Refused { ids, .. } => {
+                        for id in ids {
+                            if let Some((i, op)) = self.pending.remove(&id) {
+                                self.submit(i, op);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            self.pending.is_empty()
+        });
+    }
+
+    /// A leader that every running node knows.
+    async fn wait_for_leader(&self) {
+        wait_for!("a leader known by every node", {
+            let mut leaders = Vec::new();
+            for node in &self.nodes {
+                if let Some(h) = &node.handle {
+                    leaders.push(h.leader().await.and_then(|(_, l)| l));
+                }
+            }
+            leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0])
+        });
+    }
+
+    /// Every node applied the same log and holds the same data; every
+    /// answer is consistent with it. Returns the applied index.
+    async fn wait_converged(&self) -> u64 {
+        let mut top;
+        wait_for!("every node to apply the same log", {
+            let mut indexes = Vec::new();
+            for node in &self.nodes {
+                let h = node.handle.as_ref().unwrap();
+                indexes.push((h.commit().await, h.applied().await));
+            }
+            let first = indexes[0];
+            top = first.1.unwrap_or(0);
+            let data: Vec<BTreeMap<u32, String>> =
+                self.nodes.iter().map(|n| n.backend.data()).collect();
+            first.0.is_some()
+                && first.0 == first.1
+                && indexes.iter().all(|x| *x == first)
+                && data.iter().all(|d| *d == data[0])
+        });
+        let data = self.nodes[0].backend.data();
+        let mut per_key: BTreeMap<u32, usize> = BTreeMap::new();
+        for (op, status, body) in &self.answered {
+            assert_eq!(*status, 200, "{op:?}");
+            let SimOp::Append { key, token } = op else {
+                panic!("unexpected op {op:?}");
+            };
+            *per_key.entry(*key).or_default() += 1;
+            let list: Vec<&str> = data[key].split(' ').collect();
+            let at = list.iter().position(|t| t == token).unwrap();
+            assert_eq!(*body, list[..=at].join(" "), "answer to {op:?}");
+        }
+        for (key, n) in per_key {
+            assert_eq!(data[&key].split(' ').count(), n, "key {key}");
+        }
+        top
+    }
+
+    /// A hand-made TLS client: trusts `ca`, presents `cert_of`'s files
+    /// from `dir`, connects to node `to`.
+    async fn raw_client(
+        &self,
+        dir: &Path,
+        ca: &Path,
+        cert_of: &str,
+        to: usize,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let mut paths = TlsPaths::in_dir(dir, cert_of);
+        paths.ca = ca.to_path_buf();
+        let config = tls::client_config(&paths).unwrap();
+        let tcp = TcpStream::connect(self.addrs[to]).await?;
+        TlsConnector::from(config)
+            .connect(tls::server_name(NAMES[to]).unwrap(), tcp)
+            .await
+    }
+
+    async fn start_all(&mut self) {
+        for i in 0..RUNNING {
+            self.start(i).await;
+        }
+        self.wait_for_leader().await;
+    }
+}
+
+fn hello(cluster: &str, node: &str) -> Vec<u8> {
+    frame::encode(
+        &Frame::Hello {
+            cluster: cluster.into(),
+            node: node.into(),
+        },
+        MAX_HELLO_BYTES,
+    )
+    .unwrap()
+}
+
+/// Read until the server closes the connection (EOF or an error): what a
+/// refused or dropped connection looks like from the client.
+async fn closed_by_server<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => panic!("the server kept the connection open"),
+            Ok(Ok(0)) | Ok(Err(_)) => return got,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[actix::test]
+async fn three_nodes_over_tls_elect_a_leader_and_apply_50_appends() {
+    let mut c = Cluster::new();
+    c.start_all().await;
+    c.appends("a", 50, &[0, 1, 2]).await;
+    assert_eq!(c.answered.len(), 50);
+    let applied = c.wait_converged().await;
+    assert!(applied >= 1);
+    for i in 0..RUNNING {
+        let s = c.mesh(i).stats();
+        assert!(s.frames_sent > 0 && s.frames_received > 0, "{s:?}");
+        assert_eq!(s.refused_total(), 0, "node {i}: {s:?}");
+        assert_eq!(s.bad_frames, 0, "node {i}: {s:?}");
+    }
+
+    // A message to this node itself never goes over the network.
+    let before = c.mesh(0).stats().dropped_to_self;
+    c.mesh(0).group("svc").send(
+        NodeId(0),
+        NodeId(0),
+        Role::Learner,
+        Message::Fetch {
+            from_slot: 1,
+            max: 1,
+        },
+    );
+    assert_eq!(c.mesh(0).stats().dropped_to_self, before + 1);
+}
+
+#[actix::test]
+async fn a_certificate_from_another_ca_is_refused() {
+    let mut c = Cluster::new();
+    c.start_all().await;
+
+    // Same cluster and node names, another CA. The intruder knows the
+    // real CA certificate (it is public) but cannot sign with it.
+    let evil = tempfile::tempdir().unwrap();
+    let names: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
+    make_certs(CLUSTER, &names, evil.path()).unwrap();
+    let real_ca = c.certs.path().join("ca.pem");
+
+    // The mesh refuses to start with such a certificate at all.
+    let mut cfg = c.mesh_config(3);
+    cfg.tls.cert = evil.path().join("south.pem");
+    cfg.tls.key = evil.path().join("south.key");
+    let err = Mesh::start(cfg).err().expect("a foreign certificate");
+    assert!(err.to_string().contains("south.pem"), "{err}");
+
+    // A hand-made client presenting it is refused by the handshake.
+    for victim in 0..RUNNING {
+        let before = c.mesh(victim).stats().refused(Refusal::UnknownCa);
+        // The client may see its handshake finish (TLS 1.3 verifies the
+        // client last); the server's alert or close comes after.
+        if let Ok(mut s) = c.raw_client(evil.path(), &real_ca, "west", victim).await {
+            let _ = s.write_all(&hello(CLUSTER, "west")).await;
+            let _ = s.flush().await;
+            let got = closed_by_server(&mut s).await;
+            assert!(got.is_empty(), "the refused peer got {} bytes", got.len());
+        }
+        wait_for!(
+            format!("node {victim} to count an unknown-CA refusal"),
+            c.mesh(victim).stats().refused(Refusal::UnknownCa) > before
+        );
+    }
+
+    // The cluster never noticed.
+    c.appends("a", 20, &[0, 1, 2]).await;
+    c.wait_converged().await;
+}
+
+#[actix::test]
+async fn a_peer_whose_hello_does_not_match_its_certificate_is_refused() {
+    let mut c = Cluster::new();
+    c.start_all().await;
+    let ca = c.certs.path().join("ca.pem");
+    let dir = c.certs.path().to_path_buf();
+
+    // A valid certificate for "east", claiming to be "west".
+    let mut s = c.raw_client(&dir, &ca, "east", 0).await.unwrap();
+    s.write_all(&hello(CLUSTER, "west")).await.unwrap();
+    s.flush().await.unwrap();
+    let got = closed_by_server(&mut s).await;
+    assert!(got.is_empty(), "the refused peer got an answer");
+    assert_eq!(c.mesh(0).stats().refused(Refusal::NameMismatch), 1);
+
+    // The right name in the wrong cluster.
+    let mut s = c.raw_client(&dir, &ca, "south", 1).await.unwrap();
+    s.write_all(&hello("other", "south")).await.unwrap();
+    s.flush().await.unwrap();
+    closed_by_server(&mut s).await;
+    assert_eq!(c.mesh(1).stats().refused(Refusal::ClusterMismatch), 1);
+
+    // A Paxos message instead of a Hello.
+    let mut s = c.raw_client(&dir, &ca, "south", 2).await.unwrap();
+    let msg = frame::encode(
+        &Frame::Msg {
+            group: "svc".into(),
+            role: Role::Learner,
+            msg: Message::Fetch {
+                from_slot: 1,
+                max: 1,
+            },
+        },
+        1 << 20,
+    )
+    .unwrap();
+    s.write_all(&msg).await.unwrap();
+    s.flush().await.unwrap();
+    closed_by_server(&mut s).await;
+    assert_eq!(c.mesh(2).stats().refused(Refusal::BadHello), 1);
+
+    c.appends("a", 20, &[0, 1, 2]).await;
+    c.wait_converged().await;
+}
+
+#[actix::test]
+async fn garbage_and_oversize_frames_close_only_their_connection() {
+    let mut c = Cluster::new();
+    c.start_all().await;
+    let ca = c.certs.path().join("ca.pem");
+    let dir = c.certs.path().to_path_buf();
+
+    // Not TLS at all.
+    let mut raw = TcpStream::connect(c.addrs[0]).await.unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    closed_by_server(&mut raw).await;
+    wait_for!(
+        "a handshake refusal",
+        c.mesh(0).stats().refused(Refusal::Handshake) == 1
+    );
+
+    // Authenticated, then each kind of bad frame; each closes its own
+    // connection.
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        ("an oversize length", u32::MAX.to_be_bytes().to_vec()),
+        (
+            "a payload that does not decode",
+            vec![0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff],
+        ),
+        ("a second Hello", hello(CLUSTER, "south")),
+    ];
+    for (n, (what, bytes)) in bad.iter().enumerate() {
+        let mut s = c.raw_client(&dir, &ca, "south", 0).await.unwrap();
+        s.write_all(&hello(CLUSTER, "south")).await.unwrap();
+        s.flush().await.unwrap();
+        // The node answers with its own Hello: authenticated.
+        let answer = frame::read_frame(&mut s, MAX_HELLO_BYTES).await.unwrap();
+        assert_eq!(
+            answer,
+            Some(Frame::Hello {
+                cluster: CLUSTER.into(),
+                node: "north".into()
+            })
+        );
+        // A message for a group this node does not run is dropped.
+        let msg = frame::encode(
+            &Frame::Msg {
+                group: "no-such-group".into(),
+                role: Role::Learner,
+                msg: Message::Fetch {
+                    from_slot: 1,
+                    max: 1,
+                },
+            },
+            1 << 20,
+        )
+        .unwrap();
+        s.write_all(&msg).await.unwrap();
+        s.write_all(bytes).await.unwrap();
+        s.flush().await.unwrap();
+        let got = closed_by_server(&mut s).await;
+        assert!(got.is_empty(), "{what}: got {} bytes", got.len());
+        wait_for!(
+            format!("{what} to be counted"),
+            c.mesh(0).stats().bad_frames == n as u64 + 1
+        );
+        assert_eq!(c.mesh(0).stats().dropped_no_group, n as u64 + 1);
+    }
+    let s = c.mesh(0).stats();
+    assert_eq!(s.refused_total(), 1, "{s:?}");
+    assert_eq!(s.connections_in, 2 + 3, "{s:?}");
+
+    // The cluster's own connections were never touched.
+    c.appends("a", 30, &[0, 1, 2]).await;
+    c.wait_converged().await;
+}
+
+#[actix::test]
+async fn a_node_that_goes_away_and_comes_back_is_reconnected() {
+    let mut c = Cluster::new();
+    c.start_all().await;
+    c.appends("a", 20, &[0, 1, 2]).await;
+    c.wait_converged().await;
+    let connections_before = c.mesh(0).stats().connections_out;
+
+    // West goes away: its mesh closes, its port is free.
+    c.kill(2).await;
+    c.appends("b", 20, &[0, 1]).await;
+
+    // Back on the same port, from its own disk.
+    c.start(2).await;
+    wait_for!("north to reconnect to west", {
+        c.mesh(0).stats().connections_out > connections_before
+    });
+    c.wait_for_leader().await;
+    c.appends("c", 20, &[0, 1, 2]).await;
+    c.wait_converged().await;
+    assert_eq!(c.answered.len(), 60);
+    let s = c.mesh(2).stats();
+    assert!(s.frames_received > 0 && s.frames_sent > 0, "{s:?}");
+}
