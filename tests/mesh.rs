@@ -62,10 +62,11 @@ fn logs() {
         .try_init();
 }
 
-/// A port nobody listens on right now.
-fn free_addr() -> SocketAddr {
+/// A listener on a free port, held until its mesh starts (so that no
+/// other test's connection takes the port meanwhile).
+fn reserve() -> (SocketAddr, std::net::TcpListener) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    (l.local_addr().unwrap(), l)
 }
 
 #[derive(Clone, Default)]
@@ -104,6 +105,8 @@ fn fast_config() -> GroupConfig {
 
 struct TestNode {
     dir: TempDir,
+    /// The reserved listener, until the first start.
+    listener: Option<std::net::TcpListener>,
     store: Option<FjallStore>,
     mesh: Option<Mesh>,
     handle: Option<NodeHandle>,
@@ -130,12 +133,14 @@ impl Cluster {
         make_certs(CLUSTER, &names, certs.path()).unwrap();
         let collector = Collector::default();
         let gateway = collector.clone().start();
+        let (addrs, mut listeners): (Vec<_>, Vec<_>) = NAMES.iter().map(|_| reserve()).unzip();
         Cluster {
             certs,
-            addrs: NAMES.iter().map(|_| free_addr()).collect(),
+            addrs,
             nodes: (0..RUNNING)
                 .map(|_| TestNode {
                     dir: tempfile::tempdir().unwrap(),
+                    listener: Some(listeners.remove(0)),
                     store: None,
                     mesh: None,
                     handle: None,
@@ -172,17 +177,22 @@ impl Cluster {
 
     /// Start node `i`'s mesh and its group (store opened from its folder).
     async fn start(&mut self, i: usize) {
-        let mut mesh = None;
-        // A restarted node's port may take a moment to be free again.
-        wait_for!(format!("node {i}'s mesh to start"), {
-            match Mesh::start(self.mesh_config(i)) {
-                Ok(m) => mesh = Some(m),
-                Err(MeshError::Bind { .. }) => {}
-                Err(e) => panic!("{e}"),
+        let mesh = match self.nodes[i].listener.take() {
+            Some(l) => Mesh::start_on(self.mesh_config(i), l).unwrap(),
+            None => {
+                // A restarted node's port may take a moment to be free.
+                let mut mesh = None;
+                wait_for!(format!("node {i}'s mesh to start"), {
+                    match Mesh::start(self.mesh_config(i)) {
+                        Ok(m) => mesh = Some(m),
+                        Err(MeshError::Bind { .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                    mesh.is_some()
+                });
+                mesh.unwrap()
             }
-            mesh.is_some()
-        });
-        let mesh = mesh.unwrap();
+        };
         let mut store;
         wait_for!(format!("node {i}'s store to open"), {
             store = FjallStore::open(self.nodes[i].dir.path()).ok();
@@ -426,6 +436,7 @@ async fn a_certificate_from_another_ca_is_refused() {
 
     // The mesh refuses to start with such a certificate at all.
     let mut cfg = c.mesh_config(3);
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
     cfg.tls.cert = evil.path().join("south.pem");
     cfg.tls.key = evil.path().join("south.key");
     let err = Mesh::start(cfg).err().expect("a foreign certificate");
@@ -466,14 +477,20 @@ async fn a_peer_whose_hello_does_not_match_its_certificate_is_refused() {
     s.flush().await.unwrap();
     let got = closed_by_server(&mut s).await;
     assert!(got.is_empty(), "the refused peer got an answer");
-    assert_eq!(c.mesh(0).stats().refused(Refusal::NameMismatch), 1);
+    wait_for!(
+        "a name-mismatch refusal",
+        c.mesh(0).stats().refused(Refusal::NameMismatch) == 1
+    );
 
     // The right name in the wrong cluster.
     let mut s = c.raw_client(&dir, &ca, "south", 1).await.unwrap();
     s.write_all(&hello("other", "south")).await.unwrap();
     s.flush().await.unwrap();
     closed_by_server(&mut s).await;
-    assert_eq!(c.mesh(1).stats().refused(Refusal::ClusterMismatch), 1);
+    wait_for!(
+        "a cluster-mismatch refusal",
+        c.mesh(1).stats().refused(Refusal::ClusterMismatch) == 1
+    );
 
     // A Paxos message instead of a Hello.
     let mut s = c.raw_client(&dir, &ca, "south", 2).await.unwrap();
@@ -492,7 +509,10 @@ async fn a_peer_whose_hello_does_not_match_its_certificate_is_refused() {
     s.write_all(&msg).await.unwrap();
     s.flush().await.unwrap();
     closed_by_server(&mut s).await;
-    assert_eq!(c.mesh(2).stats().refused(Refusal::BadHello), 1);
+    wait_for!(
+        "a bad-hello refusal",
+        c.mesh(2).stats().refused(Refusal::BadHello) == 1
+    );
 
     c.appends("a", 20, &[0, 1, 2]).await;
     c.wait_converged().await;

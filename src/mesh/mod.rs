@@ -351,6 +351,18 @@ impl Mesh {
     /// Check the configuration, load the TLS material, bind the listener
     /// and start connecting to every peer.
     pub fn start(cfg: MeshConfig) -> Result<Mesh, MeshError> {
+        let listener =
+            std::net::TcpListener::bind(cfg.listen).map_err(|source| MeshError::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
+        Mesh::start_on(cfg, listener)
+    }
+
+    /// [`Mesh::start`] on a listener bound by the caller (socket
+    /// activation, or a test that holds its ports); `cfg.listen` only
+    /// names it in errors.
+    pub fn start_on(cfg: MeshConfig, listener: std::net::TcpListener) -> Result<Mesh, MeshError> {
         let names = validate(&cfg)?;
         let me = names
             .iter()
@@ -375,11 +387,6 @@ impl Mesh {
             )));
         }
 
-        let listener =
-            std::net::TcpListener::bind(cfg.listen).map_err(|source| MeshError::Bind {
-                addr: cfg.listen,
-                source,
-            })?;
         let local_addr = listener.local_addr().map_err(|source| MeshError::Bind {
             addr: cfg.listen,
             source,
