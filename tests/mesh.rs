@@ -250,6 +250,7 @@ impl Cluster {
         self.handle(i).proposer.do_send(Submit {
             updates: vec![Update {
                 id,
+                key: None,
                 payload: op.encode(),
             }],
         });

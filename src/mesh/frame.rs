@@ -121,6 +121,7 @@ mod tests {
                     node: NodeId(1),
                 },
                 from_slot: 7,
+                takeover: false,
             },
         }
     }
