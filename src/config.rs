@@ -71,6 +71,10 @@ pub struct Service {
     pub active: Option<Vec<String>>,
 }
 
+/// The largest update body: it travels in one peer frame (16 MiB) with
+/// its headers, inside Accept, Promise and Entries messages.
+pub const MAX_BODY_BYTES_LIMIT: usize = 8 << 20;
+
 fn default_prefix() -> String {
     "/".into()
 }
@@ -99,7 +103,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_body_bytes: 10 << 20,
+            max_body_bytes: 4 << 20,
             max_inflight_updates: 1024,
             update_timeout_ms: 10_000,
             backend_timeout_ms: 10_000,
@@ -301,6 +305,15 @@ impl Config {
             }
         }
         let l = &self.limits;
+        if l.max_body_bytes > MAX_BODY_BYTES_LIMIT {
+            return Err(err(
+                "limits.max_body_bytes",
+                format!(
+                    "{} is above {MAX_BODY_BYTES_LIMIT}: an update must fit in one peer frame",
+                    l.max_body_bytes
+                ),
+            ));
+        }
         for (k, v) in [
             ("limits.max_body_bytes", l.max_body_bytes as u64),
             ("limits.max_inflight_updates", l.max_inflight_updates as u64),

@@ -47,6 +47,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Network messages a role's mailbox holds at most; more are dropped.
+pub const MAILBOX_CAPACITY: usize = 4096;
+
 /// A protocol message for the receiving role, from node `from` (this
 /// node's id for a message between its own roles).
 #[derive(Debug)]
@@ -381,6 +384,7 @@ macro_rules! shell_actor {
             type Context = Context<Self>;
 
             fn started(&mut self, ctx: &mut Context<Self>) {
+                ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
                 begin(self, ctx);
             }
         }

@@ -55,14 +55,27 @@ impl Inbox {
 
     /// A message from node `from` that came over the network. Local-only
     /// messages, and messages claiming to come from this very node, never
-    /// cross the network: they are dropped and counted.
+    /// cross the network: they are dropped and counted, as are messages
+    /// that find the role's mailbox full (`MAILBOX_CAPACITY`).
     pub fn receive(&self, from: NodeId, role: Role, msg: Message) {
         if msg.is_local_only() || from == self.id {
             self.refused.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(node = %self.id, %from, kind = msg.kind(), "dropped network message");
             return;
         }
-        self.deliver(from, role, msg);
+        // Bounded: a peer that floods us loses its messages (Paxos
+        // retransmits), it never grows our memory. Local messages between
+        // our own roles use the unbounded path: they are ours.
+        let m = Deliver { from, msg };
+        let sent = match role {
+            Role::Proposer => self.proposer.try_send(m).is_ok(),
+            Role::Acceptor => self.acceptor.try_send(m).is_ok(),
+            Role::Learner => self.learner.try_send(m).is_ok(),
+            Role::Applier => self.applier.try_send(m).is_ok(),
+        };
+        if !sent {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Network messages dropped by `receive`.

@@ -86,6 +86,12 @@ impl Learner {
     }
 
     pub fn on_message(&mut self, ctx: &mut Ctx<'_>, from: NodeId, msg: Message) {
+        // Chosen values only count from members of the group: a stray or
+        // misconfigured node must not reach the assertions below.
+        if from != self.id && !self.peers.contains(&from) {
+            self.dropped += 1;
+            return;
+        }
         match msg {
             Message::Decided { slot, value } => {
                 self.learn(ctx, slot, value);
