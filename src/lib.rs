@@ -9,11 +9,13 @@
 pub mod apply;
 pub mod config;
 pub mod demo;
+pub mod gateway;
 pub mod http;
 pub mod mesh;
 pub mod node;
 pub mod paxos;
 pub mod rng;
+pub mod server;
 pub mod storage;
 pub mod time;
 

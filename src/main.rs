@@ -21,6 +21,20 @@ struct Cli {
 enum Command {
     /// Deterministic simulation: run many seeds, or replay one scenario.
     Sim(SimArgs),
+    /// Run a live three-node cluster on this machine, with the demo backend.
+    Demo {
+        /// Certificates, configuration files and data go here.
+        #[arg(long, default_value = "ordo-demo")]
+        dir: PathBuf,
+        /// Clients use ports BASE..BASE+2, peers BASE+10.., backends BASE+20..
+        #[arg(long, default_value_t = 7000)]
+        base_port: u16,
+    },
+    /// Run one node from its configuration file.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Validate a node's configuration file; every error names the key.
     CheckConfig {
         /// The TOML file.
@@ -224,6 +238,25 @@ fn certs_main(args: CertsArgs) -> Result<i32> {
     Ok(0)
 }
 
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run_node(file: &std::path::Path) -> Result<i32> {
+    init_logs("ordo=info");
+    let cfg = ordo::config::Config::load(file).map_err(|e| anyhow::anyhow!("config: {e}"))?;
+    actix::System::new().block_on(async move {
+        let node = ordo::server::start(&cfg, true).await?;
+        node.wait().await?;
+        Ok(0)
+    })
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -233,6 +266,14 @@ fn main() {
             sim_main(args)
         }
         Command::CheckConfig { file } => check_config(&file),
+        Command::Run { config } => run_node(&config),
+        Command::Demo { dir, base_port } => {
+            init_logs("ordo=error");
+            let opts = ordo::demo::cluster::DemoOptions { dir, base_port };
+            actix::System::new()
+                .block_on(ordo::demo::cluster::run(opts))
+                .map(|()| 0)
+        }
         Command::DemoBackend(args) => demo_backend_main(args),
         Command::Certs(args) => certs_main(args),
     };

@@ -4,3 +4,4 @@
 pub mod backend;
 
 pub use backend::{DemoBackend, DemoConfig, serve};
+pub mod cluster;

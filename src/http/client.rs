@@ -197,6 +197,56 @@ impl HttpBackend {
     }
 }
 
+impl HttpBackend {
+    /// A read (GET, HEAD, OPTIONS) sent to the backend as it came and
+    /// streamed back: the response head arrives within the request
+    /// timeout; the body streams as the backend sends it, never held
+    /// whole in memory. `Err` says why the backend could not be reached.
+    pub async fn read(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        mut headers: Vec<Header>,
+    ) -> Result<http::Response<hyper::body::Incoming>, String> {
+        let method = Method::from_bytes(method.as_bytes())
+            .map_err(|_| format!("invalid method {method:?}"))?;
+        let uri: Uri = format!("{}{}", self.base, path_and_query)
+            .parse()
+            .map_err(|e| format!("invalid request target {path_and_query:?}: {e}"))?;
+        strip_hop_by_hop(&mut headers);
+        let mut builder = Request::builder().method(method).uri(uri);
+        for (name, value) in &headers {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_bytes(value),
+            ) {
+                builder = builder.header(n, v);
+            }
+        }
+        let req = builder
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| format!("cannot build the request: {e}"))?;
+        let total = self.cfg.request_timeout;
+        match tokio::time::timeout(total, self.client.request(req)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(describe(&e)),
+            Err(_) => Err(format!("no response within {total:?}")),
+        }
+    }
+}
+
+/// A client error with its causes, for a 502 body.
+fn describe(e: &(dyn StdError + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
 impl Backend for HttpBackend {
     fn call(&self, slot: Slot, index: u32, update: Update) -> BackendFuture {
         let req = match self.build(slot, index, &update.payload) {

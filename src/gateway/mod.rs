@@ -1,0 +1,432 @@
+//! The HTTP gateway: what clients talk to.
+//!
+//! - **Reads** (GET, HEAD, OPTIONS) go to the local backend and stream
+//!   back unchanged, unless this node may not serve them (lagging, no
+//!   quorum within the lease, applier stuck): then 503 with `Retry-After`
+//!   and the reason.
+//! - **Linearizable reads** (`Cache-Control: no-cache` or
+//!   `Pragma: no-cache`): a read index from the leader, then the local
+//!   read once this node has applied that far (or, in log mode, through
+//!   the log like an update).
+//! - **Updates** (anything else): the whole request is proposed; the
+//!   client gets this node's backend's response to it once it is applied
+//!   here. 503 only for an update that was never proposed; once proposed,
+//!   a timeout is 504 with "outcome unknown" (FOUNDATION, Updates).
+//!
+//! Requests under `/_ordo/` are ordo's own: `status`, and `/healthz`,
+//! `/readyz` at the root.
+
+pub mod readiness;
+pub mod waiters;
+
+use crate::config::ReadMode;
+use crate::http::client::HttpBackend;
+use crate::http::request::{Header, ProxiedRequest, StoredResponse, strip_hop_by_hop};
+use crate::node::{ClientOutcome, NodeHandle, Read, Submit};
+use crate::paxos::ballot::{NodeId, Update, UpdateId};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
+use bytes::Bytes;
+use readiness::{NotReady, ReadLimits};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use waiters::Waiters;
+
+/// Seconds a client is told to wait after a 503.
+const RETRY_AFTER_SECS: &str = "1";
+
+/// One replicated service as the gateway sees it.
+pub struct Service {
+    pub name: String,
+    pub prefix: String,
+    pub handle: NodeHandle,
+    pub backend: Arc<HttpBackend>,
+    pub waiters: Waiters,
+}
+
+/// Everything a request handler needs; shared by all HTTP workers.
+pub struct Gateway {
+    pub node: String,
+    pub node_id: NodeId,
+    /// Node names by id, to name the leader in status output.
+    pub node_names: Vec<String>,
+    /// Longest prefix first.
+    services: Vec<Service>,
+    pub read_mode: ReadMode,
+    pub read_limits: ReadLimits,
+    pub update_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub max_inflight: usize,
+    inflight: AtomicUsize,
+    /// Request ids: a random boot nonce and a counter.
+    boot: u64,
+    seq: AtomicU64,
+}
+
+impl Gateway {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        node: String,
+        node_id: NodeId,
+        node_names: Vec<String>,
+        mut services: Vec<Service>,
+        read_mode: ReadMode,
+        read_limits: ReadLimits,
+        update_timeout: Duration,
+        max_body_bytes: usize,
+        max_inflight: usize,
+    ) -> Gateway {
+        services.sort_by_key(|s| std::cmp::Reverse(s.prefix.len()));
+        Gateway {
+            node,
+            node_id,
+            node_names,
+            services,
+            read_mode,
+            read_limits,
+            update_timeout,
+            max_body_bytes,
+            max_inflight,
+            inflight: AtomicUsize::new(0),
+            boot: crate::rng::Rng::from_os().next_u64(),
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    pub fn services(&self) -> &[Service] {
+        &self.services
+    }
+
+    fn route(&self, path: &str) -> Option<&Service> {
+        self.services.iter().find(|s| path.starts_with(&s.prefix))
+    }
+
+    fn next_id(&self) -> UpdateId {
+        UpdateId {
+            origin: self.node_id,
+            boot: self.boot,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+        }
+    }
+
+    fn node_name(&self, id: NodeId) -> String {
+        self.node_names
+            .get(id.0 as usize)
+            .cloned()
+            .unwrap_or_else(|| id.to_string())
+    }
+}
+
+/// Mount the gateway on an actix-web app.
+pub fn configure(gw: Arc<Gateway>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg: &mut web::ServiceConfig| {
+        let limit = gw.max_body_bytes;
+        cfg.app_data(web::Data::from(gw))
+            .app_data(web::PayloadConfig::new(limit))
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/_ordo/status", web::get().to(status))
+            .default_service(web::to(handle));
+    }
+}
+
+fn plain(status: StatusCode, body: String) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/plain; charset=utf-8")
+        .body(body + "\n")
+}
+
+fn unavailable(reason: String) -> HttpResponse {
+    HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE)
+        .insert_header(("Retry-After", RETRY_AFTER_SECS))
+        .content_type("text/plain; charset=utf-8")
+        .body(format!("ordo: {reason}\n"))
+}
+
+fn is_read(method: &actix_web::http::Method) -> bool {
+    use actix_web::http::Method;
+    *method == Method::GET || *method == Method::HEAD || *method == Method::OPTIONS
+}
+
+/// `Cache-Control: no-cache` or `Pragma: no-cache`.
+fn wants_fresh(req: &HttpRequest) -> bool {
+    let has = |name: &str| {
+        req.headers().get_all(name).any(|v| {
+            v.to_str()
+                .map(|s| {
+                    s.split(',')
+                        .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
+                })
+                .unwrap_or(false)
+        })
+    };
+    has("cache-control") || has("pragma")
+}
+
+fn request_headers(req: &HttpRequest) -> Vec<Header> {
+    let mut headers: Vec<Header> = req
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+        .collect();
+    strip_hop_by_hop(&mut headers);
+    headers
+}
+
+fn path_and_query(req: &HttpRequest) -> String {
+    req.uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| req.path().to_string())
+}
+
+async fn handle(gw: web::Data<Gateway>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let Some(service) = gw.route(req.path()) else {
+        return plain(
+            StatusCode::NOT_FOUND,
+            format!("ordo: no service serves {}", req.path()),
+        );
+    };
+    if is_read(req.method()) {
+        if !wants_fresh(&req) {
+            if let Err(why) =
+                readiness::check(&service.handle.status, crate::node::now(), &gw.read_limits)
+            {
+                return unavailable(format!(
+                    "node {} cannot serve reads of {}: {}",
+                    gw.node,
+                    service.name,
+                    why.reason()
+                ));
+            }
+            return proxy_read(service, &req).await;
+        }
+        if gw.read_mode == ReadMode::ReadIndex {
+            return linearizable_read(&gw, service, &req).await;
+        }
+    }
+    update(&gw, service, &req, body).await
+}
+
+/// Stream a read from the local backend.
+async fn proxy_read(service: &Service, req: &HttpRequest) -> HttpResponse {
+    let resp = service
+        .backend
+        .read(
+            req.method().as_str(),
+            &path_and_query(req),
+            request_headers(req),
+        )
+        .await;
+    let resp = match resp {
+        Ok(r) => r,
+        Err(why) => {
+            return plain(
+                StatusCode::BAD_GATEWAY,
+                format!("ordo: backend of {} unreachable: {why}", service.name),
+            );
+        }
+    };
+    let (parts, body) = resp.into_parts();
+    let mut out = HttpResponse::build(
+        StatusCode::from_u16(parts.status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
+    );
+    let mut headers: Vec<Header> = parts
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+        .collect();
+    strip_hop_by_hop(&mut headers);
+    add_headers(&mut out, &headers);
+    out.streaming(BodyStream(body))
+}
+
+fn add_headers(out: &mut HttpResponseBuilder, headers: &[Header]) {
+    for (name, value) in headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
+            out.append_header((n, v));
+        }
+    }
+}
+
+/// A backend response body as a stream of chunks, without buffering.
+struct BodyStream(hyper::body::Incoming);
+
+impl futures_core::Stream for BodyStream {
+    type Item = Result<Bytes, hyper::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        use http_body::Body;
+        let body = &mut self.get_mut().0;
+        loop {
+            match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => return Poll::Ready(Some(Ok(data))),
+                    Err(_trailers) => continue,
+                },
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// Read-index: ask for a read index, wait until applied, read locally.
+async fn linearizable_read(gw: &Gateway, service: &Service, req: &HttpRequest) -> HttpResponse {
+    let id = gw.next_id();
+    let rx = service.waiters.register(id);
+    service.handle.proposer.do_send(Read { id });
+    let outcome = tokio::time::timeout(gw.update_timeout, rx).await;
+    let index = match outcome {
+        Ok(Ok(ClientOutcome::ReadReady { index, .. })) => index,
+        Ok(Ok(ClientOutcome::ReadRefused { why, .. })) => {
+            return unavailable(format!("no linearizable read now: {}", why.reason()));
+        }
+        Ok(_) | Err(_) => {
+            service.waiters.forget(id);
+            return unavailable("no read index from the leader in time".into());
+        }
+    };
+    let mut applied = service.handle.status.watch_applied();
+    let reached = tokio::time::timeout(gw.update_timeout, applied.wait_for(|a| *a >= index)).await;
+    if !matches!(reached, Ok(Ok(_))) {
+        return unavailable(format!(
+            "node {} has not applied slot {index} yet (catching up)",
+            gw.node
+        ));
+    }
+    proxy_read(service, req).await
+}
+
+/// Decrements the in-flight count when the request is done, however.
+struct InflightGuard<'a>(&'a AtomicUsize);
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Propose the request and answer with this node's backend's response.
+async fn update(gw: &Gateway, service: &Service, req: &HttpRequest, body: Bytes) -> HttpResponse {
+    if gw.inflight.fetch_add(1, Ordering::Relaxed) >= gw.max_inflight {
+        gw.inflight.fetch_sub(1, Ordering::Relaxed);
+        return unavailable(format!(
+            "node {} has {} updates in flight, the most it takes",
+            gw.node, gw.max_inflight
+        ));
+    }
+    let _guard = InflightGuard(&gw.inflight);
+    let key = req
+        .headers()
+        .get("idempotency-key")
+        .map(|v| Bytes::copy_from_slice(v.as_bytes()));
+    let proxied = ProxiedRequest {
+        method: req.method().as_str().to_string(),
+        path_and_query: path_and_query(req),
+        headers: request_headers(req),
+        body,
+    };
+    let id = gw.next_id();
+    let rx = service.waiters.register(id);
+    let update = Update {
+        id,
+        key,
+        payload: proxied.encode(),
+    };
+    service.handle.proposer.do_send(Submit {
+        updates: vec![update],
+    });
+    match tokio::time::timeout(gw.update_timeout, rx).await {
+        Ok(Ok(ClientOutcome::Answer {
+            status, body, slot, ..
+        })) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let stored = StoredResponse::decode(&body)
+                .unwrap_or_else(|e| StoredResponse::text(format!("ordo: bad stored answer: {e}")));
+            let mut out = HttpResponse::build(status);
+            add_headers(&mut out, &stored.headers);
+            out.insert_header(("Ordo-Slot", slot.to_string()));
+            out.body(stored.body)
+        }
+        Ok(Ok(ClientOutcome::Refused { why, .. })) => {
+            unavailable(format!("update not accepted: {}", why.reason()))
+        }
+        Ok(_) | Err(_) => {
+            service.waiters.forget(id);
+            plain(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "ordo: the outcome of this update is unknown: it was proposed but not applied \
+                     on node {} within {:?}; it may still be applied. Retry with the same \
+                     Idempotency-Key header to apply it at most once.",
+                    gw.node, gw.update_timeout
+                ),
+            )
+        }
+    }
+}
+
+async fn healthz() -> HttpResponse {
+    plain(StatusCode::OK, "ok".into())
+}
+
+/// 503 exactly when plain reads would be refused, for load balancers.
+async fn readyz(gw: web::Data<Gateway>) -> HttpResponse {
+    let now = crate::node::now();
+    let problems: Vec<String> = gw
+        .services
+        .iter()
+        .filter_map(|s| {
+            readiness::check(&s.handle.status, now, &gw.read_limits)
+                .err()
+                .map(|why| format!("{}: {}", s.name, why.reason()))
+        })
+        .collect();
+    if problems.is_empty() {
+        plain(StatusCode::OK, "ready".into())
+    } else {
+        unavailable(problems.join("; "))
+    }
+}
+
+/// The node's view of each service, as JSON.
+async fn status(gw: web::Data<Gateway>) -> HttpResponse {
+    let now = crate::node::now();
+    let services: Vec<serde_json::Value> = gw
+        .services
+        .iter()
+        .map(|s| {
+            let st = &s.handle.status;
+            let ready = readiness::check(st, now, &gw.read_limits);
+            let known = st.known_commit().max(st.commit());
+            serde_json::json!({
+                "service": s.name,
+                "prefix": s.prefix,
+                "role": if st.is_leader() { "leader" } else { "follower" },
+                "leader": st.leader().map(|n| gw.node_name(n)),
+                "commit": st.commit(),
+                "known_commit": known,
+                "applied": st.applied(),
+                "lag": known.saturating_sub(st.applied()),
+                "lease_age_ms": st.lease_contact().map(|t| now.since(t).as_millis() as u64),
+                "state": match &ready { Ok(()) => "serving", Err(w) => w.state() },
+                "reason": ready.err().map(|w: NotReady| w.reason()),
+                "waiting_requests": s.waiters.waiting(),
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(serde_json::json!({
+        "node": gw.node,
+        "updates_in_flight": gw.inflight.load(Ordering::Relaxed),
+        "services": services,
+    }))
+}

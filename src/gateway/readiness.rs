@@ -1,0 +1,82 @@
+//! Whether a node may serve plain reads for a service, and if not, why
+//! (MISSION, Lag): a reason a person can read, for the 503 and /readyz.
+
+use crate::node::GroupStatus;
+use crate::time::Time;
+use std::time::Duration;
+
+/// Why reads are refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NotReady {
+    /// Applied index too far behind the commit index this node knows.
+    Lagging { applied: u64, known: u64 },
+    /// No leader confirmed within the lease (a partition, an election).
+    NoQuorum { since_ms: Option<u64> },
+    /// The applier keeps failing on one update (backend down or refusing).
+    Stuck { slot: u64, attempts: u64 },
+}
+
+impl NotReady {
+    pub fn reason(&self) -> String {
+        match self {
+            NotReady::Lagging { applied, known } => format!(
+                "catching up: applied {applied} of {known} known chosen slots ({} behind)",
+                known - applied
+            ),
+            NotReady::NoQuorum { since_ms: None } => {
+                "no contact with a quorum: no leader known yet".into()
+            }
+            NotReady::NoQuorum { since_ms: Some(ms) } => {
+                format!("no contact with a quorum for {ms} ms")
+            }
+            NotReady::Stuck { slot, attempts } => {
+                format!("the backend keeps failing to apply slot {slot} ({attempts} attempts)")
+            }
+        }
+    }
+
+    /// A short machine-readable state name, for /_ordo/status.
+    pub fn state(&self) -> &'static str {
+        match self {
+            NotReady::Lagging { .. } => "catching-up",
+            NotReady::NoQuorum { .. } => "no-quorum",
+            NotReady::Stuck { .. } => "stuck",
+        }
+    }
+}
+
+/// The limits the decision uses (from the configuration).
+#[derive(Clone, Copy, Debug)]
+pub struct ReadLimits {
+    pub max_lag_slots: u64,
+    pub lease: Duration,
+    /// Applier attempts at one update before the node calls itself stuck.
+    pub stuck_attempts: u64,
+}
+
+/// May this node serve a plain read now?
+pub fn check(status: &GroupStatus, now: Time, limits: &ReadLimits) -> Result<(), NotReady> {
+    let applied = status.applied();
+    let known = status.known_commit().max(status.commit());
+    if known > applied + limits.max_lag_slots {
+        return Err(NotReady::Lagging { applied, known });
+    }
+    match status.lease_contact() {
+        None => return Err(NotReady::NoQuorum { since_ms: None }),
+        Some(t) if now.since(t) > limits.lease => {
+            let since_ms = now.since(t).as_millis() as u64;
+            return Err(NotReady::NoQuorum {
+                since_ms: Some(since_ms),
+            });
+        }
+        Some(_) => {}
+    }
+    let attempts = status.apply_attempts();
+    if attempts >= limits.stuck_attempts {
+        return Err(NotReady::Stuck {
+            slot: applied + 1,
+            attempts,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! Client requests waiting for their outcome: the gateway's end of the
+//! `Recipient<ClientOutcome>` seam. Each waiting HTTP handler registers
+//! a one-shot channel under its request id; the actor that receives
+//! outcomes from the roles completes it. Outcomes for ids nobody waits
+//! for (a timed-out request, a previous boot of this node) are dropped.
+
+use crate::node::ClientOutcome;
+use crate::paxos::ballot::UpdateId;
+use actix::{Actor, Context, Handler};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::oneshot;
+
+#[derive(Clone, Default)]
+pub struct Waiters {
+    inner: Arc<Mutex<HashMap<UpdateId, oneshot::Sender<ClientOutcome>>>>,
+}
+
+impl Waiters {
+    fn lock(&self) -> MutexGuard<'_, HashMap<UpdateId, oneshot::Sender<ClientOutcome>>> {
+        // Each operation is one map insert or remove: a panic elsewhere
+        // cannot leave the map half-changed.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wait for the outcome of `id`.
+    pub fn register(&self, id: UpdateId) -> oneshot::Receiver<ClientOutcome> {
+        let (tx, rx) = oneshot::channel();
+        self.lock().insert(id, tx);
+        rx
+    }
+
+    /// Stop waiting (the request timed out or its client went away).
+    pub fn forget(&self, id: UpdateId) {
+        self.lock().remove(&id);
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn complete(&self, id: UpdateId, outcome: ClientOutcome) {
+        if let Some(tx) = self.lock().remove(&id) {
+            let _ = tx.send(outcome);
+        }
+    }
+}
+
+/// The actor the roles send outcomes to.
+pub struct OutcomeRouter {
+    pub waiters: Waiters,
+}
+
+impl Actor for OutcomeRouter {
+    type Context = Context<Self>;
+}
+
+impl Handler<ClientOutcome> for OutcomeRouter {
+    type Result = ();
+
+    fn handle(&mut self, outcome: ClientOutcome, _: &mut Context<Self>) {
+        match &outcome {
+            ClientOutcome::Answer { id, .. }
+            | ClientOutcome::ReadReady { id, .. }
+            | ClientOutcome::ReadRefused { id, .. } => self.waiters.complete(*id, outcome.clone()),
+            ClientOutcome::Refused { ids, why } => {
+                for id in ids {
+                    let one = ClientOutcome::Refused {
+                        ids: vec![*id],
+                        why: *why,
+                    };
+                    self.waiters.complete(*id, one);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! One running ordo node: storage, peer mesh, a Paxos group and a
+//! backend client per service, and the HTTP gateway. `ordo run` starts
+//! one per process; `ordo demo` starts three in one process.
+
+use crate::config::Config;
+use crate::gateway::readiness::ReadLimits;
+use crate::gateway::waiters::{OutcomeRouter, Waiters};
+use crate::gateway::{self, Gateway, Service};
+use crate::http::client::{HttpBackend, HttpBackendConfig};
+use crate::mesh::tls::TlsPaths;
+use crate::mesh::{Mesh, MeshConfig};
+use crate::node::{GroupConfig, NodeHandle, start_group};
+use crate::storage::fjall_kv::FjallStore;
+use actix::Actor;
+use actix_web::{App, HttpServer};
+use anyhow::{Context, Result};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Applier attempts at one update before reads call the node stuck.
+const STUCK_ATTEMPTS: u64 = 5;
+
+/// A node that is up: stop it with [`RunningNode::stop`], or wait.
+pub struct RunningNode {
+    pub name: String,
+    pub client_addr: std::net::SocketAddr,
+    pub gateway: Arc<Gateway>,
+    server: actix_web::dev::ServerHandle,
+    task: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
+    mesh: Option<Mesh>,
+    handles: Vec<NodeHandle>,
+}
+
+impl RunningNode {
+    /// Until the HTTP server stops (a signal, or `stop`).
+    pub async fn wait(self) -> Result<()> {
+        let RunningNode {
+            task, mesh, name, ..
+        } = self;
+        let served = task.await;
+        if let Some(m) = mesh {
+            m.shutdown();
+        }
+        served
+            .with_context(|| format!("node {name}: HTTP server task failed"))?
+            .with_context(|| format!("node {name}: HTTP server failed"))
+    }
+
+    pub async fn stop(self) {
+        self.server.stop(true).await;
+        for h in &self.handles {
+            h.stop();
+        }
+        let _ = self.wait().await;
+    }
+}
+
+/// Start a node inside the current actix system.
+pub async fn start(cfg: &Config, handle_signals: bool) -> Result<RunningNode> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
+    let store = FjallStore::open(&cfg.data_dir)
+        .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?;
+    let node_id = cfg.node_id();
+    let nodes: Vec<(String, std::net::SocketAddr)> =
+        cfg.nodes.iter().map(|(n, a)| (n.clone(), *a)).collect();
+    let mesh_cfg = MeshConfig::new(
+        &cfg.cluster,
+        &cfg.node,
+        nodes,
+        cfg.listen.peer,
+        TlsPaths {
+            ca: cfg.tls.ca.clone(),
+            cert: cfg.tls.cert.clone(),
+            key: cfg.tls.key.clone(),
+        },
+    );
+    let mesh = Mesh::start(mesh_cfg).context("cannot start the peer mesh")?;
+
+    let mut services = Vec::new();
+    let mut handles = Vec::new();
+    for s in &cfg.services {
+        let kv = store
+            .group(&s.name)
+            .with_context(|| format!("cannot open the tables of service {}", s.name))?;
+        let backend_cfg = HttpBackendConfig {
+            request_timeout: Duration::from_millis(cfg.limits.backend_timeout_ms),
+            ..HttpBackendConfig::default()
+        };
+        let backend = Arc::new(
+            HttpBackend::new(&s.backend, &cfg.cluster, &s.name, backend_cfg)
+                .with_context(|| format!("services.{}.backend", s.name))?,
+        );
+        let waiters = Waiters::default();
+        let router = OutcomeRouter {
+            waiters: waiters.clone(),
+        }
+        .start();
+        let handle = start_group(
+            node_id,
+            cfg.membership(s),
+            kv,
+            mesh.group(&s.name),
+            backend.clone(),
+            router.recipient(),
+            GroupConfig::default(),
+        )
+        .map_err(|e| anyhow::anyhow!("service {}: {e:?}", s.name))?;
+        handles.push(handle.clone());
+        services.push(Service {
+            name: s.name.clone(),
+            prefix: s.prefix.clone(),
+            handle,
+            backend,
+            waiters,
+        });
+    }
+    let gw = Arc::new(Gateway::new(
+        cfg.node.clone(),
+        node_id,
+        cfg.node_names().iter().map(|n| n.to_string()).collect(),
+        services,
+        cfg.reads.linearizable,
+        ReadLimits {
+            max_lag_slots: cfg.limits.max_lag_slots,
+            lease: Duration::from_millis(cfg.limits.lease_ms),
+            stuck_attempts: STUCK_ATTEMPTS,
+        },
+        cfg.update_timeout(),
+        cfg.limits.max_body_bytes,
+        cfg.limits.max_inflight_updates,
+    ));
+    let app_gw = gw.clone();
+    let mut server =
+        HttpServer::new(move || App::new().configure(gateway::configure(app_gw.clone())))
+            .workers(2)
+            .client_request_timeout(Duration::from_secs(30))
+            .shutdown_timeout(5);
+    if !handle_signals {
+        server = server.disable_signals();
+    }
+    let server = server
+        .bind(cfg.listen.client)
+        .with_context(|| format!("cannot listen for clients on {}", cfg.listen.client))?;
+    let client_addr = server.addrs().first().copied().unwrap_or(cfg.listen.client);
+    let server = server.run();
+    let handle = server.handle();
+    let task = actix_web::rt::spawn(server);
+    tracing::info!(node = %cfg.node, client = %client_addr, peer = %cfg.listen.peer, "node started");
+    Ok(RunningNode {
+        name: cfg.node.clone(),
+        client_addr,
+        gateway: gw,
+        server: handle,
+        task,
+        mesh: Some(mesh),
+        handles,
+    })
+}
