@@ -282,18 +282,14 @@ impl futures_core::Stream for BodyStream {
 /// Read-index: ask for a read index, wait until applied, read locally.
 async fn linearizable_read(gw: &Gateway, service: &Service, req: &HttpRequest) -> HttpResponse {
     let id = gw.next_id();
-    let rx = service.waiters.register(id);
+    let waiting = service.waiters.register(id);
     service.handle.proposer.do_send(Read { id });
-    let outcome = tokio::time::timeout(gw.update_timeout, rx).await;
-    let index = match outcome {
-        Ok(Ok(ClientOutcome::ReadReady { index, .. })) => index,
-        Ok(Ok(ClientOutcome::ReadRefused { why, .. })) => {
+    let index = match waiting.outcome(gw.update_timeout).await {
+        Some(ClientOutcome::ReadReady { index, .. }) => index,
+        Some(ClientOutcome::ReadRefused { why, .. }) => {
             return unavailable(format!("no linearizable read now: {}", why.reason()));
         }
-        Ok(_) | Err(_) => {
-            service.waiters.forget(id);
-            return unavailable("no read index from the leader in time".into());
-        }
+        _ => return unavailable("no read index from the leader in time".into()),
     };
     let mut applied = service.handle.status.watch_applied();
     let reached = tokio::time::timeout(gw.update_timeout, applied.wait_for(|a| *a >= index)).await;
@@ -336,7 +332,7 @@ async fn update(gw: &Gateway, service: &Service, req: &HttpRequest, body: Bytes)
         body,
     };
     let id = gw.next_id();
-    let rx = service.waiters.register(id);
+    let waiting = service.waiters.register(id);
     let update = Update {
         id,
         key,
@@ -345,10 +341,10 @@ async fn update(gw: &Gateway, service: &Service, req: &HttpRequest, body: Bytes)
     service.handle.proposer.do_send(Submit {
         updates: vec![update],
     });
-    match tokio::time::timeout(gw.update_timeout, rx).await {
-        Ok(Ok(ClientOutcome::Answer {
+    match waiting.outcome(gw.update_timeout).await {
+        Some(ClientOutcome::Answer {
             status, body, slot, ..
-        })) => {
+        }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
             let stored = StoredResponse::decode(&body)
                 .unwrap_or_else(|e| StoredResponse::text(format!("ordo: bad stored answer: {e}")));
@@ -357,21 +353,18 @@ async fn update(gw: &Gateway, service: &Service, req: &HttpRequest, body: Bytes)
             out.insert_header(("Ordo-Slot", slot.to_string()));
             out.body(stored.body)
         }
-        Ok(Ok(ClientOutcome::Refused { why, .. })) => {
+        Some(ClientOutcome::Refused { why, .. }) => {
             unavailable(format!("update not accepted: {}", why.reason()))
         }
-        Ok(_) | Err(_) => {
-            service.waiters.forget(id);
-            plain(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!(
-                    "ordo: the outcome of this update is unknown: it was proposed but not applied \
+        _ => plain(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "ordo: the outcome of this update is unknown: it was proposed but not applied \
                      on node {} within {:?}; it may still be applied. Retry with the same \
                      Idempotency-Key header to apply it at most once.",
-                    gw.node, gw.update_timeout
-                ),
-            )
-        }
+                gw.node, gw.update_timeout
+            ),
+        ),
     }
 }
 

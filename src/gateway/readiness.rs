@@ -80,3 +80,54 @@ pub fn check(status: &GroupStatus, now: Time, limits: &ReadLimits) -> Result<(),
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: ReadLimits = ReadLimits {
+        max_lag_slots: 10,
+        lease: Duration::from_secs(2),
+        stuck_attempts: 5,
+    };
+
+    fn status(applied: u64, known: u64, lease: Option<Time>, attempts: u32) -> GroupStatus {
+        let s = GroupStatus::default();
+        s.set_learner(applied, known);
+        s.set_applied(applied, attempts);
+        s.set_proposer(None, false, lease);
+        s
+    }
+
+    #[test]
+    fn a_caught_up_node_in_touch_with_a_quorum_serves_reads() {
+        let now = Time::from_millis(10_000);
+        let s = status(100, 105, Some(Time::from_millis(9_500)), 0);
+        assert_eq!(check(&s, now, &LIMITS), Ok(()));
+    }
+
+    #[test]
+    fn each_reason_to_refuse_reads_is_named() {
+        let now = Time::from_millis(10_000);
+        let fresh = Some(Time::from_millis(9_900));
+        let lagging = check(&status(100, 111, fresh, 0), now, &LIMITS).unwrap_err();
+        assert_eq!(
+            lagging.reason(),
+            "catching up: applied 100 of 111 known chosen slots (11 behind)"
+        );
+        let lost = check(
+            &status(5, 5, Some(Time::from_millis(7_000)), 0),
+            now,
+            &LIMITS,
+        )
+        .unwrap_err();
+        assert_eq!(lost.reason(), "no contact with a quorum for 3000 ms");
+        let never = check(&status(0, 0, None, 0), now, &LIMITS).unwrap_err();
+        assert_eq!(never.state(), "no-quorum");
+        let stuck = check(&status(7, 8, fresh, 5), now, &LIMITS).unwrap_err();
+        assert_eq!(
+            stuck.reason(),
+            "the backend keeps failing to apply slot 8 (5 attempts)"
+        );
+    }
+}

@@ -23,11 +23,17 @@ impl Waiters {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Wait for the outcome of `id`.
-    pub fn register(&self, id: UpdateId) -> oneshot::Receiver<ClientOutcome> {
+    /// Wait for the outcome of `id`. The registration ends when the
+    /// returned `Waiting` is dropped, however the request ends (answer,
+    /// timeout, or a client that went away), so nothing accumulates.
+    pub fn register(&self, id: UpdateId) -> Waiting {
         let (tx, rx) = oneshot::channel();
         self.lock().insert(id, tx);
-        rx
+        Waiting {
+            waiters: self.clone(),
+            id,
+            rx: Some(rx),
+        }
     }
 
     /// Stop waiting (the request timed out or its client went away).
@@ -43,6 +49,27 @@ impl Waiters {
         if let Some(tx) = self.lock().remove(&id) {
             let _ = tx.send(outcome);
         }
+    }
+}
+
+/// One registered wait; see [`Waiters::register`].
+pub struct Waiting {
+    waiters: Waiters,
+    id: UpdateId,
+    rx: Option<oneshot::Receiver<ClientOutcome>>,
+}
+
+impl Waiting {
+    /// The outcome, or `None` if none came within `limit`.
+    pub async fn outcome(mut self, limit: std::time::Duration) -> Option<ClientOutcome> {
+        let rx = self.rx.take()?;
+        tokio::time::timeout(limit, rx).await.ok()?.ok()
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.waiters.forget(self.id);
     }
 }
 
