@@ -33,6 +33,9 @@ pub struct Summary {
     pub events: u64,
     /// Seeds whose history the checker could not decide within budget.
     pub checker_unknown: u64,
+    /// Leaderships won, and those won over paged promises.
+    pub leader_changes: u64,
+    pub leaders_paged: u64,
     pub wall_secs: f64,
 }
 
@@ -57,6 +60,8 @@ pub fn run_seeds(
     let ops = AtomicU64::new(0);
     let events = AtomicU64::new(0);
     let undecided = AtomicU64::new(0);
+    let leaders = AtomicU64::new(0);
+    let paged = AtomicU64::new(0);
     let failed = Mutex::new(Vec::new());
     let total = seeds.end.saturating_sub(seeds.start);
     let start = Instant::now();
@@ -73,6 +78,8 @@ pub fn run_seeds(
                     let report = World::new(sc.clone(), false).run();
                     ops.fetch_add(report.ops_ok, Ordering::Relaxed);
                     events.fetch_add(report.events, Ordering::Relaxed);
+                    leaders.fetch_add(report.leader_changes, Ordering::Relaxed);
+                    paged.fetch_add(report.leaders_paged, Ordering::Relaxed);
                     if report.linearizable.is_none() {
                         undecided.fetch_add(1, Ordering::Relaxed);
                     }
@@ -107,6 +114,8 @@ pub fn run_seeds(
         ops: ops.into_inner(),
         events: events.into_inner(),
         checker_unknown: undecided.into_inner(),
+        leader_changes: leaders.into_inner(),
+        leaders_paged: paged.into_inner(),
         wall_secs: start.elapsed().as_secs_f64(),
     }
 }

@@ -11,7 +11,7 @@ use super::disk::SimDisk;
 use super::scenario::{Expect, Fault, Scenario, Target};
 use super::workload::{BackendFaults, KvModel, SimBackend, SimOp};
 use crate::apply::applier::{Applied, Applier, ApplierConfig};
-use crate::paxos::acceptor::{Acceptor, AcceptorBugs};
+use crate::paxos::acceptor::{Acceptor, AcceptorBugs, AcceptorConfig};
 use crate::paxos::ballot::{NodeId, Slot, Update, UpdateId, Value};
 use crate::paxos::command::{Command, Ctx, Timer};
 use crate::paxos::learner::{Learner, LearnerConfig};
@@ -65,6 +65,10 @@ pub struct Report {
     pub fetched_entries: u64,
     /// How often a node became leader.
     pub leader_changes: u64,
+    /// Promise pages that said more follow (paging at work).
+    pub partial_pages: u64,
+    /// Leaderships won by a candidate that received a partial page.
+    pub leaders_paged: u64,
     pub sim_time: Time,
     /// Optional human-readable trace (when asked for).
     pub trace: Vec<String>,
@@ -260,6 +264,9 @@ pub struct World {
     /// proposers claim: the value proposed per (slot, ballot), and who
     /// replied `Accepted` to it. A quorum of replies means chosen.
     votes: BTreeMap<(Slot, crate::paxos::ballot::Ballot), (Value, BTreeSet<NodeId>)>,
+    /// Per node, the latest ballot for which its proposer received a
+    /// partial promise page (for `Report::leaders_paged`).
+    paged: BTreeMap<NodeId, crate::paxos::ballot::Ballot>,
     report: Report,
     tracing: bool,
     pcfg: ProposerConfig,
@@ -324,6 +331,7 @@ impl World {
             final_reads: Vec::new(),
             chosen: BTreeMap::new(),
             votes: BTreeMap::new(),
+            paged: BTreeMap::new(),
             report: Report {
                 trace_hash: 0xcbf2_9ce4_8422_2325,
                 ..Report::default()
@@ -489,6 +497,9 @@ impl World {
         f(roles, &mut ctx);
         if !was_leader && roles.proposer.is_leader() {
             self.report.leader_changes += 1;
+            if roles.proposer.leader_ballot() == self.paged.get(&node.id).copied() {
+                self.report.leaders_paged += 1;
+            }
         }
         let fresh: Vec<Applied> = roles.applier.journal.drain(..).collect();
         self.record_applied(i, fresh);
@@ -526,6 +537,7 @@ impl World {
         let (pcfg, lcfg, acfg) = (self.pcfg.clone(), self.lcfg.clone(), self.acfg.clone());
         let members = self.members.clone();
         let bugs = self.sc.bugs;
+        let promise_bytes = self.sc.promise_bytes;
         let node = &mut self.nodes[i];
         node.inc += 1;
         node.boot = node.rng.next_u64();
@@ -539,10 +551,14 @@ impl World {
             rng: &mut node.rng,
             out: &mut out,
         };
+        let acceptor_cfg = AcceptorConfig {
+            leader_lease: pcfg.election_timeout,
+            promise_bytes_max: promise_bytes,
+        };
         let acceptor = Acceptor::recover(
             id,
             &ctx,
-            pcfg.election_timeout,
+            acceptor_cfg,
             AcceptorBugs {
                 forget_promise: bugs.forget_promise,
             },
@@ -802,6 +818,17 @@ impl World {
                 if let Message::Entries { entries, .. } = &msg {
                     if self.nodes[i].roles.is_some() {
                         self.report.fetched_entries += entries.len() as u64;
+                    }
+                }
+                if let Message::Promise {
+                    ballot,
+                    next_page: Some(_),
+                    ..
+                } = &msg
+                {
+                    if role == Role::Proposer && self.nodes[i].roles.is_some() {
+                        self.report.partial_pages += 1;
+                        self.paged.insert(to, *ballot);
                     }
                 }
                 self.with_roles(i, |r, ctx| match role {

@@ -129,13 +129,14 @@ fn sim_main(args: SimArgs) -> Result<i32> {
             println!("{line}");
         }
         println!(
-            "seed {}: {} events, {} ops answered, {} unknown, {} refused, {} entries fetched, sim time {}, trace {:016x}",
+            "seed {}: {} events, {} ops answered, {} unknown, {} refused, {} entries fetched, {} partial promise pages, sim time {}, trace {:016x}",
             sc.seed,
             report.events,
             report.ops_ok,
             report.ops_unknown,
             report.ops_refused,
             report.fetched_entries,
+            report.partial_pages,
             report.sim_time,
             report.trace_hash
         );
@@ -172,6 +173,10 @@ fn sim_main(args: SimArgs) -> Result<i32> {
         summary.wall_secs,
         summary.ops_per_sec(),
         summary.events as f64 / summary.wall_secs.max(1e-9)
+    );
+    println!(
+        "{} leaderships won, {} of them after paged promises",
+        summary.leader_changes, summary.leaders_paged
     );
     if summary.checker_unknown > 0 {
         println!(

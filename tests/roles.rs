@@ -3,12 +3,12 @@
 
 use bytes::Bytes;
 use ordo::apply::applier::{Applier, ApplierConfig};
-use ordo::paxos::acceptor::{Acceptor, AcceptorBugs};
+use ordo::paxos::acceptor::{Acceptor, AcceptorBugs, AcceptorConfig, PROMISE_BYTES_MAX_DEFAULT};
 use ordo::paxos::ballot::{Ballot, NodeId, Update, UpdateId, Value};
 use ordo::paxos::command::{BackendReply, Command, Ctx, Refusal, Timer};
 use ordo::paxos::learner::{Learner, LearnerConfig};
 use ordo::paxos::membership::Membership;
-use ordo::paxos::message::{AcceptedEntry, Message, Role};
+use ordo::paxos::message::{AcceptedEntry, Message, Role, entry_cost};
 use ordo::paxos::proposer::{Proposer, ProposerBugs, ProposerConfig};
 use ordo::rng::Rng;
 use ordo::sim::disk::SimDisk;
@@ -96,7 +96,15 @@ fn sends(out: &[Command]) -> Vec<(NodeId, Role, Message)> {
 // ---- acceptor (Paxos Made Simple §2.2) ----
 
 fn acceptor(h: &mut Harness) -> Acceptor {
-    h.call(|ctx| Acceptor::recover(N1, ctx, Duration::from_secs(1), AcceptorBugs::default()))
+    acceptor_with_budget(h, PROMISE_BYTES_MAX_DEFAULT)
+}
+
+fn acceptor_with_budget(h: &mut Harness, promise_bytes_max: usize) -> Acceptor {
+    let cfg = AcceptorConfig {
+        leader_lease: Duration::from_secs(1),
+        promise_bytes_max,
+    };
+    h.call(|ctx| Acceptor::recover(N1, ctx, cfg, AcceptorBugs::default()))
         .0
 }
 
@@ -113,6 +121,8 @@ fn acceptor_promises_a_higher_ballot_durably_and_repeats_the_same_answer() {
         ballot: b(1, N0),
         chosen_upto: 0,
         accepted: vec![],
+        from_slot: 1,
+        next_page: None,
     };
     let (_, out) = h.call(|ctx| a.on_message(ctx, N0, prepare.clone()));
     assert_eq!(out, vec![durable(N0, Role::Proposer, promise.clone())]);
@@ -207,6 +217,8 @@ fn acceptor_reports_accepted_values_in_its_promise_and_survives_a_crash() {
             ballot: b(1, N0),
             value: v,
         }],
+        from_slot: 1,
+        next_page: None,
     };
     assert_eq!(out, vec![durable(N2, Role::Proposer, expected)]);
 }
@@ -247,6 +259,8 @@ fn acceptor_forgets_chosen_entries_and_says_so_in_promises() {
             ballot: b(1, N0),
             value: Value::Noop,
         }],
+        from_slot: 1,
+        next_page: None,
     };
     assert_eq!(out, vec![durable(N2, Role::Proposer, expected)]);
 }
@@ -336,6 +350,8 @@ fn new_leader_adopts_the_highest_accepted_value_and_fills_gaps_with_noops() {
             ballot: b(0, N1),
             value: old,
         }],
+        from_slot: 1,
+        next_page: None,
     };
     let promise2 = Message::Promise {
         ballot,
@@ -352,6 +368,8 @@ fn new_leader_adopts_the_highest_accepted_value_and_fills_gaps_with_noops() {
                 value: Value::Noop,
             },
         ],
+        from_slot: 1,
+        next_page: None,
     };
     let (_, out) = h.call(|ctx| p.on_message(ctx, N1, promise1));
     assert!(out.is_empty(), "one promise is not a majority");
@@ -382,6 +400,8 @@ fn a_value_is_decided_by_a_majority_of_accepted_votes_only() {
             ballot,
             chosen_upto: 0,
             accepted: vec![],
+            from_slot: 1,
+            next_page: None,
         };
         h.call(|ctx| p.on_message(ctx, n, m));
     }
@@ -427,6 +447,8 @@ fn a_rejected_leader_steps_down_and_refuses_what_it_never_proposed() {
             ballot,
             chosen_upto: 0,
             accepted: vec![],
+            from_slot: 1,
+            next_page: None,
         };
         h.call(|ctx| p.on_message(ctx, n, m));
     }
@@ -716,6 +738,8 @@ fn a_leader_dates_its_lease_by_the_latest_round_a_quorum_confirmed() {
             ballot,
             chosen_upto: 0,
             accepted: vec![],
+            from_slot: 1,
+            next_page: None,
         };
         h.call(|ctx| p.on_message(ctx, n, m));
     }
@@ -818,6 +842,8 @@ fn a_returned_forward_is_never_refused_on_step_down() {
             ballot,
             chosen_upto: 0,
             accepted: vec![],
+            from_slot: 1,
+            next_page: None,
         };
         h.call(|ctx| p.on_message(ctx, n, m));
     }
@@ -886,4 +912,337 @@ fn an_acceptor_that_hears_its_leader_refuses_rivals_but_not_a_takeover() {
         matches!(&sends(&out)[0].2, Message::Promise { .. }),
         "{out:?}"
     );
+}
+
+// ---- promise paging ----
+
+/// A one-update value with a 100-byte payload: it costs
+/// `entry_cost` = 164 bytes of a promise page.
+fn big(origin: NodeId, seq: u64) -> Value {
+    let mut u = update(origin, seq);
+    u.payload = Bytes::from(vec![b'x'; 100]);
+    Value::Batch(vec![u])
+}
+
+fn page(
+    ballot: Ballot,
+    chosen_upto: u64,
+    accepted: Vec<(u64, Ballot, Value)>,
+    from_slot: u64,
+    next_page: Option<u64>,
+) -> Message {
+    let accepted = accepted
+        .into_iter()
+        .map(|(slot, ballot, value)| AcceptedEntry {
+            slot,
+            ballot,
+            value,
+        })
+        .collect();
+    Message::Promise {
+        ballot,
+        chosen_upto,
+        accepted,
+        from_slot,
+        next_page,
+    }
+}
+
+fn prepare(ballot: Ballot, from_slot: u64) -> Message {
+    Message::Prepare {
+        ballot,
+        from_slot,
+        takeover: false,
+    }
+}
+
+/// The accepts a leader sent to `to`, as (slot, value).
+fn accepts_to(out: &[Command], to: NodeId) -> Vec<(u64, Value)> {
+    sends(out)
+        .into_iter()
+        .filter(|(n, r, _)| *n == to && *r == Role::Acceptor)
+        .filter_map(|(_, _, m)| match m {
+            Message::Accept { slot, value, .. } => Some((slot, value)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn acceptor_splits_a_promise_into_pages_within_its_byte_budget() {
+    assert_eq!(entry_cost(&big(N0, 1)), 164);
+    let mut h = Harness::new();
+    // Two entries fit (328 bytes), a third would not (492).
+    let mut a = acceptor_with_budget(&mut h, 400);
+    let old = b(1, N0);
+    for slot in 1..=4 {
+        let m = Message::Accept {
+            ballot: old,
+            slot,
+            value: big(N0, slot),
+        };
+        h.call(|ctx| a.on_message(ctx, N0, m));
+    }
+    // The old leader went quiet (no stickiness).
+    h.now = h.now + Duration::from_secs(2);
+    let ballot = b(2, N2);
+    let (_, out) = h.call(|ctx| a.on_message(ctx, N2, prepare(ballot, 1)));
+    let first = page(
+        ballot,
+        0,
+        vec![(1, old, big(N0, 1)), (2, old, big(N0, 2))],
+        1,
+        Some(3),
+    );
+    assert_eq!(out, vec![durable(N2, Role::Proposer, first.clone())]);
+    // A repeat gets the same page.
+    let (_, out) = h.call(|ctx| a.on_message(ctx, N2, prepare(ballot, 1)));
+    assert_eq!(out, vec![durable(N2, Role::Proposer, first)]);
+    // The next page is a Prepare at the promised ballot from slot 3. The
+    // node committed slot 3 meanwhile: the page says so, and starts after.
+    h.call(|ctx| a.on_message(ctx, N1, Message::Committed { commit: 3 }));
+    let (_, out) = h.call(|ctx| a.on_message(ctx, N2, prepare(ballot, 3)));
+    let last = page(ballot, 3, vec![(4, old, big(N0, 4))], 3, None);
+    assert_eq!(out, vec![durable(N2, Role::Proposer, last)]);
+    assert_eq!(a.promised(), ballot, "a page request is not a new promise");
+}
+
+#[test]
+fn acceptor_always_sends_at_least_one_entry_per_page() {
+    let mut h = Harness::new();
+    let mut a = acceptor_with_budget(&mut h, 10);
+    for slot in [5, 9] {
+        let m = Message::Accept {
+            ballot: b(1, N0),
+            slot,
+            value: big(N0, slot),
+        };
+        h.call(|ctx| a.on_message(ctx, N0, m));
+    }
+    // The old leader went quiet (no stickiness).
+    h.now = h.now + Duration::from_secs(2);
+    let ballot = b(2, N2);
+    let (_, out) = h.call(|ctx| a.on_message(ctx, N2, prepare(ballot, 1)));
+    let one = page(ballot, 0, vec![(5, b(1, N0), big(N0, 5))], 1, Some(9));
+    assert_eq!(out, vec![durable(N2, Role::Proposer, one)]);
+    let (_, out) = h.call(|ctx| a.on_message(ctx, N2, prepare(ballot, 9)));
+    let two = page(ballot, 0, vec![(9, b(1, N0), big(N0, 9))], 9, None);
+    assert_eq!(out, vec![durable(N2, Role::Proposer, two)]);
+}
+
+#[test]
+fn a_candidate_leads_only_once_a_quorum_sent_its_last_page() {
+    let mut h = Harness::new();
+    let (mut p, _) = proposer(&mut h, N0);
+    let ballot = elect(&mut h, &mut p);
+    let old = b(0, N1);
+    // N1's first page: more follows from slot 3. The candidate asks for
+    // it at once, and its election timer is pushed back (progress).
+    let first = page(
+        ballot,
+        0,
+        vec![(1, old, big(N1, 1)), (2, old, big(N1, 2))],
+        1,
+        Some(3),
+    );
+    let (_, out) = h.call(|ctx| p.on_message(ctx, N1, first.clone()));
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0], durable(N1, Role::Acceptor, prepare(ballot, 3)));
+    assert!(matches!(
+        out[1],
+        Command::SetTimer {
+            timer: Timer::Election,
+            ..
+        }
+    ));
+    // N2 is complete, N1 is not: one promise is not a majority.
+    let (_, out) = h.call(|ctx| p.on_message(ctx, N2, page(ballot, 0, vec![], 1, None)));
+    assert!(out.is_empty(), "{out:?}");
+    assert!(!p.is_leader());
+    // A duplicate of N1's first page, a page of an older ballot and a
+    // page that does not start where N1 is expected to continue are
+    // dropped without effect.
+    let stale = page(b(0, N0), 0, vec![], 3, None);
+    let skipping = page(ballot, 0, vec![], 4, None);
+    for m in [first, stale, skipping] {
+        let (_, out) = h.call(|ctx| p.on_message(ctx, N1, m));
+        assert!(out.is_empty(), "{out:?}");
+        assert!(!p.is_leader());
+    }
+    assert_eq!(p.dropped, 3);
+    // The retransmission timer asks again whoever is incomplete, from
+    // where each one stands: N0 from the start, N1 from slot 3.
+    h.now = h.now + ProposerConfig::default().retransmit_after;
+    let (_, out) = h.call(|ctx| p.on_timer(ctx, Timer::Tick));
+    assert_eq!(
+        sends(&out),
+        vec![
+            (N0, Role::Acceptor, prepare(ballot, 1)),
+            (N1, Role::Acceptor, prepare(ballot, 3)),
+        ]
+    );
+    // N1's last page; its node committed up to slot 2 meanwhile, which
+    // counts: the leader leaves slots 1 and 2 alone.
+    let last = page(ballot, 2, vec![(3, old, big(N1, 3))], 3, None);
+    let (_, out) = h.call(|ctx| p.on_message(ctx, N1, last));
+    assert!(p.is_leader());
+    assert_eq!(accepts_to(&out, N1), vec![(3, big(N1, 3))]);
+    assert!(out.contains(&plain(
+        N0,
+        Role::Learner,
+        Message::CommitHint {
+            commit: 2,
+            leader: N0
+        }
+    )));
+}
+
+#[test]
+fn the_highest_ballot_value_is_adopted_across_pages_and_acceptors() {
+    let mut h = Harness::new();
+    let (mut p, _) = proposer(&mut h, N0);
+    let ballot = elect(&mut h, &mut p);
+    let (lo, mid, hi) = (b(0, N1), b(0, N2), b(1, N2));
+    let n1_pages = [
+        page(
+            ballot,
+            0,
+            vec![(1, lo, big(N1, 1)), (2, hi, big(N1, 2))],
+            1,
+            Some(4),
+        ),
+        page(ballot, 0, vec![(4, lo, big(N1, 4))], 4, Some(5)),
+        page(ballot, 0, vec![(5, hi, big(N1, 5))], 5, None),
+    ];
+    let n2_pages = [
+        page(
+            ballot,
+            0,
+            vec![(1, mid, big(N2, 1)), (2, lo, big(N2, 2))],
+            1,
+            Some(4),
+        ),
+        page(
+            ballot,
+            0,
+            vec![(4, hi, big(N2, 4)), (5, mid, big(N2, 5))],
+            4,
+            None,
+        ),
+    ];
+    // Interleaved, as they might arrive.
+    h.call(|ctx| p.on_message(ctx, N1, n1_pages[0].clone()));
+    h.call(|ctx| p.on_message(ctx, N2, n2_pages[0].clone()));
+    h.call(|ctx| p.on_message(ctx, N1, n1_pages[1].clone()));
+    h.call(|ctx| p.on_message(ctx, N2, n2_pages[1].clone()));
+    assert!(!p.is_leader(), "N1 has one page to go");
+    let (_, out) = h.call(|ctx| p.on_message(ctx, N1, n1_pages[2].clone()));
+    assert!(p.is_leader());
+    assert_eq!(
+        accepts_to(&out, N2),
+        vec![
+            (1, big(N2, 1)),
+            (2, big(N1, 2)),
+            (3, Value::Noop),
+            (4, big(N2, 4)),
+            (5, big(N1, 5)),
+        ],
+        "per slot, the value of the highest ballot any page reported"
+    );
+}
+
+#[test]
+fn pages_of_an_abandoned_election_do_not_count_for_the_next() {
+    let mut h = Harness::new();
+    let (mut p, _) = proposer(&mut h, N0);
+    let first = elect(&mut h, &mut p);
+    let old = b(0, N1);
+    h.call(|ctx| {
+        p.on_message(
+            ctx,
+            N1,
+            page(first, 0, vec![(1, old, big(N1, 1))], 1, Some(2)),
+        )
+    });
+    // The election times out: a higher ballot, every acceptor from the
+    // start again.
+    let second = elect(&mut h, &mut p);
+    assert!(second > first);
+    for n in [N1, N2] {
+        let late = page(first, 0, vec![(2, old, big(N1, 2))], 2, None);
+        h.call(|ctx| p.on_message(ctx, n, late));
+    }
+    assert!(!p.is_leader());
+    h.call(|ctx| p.on_message(ctx, N2, page(second, 0, vec![], 1, None)));
+    assert!(!p.is_leader(), "N1's pages were for the old ballot");
+    let (_, out) = h.call(|ctx| {
+        p.on_message(
+            ctx,
+            N1,
+            page(second, 0, vec![(1, old, big(N1, 1))], 1, None),
+        )
+    });
+    assert!(p.is_leader());
+    assert_eq!(accepts_to(&out, N1), vec![(1, big(N1, 1))]);
+}
+
+/// The problem paging solves: a promise of the largest updates must not
+/// outgrow a peer frame. With the default budget every page fits.
+#[test]
+fn every_page_of_a_promise_of_the_largest_updates_fits_in_a_peer_frame() {
+    use ordo::config::MAX_BODY_BYTES_LIMIT;
+    use ordo::mesh::frame::{Frame, MAX_FRAME_BYTES, encode};
+    let mut h = Harness::new();
+    let mut a = acceptor(&mut h);
+    let value = |size: usize, seq: u64| {
+        let mut u = update(N0, seq);
+        u.payload = Bytes::from(vec![b'x'; size]);
+        Value::Batch(vec![u])
+    };
+    // The largest body with headers, and some smaller ones.
+    let sizes: Vec<usize> = [MAX_BODY_BYTES_LIMIT + (16 << 10); 3]
+        .into_iter()
+        .chain([3 << 20; 4])
+        .chain([1 << 20; 4])
+        .collect();
+    let total: usize = sizes.iter().sum();
+    assert!(total > MAX_FRAME_BYTES, "one promise would not fit");
+    for (i, &size) in sizes.iter().enumerate() {
+        let slot = i as u64 + 1;
+        let m = Message::Accept {
+            ballot: b(1, N0),
+            slot,
+            value: value(size, slot),
+        };
+        h.call(|ctx| a.on_message(ctx, N0, m));
+    }
+    h.now = h.now + Duration::from_secs(2);
+    let ballot = b(2, N2);
+    let mut from = Some(1);
+    let mut seen = Vec::new();
+    while let Some(from_slot) = from {
+        let (_, out) = h.call(|ctx| a.on_message(ctx, N2, prepare(ballot, from_slot)));
+        let [(_, _, msg)] = &sends(&out)[..] else {
+            panic!("one page expected: {out:?}")
+        };
+        let frame = Frame::Msg {
+            group: "svc".into(),
+            role: Role::Proposer,
+            msg: msg.clone(),
+        };
+        if let Err(e) = encode(&frame, MAX_FRAME_BYTES) {
+            panic!("page from {from_slot}: {e}");
+        }
+        let Message::Promise {
+            accepted,
+            next_page,
+            ..
+        } = msg
+        else {
+            panic!("a promise expected: {msg:?}")
+        };
+        seen.extend(accepted.iter().map(|e| e.slot));
+        from = *next_page;
+    }
+    assert_eq!(seen, (1..=sizes.len() as u64).collect::<Vec<_>>());
 }

@@ -51,6 +51,21 @@ fn a_node_down_for_a_long_time_catches_up_by_fetching() {
     );
 }
 
+/// Promise paging is exercised: a leader crash under load leaves
+/// accepted entries above the commit index, and with one entry per page
+/// the next leader must page them in (and the run still passes).
+#[test]
+fn a_leader_crash_under_load_pages_the_promises_of_the_next_election() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let text = std::fs::read_to_string(dir.join("leader-crash-under-load.scenario")).expect("file");
+    let mut sc = Scenario::parse(&text).expect("parses");
+    sc.promise_bytes = 1;
+    let report = World::new(sc, false).run();
+    assert!(report.failure().is_none(), "{:?}", report.failure());
+    assert!(report.partial_pages > 0, "no promise was split into pages");
+    assert!(report.leaders_paged > 0, "no leader was elected over pages");
+}
+
 #[test]
 fn ordo_sim_replay_runs_a_file_and_reports_ok() {
     let file = &scenario_files()[0];

@@ -19,7 +19,7 @@ pub use status::GroupStatus;
 pub use transport::{Inbox, LoopbackTransport, Transport};
 
 use crate::apply::applier::{Applier, ApplierConfig};
-use crate::paxos::acceptor::{Acceptor, AcceptorBugs};
+use crate::paxos::acceptor::{Acceptor, AcceptorBugs, AcceptorConfig};
 use crate::paxos::ballot::{NodeId, Slot};
 use crate::paxos::command::Ctx;
 use crate::paxos::learner::{Learner, LearnerConfig};
@@ -179,12 +179,11 @@ pub fn start_group(
             rng: &mut acceptor_rng,
             out: &mut acceptor_out,
         };
-        Acceptor::recover(
-            id,
-            &c,
-            cfg.proposer.election_timeout,
-            AcceptorBugs::default(),
-        )
+        let acfg = AcceptorConfig {
+            leader_lease: cfg.proposer.election_timeout,
+            ..AcceptorConfig::default()
+        };
+        Acceptor::recover(id, &c, acfg, AcceptorBugs::default())
     };
 
     let mut learner_rng = Rng::from_os();

@@ -13,10 +13,20 @@
 //! preferred leader's takeover. Refusing is always safe; this stops a node
 //! that cannot hear the leader (a one-way cut) from deposing it again and
 //! again.
+//!
+//! Promise paging: a promise reports what was accepted from the requested
+//! slot on, but at most `promise_bytes_max` bytes of it per message (and
+//! always at least one entry), so that a promise fits in a peer frame
+//! however large the accepted values are. A page that stops short names
+//! the slot to continue from; the candidate asks again with a `Prepare`
+//! at the same ballot from there, which is a repeat of the promised
+//! ballot and so gets the same kind of answer: a page from the new start.
+//! Why the pages together are as good as one promise is argued at
+//! `Proposer::on_promise`.
 
 use super::ballot::{Ballot, NodeId, Slot, Value};
 use super::command::Ctx;
-use super::message::{AcceptedEntry, Message, Role};
+use super::message::{AcceptedEntry, Message, Role, entry_cost};
 use crate::storage::state;
 use crate::time::Time;
 use std::collections::BTreeMap;
@@ -30,6 +40,30 @@ pub struct AcceptorBugs {
     pub forget_promise: bool,
 }
 
+#[derive(Clone, Debug)]
+pub struct AcceptorConfig {
+    /// How long the leader of the promised ballot stays "live" after it
+    /// was last heard from (leader stickiness).
+    pub leader_lease: Duration,
+    /// Bytes of accepted entries per promise page (see
+    /// `message::entry_cost`); a page always carries at least one entry,
+    /// so the largest page is the larger of this and the largest entry.
+    pub promise_bytes_max: usize,
+}
+
+/// 4 MiB: with an entry of at most one update of `MAX_BODY_BYTES_LIMIT`
+/// (8 MiB) and its headers, a page stays well below the 16 MiB frame.
+pub const PROMISE_BYTES_MAX_DEFAULT: usize = 4 << 20;
+
+impl Default for AcceptorConfig {
+    fn default() -> Self {
+        AcceptorConfig {
+            leader_lease: Duration::from_millis(1000),
+            promise_bytes_max: PROMISE_BYTES_MAX_DEFAULT,
+        }
+    }
+}
+
 pub struct Acceptor {
     id: NodeId,
     promised: Ballot,
@@ -38,7 +72,7 @@ pub struct Acceptor {
     /// The node's commit index, as the local learner last reported it.
     chosen_upto: Slot,
     bugs: AcceptorBugs,
-    leader_lease: Duration,
+    cfg: AcceptorConfig,
     /// When the leader of the promised ballot was last heard from.
     leader_heard: Option<Time>,
     /// Messages dropped as malformed or misaddressed.
@@ -49,12 +83,7 @@ impl Acceptor {
     /// Rebuild from what the disk holds: promised ballot and accepted
     /// entries. `chosen_upto` is on disk too: entries below it may be
     /// gone, and a promise must never pretend they were never accepted.
-    pub fn recover(
-        id: NodeId,
-        ctx: &Ctx<'_>,
-        leader_lease: Duration,
-        bugs: AcceptorBugs,
-    ) -> Acceptor {
+    pub fn recover(id: NodeId, ctx: &Ctx<'_>, cfg: AcceptorConfig, bugs: AcceptorBugs) -> Acceptor {
         let promised = state::load_promised(&*ctx.kv);
         let chosen_upto = state::load_u64(&*ctx.kv, state::Meta::ChosenUpto);
         let mut accepted = BTreeMap::new();
@@ -76,7 +105,7 @@ impl Acceptor {
             accepted,
             chosen_upto,
             bugs,
-            leader_lease,
+            cfg,
             leader_heard: None,
             dropped: 0,
         }
@@ -144,7 +173,7 @@ impl Acceptor {
         }
         let leader_live = self
             .leader_heard
-            .is_some_and(|t| ctx.now.since(t) < self.leader_lease);
+            .is_some_and(|t| ctx.now.since(t) < self.cfg.leader_lease);
         let sticky = leader_live && !takeover && ballot.node != self.promised.node;
         if ballot < self.promised || (ballot > self.promised && sticky) {
             let promised = self.promised;
@@ -154,21 +183,31 @@ impl Acceptor {
         if ballot > self.promised {
             self.promise(ctx, ballot);
         }
-        // ballot == promised now: a repeat gets the same answer. Durable
+        // ballot == promised now: a repeat, or the request for a further
+        // page, gets the same kind of answer, from `from_slot`. Durable
         // even for a repeat, since the first write may not be synced yet.
-        let accepted = self
-            .accepted
-            .range(from_slot.max(self.chosen_upto + 1)..)
-            .map(|(&slot, (b, v))| AcceptedEntry {
+        let mut accepted = Vec::new();
+        let mut bytes = 0;
+        let mut next_page = None;
+        for (&slot, (b, v)) in self.accepted.range(from_slot.max(self.chosen_upto + 1)..) {
+            let cost = entry_cost(v);
+            if !accepted.is_empty() && bytes + cost > self.cfg.promise_bytes_max {
+                next_page = Some(slot);
+                break;
+            }
+            bytes += cost;
+            accepted.push(AcceptedEntry {
                 slot,
                 ballot: *b,
                 value: v.clone(),
-            })
-            .collect();
+            });
+        }
         let msg = Message::Promise {
             ballot,
             chosen_upto: self.chosen_upto,
             accepted,
+            from_slot,
+            next_page,
         };
         ctx.send_durable(from, Role::Proposer, msg);
     }

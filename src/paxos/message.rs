@@ -23,6 +23,21 @@ pub struct AcceptedEntry {
     pub value: Value,
 }
 
+/// What an accepted entry costs a promise page, in bytes: the payloads
+/// and client keys it carries, plus an allowance for the slot, ballot
+/// and update ids (more than their postcard encoding needs), so a page
+/// of many no-ops is bounded too.
+pub fn entry_cost(value: &Value) -> usize {
+    const ENTRY: usize = 32;
+    const UPDATE: usize = 32;
+    ENTRY
+        + value
+            .updates()
+            .iter()
+            .map(|u| UPDATE + u.payload.len() + u.key.as_ref().map_or(0, |k| k.len()))
+            .sum::<usize>()
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
     /// Phase 1a, for every slot from `from_slot` on (Multi-Paxos: one
@@ -33,13 +48,23 @@ pub enum Message {
         from_slot: Slot,
         takeover: bool,
     },
-    /// Phase 1b. `chosen_upto` is the acceptor's node's commit index:
-    /// slots up to it are chosen, so the new leader must not propose
-    /// there (the acceptor may have forgotten what it accepted there).
+    /// Phase 1b, one page of it. `chosen_upto` is the acceptor's node's
+    /// commit index: slots up to it are chosen, so the new leader must
+    /// not propose there (the acceptor may have forgotten what it
+    /// accepted there).
+    ///
+    /// Paging: a page answers the `Prepare` whose `from_slot` it echoes
+    /// and reports, in slot order, what the acceptor accepted from that
+    /// slot on, up to the acceptor's byte budget (at least one entry).
+    /// `next_page: None` says the page reaches to the end (the promise is
+    /// complete); `Some(s)` says every slot below `s` is reported and the
+    /// candidate asks again, a `Prepare` at the same ballot from `s`.
     Promise {
         ballot: Ballot,
         chosen_upto: Slot,
         accepted: Vec<AcceptedEntry>,
+        from_slot: Slot,
+        next_page: Option<Slot>,
     },
     /// Phase 2a.
     Accept {

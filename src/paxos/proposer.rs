@@ -70,7 +70,38 @@ struct Candidate {
     ballot: Ballot,
     from_slot: Slot,
     takeover: bool,
-    promises: BTreeMap<NodeId, (Slot, Vec<AcceptedEntry>)>,
+    /// Every voter's promise as its pages arrive.
+    pages: BTreeMap<NodeId, Paging>,
+    /// Voters whose every page has arrived: only these count.
+    complete: usize,
+    /// The highest commit index any page reported.
+    chosen_upto: Slot,
+    /// The highest-ballot accepted value per slot (from `from_slot` on)
+    /// across every page of every acceptor so far (P2c).
+    adopt: BTreeMap<Slot, (Ballot, Value)>,
+}
+
+impl Candidate {
+    fn new(ballot: Ballot, from_slot: Slot, takeover: bool) -> Candidate {
+        Candidate {
+            ballot,
+            from_slot,
+            takeover,
+            pages: BTreeMap::new(),
+            complete: 0,
+            chosen_upto: 0,
+            adopt: BTreeMap::new(),
+        }
+    }
+}
+
+/// One acceptor's promise while it is being paged in.
+struct Paging {
+    /// The slot the next page must start at: every slot from the
+    /// candidate's `from_slot` up to it is reported. `None`: complete.
+    next: Option<Slot>,
+    /// When the `Prepare` asking for that page was last sent.
+    asked: Time,
 }
 
 struct Inflight {
@@ -259,7 +290,17 @@ impl Proposer {
                 ballot,
                 chosen_upto,
                 accepted,
-            } => self.on_promise(ctx, from, ballot, chosen_upto, accepted),
+                from_slot,
+                next_page,
+            } => self.on_promise(
+                ctx,
+                from,
+                ballot,
+                chosen_upto,
+                accepted,
+                from_slot,
+                next_page,
+            ),
             Message::Accepted { ballot, slot } => self.on_accepted(ctx, from, ballot, slot),
             Message::Rejected { ballot, promised } => self.on_rejected(ctx, ballot, promised),
             Message::Heartbeat { ballot, commit } => self.on_heartbeat(ctx, from, ballot, commit),
@@ -329,17 +370,12 @@ impl Proposer {
         };
         self.refuse_queue(ctx);
         self.caught_up_since = None;
+        let from_slot = self.commit + 1;
+        let mut c = Candidate::new(ballot, from_slot, takeover);
         if self.bugs.skip_phase1 {
-            let none = Candidate {
-                ballot,
-                from_slot: self.commit + 1,
-                takeover,
-                promises: BTreeMap::new(),
-            };
-            self.become_leader(ctx, none);
+            self.become_leader(ctx, c);
             return;
         }
-        let from_slot = self.commit + 1;
         for &v in &self.members.voters {
             let msg = Message::Prepare {
                 ballot,
@@ -347,35 +383,80 @@ impl Proposer {
                 takeover,
             };
             ctx.send_durable(v, Role::Acceptor, msg);
+            let asked = ctx.now;
+            let next = Some(from_slot);
+            c.pages.insert(v, Paging { next, asked });
         }
-        self.phase = Phase::Candidate(Candidate {
-            ballot,
-            from_slot,
-            takeover,
-            promises: BTreeMap::new(),
-        });
+        self.phase = Phase::Candidate(c);
         self.arm_election(ctx);
         ctx.set_timer(Timer::Tick, ctx.now + self.cfg.retransmit_after);
     }
 
+    /// Ask again every voter whose promise is incomplete and whose last
+    /// request (for its first page or a later one) is unanswered for
+    /// `retransmit_after`: the request or its page may have been lost.
     fn retransmit_prepare(&mut self, ctx: &mut Ctx<'_>) {
-        let Phase::Candidate(c) = &self.phase else {
+        let Phase::Candidate(c) = &mut self.phase else {
             return;
         };
-        let (ballot, from_slot, takeover) = (c.ballot, c.from_slot, c.takeover);
-        for &v in &self.members.voters {
-            if !c.promises.contains_key(&v) {
-                let msg = Message::Prepare {
-                    ballot,
-                    from_slot,
-                    takeover,
-                };
-                ctx.send_durable(v, Role::Acceptor, msg);
+        let (ballot, takeover) = (c.ballot, c.takeover);
+        for (&v, p) in c.pages.iter_mut() {
+            let Some(from_slot) = p.next else {
+                continue;
+            };
+            if ctx.now.since(p.asked) < self.cfg.retransmit_after {
+                continue;
             }
+            p.asked = ctx.now;
+            let msg = Message::Prepare {
+                ballot,
+                from_slot,
+                takeover,
+            };
+            ctx.send_durable(v, Role::Acceptor, msg);
         }
         ctx.set_timer(Timer::Tick, ctx.now + self.cfg.retransmit_after);
     }
 
+    /// One page of a voter's promise.
+    ///
+    /// # Why paging keeps phase 1 exact
+    ///
+    /// One acceptor's pages together say what a single unpaged promise
+    /// would have said at the moment it promised `ballot`:
+    ///
+    /// 1. Its first page leaves only once the promise is on disk, and it
+    ///    answers a request for a later page only while its promised
+    ///    ballot is still exactly `ballot` (higher: it rejects, and we
+    ///    step down). So from its first page to its last it accepts
+    ///    nothing below `ballot`.
+    /// 2. Nor at `ballot`: only this proposer proposes at `ballot` (the
+    ///    node is part of the ballot, the round is persisted before use)
+    ///    and it proposes only as leader, after the last page it counts.
+    ///    An `Accept` at `ballot` reaching the acceptor later is our own
+    ///    and changes nothing we relied on. So above its commit index its
+    ///    accepted entries are the same at every page: the pages are
+    ///    slices of one snapshot, whatever time passes between them.
+    /// 3. What can change between pages is its commit index: entries at
+    ///    or below it are forgotten. Every page's `chosen_upto` is a true
+    ///    "chosen up to here", so we take the highest over all pages and
+    ///    propose nothing at or below it, exactly as for one promise.
+    /// 4. A page counts only if it starts exactly where that acceptor's
+    ///    previous page said to continue, and `next_page` only moves
+    ///    forward; so its counted pages cover every slot from our
+    ///    `from_slot` on with no gap, and its promise counts toward the
+    ///    quorum only once a page says it reaches the end. A duplicated,
+    ///    reordered or retransmitted page (another start), a page of an
+    ///    old ballot, and any page after a restarted election (a new
+    ///    `Candidate` at a higher ballot) are dropped.
+    /// 5. Entries of acceptors whose promise is not complete yet are
+    ///    merged too. That is safe: each is a value its acceptor accepted
+    ///    below `ballot`. If `v` was chosen in slot `s` at `b0 < ballot`,
+    ///    every value accepted in `s` at a ballot in `[b0, ballot)` is `v`
+    ///    (the Paxos invariant), and the complete quorum holds an entry
+    ///    with a ballot at least `b0`; so the highest ballot over any
+    ///    superset of the quorum's reports still carries `v`.
+    #[allow(clippy::too_many_arguments)]
     fn on_promise(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -383,18 +464,66 @@ impl Proposer {
         ballot: Ballot,
         chosen_upto: Slot,
         accepted: Vec<AcceptedEntry>,
+        from_slot: Slot,
+        next_page: Option<Slot>,
     ) {
         let quorum = self.members.quorum();
         let Phase::Candidate(c) = &mut self.phase else {
             self.dropped += 1;
             return;
         };
-        if c.ballot != ballot || !self.members.is_voter(from) {
+        if c.ballot != ballot {
             self.dropped += 1;
             return;
         }
-        c.promises.insert(from, (chosen_upto, accepted));
-        if c.promises.len() >= quorum {
+        let Some(p) = c.pages.get_mut(&from) else {
+            // Not a voter.
+            self.dropped += 1;
+            return;
+        };
+        // Not the page we wait for: a duplicate, a reordered one, or one
+        // of an acceptor already complete.
+        if p.next != Some(from_slot) {
+            self.dropped += 1;
+            return;
+        }
+        // A page reports exactly [from_slot, next_page): anything else is
+        // malformed, and a page that does not move forward would stall.
+        let end = next_page.unwrap_or(Slot::MAX);
+        let in_page = accepted.iter().all(|e| e.slot >= from_slot && e.slot < end);
+        if next_page.is_some_and(|n| n <= from_slot) || !in_page {
+            self.dropped += 1;
+            return;
+        }
+        p.next = next_page;
+        c.chosen_upto = c.chosen_upto.max(chosen_upto);
+        for e in accepted {
+            if e.slot < c.from_slot {
+                continue;
+            }
+            match c.adopt.get(&e.slot) {
+                Some((b, _)) if *b >= e.ballot => {}
+                _ => {
+                    c.adopt.insert(e.slot, (e.ballot, e.value));
+                }
+            }
+        }
+        if let Some(next) = next_page {
+            p.asked = ctx.now;
+            let msg = Message::Prepare {
+                ballot,
+                from_slot: next,
+                takeover: c.takeover,
+            };
+            ctx.send_durable(from, Role::Acceptor, msg);
+            // The election is progressing: give it the time it needs.
+            // One acceptor has finitely many pages (by 2, it adds no
+            // entries meanwhile), so this postpones the timer boundedly.
+            self.arm_election(ctx);
+            return;
+        }
+        c.complete += 1;
+        if c.complete >= quorum {
             let Phase::Candidate(c) = std::mem::replace(&mut self.phase, Phase::Follower) else {
                 unreachable!("checked above");
             };
@@ -405,26 +534,10 @@ impl Proposer {
     /// Phase 1 is done: adopt what may be chosen, fill the gaps with
     /// no-ops, then lead.
     fn become_leader(&mut self, ctx: &mut Ctx<'_>, c: Candidate) {
-        let chosen_upto = c
-            .promises
-            .values()
-            .map(|(upto, _)| *upto)
-            .fold(self.commit, Slot::max);
-        // Highest-ballot value per open slot (P2c).
-        let mut adopt: BTreeMap<Slot, (Ballot, Value)> = BTreeMap::new();
-        for (_, entries) in c.promises.into_values() {
-            for e in entries {
-                if e.slot <= chosen_upto || e.slot < c.from_slot {
-                    continue;
-                }
-                match adopt.get(&e.slot) {
-                    Some((b, _)) if *b >= e.ballot => {}
-                    _ => {
-                        adopt.insert(e.slot, (e.ballot, e.value));
-                    }
-                }
-            }
-        }
+        let chosen_upto = c.chosen_upto.max(self.commit);
+        // Highest-ballot value per open slot (P2c), merged page by page.
+        let mut adopt = c.adopt;
+        adopt.retain(|&slot, _| slot > chosen_upto);
         let top = adopt
             .keys()
             .next_back()
