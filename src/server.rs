@@ -17,6 +17,12 @@ use anyhow::{Context, Result};
 use std::sync::Arc;
 use std::time::Duration;
 
+// One value travels in one peer frame: a batch holds at most
+// `batch_bytes_max` (checked by `start_group`) or one update of at most the
+// largest body allowed; half the frame is left for headers and framing.
+const _: () =
+    assert!(crate::config::MAX_BODY_BYTES_LIMIT <= crate::mesh::frame::MAX_FRAME_BYTES / 2);
+
 /// Applier attempts at one update before reads call the node stuck.
 const STUCK_ATTEMPTS: u64 = 5;
 

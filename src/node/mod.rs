@@ -165,6 +165,12 @@ pub fn start_group(
             "proposer window and batch_updates_max must be positive",
         ));
     }
+    if cfg.proposer.batch_bytes_max > crate::config::MAX_BODY_BYTES_LIMIT {
+        // A batch must fit in one peer frame, like the largest update.
+        return Err(StartError::BadConfig(
+            "proposer batch_bytes_max must not exceed the largest body allowed",
+        ));
+    }
 
     let mut kv = GroupKv::new(kv);
     let now = now();
