@@ -187,6 +187,12 @@ fn check_name(key: &str, name: &str, max: usize) -> Result<(), ConfigError> {
     }
 }
 
+/// Node and cluster names follow the certificate rules (DNS labels).
+fn check_label(key: &str, name: &str, max: usize) -> Result<(), ConfigError> {
+    crate::mesh::certs::check_label(name, max)
+        .map_err(|why| err(key, format!("{name:?} is not a valid name: {why}")))
+}
+
 impl Config {
     /// Parse and validate. Errors name the key and the reason.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
@@ -228,8 +234,8 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        check_name("cluster", &self.cluster, 48)?;
-        check_name("node", &self.node, 32)?;
+        check_label("cluster", &self.cluster, 48)?;
+        check_label("node", &self.node, 32)?;
         if self.nodes.is_empty() {
             return Err(err("nodes", "lists no node"));
         }
@@ -237,7 +243,7 @@ impl Config {
             return Err(err("nodes", "too many nodes"));
         }
         for name in self.nodes.keys() {
-            check_name(&format!("nodes.{name}"), name, 32)?;
+            check_label(&format!("nodes.{name}"), name, 32)?;
         }
         let Some(me) = self.nodes.get(&self.node) else {
             let known: Vec<&str> = self.nodes.keys().map(String::as_str).collect();
@@ -365,6 +371,12 @@ fn check_backend_url(key: &str, url: &str) -> Result<(), ConfigError> {
         )
     };
     let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+    if rest.contains('?') || rest.contains('#') {
+        return Err(err(
+            key,
+            format!("a backend URL has no query or fragment: {url:?}"),
+        ));
+    }
     let authority = rest.split('/').next().unwrap_or("");
     let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
     if host.is_empty() || port.parse::<u16>().is_err() {

@@ -65,6 +65,9 @@ impl RunningNode {
 pub async fn start(cfg: &Config, handle_signals: bool) -> Result<RunningNode> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
+    // Take the client port first: failing here leaves nothing started.
+    let client_listener = std::net::TcpListener::bind(cfg.listen.client)
+        .with_context(|| format!("cannot listen for clients on {}", cfg.listen.client))?;
     let store = FjallStore::open(&cfg.data_dir)
         .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?;
     let node_id = cfg.node_id();
@@ -146,8 +149,8 @@ pub async fn start(cfg: &Config, handle_signals: bool) -> Result<RunningNode> {
         server = server.disable_signals();
     }
     let server = server
-        .bind(cfg.listen.client)
-        .with_context(|| format!("cannot listen for clients on {}", cfg.listen.client))?;
+        .listen(client_listener)
+        .with_context(|| format!("cannot serve clients on {}", cfg.listen.client))?;
     let client_addr = server.addrs().first().copied().unwrap_or(cfg.listen.client);
     let server = server.run();
     let handle = server.handle();

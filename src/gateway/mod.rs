@@ -101,8 +101,15 @@ impl Gateway {
         &self.services
     }
 
+    /// The service with the longest prefix that matches whole path
+    /// segments: `/movies` serves `/movies` and `/movies/1`, not
+    /// `/movies-archive`.
     fn route(&self, path: &str) -> Option<&Service> {
-        self.services.iter().find(|s| path.starts_with(&s.prefix))
+        self.services.iter().find(|s| {
+            path.strip_prefix(s.prefix.as_str()).is_some_and(|rest| {
+                s.prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/')
+            })
+        })
     }
 
     fn next_id(&self) -> UpdateId {
@@ -111,6 +118,15 @@ impl Gateway {
             boot: self.boot,
             seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
         }
+    }
+
+    /// A place among the requests waiting on the log, if one is free.
+    fn admit(&self) -> Option<InflightGuard<'_>> {
+        if self.inflight.fetch_add(1, Ordering::Relaxed) >= self.max_inflight {
+            self.inflight.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(InflightGuard(&self.inflight))
     }
 
     fn node_name(&self, id: NodeId) -> String {
@@ -128,7 +144,9 @@ pub fn configure(gw: Arc<Gateway>) -> impl FnOnce(&mut web::ServiceConfig) {
         cfg.app_data(web::Data::from(gw))
             .app_data(web::PayloadConfig::new(limit))
             .route("/healthz", web::get().to(healthz))
+            .route("/healthz", web::head().to(healthz))
             .route("/readyz", web::get().to(readyz))
+            .route("/readyz", web::head().to(readyz))
             .route("/_ordo/status", web::get().to(status))
             .default_service(web::to(handle));
     }
@@ -281,6 +299,13 @@ impl futures_core::Stream for BodyStream {
 
 /// Read-index: ask for a read index, wait until applied, read locally.
 async fn linearizable_read(gw: &Gateway, service: &Service, req: &HttpRequest) -> HttpResponse {
+    // Waiting reads are bounded like updates: they hold a waiter each.
+    let Some(_guard) = gw.admit() else {
+        return unavailable(format!(
+            "node {} has {} requests waiting on the log, the most it takes",
+            gw.node, gw.max_inflight
+        ));
+    };
     let id = gw.next_id();
     let waiting = service.waiters.register(id);
     service.handle.proposer.do_send(Read { id });
@@ -313,18 +338,21 @@ impl Drop for InflightGuard<'_> {
 
 /// Propose the request and answer with this node's backend's response.
 async fn update(gw: &Gateway, service: &Service, req: &HttpRequest, body: Bytes) -> HttpResponse {
-    if gw.inflight.fetch_add(1, Ordering::Relaxed) >= gw.max_inflight {
-        gw.inflight.fetch_sub(1, Ordering::Relaxed);
+    let Some(_guard) = gw.admit() else {
         return unavailable(format!(
-            "node {} has {} updates in flight, the most it takes",
+            "node {} has {} requests waiting on the log, the most it takes",
             gw.node, gw.max_inflight
         ));
-    }
-    let _guard = InflightGuard(&gw.inflight);
+    };
     let key = req
         .headers()
         .get("idempotency-key")
         .map(|v| Bytes::copy_from_slice(v.as_bytes()));
+    let retry_advice = if key.is_some() {
+        "Retry with the same Idempotency-Key header: it is applied at most once."
+    } else {
+        "Retrying may apply it twice; send an Idempotency-Key header to retry safely."
+    };
     let proxied = ProxiedRequest {
         method: req.method().as_str().to_string(),
         path_and_query: path_and_query(req),
@@ -360,8 +388,7 @@ async fn update(gw: &Gateway, service: &Service, req: &HttpRequest, body: Bytes)
             StatusCode::GATEWAY_TIMEOUT,
             format!(
                 "ordo: the outcome of this update is unknown: it was proposed but not applied \
-                     on node {} within {:?}; it may still be applied. Retry with the same \
-                     Idempotency-Key header to apply it at most once.",
+                     on node {} within {:?}; it may still be applied. {retry_advice}",
                 gw.node, gw.update_timeout
             ),
         ),

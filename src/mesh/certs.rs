@@ -58,7 +58,8 @@ pub fn validate_cluster_name(name: &str) -> Result<(), CertError> {
     })
 }
 
-fn check_label(name: &str, max: usize) -> Result<(), &'static str> {
+/// Node and cluster names: they end up in certificate DNS names.
+pub fn check_label(name: &str, max: usize) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("empty");
     }
