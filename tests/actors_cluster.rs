@@ -2,83 +2,23 @@
 //! over the loopback transport with fjall stores and in-memory backends,
 //! and the group commit of a single acceptor.
 
-use actix::{Actor, Context, Handler};
+mod support;
+use support::{Collector, fast_config};
+
+use actix::Actor;
 use ordo::node::{
-    ClientOutcome, GroupConfig, LoopbackTransport, MemoryBackend, NodeHandle, Read, RoleStatus,
-    Status, Submit, SyncStats, Transport, start_group,
+    ClientOutcome, LoopbackTransport, MemoryBackend, NodeHandle, Read, RoleStatus, Status, Submit,
+    SyncStats, Transport, start_group,
 };
 use ordo::paxos::ballot::{Ballot, NodeId, Update, UpdateId, Value};
-use ordo::paxos::learner::LearnerConfig;
 use ordo::paxos::membership::Membership;
 use ordo::paxos::message::{Message, Role};
-use ordo::paxos::proposer::ProposerConfig;
 use ordo::sim::workload::SimOp;
 use ordo::storage::fjall_kv::FjallStore;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tempfile::TempDir;
-
-/// Longest any one wait in these tests may take.
-const LIMIT: Duration = Duration::from_secs(10);
-
-/// Poll `$cond` (which may `.await`) until it holds, for at most `LIMIT`.
-macro_rules! wait_for {
-    ($what:expr, $cond:expr) => {{
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if $cond {
-                break;
-            }
-            if Instant::now() > deadline {
-                panic!("timed out after {LIMIT:?} waiting for {}", $what);
-            }
-            actix::clock::sleep(Duration::from_millis(20)).await;
-        }
-    }};
-}
-
-/// The gateway stand-in: records every outcome.
-#[derive(Clone, Default)]
-struct Collector {
-    seen: Arc<Mutex<Vec<ClientOutcome>>>,
-}
-
-impl Collector {
-    fn take(&self) -> Vec<ClientOutcome> {
-        std::mem::take(&mut *self.seen.lock().unwrap())
-    }
-}
-
-impl Actor for Collector {
-    type Context = Context<Self>;
-}
-
-impl Handler<ClientOutcome> for Collector {
-    type Result = ();
-
-    fn handle(&mut self, m: ClientOutcome, _: &mut Context<Self>) {
-        self.seen.lock().unwrap().push(m);
-    }
-}
-
-fn fast_config() -> GroupConfig {
-    GroupConfig {
-        proposer: ProposerConfig {
-            election_timeout: Duration::from_millis(300),
-            heartbeat_interval: Duration::from_millis(50),
-            retransmit_after: Duration::from_millis(100),
-            takeover_after: Duration::from_millis(1000),
-            ..ProposerConfig::default()
-        },
-        learner: LearnerConfig {
-            fetch_delay: Duration::from_millis(30),
-            fetch_timeout: Duration::from_millis(200),
-            ..LearnerConfig::default()
-        },
-        ..GroupConfig::default()
-    }
-}
 
 fn open_store(dir: &TempDir) -> FjallStore {
     FjallStore::open(dir.path()).unwrap()

@@ -3,7 +3,10 @@
 //! against tiny hand-written servers, and a three-node cluster applying
 //! HTTP updates to three demo backends.
 
-use actix::{Actor, Context, Handler};
+mod support;
+use support::{Collector, fast_config};
+
+use actix::Actor;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -13,39 +16,18 @@ use hyper_util::rt::TokioExecutor;
 use ordo::demo::{DemoBackend, DemoConfig, serve};
 use ordo::http::client::{BACKEND_STATUS, TOO_LARGE_STATUS};
 use ordo::http::{HttpBackend, HttpBackendConfig, ProxiedRequest, StoredResponse};
-use ordo::node::{
-    Backend, ClientOutcome, GroupConfig, LoopbackTransport, NodeHandle, Submit, start_group,
-};
+use ordo::node::{Backend, ClientOutcome, LoopbackTransport, NodeHandle, Submit, start_group};
 use ordo::paxos::ballot::{NodeId, Update, UpdateId};
 use ordo::paxos::command::BackendReply;
-use ordo::paxos::learner::LearnerConfig;
 use ordo::paxos::membership::Membership;
-use ordo::paxos::proposer::ProposerConfig;
 use ordo::storage::fjall_kv::FjallStore;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-const LIMIT: Duration = Duration::from_secs(15);
-
-macro_rules! wait_for {
-    ($what:expr, $cond:expr) => {{
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if $cond {
-                break;
-            }
-            if Instant::now() > deadline {
-                panic!("timed out after {LIMIT:?} waiting for {}", $what);
-            }
-            actix::clock::sleep(Duration::from_millis(20)).await;
-        }
-    }};
-}
 
 // ---------------------------------------------------------------------
 // A plain client for talking to the demo backend directly.
@@ -555,41 +537,6 @@ async fn http_backend_unreachable_on_closed_port_and_timeout() {
 
 // ---------------------------------------------------------------------
 // The whole path: three nodes, three demo backends.
-
-#[derive(Clone, Default)]
-struct Collector {
-    seen: Arc<Mutex<Vec<ClientOutcome>>>,
-}
-
-impl Actor for Collector {
-    type Context = Context<Self>;
-}
-
-impl Handler<ClientOutcome> for Collector {
-    type Result = ();
-
-    fn handle(&mut self, m: ClientOutcome, _: &mut Context<Self>) {
-        self.seen.lock().unwrap().push(m);
-    }
-}
-
-fn fast_config() -> GroupConfig {
-    GroupConfig {
-        proposer: ProposerConfig {
-            election_timeout: Duration::from_millis(300),
-            heartbeat_interval: Duration::from_millis(50),
-            retransmit_after: Duration::from_millis(100),
-            takeover_after: Duration::from_millis(1000),
-            ..ProposerConfig::default()
-        },
-        learner: LearnerConfig {
-            fetch_delay: Duration::from_millis(30),
-            fetch_timeout: Duration::from_millis(200),
-            ..LearnerConfig::default()
-        },
-        ..GroupConfig::default()
-    }
-}
 
 static NEXT_SEQ: AtomicU64 = AtomicU64::new(1);
 

@@ -4,46 +4,29 @@
 //! refused without disturbing the cluster; a node that goes away and
 //! comes back on the same port is reconnected.
 
-use actix::{Actor, Context, Handler};
+mod support;
+use support::{Collector, LIMIT, fast_config};
+
+use actix::Actor;
 use ordo::mesh::certs::make_certs;
 use ordo::mesh::frame::{self, Frame, MAX_HELLO_BYTES};
 use ordo::mesh::tls::{self, TlsPaths};
 use ordo::mesh::{Mesh, MeshConfig, MeshError, Refusal};
-use ordo::node::{ClientOutcome, GroupConfig, MemoryBackend, NodeHandle, Submit, start_group};
+use ordo::node::{ClientOutcome, MemoryBackend, NodeHandle, Submit, start_group};
 use ordo::paxos::ballot::{NodeId, Update, UpdateId};
-use ordo::paxos::learner::LearnerConfig;
 use ordo::paxos::membership::Membership;
 use ordo::paxos::message::{Message, Role};
-use ordo::paxos::proposer::ProposerConfig;
 use ordo::sim::workload::SimOp;
 use ordo::storage::fjall_kv::FjallStore;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-
-/// Longest any one wait in these tests may take.
-const LIMIT: Duration = Duration::from_secs(10);
-
-macro_rules! wait_for {
-    ($what:expr, $cond:expr) => {{
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if $cond {
-                break;
-            }
-            if Instant::now() > deadline {
-                panic!("timed out after {LIMIT:?} waiting for {}", $what);
-            }
-            actix::clock::sleep(Duration::from_millis(20)).await;
-        }
-    }};
-}
 
 /// The cluster's nodes: three run, `south` is configured but never runs
 /// (its certificate plays the part of a hand-made client).
@@ -67,40 +50,6 @@ fn logs() {
 fn reserve() -> (SocketAddr, std::net::TcpListener) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     (l.local_addr().unwrap(), l)
-}
-
-#[derive(Clone, Default)]
-struct Collector {
-    seen: Arc<Mutex<Vec<ClientOutcome>>>,
-}
-
-impl Actor for Collector {
-    type Context = Context<Self>;
-}
-
-impl Handler<ClientOutcome> for Collector {
-    type Result = ();
-    fn handle(&mut self, m: ClientOutcome, _: &mut Context<Self>) {
-        self.seen.lock().unwrap().push(m);
-    }
-}
-
-fn fast_config() -> GroupConfig {
-    GroupConfig {
-        proposer: ProposerConfig {
-            election_timeout: Duration::from_millis(300),
-            heartbeat_interval: Duration::from_millis(50),
-            retransmit_after: Duration::from_millis(100),
-            takeover_after: Duration::from_millis(1000),
-            ..ProposerConfig::default()
-        },
-        learner: LearnerConfig {
-            fetch_delay: Duration::from_millis(30),
-            fetch_timeout: Duration::from_millis(200),
-            ..LearnerConfig::default()
-        },
-        ..GroupConfig::default()
-    }
 }
 
 struct TestNode {

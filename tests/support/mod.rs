@@ -1,0 +1,78 @@
+//! What the in-process cluster tests share: bounded waits, a stand-in
+//! gateway that records outcomes, and fast protocol timings.
+#![allow(dead_code)]
+
+use actix::{Actor, Context, Handler};
+use ordo::node::{ClientOutcome, GroupConfig};
+use ordo::paxos::learner::LearnerConfig;
+use ordo::paxos::proposer::ProposerConfig;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Longest any one wait in these tests may take.
+pub const LIMIT: Duration = Duration::from_secs(15);
+
+/// Poll `$cond` (which may `.await`) until it holds, for at most `LIMIT`.
+#[macro_export]
+macro_rules! wait_for {
+    ($what:expr, $cond:expr) => {{
+        let deadline = std::time::Instant::now() + $crate::support::LIMIT;
+        loop {
+            if $cond {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "timed out after {:?} waiting for {}",
+                    $crate::support::LIMIT,
+                    $what
+                );
+            }
+            actix::clock::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }};
+}
+
+/// The gateway stand-in: records every outcome.
+#[derive(Clone, Default)]
+pub struct Collector {
+    pub seen: Arc<Mutex<Vec<ClientOutcome>>>,
+}
+
+impl Collector {
+    pub fn take(&self) -> Vec<ClientOutcome> {
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
+impl Actor for Collector {
+    type Context = Context<Self>;
+}
+
+impl Handler<ClientOutcome> for Collector {
+    type Result = ();
+
+    fn handle(&mut self, m: ClientOutcome, _: &mut Context<Self>) {
+        self.seen.lock().unwrap().push(m);
+    }
+}
+
+/// Protocol timings short enough for tests (elections in a few hundred
+/// milliseconds), the production ones otherwise.
+pub fn fast_config() -> GroupConfig {
+    GroupConfig {
+        proposer: ProposerConfig {
+            election_timeout: Duration::from_millis(300),
+            heartbeat_interval: Duration::from_millis(50),
+            retransmit_after: Duration::from_millis(100),
+            takeover_after: Duration::from_millis(1000),
+            ..ProposerConfig::default()
+        },
+        learner: LearnerConfig {
+            fetch_delay: Duration::from_millis(30),
+            fetch_timeout: Duration::from_millis(200),
+            ..LearnerConfig::default()
+        },
+        ..GroupConfig::default()
+    }
+}
