@@ -317,8 +317,15 @@ async fn linearizable_read(gw: &Gateway, service: &Service, req: &HttpRequest) -
         _ => return unavailable("no read index from the leader in time".into()),
     };
     let mut applied = service.handle.status.watch_applied();
-    let reached = tokio::time::timeout(gw.update_timeout, applied.wait_for(|a| *a >= index)).await;
-    if !matches!(reached, Ok(Ok(_))) {
+    // `wait_for` answers with a read guard on the watch channel: drop it
+    // in this statement. Held across the backend read below, it blocks
+    // the applier's next `set_applied` (a writer), and then every other
+    // reader on this worker thread behind that writer: the node hangs.
+    let reached = matches!(
+        tokio::time::timeout(gw.update_timeout, applied.wait_for(|a| *a >= index)).await,
+        Ok(Ok(_))
+    );
+    if !reached {
         return unavailable(format!(
             "node {} has not applied slot {index} yet (catching up)",
             gw.node

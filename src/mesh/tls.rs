@@ -213,6 +213,15 @@ pub fn handshake_reason(err: &std::io::Error) -> (Refusal, String) {
             Refusal::UnknownCa,
             format!("unknown CA: the peer does not accept this node's certificate ({tls})"),
         ),
+        // What a peer sends for our BadSignature: it trusts another CA
+        // of the same name (a second `ordo certs` run for this cluster).
+        Error::AlertReceived(AlertDescription::DecryptError) => (
+            Refusal::UnknownCa,
+            format!(
+                "unknown CA: the peer cannot verify this node's certificate; it trusts \
+                 another CA of the same name? ({tls})"
+            ),
+        ),
         Error::InvalidCertificate(CertificateError::NotValidForName)
         | Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => (
             Refusal::UnknownName,
@@ -220,5 +229,33 @@ pub fn handshake_reason(err: &std::io::Error) -> (Refusal, String) {
         ),
         Error::NoCertificatesPresented => (Refusal::Handshake, "no client certificate".to_string()),
         other => (Refusal::Handshake, format!("TLS handshake failed: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason_of(e: rustls::Error) -> Refusal {
+        handshake_reason(&std::io::Error::new(std::io::ErrorKind::InvalidData, e)).0
+    }
+
+    #[test]
+    fn a_certificate_from_a_same_named_ca_reads_as_unknown_ca_on_both_sides() {
+        use rustls::{AlertDescription, CertificateError, Error};
+        // The side that checks the certificate...
+        assert_eq!(
+            reason_of(Error::InvalidCertificate(CertificateError::BadSignature)),
+            Refusal::UnknownCa
+        );
+        // ...and the side that receives its alert.
+        assert_eq!(
+            reason_of(Error::AlertReceived(AlertDescription::DecryptError)),
+            Refusal::UnknownCa
+        );
+        assert_eq!(
+            reason_of(Error::AlertReceived(AlertDescription::HandshakeFailure)),
+            Refusal::Handshake
+        );
     }
 }
