@@ -624,9 +624,6 @@ impl World {
                             slot,
                             value,
                         } => self.observe_accept(*slot, *ballot, value),
-                        Message::Accepted { ballot, slot } => {
-                            self.observe_vote(*slot, *ballot, NodeId(i as u16))
-                        }
                         _ => {}
                     }
                     if after_sync && self.nodes[i].disk.unsynced() > 0 {
@@ -761,6 +758,11 @@ impl World {
     }
 
     fn transmit(&mut self, from: NodeId, to: NodeId, role: Role, mut msg: Message) {
+        // A vote counts once it leaves: after the sync that made it
+        // durable. One held back by a crash before its sync never was.
+        if let Message::Accepted { ballot, slot } = &msg {
+            self.observe_vote(*slot, *ballot, from);
+        }
         if from == to {
             let local_inc = Some(self.nodes[from.0 as usize].inc);
             let ev = Ev::Deliver {

@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::gateway::readiness::ReadLimits;
-use crate::gateway::waiters::{OutcomeRouter, Waiters};
+use crate::gateway::waiters::{GatewayActor, Waiters};
 use crate::gateway::{self, Gateway, Service};
 use crate::http::client::{HttpBackend, HttpBackendConfig};
 use crate::mesh::tls::TlsPaths;
@@ -101,7 +101,7 @@ pub async fn start(cfg: &Config, handle_signals: bool) -> Result<RunningNode> {
                 .with_context(|| format!("services.{}.backend", s.name))?,
         );
         let waiters = Waiters::default();
-        let router = OutcomeRouter {
+        let router = GatewayActor {
             waiters: waiters.clone(),
         }
         .start();

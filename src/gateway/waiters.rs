@@ -73,16 +73,17 @@ impl Drop for Waiting {
     }
 }
 
-/// The actor the roles send outcomes to.
-pub struct OutcomeRouter {
+/// The gateway's actor: the roles send it every client outcome
+/// (answers, refusals, read indexes) and it wakes the waiting request.
+pub struct GatewayActor {
     pub waiters: Waiters,
 }
 
-impl Actor for OutcomeRouter {
+impl Actor for GatewayActor {
     type Context = Context<Self>;
 }
 
-impl Handler<ClientOutcome> for OutcomeRouter {
+impl Handler<ClientOutcome> for GatewayActor {
     type Result = ();
 
     fn handle(&mut self, outcome: ClientOutcome, _: &mut Context<Self>) {
