@@ -524,11 +524,21 @@ impl Handler<Status> for AcceptorActor {
 pub struct LearnerActor {
     role: Learner,
     shell: Shell,
+    /// When catch-up progress was last logged.
+    progress_logged: Option<crate::time::Time>,
 }
+
+/// Slots behind before a learner logs its catch-up progress, and how often.
+const CATCH_UP_LOG_SLOTS: u64 = 100;
+const CATCH_UP_LOG_EVERY: Duration = Duration::from_secs(2);
 
 impl LearnerActor {
     pub(crate) fn new(role: Learner, shell: Shell) -> LearnerActor {
-        LearnerActor { role, shell }
+        LearnerActor {
+            role,
+            shell,
+            progress_logged: None,
+        }
     }
 }
 
@@ -545,10 +555,17 @@ impl Driven for LearnerActor {
 
     fn after_handler(&mut self) {
         let r = &self.role;
-        self.shell
-            .book
-            .status
-            .set_learner(r.commit(), r.known_commit());
+        let (commit, known) = (r.commit(), r.known_commit());
+        self.shell.book.status.set_learner(commit, known);
+        let now = now();
+        let due = self
+            .progress_logged
+            .is_none_or(|t| now.since(t) >= CATCH_UP_LOG_EVERY);
+        if known > commit + CATCH_UP_LOG_SLOTS && due {
+            self.progress_logged = Some(now);
+            let node = self.shell.book.local.id();
+            tracing::info!(%node, commit, known, behind = known - commit, "catching up");
+        }
     }
 }
 
