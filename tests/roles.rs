@@ -296,6 +296,23 @@ fn elect(h: &mut Harness, p: &mut Proposer) -> Ballot {
     }
 }
 
+/// Elect `p` with empty promises from `voters` (a quorum): it leads.
+fn lead(h: &mut Harness, p: &mut Proposer, voters: [NodeId; 2]) -> Ballot {
+    let ballot = elect(h, p);
+    for n in voters {
+        let m = Message::Promise {
+            ballot,
+            chosen_upto: 0,
+            accepted: vec![],
+            from_slot: 1,
+            next_page: None,
+        };
+        h.call(|ctx| p.on_message(ctx, n, m));
+    }
+    assert!(p.is_leader(), "a quorum of promises makes a leader");
+    ballot
+}
+
 #[test]
 fn proposer_runs_phase1_with_a_persisted_fresh_ballot() {
     let mut h = Harness::new();
@@ -394,17 +411,7 @@ fn new_leader_adopts_the_highest_accepted_value_and_fills_gaps_with_noops() {
 fn a_value_is_decided_by_a_majority_of_accepted_votes_only() {
     let mut h = Harness::new();
     let (mut p, _) = proposer(&mut h, N0);
-    let ballot = elect(&mut h, &mut p);
-    for n in [N0, N1] {
-        let m = Message::Promise {
-            ballot,
-            chosen_upto: 0,
-            accepted: vec![],
-            from_slot: 1,
-            next_page: None,
-        };
-        h.call(|ctx| p.on_message(ctx, n, m));
-    }
+    let ballot = lead(&mut h, &mut p, [N0, N1]);
     assert!(p.is_leader());
     let (_, out) = h.call(|ctx| p.submit(ctx, vec![update(N0, 7)]));
     let value = Value::Batch(vec![update(N0, 7)]);
@@ -441,17 +448,7 @@ fn a_value_is_decided_by_a_majority_of_accepted_votes_only() {
 fn a_rejected_leader_steps_down_and_refuses_what_it_never_proposed() {
     let mut h = Harness::new();
     let (mut p, _) = proposer(&mut h, N0);
-    let ballot = elect(&mut h, &mut p);
-    for n in [N1, N2] {
-        let m = Message::Promise {
-            ballot,
-            chosen_upto: 0,
-            accepted: vec![],
-            from_slot: 1,
-            next_page: None,
-        };
-        h.call(|ctx| p.on_message(ctx, n, m));
-    }
+    let ballot = lead(&mut h, &mut p, [N1, N2]);
     // Fill the window (the leader's own no-op holds one slot) so the
     // next update waits in the queue.
     let window = ProposerConfig::default().window;
@@ -732,17 +729,7 @@ fn a_client_key_is_forgotten_after_its_window() {
 fn a_leader_dates_its_lease_by_the_latest_round_a_quorum_confirmed() {
     let mut h = Harness::new();
     let (mut p, _) = proposer(&mut h, N0);
-    let ballot = elect(&mut h, &mut p);
-    for n in [N0, N1] {
-        let m = Message::Promise {
-            ballot,
-            chosen_upto: 0,
-            accepted: vec![],
-            from_slot: 1,
-            next_page: None,
-        };
-        h.call(|ctx| p.on_message(ctx, n, m));
-    }
+    let ballot = lead(&mut h, &mut p, [N0, N1]);
     assert_eq!(p.lease_contact(), None, "no round confirmed yet");
     h.now = h.now + Duration::from_millis(100);
     let tick = h.now;
@@ -836,17 +823,7 @@ fn a_returned_forward_is_never_refused_on_step_down() {
             ctx,
         )
     });
-    let ballot = elect(&mut h, &mut p);
-    for n in [N1, N2] {
-        let m = Message::Promise {
-            ballot,
-            chosen_upto: 0,
-            accepted: vec![],
-            from_slot: 1,
-            next_page: None,
-        };
-        h.call(|ctx| p.on_message(ctx, n, m));
-    }
+    let ballot = lead(&mut h, &mut p, [N1, N2]);
     assert!(p.is_leader());
     // The window holds the leader's no-op; this waits in the queue.
     let u = update(N1, 42);
