@@ -166,23 +166,18 @@ impl Cluster {
 
     /// Every node has applied the same prefix and holds the same data.
     async fn wait_converged(&self) -> u64 {
-        let mut top;
+        let mut top: Option<u64>;
         wait_for!("all nodes applied the same log and hold the same data", {
-            let mut indexes = Vec::new();
-            for node in &self.nodes {
-                let h = node.handle.as_ref().unwrap();
-                indexes.push((h.commit().await, h.applied().await));
-            }
-            let first = indexes[0];
-            top = first.1.unwrap_or(0);
-            let data: Vec<BTreeMap<u32, String>> =
-                self.nodes.iter().map(|n| n.backend.data()).collect();
-            first.0.is_some()
-                && first.0 == first.1
-                && indexes.iter().all(|x| *x == first)
-                && data.iter().all(|d| *d == data[0])
+            let handles: Vec<&NodeHandle> = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.handle.as_ref())
+                .collect();
+            let backends: Vec<&MemoryBackend> = self.nodes.iter().map(|n| &*n.backend).collect();
+            top = support::same_log_and_data(&handles, &backends).await;
+            handles.len() == self.nodes.len() && top.is_some()
         });
-        top
+        top.unwrap_or(0)
     }
 
     /// Every append was answered with its key's list up to its own token,

@@ -257,22 +257,18 @@ impl Cluster {
     /// Every node applied the same log and holds the same data; every
     /// answer is consistent with it. Returns the applied index.
     async fn wait_converged(&self) -> u64 {
-        let mut top;
+        let mut top: Option<u64>;
         wait_for!("every node to apply the same log", {
-            let mut indexes = Vec::new();
-            for node in &self.nodes {
-                let h = node.handle.as_ref().unwrap();
-                indexes.push((h.commit().await, h.applied().await));
-            }
-            let first = indexes[0];
-            top = first.1.unwrap_or(0);
-            let data: Vec<BTreeMap<u32, String>> =
-                self.nodes.iter().map(|n| n.backend.data()).collect();
-            first.0.is_some()
-                && first.0 == first.1
-                && indexes.iter().all(|x| *x == first)
-                && data.iter().all(|d| *d == data[0])
+            let handles: Vec<&NodeHandle> = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.handle.as_ref())
+                .collect();
+            let backends: Vec<&MemoryBackend> = self.nodes.iter().map(|n| &*n.backend).collect();
+            top = support::same_log_and_data(&handles, &backends).await;
+            handles.len() == self.nodes.len() && top.is_some()
         });
+        let top = top.unwrap_or(0);
         let data = self.nodes[0].backend.data();
         let mut per_key: BTreeMap<u32, usize> = BTreeMap::new();
         for (op, status, body) in &self.answered {

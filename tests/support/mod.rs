@@ -76,3 +76,22 @@ pub fn fast_config() -> GroupConfig {
         ..GroupConfig::default()
     }
 }
+
+/// If every node has committed and applied the same index and every
+/// backend holds the same data: that index.
+pub async fn same_log_and_data(
+    handles: &[&ordo::node::NodeHandle],
+    backends: &[&ordo::node::MemoryBackend],
+) -> Option<u64> {
+    let mut indexes = Vec::new();
+    for h in handles {
+        indexes.push((h.commit().await, h.applied().await));
+    }
+    let first = *indexes.first()?;
+    let data: Vec<_> = backends.iter().map(|b| b.data()).collect();
+    let same = first.0.is_some()
+        && first.0 == first.1
+        && indexes.iter().all(|x| *x == first)
+        && data.iter().all(|d| *d == data[0]);
+    if same { first.1 } else { None }
+}
