@@ -38,7 +38,7 @@ pub struct Listen {
     pub client: SocketAddr,
     /// Where peers connect (TLS).
     pub peer: SocketAddr,
-    /// The console and admin API (later issue); optional for now.
+    /// The console and admin API: accepted, not served yet.
     pub console: Option<SocketAddr>,
 }
 
