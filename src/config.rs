@@ -71,6 +71,9 @@ pub struct Service {
     pub active: Option<Vec<String>>,
 }
 
+/// The shortest lease: three heartbeat intervals.
+pub const LEASE_MS_MIN: u64 = 300;
+
 /// The largest update body: it travels in one peer frame (16 MiB) with
 /// its headers, inside Accept, Promise and Entries messages.
 pub const MAX_BODY_BYTES_LIMIT: usize = 8 << 20;
@@ -311,6 +314,16 @@ impl Config {
             }
         }
         let l = &self.limits;
+        if l.lease_ms < LEASE_MS_MIN {
+            return Err(err(
+                "limits.lease_ms",
+                format!(
+                    "{} is below {LEASE_MS_MIN}: leases are renewed every 100 ms, \
+                     so a shorter one makes reads flap between served and refused",
+                    l.lease_ms
+                ),
+            ));
+        }
         if l.max_body_bytes > MAX_BODY_BYTES_LIMIT {
             return Err(err(
                 "limits.max_body_bytes",
@@ -476,6 +489,16 @@ active = ["north", "east", "west"]
                 "cluster = \"demo\"",
                 "cluster = \"demo\"\ncolour = 1",
                 "unknown field `colour`",
+            ),
+            (
+                "[[services]]",
+                "[limits]\nlease_ms = 50\n[[services]]",
+                "limits.lease_ms: 50 is below 300",
+            ),
+            (
+                "node = \"north\"",
+                "node = \"-north\"",
+                "must not start or end with '-'",
             ),
             (
                 "client = \"127.0.0.1:8080\"",

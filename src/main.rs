@@ -27,7 +27,7 @@ enum Command {
         #[arg(long, default_value = "ordo-demo")]
         dir: PathBuf,
         /// Clients use ports BASE..BASE+2, peers BASE+10.., backends BASE+20..
-        #[arg(long, default_value_t = 7000)]
+        #[arg(long, default_value_t = 7000, value_parser = clap::value_parser!(u16).range(1024..=65000))]
         base_port: u16,
     },
     /// Run one node from its configuration file.

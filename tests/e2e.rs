@@ -637,6 +637,42 @@ fn limits_and_errors() {
         assert!(r.body.contains("no service serves"), "{r:?}");
     }
 
+    // ordo's own paths are never proxied or replicated, whatever the method.
+    for (method, path) in [
+        ("POST", "/healthz"),
+        ("DELETE", "/_ordo/status"),
+        ("PUT", "/readyz"),
+    ] {
+        let r = must(method, &c.nodes[a].url(path), &[], Some(b"1"));
+        assert_eq!(r.status, 405, "{method} {path}: {r:?}");
+        assert!(
+            r.header("ordo-slot").is_none(),
+            "{method} {path} was replicated: {r:?}"
+        );
+    }
+    assert_eq!(
+        must("HEAD", &c.nodes[a].url("/_ordo/status"), &[], None).status,
+        200
+    );
+
+    // A proxied read keeps the backend's length: HEAD included.
+    let w = put_json(&c.nodes[a].url("/kv/sized"), "\"twelve chars\"");
+    assert_eq!(w.status, 201, "{w:?}");
+    let direct = must("HEAD", &c.nodes[a].backend_url("/kv/sized"), &[], None);
+    let proxied = must(
+        "HEAD",
+        &c.nodes[a].url("/kv/sized"),
+        &[("cache-control", "no-cache")],
+        None,
+    );
+    assert_eq!(proxied.status, 200, "{proxied:?}");
+    assert_eq!(
+        proxied.header("content-length"),
+        direct.header("content-length"),
+        "{proxied:?} vs {direct:?}"
+    );
+    assert!(proxied.header("content-length").is_some(), "{direct:?}");
+
     // 502 with a reason: the node's backend is gone.
     let w = put_json(&c.nodes[a].url("/kv/here"), "1");
     assert_eq!(w.status, 201, "{w:?}");

@@ -60,6 +60,16 @@ active = ["north", "east", "west"]
 /// folders: the demo backends keep their data in memory, so the logs
 /// start empty too.
 pub fn prepare(opts: &DemoOptions) -> Result<Vec<Config>> {
+    // A demo already running here would lose its data below: find out
+    // first, by its ports.
+    for offset in [0u16, 10, 20] {
+        for i in 0..NODES.len() as u16 {
+            let port = opts.base_port + offset + i;
+            std::net::TcpListener::bind(("127.0.0.1", port)).with_context(|| {
+                format!("port {port} is taken (another ordo demo? try --base-port)")
+            })?;
+        }
+    }
     let certs = opts.dir.join("certs");
     if !certs.join("ca.pem").exists() {
         let names: Vec<String> = NODES.iter().map(|n| n.to_string()).collect();

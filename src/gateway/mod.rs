@@ -148,6 +148,7 @@ pub fn configure(gw: Arc<Gateway>) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/readyz", web::get().to(readyz))
             .route("/readyz", web::head().to(readyz))
             .route("/_ordo/status", web::get().to(status))
+            .route("/_ordo/status", web::head().to(status))
             .default_service(web::to(handle));
     }
 }
@@ -163,6 +164,11 @@ fn unavailable(reason: String) -> HttpResponse {
         .insert_header(("Retry-After", RETRY_AFTER_SECS))
         .content_type("text/plain; charset=utf-8")
         .body(format!("ordo: {reason}\n"))
+}
+
+/// Paths ordo answers itself (reaching `handle` means a wrong method).
+fn is_reserved(path: &str) -> bool {
+    path == "/healthz" || path == "/readyz" || path == "/_ordo" || path.starts_with("/_ordo/")
 }
 
 fn is_read(method: &actix_web::http::Method) -> bool {
@@ -203,6 +209,13 @@ fn path_and_query(req: &HttpRequest) -> String {
 }
 
 async fn handle(gw: web::Data<Gateway>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    if is_reserved(req.path()) {
+        // ordo's own paths are never proxied, let alone replicated.
+        return plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("ordo: {} {} is not served", req.method(), req.path()),
+        );
+    }
     let Some(service) = gw.route(req.path()) else {
         return plain(
             StatusCode::NOT_FOUND,
@@ -224,6 +237,19 @@ async fn handle(gw: web::Data<Gateway>, req: HttpRequest, body: web::Bytes) -> H
             return proxy_read(service, &req).await;
         }
         if gw.read_mode == ReadMode::ReadIndex {
+            // A node far behind or stuck cannot answer soon: say so now
+            // rather than hold a place among the waiting requests.
+            let now = crate::node::now();
+            if let Err(why @ (NotReady::Lagging { .. } | NotReady::Stuck { .. })) =
+                readiness::check(&service.handle.status, now, &gw.read_limits)
+            {
+                return unavailable(format!(
+                    "node {} cannot serve reads of {}: {}",
+                    gw.node,
+                    service.name,
+                    why.reason()
+                ));
+            }
             return linearizable_read(&gw, service, &req).await;
         }
     }
@@ -258,9 +284,21 @@ async fn proxy_read(service: &Service, req: &HttpRequest) -> HttpResponse {
         .iter()
         .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
         .collect();
+    // The backend's length is kept (a HEAD answer keeps its size, a body
+    // is not re-chunked), and no content type is invented (a 304 keeps
+    // the one the client has cached).
+    let length = crate::http::request::header(&headers, "content-length")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
     strip_hop_by_hop(&mut headers);
     add_headers(&mut out, &headers);
-    out.streaming(BodyStream(body))
+    match length {
+        Some(n) => {
+            out.no_chunking(n);
+            out.body(actix_web::body::SizedStream::new(n, BodyStream(body)))
+        }
+        None => out.body(actix_web::body::BodyStream::new(BodyStream(body))),
+    }
 }
 
 fn add_headers(out: &mut HttpResponseBuilder, headers: &[Header]) {

@@ -434,6 +434,9 @@ impl Driven for ProposerActor {
     fn after_handler(&mut self) {
         let r = &self.role;
         let leader = r.leader(now());
+        // The commit index a heartbeat reported goes out before the lease
+        // it renewed, so a reader never sees a fresh lease without it.
+        self.shell.book.status.raise_known_commit(r.leader_commit());
         self.shell
             .book
             .status

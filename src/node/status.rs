@@ -87,7 +87,11 @@ impl GroupStatus {
 
     pub(crate) fn set_learner(&self, commit: Slot, known: Slot) {
         self.commit.store(commit, Ordering::Relaxed);
-        self.known_commit.store(known, Ordering::Relaxed);
+        self.known_commit.fetch_max(known, Ordering::Relaxed);
+    }
+
+    pub(crate) fn raise_known_commit(&self, known: Slot) {
+        self.known_commit.fetch_max(known, Ordering::Relaxed);
     }
 
     pub(crate) fn set_proposer(

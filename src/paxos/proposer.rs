@@ -179,6 +179,8 @@ pub struct Proposer {
     /// The last leader heard of, when, and its commit index then.
     leader: Option<(NodeId, Ballot)>,
     leader_seen: Time,
+    /// The highest commit index a leader's heartbeat reported.
+    leader_commit: Slot,
     caught_up_since: Option<Time>,
     phase: Phase,
     queue: VecDeque<Queued>,
@@ -205,6 +207,7 @@ impl Proposer {
             bugs,
             leader: None,
             leader_seen: ctx.now,
+            leader_commit: 0,
             caught_up_since: None,
             phase: Phase::Follower,
             queue: VecDeque::new(),
@@ -241,6 +244,12 @@ impl Proposer {
             Phase::Candidate(_) => None,
             Phase::Follower => self.leader.map(|_| self.leader_seen),
         }
+    }
+
+    /// The highest commit index heard from a leader: what this node knows
+    /// is chosen, whether or not its learner has heard yet.
+    pub fn leader_commit(&self) -> Slot {
+        self.leader_commit
     }
 
     /// The ballot this node leads at, if it leads.
@@ -781,6 +790,7 @@ impl Proposer {
         }
         self.leader = Some((from, ballot));
         self.leader_seen = ctx.now;
+        self.leader_commit = self.leader_commit.max(commit);
         if commit > self.commit {
             ctx.send(
                 self.id,
