@@ -15,7 +15,7 @@ use ordo::paxos::membership::Membership;
 use ordo::paxos::message::{Message, Role};
 use ordo::sim::workload::SimOp;
 use ordo::storage::fjall_kv::FjallStore;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tempfile::TempDir;
@@ -183,26 +183,7 @@ impl Cluster {
     /// Every append was answered with its key's list up to its own token,
     /// every token is in the final list once.
     fn check_answers(&self) {
-        let data = self.nodes[0].backend.data();
-        let mut appends_per_key: BTreeMap<u32, usize> = BTreeMap::new();
-        for (op, status, body) in &self.answered {
-            assert_eq!(*status, 200, "{op:?}");
-            let SimOp::Append { key, token } = op else {
-                panic!("unexpected op {op:?}");
-            };
-            *appends_per_key.entry(*key).or_default() += 1;
-            let list: Vec<&str> = data[key].split(' ').collect();
-            let at = list.iter().position(|t| t == token).unwrap();
-            assert_eq!(*body, list[..=at].join(" "), "answer to {op:?}");
-        }
-        for (key, n) in appends_per_key {
-            assert_eq!(
-                data[&key].split(' ').count(),
-                n,
-                "key {key}: {}",
-                data[&key]
-            );
-        }
+        support::check_append_answers(&self.answered, &self.nodes[0].backend.data());
     }
 }
 

@@ -18,7 +18,7 @@ use ordo::paxos::membership::Membership;
 use ordo::paxos::message::{Message, Role};
 use ordo::sim::workload::SimOp;
 use ordo::storage::fjall_kv::FjallStore;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -269,21 +269,7 @@ impl Cluster {
             handles.len() == self.nodes.len() && top.is_some()
         });
         let top = top.unwrap_or(0);
-        let data = self.nodes[0].backend.data();
-        let mut per_key: BTreeMap<u32, usize> = BTreeMap::new();
-        for (op, status, body) in &self.answered {
-            assert_eq!(*status, 200, "{op:?}");
-            let SimOp::Append { key, token } = op else {
-                panic!("unexpected op {op:?}");
-            };
-            *per_key.entry(*key).or_default() += 1;
-            let list: Vec<&str> = data[key].split(' ').collect();
-            let at = list.iter().position(|t| t == token).unwrap();
-            assert_eq!(*body, list[..=at].join(" "), "answer to {op:?}");
-        }
-        for (key, n) in per_key {
-            assert_eq!(data[&key].split(' ').count(), n, "key {key}");
-        }
+        support::check_append_answers(&self.answered, &self.nodes[0].backend.data());
         top
     }
 

@@ -95,3 +95,31 @@ pub async fn same_log_and_data(
         && data.iter().all(|d| *d == data[0]);
     if same { first.1 } else { None }
 }
+
+/// Every append was answered (200) with its key's list up to its own
+/// token, and every token is in the final list once.
+pub fn check_append_answers(
+    answered: &[(ordo::sim::workload::SimOp, u16, String)],
+    data: &std::collections::BTreeMap<u32, String>,
+) {
+    use ordo::sim::workload::SimOp;
+    let mut appends_per_key: std::collections::BTreeMap<u32, usize> = Default::default();
+    for (op, status, body) in answered {
+        assert_eq!(*status, 200, "{op:?}");
+        let SimOp::Append { key, token } = op else {
+            panic!("unexpected op {op:?}");
+        };
+        *appends_per_key.entry(*key).or_default() += 1;
+        let list: Vec<&str> = data[key].split(' ').collect();
+        let at = list.iter().position(|t| t == token).unwrap();
+        assert_eq!(*body, list[..=at].join(" "), "answer to {op:?}");
+    }
+    for (key, n) in appends_per_key {
+        assert_eq!(
+            data[&key].split(' ').count(),
+            n,
+            "key {key}: {}",
+            data[&key]
+        );
+    }
+}
