@@ -60,7 +60,6 @@ pub struct Report {
     pub ops_ok: u64,
     pub ops_unknown: u64,
     pub ops_refused: u64,
-    pub elections: u64,
     /// Chosen entries that learners received by fetching (catch-up).
     pub fetched_entries: u64,
     /// How often a node became leader.
@@ -253,7 +252,6 @@ pub struct World {
     dup: f64,
     backend_faults: BackendFaults,
     ops: Vec<OpRecord>,
-    client_busy: Vec<bool>,
     token: u64,
     phase: Phase,
     settle_deadline: Time,
@@ -324,7 +322,6 @@ impl World {
                 fail_after_apply: sc.backend_fail_after_apply,
             },
             ops: Vec::new(),
-            client_busy: vec![false; sc.clients as usize],
             token: 0,
             phase: Phase::Faults,
             settle_deadline: Time::ZERO,
@@ -852,9 +849,6 @@ impl World {
                 if n.inc != inc || n.timers.get(&(role, timer)).map(|t| t.0) != Some(generation) {
                     return;
                 }
-                if timer == Timer::Election {
-                    self.report.elections += 1;
-                }
                 self.with_roles(i, |r, ctx| match role {
                     Role::Proposer => r.proposer.on_timer(ctx, timer),
                     Role::Learner => r.learner.on_timer(ctx, timer),
@@ -1186,9 +1180,6 @@ impl World {
             attempts: 0,
             ids: Vec::new(),
         });
-        if let Some(busy) = self.client_busy.get_mut(client as usize) {
-            *busy = true;
-        }
         self.attempt(op, i);
     }
 
@@ -1262,7 +1253,6 @@ impl World {
             }
             return;
         }
-        self.client_busy[client as usize] = false;
         let think = Duration::from_millis(self.rng.range(0, 30));
         self.push(self.now + think, Ev::ClientNext { client });
     }

@@ -129,6 +129,14 @@ impl Gateway {
         Some(InflightGuard(&self.inflight))
     }
 
+    /// The 503 for a request that found no place (see `admit`).
+    fn busy(&self) -> HttpResponse {
+        unavailable(format!(
+            "node {} has {} requests waiting on the log, the most it takes",
+            self.node, self.max_inflight
+        ))
+    }
+
     fn node_name(&self, id: NodeId) -> String {
         self.node_names
             .get(id.0 as usize)
@@ -223,32 +231,27 @@ async fn handle(gw: web::Data<Gateway>, req: HttpRequest, body: web::Bytes) -> H
         );
     };
     if is_read(req.method()) {
+        let ready = readiness::check(&service.handle.status, crate::node::now(), &gw.read_limits);
+        let refuse = |why: NotReady| {
+            unavailable(format!(
+                "node {} cannot serve reads of {}: {}",
+                gw.node,
+                service.name,
+                why.reason()
+            ))
+        };
         if !wants_fresh(&req) {
-            if let Err(why) =
-                readiness::check(&service.handle.status, crate::node::now(), &gw.read_limits)
-            {
-                return unavailable(format!(
-                    "node {} cannot serve reads of {}: {}",
-                    gw.node,
-                    service.name,
-                    why.reason()
-                ));
-            }
-            return proxy_read(service, &req).await;
+            return match ready {
+                Ok(()) => proxy_read(service, &req).await,
+                Err(why) => refuse(why),
+            };
         }
         if gw.read_mode == ReadMode::ReadIndex {
             // A node far behind or stuck cannot answer soon: say so now
-            // rather than hold a place among the waiting requests.
-            let now = crate::node::now();
-            if let Err(why @ (NotReady::Lagging { .. } | NotReady::Stuck { .. })) =
-                readiness::check(&service.handle.status, now, &gw.read_limits)
-            {
-                return unavailable(format!(
-                    "node {} cannot serve reads of {}: {}",
-                    gw.node,
-                    service.name,
-                    why.reason()
-                ));
+            // rather than hold a place among the waiting requests. (Out of
+            // lease is no reason here: the read index asks a quorum.)
+            if let Err(why @ (NotReady::Lagging { .. } | NotReady::Stuck { .. })) = ready {
+                return refuse(why);
             }
             return linearizable_read(&gw, service, &req).await;
         }
@@ -339,10 +342,7 @@ impl futures_core::Stream for BodyStream {
 async fn linearizable_read(gw: &Gateway, service: &Service, req: &HttpRequest) -> HttpResponse {
     // Waiting reads are bounded like updates: they hold a waiter each.
     let Some(_guard) = gw.admit() else {
-        return unavailable(format!(
-            "node {} has {} requests waiting on the log, the most it takes",
-            gw.node, gw.max_inflight
-        ));
+        return gw.busy();
     };
     let id = gw.next_id();
     let waiting = service.waiters.register(id);
@@ -384,10 +384,7 @@ impl Drop for InflightGuard<'_> {
 /// Propose the request and answer with this node's backend's response.
 async fn update(gw: &Gateway, service: &Service, req: &HttpRequest, body: Bytes) -> HttpResponse {
     let Some(_guard) = gw.admit() else {
-        return unavailable(format!(
-            "node {} has {} requests waiting on the log, the most it takes",
-            gw.node, gw.max_inflight
-        ));
+        return gw.busy();
     };
     let key = req
         .headers()

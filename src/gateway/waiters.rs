@@ -37,7 +37,7 @@ impl Waiters {
     }
 
     /// Stop waiting (the request timed out or its client went away).
-    pub fn forget(&self, id: UpdateId) {
+    fn forget(&self, id: UpdateId) {
         self.lock().remove(&id);
     }
 
