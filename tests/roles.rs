@@ -1223,3 +1223,91 @@ fn every_page_of_a_promise_of_the_largest_updates_fits_in_a_peer_frame() {
     }
     assert_eq!(seen, (1..=sizes.len() as u64).collect::<Vec<_>>());
 }
+
+/// Review of the isolated-leader scenario: a read index asked of a node
+/// that stopped leading was dropped, and the client waited out its whole
+/// deadline. The former leader says no at once, and the origin refuses
+/// the read (a read has no effect, so a refusal is always safe).
+#[test]
+fn a_read_index_asked_of_a_node_that_no_longer_leads_is_refused_at_once() {
+    let mut h = Harness::new();
+    let (mut p, _) = proposer(&mut h, N1);
+    let hb = Message::Heartbeat {
+        ballot: b(3, N0),
+        commit: 0,
+    };
+    h.call(|ctx| p.on_message(ctx, N0, hb));
+    let id = update(N1, 9).id;
+    let (_, out) = h.call(|ctx| p.read(ctx, id));
+    assert_eq!(
+        sends(&out),
+        vec![(N0, Role::Proposer, Message::ReadIndexRequest { id })]
+    );
+    // N0 is a follower now (here: a fresh one that knows no leader).
+    let (mut former, _) = proposer(&mut h, N0);
+    let (_, out) = h.call(|ctx| former.on_message(ctx, N1, Message::ReadIndexRequest { id }));
+    assert_eq!(
+        sends(&out),
+        vec![(N1, Role::Proposer, Message::ReadIndexRefused { id })]
+    );
+    let (_, out) = h.call(|ctx| p.on_message(ctx, N0, Message::ReadIndexRefused { id }));
+    assert_eq!(
+        out,
+        vec![Command::ReadRefused {
+            id,
+            why: Refusal::NoLeader
+        }]
+    );
+}
+
+/// Review of the isolated-leader scenario: updates forwarded to a leader
+/// that had just stepped down came back while no leader was known, were
+/// dropped, and their clients waited out their deadlines for a 504. They
+/// wait for the next leader instead, for at most two election timeouts.
+#[test]
+fn forwarded_updates_that_bounce_while_no_leader_is_known_go_to_the_next_leader() {
+    let mut h = Harness::new();
+    let (mut p, _) = proposer(&mut h, N1);
+    let heartbeat = |round, from| Message::Heartbeat {
+        ballot: b(round, from),
+        commit: 0,
+    };
+    h.call(|ctx| p.on_message(ctx, N0, heartbeat(3, N0)));
+    let (u, late) = (update(N1, 1), update(N1, 2));
+    h.call(|ctx| p.submit(ctx, vec![u.clone()]));
+    // N0 stepped down and no one leads yet: the forward comes back.
+    h.now = h.now + ProposerConfig::default().election_timeout;
+    let back = Message::ForwardRejected {
+        updates: vec![u.clone()],
+        hops: 0,
+    };
+    let (_, out) = h.call(|ctx| p.on_message(ctx, N0, back));
+    assert!(
+        out.is_empty(),
+        "nowhere to send it, and no refusal: {out:?}"
+    );
+    // N2 is elected: the update goes there.
+    let (_, out) = h.call(|ctx| p.on_message(ctx, N2, heartbeat(4, N2)));
+    assert_eq!(
+        sends(&out),
+        vec![(
+            N2,
+            Role::Proposer,
+            Message::Forward {
+                updates: vec![u],
+                hops: 1
+            }
+        )]
+    );
+    // One that waited longer than two election timeouts is dropped: its
+    // client has long had its 504.
+    h.now = h.now + ProposerConfig::default().election_timeout;
+    let back = Message::ForwardRejected {
+        updates: vec![late],
+        hops: 0,
+    };
+    h.call(|ctx| p.on_message(ctx, N2, back));
+    h.now = h.now + ProposerConfig::default().election_timeout * 3;
+    let (_, out) = h.call(|ctx| p.on_message(ctx, N0, heartbeat(5, N0)));
+    assert!(sends(&out).is_empty(), "{out:?}");
+}

@@ -110,6 +110,10 @@ pub enum Message {
     ReadIndexRequest { id: UpdateId },
     /// Leader to follower: read `id` may be served once `index` is applied.
     ReadIndexReply { id: UpdateId, index: Slot },
+    /// Reply to `ReadIndexRequest` from a node that is not leader (any
+    /// more): no read index; the origin refuses the read at once (a read
+    /// has no effect, so refusing it is always safe).
+    ReadIndexRefused { id: UpdateId },
 }
 
 impl Message {
@@ -139,6 +143,7 @@ impl Message {
             Message::Confirmed { .. } => "confirmed",
             Message::ReadIndexRequest { .. } => "read-index-request",
             Message::ReadIndexReply { .. } => "read-index-reply",
+            Message::ReadIndexRefused { .. } => "read-index-refused",
         }
     }
 }

@@ -184,8 +184,18 @@ pub struct Proposer {
     caught_up_since: Option<Time>,
     phase: Phase,
     queue: VecDeque<Queued>,
+    /// Our own updates that came back from a former leader while no
+    /// leader was known, waiting for one (see `on_forward_rejected`).
+    bounced: VecDeque<Bounced>,
     /// Messages dropped as stale, duplicated or misaddressed.
     pub dropped: u64,
+}
+
+/// A bounced update waiting for a leader, and since when.
+struct Bounced {
+    update: Update,
+    hops: u8,
+    since: Time,
 }
 
 impl Proposer {
@@ -211,6 +221,7 @@ impl Proposer {
             caught_up_since: None,
             phase: Phase::Follower,
             queue: VecDeque::new(),
+            bounced: VecDeque::new(),
             dropped: 0,
         };
         p.arm_election(ctx);
@@ -323,12 +334,17 @@ impl Proposer {
                 if self.is_leader() {
                     self.start_read(ctx, id, from);
                 } else {
-                    // The origin's deadline answers; a read has no effect.
-                    self.dropped += 1;
+                    ctx.send(from, Role::Proposer, Message::ReadIndexRefused { id });
                 }
             }
             Message::ReadIndexReply { id, index } if id.origin == self.id => {
                 ctx.out.push(Command::ReadReady { id, index });
+            }
+            Message::ReadIndexRefused { id } if id.origin == self.id => {
+                ctx.out.push(Command::ReadRefused {
+                    id,
+                    why: Refusal::NoLeader,
+                });
             }
             _ => self.dropped += 1,
         }
@@ -590,6 +606,7 @@ impl Proposer {
         }
         self.heartbeat(ctx);
         ctx.set_timer(Timer::Tick, ctx.now + self.cfg.heartbeat_interval);
+        self.resend_bounced(ctx);
     }
 
     fn take_slot(&mut self) -> Slot {
@@ -791,6 +808,7 @@ impl Proposer {
         self.leader = Some((from, ballot));
         self.leader_seen = ctx.now;
         self.leader_commit = self.leader_commit.max(commit);
+        self.resend_bounced(ctx);
         if commit > self.commit {
             ctx.send(
                 self.id,
@@ -909,8 +927,11 @@ impl Proposer {
     }
 
     /// Our forwarded updates came back. We may not refuse them: a
-    /// duplicate of the forward may have been proposed. Pass them on or
-    /// let the client's deadline decide (an unknown outcome).
+    /// duplicate of the forward may have been proposed. Pass them on to
+    /// the leader we know; if we know none (the leader we forwarded to has
+    /// just stepped down), keep them until one is known, for at most two
+    /// election timeouts, so that the client is answered once the new
+    /// leader is elected rather than at its deadline (an unknown outcome).
     fn on_forward_rejected(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -943,6 +964,59 @@ impl Proposer {
                 hops: hops + 1,
             };
             ctx.send(next, Role::Proposer, msg);
+            return;
+        }
+        for update in updates {
+            if self.bounced.len() >= self.cfg.queue_max {
+                self.dropped += 1;
+                continue;
+            }
+            let since = ctx.now;
+            self.bounced.push_back(Bounced {
+                update,
+                hops,
+                since,
+            });
+        }
+    }
+
+    /// A leader is known again: pass on the bounced updates that have not
+    /// waited too long (their clients may have had 504 by now, and a
+    /// retry with an idempotency key is applied once either way).
+    fn resend_bounced(&mut self, ctx: &mut Ctx<'_>) {
+        if self.bounced.is_empty() {
+            return;
+        }
+        let max_wait = self.cfg.election_timeout * 2;
+        let fresh: Vec<Bounced> = self
+            .bounced
+            .drain(..)
+            .filter(|b| ctx.now.since(b.since) <= max_wait)
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
+        let hops = fresh.iter().map(|b| b.hops).max().unwrap_or(0);
+        let updates: Vec<Update> = fresh.into_iter().map(|b| b.update).collect();
+        if self.is_leader() {
+            for update in updates {
+                if self.queue.len() >= self.cfg.queue_max {
+                    self.dropped += 1;
+                    continue;
+                }
+                self.queue.push_back(Queued {
+                    update,
+                    hops,
+                    fresh: false,
+                });
+            }
+            self.fill_window(ctx);
+        } else if let Some(leader) = self.leader(ctx.now) {
+            let msg = Message::Forward {
+                updates,
+                hops: hops + 1,
+            };
+            ctx.send(leader, Role::Proposer, msg);
         }
     }
 
