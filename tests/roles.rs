@@ -487,6 +487,7 @@ fn a_follower_without_a_leader_refuses_and_with_one_forwards() {
     let hb = Message::Heartbeat {
         ballot: b(3, N0),
         commit: 0,
+        lease: true,
     };
     h.call(|ctx| p.on_message(ctx, N0, hb));
     let (_, out) = h.call(|ctx| p.submit(ctx, vec![update(N1, 2)]));
@@ -745,8 +746,76 @@ fn a_leader_dates_its_lease_by_the_latest_round_a_quorum_confirmed() {
     let ok = Message::Confirmed { ballot, seq: 1 };
     h.call(|ctx| p.on_message(ctx, N2, ok.clone()));
     assert_eq!(p.lease_contact(), None, "one acceptor is not a quorum");
+    // Its no-op (slot 1) is committed: the leadership is established.
+    h.call(|ctx| p.on_message(ctx, N0, Message::Committed { commit: 1 }));
     h.call(|ctx| p.on_message(ctx, N0, ok));
     assert_eq!(p.lease_contact(), Some(tick), "dated by the round's start");
+}
+
+/// Sim finding (the plain-read staleness check): after a restart of the
+/// whole cluster a new leader's commit index was behind slots chosen
+/// before the restart, its heartbeats renewed the followers' read
+/// leases, and a follower served plain reads without acknowledged
+/// updates. A leader renews no lease, its own or its followers', until it
+/// has committed every slot it took over.
+#[test]
+fn a_new_leader_renews_no_read_lease_until_it_has_committed_what_it_took_over() {
+    let mut h = Harness::new();
+    let (mut p, _) = proposer(&mut h, N0);
+    let ballot = elect(&mut h, &mut p);
+    // N1 accepted a value in slot 1 under an earlier leader.
+    let promise = |accepted| Message::Promise {
+        ballot,
+        chosen_upto: 0,
+        accepted,
+        from_slot: 1,
+        next_page: None,
+    };
+    let old = AcceptedEntry {
+        slot: 1,
+        ballot: b(1, N2),
+        value: Value::Batch(vec![update(N2, 1)]),
+    };
+    h.call(|ctx| p.on_message(ctx, N1, promise(vec![old])));
+    let (_, out) = h.call(|ctx| p.on_message(ctx, N0, promise(vec![])));
+    assert!(p.is_leader());
+    let heartbeats = |out: &[Command]| -> Vec<bool> {
+        sends(out)
+            .into_iter()
+            .filter_map(|(_, _, m)| match m {
+                Message::Heartbeat { lease, .. } => Some(lease),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(heartbeats(&out), vec![false, false], "not established yet");
+    h.now = h.now + Duration::from_millis(100);
+    let tick = h.now;
+    let (_, out) = h.call(|ctx| p.on_timer(ctx, Timer::Tick));
+    assert_eq!(heartbeats(&out), vec![false, false]);
+    for n in [N0, N1] {
+        let ok = Message::Confirmed { ballot, seq: 1 };
+        h.call(|ctx| p.on_message(ctx, n, ok));
+    }
+    assert_eq!(p.lease_contact(), None, "slot 1 is not committed");
+    h.call(|ctx| p.on_message(ctx, N0, Message::Committed { commit: 1 }));
+    assert_eq!(p.lease_contact(), Some(tick));
+    h.now = h.now + Duration::from_millis(100);
+    let (_, out) = h.call(|ctx| p.on_timer(ctx, Timer::Tick));
+    assert_eq!(heartbeats(&out), vec![true, true]);
+
+    // A follower dates its lease only from heartbeats that say so.
+    let (mut f, _) = proposer(&mut h, N1);
+    let hb = |lease| Message::Heartbeat {
+        ballot,
+        commit: 0,
+        lease,
+    };
+    h.call(|ctx| f.on_message(ctx, N0, hb(false)));
+    assert_eq!(f.lease_contact(), None);
+    let at = h.now;
+    h.call(|ctx| f.on_message(ctx, N0, hb(true)));
+    assert_eq!(f.lease_contact(), Some(at));
 }
 
 /// Review finding: the dedupe rule must depend on the log alone, or a
@@ -1235,6 +1304,7 @@ fn a_read_index_asked_of_a_node_that_no_longer_leads_is_refused_at_once() {
     let hb = Message::Heartbeat {
         ballot: b(3, N0),
         commit: 0,
+        lease: true,
     };
     h.call(|ctx| p.on_message(ctx, N0, hb));
     let id = update(N1, 9).id;
@@ -1271,6 +1341,7 @@ fn forwarded_updates_that_bounce_while_no_leader_is_known_go_to_the_next_leader(
     let heartbeat = |round, from| Message::Heartbeat {
         ballot: b(round, from),
         commit: 0,
+        lease: true,
     };
     h.call(|ctx| p.on_message(ctx, N0, heartbeat(3, N0)));
     let (u, late) = (update(N1, 1), update(N1, 2));

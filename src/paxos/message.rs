@@ -77,8 +77,17 @@ pub enum Message {
     /// A refusal of `ballot` (a prepare, accept or stale heartbeat) because
     /// `promised` is higher, so the sender can jump past it.
     Rejected { ballot: Ballot, promised: Ballot },
-    /// Leader to every proposer: "I lead at `ballot`; my commit is `commit`".
-    Heartbeat { ballot: Ballot, commit: Slot },
+    /// Leader to every proposer: "I lead at `ballot`; my commit is
+    /// `commit`". `lease`: the leader has committed every slot an earlier
+    /// leadership may have chosen, so `commit` covers everything chosen
+    /// before its latest confirmed round, and a follower may date its
+    /// read lease from this heartbeat. A fresh leader's heartbeats keep
+    /// followers from campaigning but renew no lease.
+    Heartbeat {
+        ballot: Ballot,
+        commit: Slot,
+        lease: bool,
+    },
     /// Leader to every learner: `value` is chosen in `slot`.
     Decided { slot: Slot, value: Value },
     /// Learner to learner: send me the chosen slots from `from_slot` on.

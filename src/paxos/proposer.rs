@@ -181,6 +181,9 @@ pub struct Proposer {
     leader_seen: Time,
     /// The highest commit index a leader's heartbeat reported.
     leader_commit: Slot,
+    /// The last heartbeat that renewed this follower's read lease (one
+    /// from an established leader; see `Message::Heartbeat`).
+    lease_seen: Option<Time>,
     caught_up_since: Option<Time>,
     phase: Phase,
     queue: VecDeque<Queued>,
@@ -218,6 +221,7 @@ impl Proposer {
             leader: None,
             leader_seen: ctx.now,
             leader_commit: 0,
+            lease_seen: None,
             caught_up_since: None,
             phase: Phase::Follower,
             queue: VecDeque::new(),
@@ -245,16 +249,27 @@ impl Proposer {
         }
     }
 
-    /// When this node last knew the cluster was behind a live leader: a
-    /// leader, the start of its latest round that a quorum of acceptors
-    /// confirmed; a follower, the last heartbeat from its leader. The
-    /// gateway refuses plain reads when this is older than the lease.
+    /// When this node last knew the cluster was behind a live leader that
+    /// had committed everything earlier leaders may have chosen: a leader,
+    /// the start of its latest round that a quorum of acceptors confirmed,
+    /// once it is established; a follower, the last heartbeat from an
+    /// established leader. The gateway refuses plain reads when this is
+    /// older than the lease. (A fresh leader's commit index can be far
+    /// behind what its predecessors chose; until it has committed the
+    /// slots it took over, a read dated by it could miss acknowledged
+    /// updates for a whole lease.)
     pub fn lease_contact(&self) -> Option<Time> {
         match &self.phase {
-            Phase::Leader(l) => l.quorum_seen,
+            Phase::Leader(l) => l.quorum_seen.filter(|_| self.established(l)),
             Phase::Candidate(_) => None,
-            Phase::Follower => self.leader.map(|_| self.leader_seen),
+            Phase::Follower => self.leader.and(self.lease_seen),
         }
+    }
+
+    /// This leadership has committed every slot it took over: every
+    /// value an earlier leadership may have chosen is in the local log.
+    fn established(&self, l: &Leading) -> bool {
+        l.ready_slot > 0 && self.commit >= l.ready_slot
     }
 
     /// The highest commit index heard from a leader: what this node knows
@@ -323,7 +338,11 @@ impl Proposer {
             ),
             Message::Accepted { ballot, slot } => self.on_accepted(ctx, from, ballot, slot),
             Message::Rejected { ballot, promised } => self.on_rejected(ctx, ballot, promised),
-            Message::Heartbeat { ballot, commit } => self.on_heartbeat(ctx, from, ballot, commit),
+            Message::Heartbeat {
+                ballot,
+                commit,
+                lease,
+            } => self.on_heartbeat(ctx, from, ballot, commit, lease),
             Message::Forward { updates, hops } => self.on_forward(ctx, from, updates, hops),
             Message::ForwardRejected { updates, hops } => {
                 self.on_forward_rejected(ctx, from, updates, hops)
@@ -779,7 +798,14 @@ impl Proposer {
         }
     }
 
-    fn on_heartbeat(&mut self, ctx: &mut Ctx<'_>, from: NodeId, ballot: Ballot, commit: Slot) {
+    fn on_heartbeat(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: NodeId,
+        ballot: Ballot,
+        commit: Slot,
+        lease: bool,
+    ) {
         if ballot.node != from || from == self.id {
             self.dropped += 1;
             return;
@@ -808,6 +834,9 @@ impl Proposer {
         self.leader = Some((from, ballot));
         self.leader_seen = ctx.now;
         self.leader_commit = self.leader_commit.max(commit);
+        if lease {
+            self.lease_seen = Some(ctx.now);
+        }
         self.resend_bounced(ctx);
         if commit > self.commit {
             ctx.send(
@@ -889,6 +918,7 @@ impl Proposer {
         let msg = Message::Heartbeat {
             ballot: l.ballot,
             commit: self.commit,
+            lease: self.established(l),
         };
         for &n in &self.members.nodes {
             if n != self.id {
