@@ -1,25 +1,37 @@
 //! A simulated disk that keeps what was synced apart from what was only
 //! written. A crash keeps the synced state plus a random prefix of the
 //! unsynced writes (the OS may have flushed some of them, in order).
+//!
+//! Keys and values are shared (`Rc`) between the written view, the
+//! pending writes and the synced state, so a write is copied once.
 
 use crate::rng::Rng;
 use crate::storage::kv::{Kv, Table};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
+use std::rc::Rc;
 
-type Tables = [BTreeMap<Vec<u8>, Vec<u8>>; 3];
+/// One table: shared keys and values.
+pub type Entries = BTreeMap<Rc<[u8]>, Rc<[u8]>>;
+
+type Tables = [Entries; 3];
 
 #[derive(Clone, Debug)]
 enum Write {
-    Put(Table, Vec<u8>, Vec<u8>),
-    Delete(Table, Vec<u8>),
+    Put(Table, Rc<[u8]>, Rc<[u8]>),
+    Delete(Table, Rc<[u8]>),
 }
 
+/// One node's disk. Write marks count every put and delete since the
+/// disk was made (`Kv::write_mark`); the first `durable` of them are
+/// synced and the rest are `pending`, in order.
 #[derive(Default)]
 pub struct SimDisk {
     /// What reads see: synced state plus every pending write.
     view: Tables,
     synced: Tables,
-    pending: Vec<Write>,
+    pending: VecDeque<Write>,
+    durable: u64,
     pub syncs: u64,
 }
 
@@ -44,53 +56,58 @@ impl SimDisk {
         self.pending.len()
     }
 
-    /// Make the first `n` pending writes durable (a sync that started
-    /// when there were `n`).
-    pub fn sync_prefix(&mut self, n: usize) {
-        let n = n.min(self.pending.len());
-        for w in self.pending.drain(..n) {
+    /// A sync that started at write mark `mark` returns: every write up
+    /// to it is durable. (A later sync may have covered them already.)
+    pub fn sync_to(&mut self, mark: u64) {
+        while self.durable < mark {
+            let Some(w) = self.pending.pop_front() else {
+                break;
+            };
             apply(&mut self.synced, &w);
+            self.durable += 1;
         }
         self.syncs += 1;
     }
 
     /// Power loss: keep the synced state and a random prefix of the rest.
+    /// The marks go on from what survived.
     pub fn crash(&mut self, rng: &mut Rng) {
         let keep = rng.below(self.pending.len() as u64 + 1) as usize;
         for w in self.pending.drain(..).take(keep) {
             apply(&mut self.synced, &w);
+            self.durable += 1;
         }
         self.view = self.synced.clone();
     }
 
     /// Every key of a table, for end-of-run comparisons.
-    pub fn table(&self, t: Table) -> &BTreeMap<Vec<u8>, Vec<u8>> {
+    pub fn table(&self, t: Table) -> &Entries {
         &self.view[idx(t)]
     }
 }
 
 impl Kv for SimDisk {
     fn get(&self, table: Table, key: &[u8]) -> Option<Vec<u8>> {
-        self.view[idx(table)].get(key).cloned()
+        self.view[idx(table)].get(key).map(|v| v.to_vec())
     }
 
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) {
-        let w = Write::Put(table, key.to_vec(), value.to_vec());
+        let w = Write::Put(table, Rc::from(key), Rc::from(value));
         apply(&mut self.view, &w);
-        self.pending.push(w);
+        self.pending.push_back(w);
     }
 
     fn delete(&mut self, table: Table, key: &[u8]) {
-        let w = Write::Delete(table, key.to_vec());
+        let w = Write::Delete(table, Rc::from(key));
         apply(&mut self.view, &w);
-        self.pending.push(w);
+        self.pending.push_back(w);
     }
 
     fn scan(&self, table: Table, from: &[u8], limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
         self.view[idx(table)]
-            .range(from.to_vec()..)
+            .range::<[u8], _>((Bound::Included(from), Bound::Unbounded))
             .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
             .collect()
     }
 
@@ -98,12 +115,20 @@ impl Kv for SimDisk {
         self.view[idx(table)]
             .iter()
             .next_back()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
     }
 
     fn sync(&mut self) {
-        let n = self.pending.len();
-        self.sync_prefix(n);
+        let mark = self.write_mark();
+        self.sync_to(mark);
+    }
+
+    fn write_mark(&self) -> u64 {
+        self.durable + self.pending.len() as u64
+    }
+
+    fn durable_mark(&self) -> u64 {
+        self.durable
     }
 }
 
@@ -127,6 +152,25 @@ mod tests {
             assert!(!has(b"c") || has(b"b"));
             assert!(has(b"a") || has(b"c"));
             assert_eq!(d.unsynced(), 0);
+            assert_eq!(d.write_mark(), d.durable_mark());
         }
+    }
+
+    #[test]
+    fn a_sync_covers_the_writes_before_its_mark_only() {
+        let mut d = SimDisk::default();
+        d.put(Table::Log, b"a", b"1");
+        d.put(Table::Log, b"b", b"2");
+        let mark = d.write_mark();
+        d.put(Table::Log, b"c", b"3");
+        assert_eq!((mark, d.durable_mark()), (2, 0));
+        d.sync_to(mark);
+        assert_eq!((d.durable_mark(), d.write_mark()), (2, 3));
+        // A late sync of an older mark changes nothing.
+        d.sync_to(1);
+        assert_eq!(d.durable_mark(), 2);
+        d.crash(&mut Rng::new(0));
+        assert!(d.get(Table::Log, b"b").is_some());
+        assert_eq!(d.write_mark(), d.durable_mark());
     }
 }

@@ -1,8 +1,9 @@
 //! Running many seeds: in parallel, with a progress line, writing a
 //! scenario file for every failure so it can be replayed exactly.
 
+use super::report::{FailureKind, Report};
 use super::scenario::Scenario;
-use super::world::{FailureKind, Report, World};
+use super::world::World;
 use std::io::{IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -22,6 +23,8 @@ pub fn exit_code(kind: FailureKind) -> i32 {
 pub struct Failed {
     pub seed: u64,
     pub kind: FailureKind,
+    /// The check that failed (see `sim::invariants`).
+    pub check: &'static str,
     pub message: String,
     pub file: Option<PathBuf>,
 }
@@ -55,6 +58,19 @@ pub fn run_seeds(
     progress: bool,
     tweak: &(dyn Fn(&mut Scenario) + Sync),
 ) -> Summary {
+    run_seeds_until(seeds, jobs, out_dir, progress, usize::MAX, tweak)
+}
+
+/// As [`run_seeds`], but no new seed starts once `max_failures` seeds
+/// have failed (the seeds already running finish).
+pub fn run_seeds_until(
+    seeds: std::ops::Range<u64>,
+    jobs: usize,
+    out_dir: Option<&Path>,
+    progress: bool,
+    max_failures: usize,
+    tweak: &(dyn Fn(&mut Scenario) + Sync),
+) -> Summary {
     let next = AtomicU64::new(seeds.start);
     let done = AtomicU64::new(0);
     let ops = AtomicU64::new(0);
@@ -63,12 +79,16 @@ pub fn run_seeds(
     let leaders = AtomicU64::new(0);
     let paged = AtomicU64::new(0);
     let failed = Mutex::new(Vec::new());
+    let failures = AtomicU64::new(0);
     let total = seeds.end.saturating_sub(seeds.start);
     let start = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..jobs.max(1) {
             s.spawn(|| {
                 loop {
+                    if failures.load(Ordering::Relaxed) >= max_failures as u64 {
+                        break;
+                    }
                     let seed = next.fetch_add(1, Ordering::Relaxed);
                     if seed >= seeds.end {
                         break;
@@ -84,11 +104,13 @@ pub fn run_seeds(
                         undecided.fetch_add(1, Ordering::Relaxed);
                     }
                     if let Some(f) = report.failure() {
+                        failures.fetch_add(1, Ordering::Relaxed);
                         let file = out_dir.and_then(|d| write_failure(d, &sc, &report));
                         if let Ok(mut v) = failed.lock() {
                             v.push(Failed {
                                 seed,
                                 kind: f.kind,
+                                check: f.check,
                                 message: f.message.clone(),
                                 file,
                             });
@@ -109,7 +131,7 @@ pub fn run_seeds(
     let mut failed = failed.into_inner().unwrap_or_default();
     failed.sort_by_key(|f| f.seed);
     Summary {
-        seeds: total,
+        seeds: done.into_inner(),
         failed,
         ops: ops.into_inner(),
         events: events.into_inner(),
@@ -139,7 +161,7 @@ pub fn write_failure(dir: &Path, sc: &Scenario, report: &Report) -> Option<PathB
     let path = dir.join(format!("seed-{}.scenario", sc.seed));
     let mut text = String::new();
     if let Some(f) = report.failure() {
-        text.push_str(&format!("# failed: {:?}\n", f.kind));
+        text.push_str(&format!("# failed: {:?} ({})\n", f.kind, f.check));
         for line in f.message.lines().take(20) {
             text.push_str(&format!("#   {line}\n"));
         }

@@ -10,7 +10,8 @@
 //! run 10s
 //! net loss=0.01 dup=0.01 delay=1ms..10ms
 //! backend fail=0.01 fail-after-apply=0.01 delay=200us..2ms
-//! fsync 250us
+//! fsync 250us                 # or a range: fsync 100us..2ms
+//! reads max-lag=2 lease=600ms # the gateway's plain-read limits
 //! client-timeout 3s
 //! promise-bytes 160           # acceptors' promise page budget
 //! bug skip-phase1
@@ -19,6 +20,12 @@
 //! at 3s partition n0 n1 | n2
 //! at 4s cut n0 -> n1
 //! at 5s heal
+//! at 6s crash-after-sync leader       # after its next fsync, before the replies leave
+//! at 6s crash-before-sync n1          # as its next fsync starts: unsynced writes at risk
+//! at 6s crash-after-send n2 promise   # right after its next promise leaves
+//! at 7s clock-jump n1 +2s
+//! at 7s clock-jump all-but leader +1500ms
+//! at 8s clock-drift n2 -3%            # runs 3% slow from now on
 //! expect answered >= 300       # availability during the faults
 //! expect leader-changes <= 4   # no flapping
 //! ```
@@ -40,12 +47,37 @@ pub enum Target {
     Follower,
 }
 
+/// A moment, chosen by what the node does, at which it crashes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// Right after its next fsync, before the replies it covers leave.
+    AfterSync,
+    /// As its next fsync starts: what was not synced is at risk.
+    BeforeSync,
+    /// Right after its next message of this kind leaves.
+    AfterSend(&'static str),
+}
+
+/// Message kinds a crash can wait for (`Message::kind`).
+const SEND_KINDS: &[&str] = &[
+    "prepare",
+    "promise",
+    "accept",
+    "accepted",
+    "decided",
+    "heartbeat",
+];
+
+/// The most a node's clock may drift in the sim, in parts per million.
+/// Leases assume clocks run at nearly the same rate; the plain-read
+/// staleness bound allows for this much.
+pub const DRIFT_PPM_MAX: i64 = 50_000;
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Fault {
     Crash(Target),
-    /// Crash right after the node's next fsync, before the replies it
-    /// covers leave.
-    CrashAfterSync(Target),
+    /// Crash at a moment chosen by what the node does next.
+    CrashAt(Target, CrashPoint),
     Restart(Target),
     RestartAll,
     /// Groups that cannot reach each other (symmetric).
@@ -60,6 +92,12 @@ pub enum Fault {
     Loss(f64),
     Dup(f64),
     ClockJump(Target, Duration),
+    /// Every node's clock but the target's leaps forward: the others'
+    /// timers and leases run out early, so two leaderships may overlap.
+    ClockJumpOthers(Target, Duration),
+    /// From now on the node's clock runs this many ppm fast (negative:
+    /// slow), within `DRIFT_PPM_MAX`.
+    ClockDrift(Target, i64),
     BackendFail(f64),
 }
 
@@ -74,12 +112,67 @@ pub enum Expect {
     LeaderChangesAtMost(u64),
 }
 
+/// Deliberate protocol bugs, switched on by name (`bug NAME` in a file,
+/// `ordo sim --bug NAME`), to show that the checks catch each one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Bugs {
     pub skip_phase1: bool,
     pub forget_promise: bool,
     pub stale_reads: bool,
     pub ignore_idempotency_keys: bool,
+    pub read_index_without_round: bool,
+    pub round_not_persisted: bool,
+    pub promise_before_sync: bool,
+    pub prepare_before_sync: bool,
+    pub lease_without_quorum: bool,
+}
+
+type BugSwitch = fn(&mut Bugs) -> &mut bool;
+
+/// Every bug's name and switch.
+const BUGS: &[(&str, BugSwitch)] = &[
+    ("skip-phase1", |b| &mut b.skip_phase1),
+    ("forget-promise", |b| &mut b.forget_promise),
+    ("stale-reads", |b| &mut b.stale_reads),
+    ("ignore-idempotency-keys", |b| {
+        &mut b.ignore_idempotency_keys
+    }),
+    ("read-index-without-round", |b| {
+        &mut b.read_index_without_round
+    }),
+    ("round-not-persisted", |b| &mut b.round_not_persisted),
+    ("promise-before-sync", |b| &mut b.promise_before_sync),
+    ("prepare-before-sync", |b| &mut b.prepare_before_sync),
+    ("lease-without-quorum", |b| &mut b.lease_without_quorum),
+];
+
+impl Bugs {
+    /// Every bug's name.
+    pub fn all() -> impl Iterator<Item = &'static str> {
+        BUGS.iter().map(|(n, _)| *n)
+    }
+
+    /// Switch on the bug called `name`.
+    pub fn set(&mut self, name: &str) -> Result<(), String> {
+        let Some((_, switch)) = BUGS.iter().find(|(n, _)| *n == name) else {
+            let known: Vec<&str> = Bugs::all().collect();
+            return Err(format!(
+                "unknown bug {name:?} (known: {})",
+                known.join(", ")
+            ));
+        };
+        *switch(self) = true;
+        Ok(())
+    }
+
+    /// The names of the bugs switched on.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut b = *self;
+        BUGS.iter()
+            .filter(|(_, switch)| *switch(&mut b))
+            .map(|(n, _)| *n)
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -95,7 +188,11 @@ pub struct Scenario {
     pub backend_fail: f64,
     pub backend_fail_after_apply: f64,
     pub backend_delay: (Duration, Duration),
-    pub fsync: Duration,
+    /// How long one fsync takes, drawn per sync from this range.
+    pub fsync: (Duration, Duration),
+    /// The gateway's plain-read limits (`ReadLimits`).
+    pub max_lag: u64,
+    pub lease: Duration,
     pub client_timeout: Duration,
     /// The acceptors' promise page budget (`AcceptorConfig`): tiny in the
     /// sim, so that promises are split into pages whenever they can be.
@@ -119,7 +216,9 @@ impl Default for Scenario {
             backend_fail: 0.0,
             backend_fail_after_apply: 0.0,
             backend_delay: (Duration::from_micros(200), ms(2)),
-            fsync: Duration::from_micros(250),
+            fsync: (Duration::from_micros(250), Duration::from_micros(250)),
+            max_lag: 2,
+            lease: ms(600),
             client_timeout: Duration::from_secs(3),
             promise_bytes: 160,
             bugs: Bugs::default(),
@@ -217,6 +316,26 @@ fn parse_target(s: &str, nodes: u16) -> Result<Target, String> {
     }
 }
 
+/// `+3%`, `-0.5%`: within `DRIFT_PPM_MAX`.
+fn parse_drift(s: &str) -> Result<i64, String> {
+    let pct = s
+        .strip_suffix('%')
+        .and_then(|p| p.parse::<f64>().ok())
+        .ok_or_else(|| format!("clock drift {s:?} is not a percentage like -3% or +1.5%"))?;
+    let ppm = (pct * 10_000.0).round() as i64;
+    if ppm.abs() > DRIFT_PPM_MAX {
+        return Err(format!(
+            "clock drift {s} is beyond {}%, the most the sim allows",
+            DRIFT_PPM_MAX as f64 / 10_000.0
+        ));
+    }
+    Ok(ppm)
+}
+
+fn format_drift(ppm: i64) -> String {
+    format!("{:+}%", ppm as f64 / 10_000.0)
+}
+
 fn parse_fault(words: &[&str], nodes: u16) -> Result<Fault, String> {
     let arg = |i: usize| -> Result<&str, String> {
         words
@@ -226,7 +345,20 @@ fn parse_fault(words: &[&str], nodes: u16) -> Result<Fault, String> {
     };
     let fault = match words[0] {
         "crash" => Fault::Crash(parse_target(arg(1)?, nodes)?),
-        "crash-after-sync" => Fault::CrashAfterSync(parse_target(arg(1)?, nodes)?),
+        "crash-after-sync" => Fault::CrashAt(parse_target(arg(1)?, nodes)?, CrashPoint::AfterSync),
+        "crash-before-sync" => {
+            Fault::CrashAt(parse_target(arg(1)?, nodes)?, CrashPoint::BeforeSync)
+        }
+        "crash-after-send" => {
+            let kind = arg(2)?;
+            let Some(kind) = SEND_KINDS.iter().find(|k| **k == kind) else {
+                return Err(format!(
+                    "crash-after-send: unknown message kind {kind:?} (use {})",
+                    SEND_KINDS.join(", ")
+                ));
+            };
+            Fault::CrashAt(parse_target(arg(1)?, nodes)?, CrashPoint::AfterSend(kind))
+        }
         "restart" if arg(1)? == "all" => Fault::RestartAll,
         "restart" => Fault::Restart(parse_target(arg(1)?, nodes)?),
         "isolate" => Fault::Isolate(parse_target(arg(1)?, nodes)?),
@@ -243,12 +375,19 @@ fn parse_fault(words: &[&str], nodes: u16) -> Result<Fault, String> {
                 to: parse_target(arg(3)?, nodes)?,
             }
         }
+        "clock-jump" if arg(1)? == "all-but" => {
+            let d = arg(3)?
+                .strip_prefix('+')
+                .ok_or("clock-jump wants a forward jump like +2s")?;
+            Fault::ClockJumpOthers(parse_target(arg(2)?, nodes)?, parse_duration(d)?)
+        }
         "clock-jump" => {
             let d = arg(2)?
                 .strip_prefix('+')
                 .ok_or("clock-jump wants a forward jump like +2s")?;
             Fault::ClockJump(parse_target(arg(1)?, nodes)?, parse_duration(d)?)
         }
+        "clock-drift" => Fault::ClockDrift(parse_target(arg(1)?, nodes)?, parse_drift(arg(2)?)?),
         "partition" => {
             let mut groups = vec![Vec::new()];
             for w in &words[1..] {
@@ -270,8 +409,9 @@ fn parse_fault(words: &[&str], nodes: u16) -> Result<Fault, String> {
     };
     let expected = match &fault {
         Fault::Heal => 1,
-        Fault::Cut { .. } => 4,
-        Fault::ClockJump(..) => 3,
+        Fault::Cut { .. } | Fault::ClockJumpOthers(..) => 4,
+        Fault::ClockJump(..) | Fault::ClockDrift(..) => 3,
+        Fault::CrashAt(_, CrashPoint::AfterSend(_)) => 3,
         Fault::Partition(_) => words.len(),
         _ => 2,
     };
@@ -320,17 +460,19 @@ impl Scenario {
                 "clients" => s.clients = num(one()?)?.min(64) as u32,
                 "keys" => s.keys = num(one()?)?.clamp(1, 64) as u32,
                 "run" => s.run = parse_duration(one()?).map_err(err)?,
-                "fsync" => s.fsync = parse_duration(one()?).map_err(err)?,
+                "fsync" => {
+                    let v = one()?;
+                    s.fsync = if v.contains("..") {
+                        parse_range(v).map_err(err)?
+                    } else {
+                        let d = parse_duration(v).map_err(err)?;
+                        (d, d)
+                    };
+                }
                 "client-timeout" => s.client_timeout = parse_duration(one()?).map_err(err)?,
                 "promise-bytes" => s.promise_bytes = num(one()?)? as usize,
-                "bug" => match one()? {
-                    "skip-phase1" => s.bugs.skip_phase1 = true,
-                    "forget-promise" => s.bugs.forget_promise = true,
-                    "stale-reads" => s.bugs.stale_reads = true,
-                    "ignore-idempotency-keys" => s.bugs.ignore_idempotency_keys = true,
-                    b => return Err(err(format!("unknown bug {b:?}"))),
-                },
-                "net" | "backend" => {
+                "bug" => s.bugs.set(one()?).map_err(err)?,
+                "net" | "backend" | "reads" => {
                     for kv in &words[1..] {
                         let (k, v) = kv
                             .split_once('=')
@@ -346,6 +488,8 @@ impl Scenario {
                             ("backend", "delay") => {
                                 s.backend_delay = parse_range(v).map_err(err)?
                             }
+                            ("reads", "max-lag") => s.max_lag = num(v)?,
+                            ("reads", "lease") => s.lease = parse_duration(v).map_err(err)?,
                             _ => return Err(err(format!("unknown {} setting {k:?}", words[0]))),
                         }
                     }
@@ -412,20 +556,16 @@ impl Scenario {
             d(self.backend_delay.0),
             d(self.backend_delay.1)
         );
-        let _ = writeln!(o, "fsync {}", d(self.fsync));
+        if self.fsync.0 == self.fsync.1 {
+            let _ = writeln!(o, "fsync {}", d(self.fsync.0));
+        } else {
+            let _ = writeln!(o, "fsync {}..{}", d(self.fsync.0), d(self.fsync.1));
+        }
+        let _ = writeln!(o, "reads max-lag={} lease={}", self.max_lag, d(self.lease));
         let _ = writeln!(o, "client-timeout {}", d(self.client_timeout));
         let _ = writeln!(o, "promise-bytes {}", self.promise_bytes);
-        if self.bugs.skip_phase1 {
-            let _ = writeln!(o, "bug skip-phase1");
-        }
-        if self.bugs.forget_promise {
-            let _ = writeln!(o, "bug forget-promise");
-        }
-        if self.bugs.stale_reads {
-            let _ = writeln!(o, "bug stale-reads");
-        }
-        if self.bugs.ignore_idempotency_keys {
-            let _ = writeln!(o, "bug ignore-idempotency-keys");
+        for bug in self.bugs.names() {
+            let _ = writeln!(o, "bug {bug}");
         }
         for (t, f) in &self.timeline {
             let _ = writeln!(o, "at {} {}", d(*t), render_fault(f));
@@ -467,7 +607,7 @@ impl Scenario {
         for _ in 0..faults {
             let at = r.range(300, run_ms - 500);
             let later = |r: &mut Rng| ms(r.range(at + 100, run_ms.min(at + 4_000)));
-            match r.below(10) {
+            match r.below(14) {
                 0 | 1 => {
                     let t = target(&mut r);
                     s.timeline.push((ms(at), Fault::Crash(t)));
@@ -475,7 +615,9 @@ impl Scenario {
                 }
                 2 => {
                     let t = target(&mut r);
-                    s.timeline.push((ms(at), Fault::CrashAfterSync(t)));
+                    let point =
+                        [CrashPoint::AfterSync, CrashPoint::BeforeSync][r.below(2) as usize];
+                    s.timeline.push((ms(at), Fault::CrashAt(t, point)));
                     s.timeline.push((later(&mut r), Fault::RestartAll));
                 }
                 3 | 4 => {
@@ -509,9 +651,43 @@ impl Scenario {
                     let back = [0.0, 0.01][r.below(2) as usize];
                     s.timeline.push((later(&mut r), Fault::Loss(back)));
                 }
-                _ => {
+                9 => {
                     s.timeline.push((ms(at), Fault::BackendFail(0.5)));
                     s.timeline.push((later(&mut r), Fault::BackendFail(0.0)));
+                }
+                10 => {
+                    // Overlapping leaderships: the old leader is cut off
+                    // and has not noticed yet, while the others' clocks
+                    // leap past their leases and elect a new one.
+                    let jump = ms(r.range(1_000, 2_000));
+                    s.timeline.push((ms(at), Fault::Isolate(Target::Leader)));
+                    s.timeline
+                        .push((ms(at), Fault::ClockJumpOthers(Target::Leader, jump)));
+                    s.timeline.push((later(&mut r), Fault::Heal));
+                }
+                11 => {
+                    let n = Target::Node(r.below(nodes as u64) as u16);
+                    let ppm = r.range(5_000, DRIFT_PPM_MAX as u64) as i64;
+                    let ppm = if r.chance(0.5) { ppm } else { -ppm };
+                    s.timeline.push((ms(at), Fault::ClockDrift(n, ppm)));
+                    s.timeline.push((later(&mut r), Fault::ClockDrift(n, 0)));
+                }
+                12 => {
+                    // A crash timed around an election: the leader goes,
+                    // and a node dies right after its next prepare or
+                    // promise leaves.
+                    let t = target(&mut r);
+                    let kind = ["prepare", "promise"][r.below(2) as usize];
+                    s.timeline
+                        .push((ms(at), Fault::CrashAt(t, CrashPoint::AfterSend(kind))));
+                    s.timeline.push((ms(at), Fault::Crash(Target::Leader)));
+                    s.timeline.push((later(&mut r), Fault::RestartAll));
+                }
+                _ => {
+                    let t = target(&mut r);
+                    s.timeline
+                        .push((ms(at), Fault::CrashAt(t, CrashPoint::BeforeSync)));
+                    s.timeline.push((later(&mut r), Fault::RestartAll));
                 }
             }
         }
@@ -520,6 +696,14 @@ impl Scenario {
         // one entry per page; the others cut pages of several entries (a
         // no-op costs 32 bytes, a one-update batch about 80).
         s.promise_bytes = [1, 100, 160, 400][r.below(4) as usize];
+        let us = Duration::from_micros;
+        s.fsync = [
+            (us(50), us(50)),
+            (us(250), us(250)),
+            (us(100), ms(2)),
+            (ms(1), ms(10)),
+        ][r.below(4) as usize];
+        s.max_lag = [0, 2, 8][r.below(3) as usize];
         s
     }
 }
@@ -536,7 +720,11 @@ fn render_fault(f: &Fault) -> String {
     let t = render_target;
     match f {
         Fault::Crash(x) => format!("crash {}", t(x)),
-        Fault::CrashAfterSync(x) => format!("crash-after-sync {}", t(x)),
+        Fault::CrashAt(x, CrashPoint::AfterSync) => format!("crash-after-sync {}", t(x)),
+        Fault::CrashAt(x, CrashPoint::BeforeSync) => format!("crash-before-sync {}", t(x)),
+        Fault::CrashAt(x, CrashPoint::AfterSend(kind)) => {
+            format!("crash-after-send {} {kind}", t(x))
+        }
         Fault::Restart(x) => format!("restart {}", t(x)),
         Fault::RestartAll => "restart all".into(),
         Fault::Partition(groups) => {
@@ -557,6 +745,10 @@ fn render_fault(f: &Fault) -> String {
         Fault::Loss(p) => format!("loss {p}"),
         Fault::Dup(p) => format!("dup {p}"),
         Fault::ClockJump(x, d) => format!("clock-jump {} +{}", t(x), format_duration(*d)),
+        Fault::ClockJumpOthers(x, d) => {
+            format!("clock-jump all-but {} +{}", t(x), format_duration(*d))
+        }
+        Fault::ClockDrift(x, ppm) => format!("clock-drift {} {}", t(x), format_drift(*ppm)),
         Fault::BackendFail(p) => format!("backend-fail {p}"),
     }
 }

@@ -1,14 +1,17 @@
 //! ordo: a Paxos availability proxy for REST services.
 //!
-//! `paxos` holds the protocol roles, `apply` the applier, `storage` the
-//! durable state, `node` the actix actors that drive the roles in
-//! production, `http` the update encoding and the HTTP backend client,
-//! `demo` the built-in demo service, `mesh` the TLS peer transport; `sim` (in the top-level `sim/`
-//! folder) drives the same roles with a seeded deterministic scheduler.
+//! `paxos` holds the protocol roles and their records, `apply` the
+//! applier, `driver` the one driver of the roles, `storage` the durable
+//! store, `node` the actix actors that shell the driver in production,
+//! `http` the update encoding and the HTTP backend client, `gateway` the
+//! client-facing HTTP server, `demo` the built-in demo service, `mesh` the
+//! TLS peer transport; `sim` (in the top-level `sim/` folder) shells the
+//! same driver with a seeded deterministic scheduler.
 
 pub mod apply;
 pub mod config;
 pub mod demo;
+pub mod driver;
 pub mod gateway;
 pub mod http;
 pub mod mesh;

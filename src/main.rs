@@ -86,8 +86,13 @@ struct SimArgs {
     /// Where failing scenarios are written.
     #[arg(long, default_value = "sim-failures")]
     out: PathBuf,
+    /// Start no new seed once this many have failed.
+    #[arg(long)]
+    max_failures: Option<usize>,
     /// Switch on a deliberate protocol bug (to see the checkers catch it):
-    /// skip-phase1, forget-promise, stale-reads or ignore-idempotency-keys.
+    /// skip-phase1, forget-promise, stale-reads, ignore-idempotency-keys,
+    /// read-index-without-round, round-not-persisted, promise-before-sync,
+    /// prepare-before-sync or lease-without-quorum.
     #[arg(long)]
     bug: Option<String>,
 }
@@ -129,14 +134,18 @@ fn sim_main(args: SimArgs) -> Result<i32> {
             println!("{line}");
         }
         println!(
-            "seed {}: {} events, {} ops answered, {} unknown, {} refused, {} entries fetched, {} partial promise pages, sim time {}, trace {:016x}",
+            "seed {}: {} events, {} ops answered, {} unknown, {} refused, {} plain reads served, {} refused as not ready, {} entries fetched, {} partial promise pages, {} leaders elected over pages, {} syncs, sim time {}, trace {:016x}",
             sc.seed,
             report.events,
             report.ops_ok,
             report.ops_unknown,
             report.ops_refused,
+            report.plain_reads,
+            report.plain_refused,
             report.fetched_entries,
             report.partial_pages,
+            report.leaders_paged,
+            report.syncs,
             report.sim_time,
             report.trace_hash
         );
@@ -146,25 +155,27 @@ fn sim_main(args: SimArgs) -> Result<i32> {
                 0
             }
             Some(f) => {
-                println!("FAILED ({:?}): {}", f.kind, f.message);
+                println!("FAILED ({:?}, {}): {}", f.kind, f.check, f.message);
                 runner::exit_code(f.kind)
             }
         });
     }
     let seeds = parse_seeds(&args.seeds)?;
     let mut bugs = Bugs::default();
-    match args.bug.as_deref() {
-        None => {}
-        Some("skip-phase1") => bugs.skip_phase1 = true,
-        Some("forget-promise") => bugs.forget_promise = true,
-        Some("stale-reads") => bugs.stale_reads = true,
-        Some("ignore-idempotency-keys") => bugs.ignore_idempotency_keys = true,
-        Some(b) => bail!(
-            "--bug {b:?}: unknown (skip-phase1, forget-promise, stale-reads, ignore-idempotency-keys)"
-        ),
+    if let Some(b) = args.bug.as_deref() {
+        if let Err(e) = bugs.set(b) {
+            bail!("--bug: {e}");
+        }
     }
     let tweak = move |sc: &mut Scenario| sc.bugs = bugs;
-    let summary = runner::run_seeds(seeds, args.jobs, Some(&args.out), true, &tweak);
+    let summary = runner::run_seeds_until(
+        seeds,
+        args.jobs,
+        Some(&args.out),
+        true,
+        args.max_failures.unwrap_or(usize::MAX),
+        &tweak,
+    );
     println!(
         "{} seeds, {} failed, {} client ops answered in {:.1}s: {:.0} simulated ops/s, {:.0} events/s",
         summary.seeds,
@@ -186,7 +197,10 @@ fn sim_main(args: SimArgs) -> Result<i32> {
     }
     for f in summary.failed.iter().take(10) {
         let first = f.message.lines().next().unwrap_or("");
-        println!("seed {} failed ({:?}): {first}", f.seed, f.kind);
+        println!(
+            "seed {} failed ({:?}, {}): {first}",
+            f.seed, f.kind, f.check
+        );
         if let Some(file) = &f.file {
             println!("  REPRODUCE WITH: ordo sim replay {}", file.display());
         }

@@ -1,8 +1,8 @@
 //! The one source of randomness the protocol roles may use.
 //!
 //! Roles never call an OS random source: they get a [`Rng`] at
-//! construction. Production seeds it from the OS once; the sim derives it
-//! from the scenario seed, so the same seed replays the same run. The
+//! construction. Production seeds it from the OS once (`node::os_rng`);
+//! the sim derives it from the scenario seed, so the same seed replays the same run. The
 //! generator is our own (SplitMix64) so a seed means the same run on any
 //! machine and with any version of the `rand` crate.
 
@@ -15,11 +15,6 @@ pub struct Rng {
 impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng { state: seed }
-    }
-
-    /// Seeded from the operating system: for production roles only.
-    pub fn from_os() -> Rng {
-        Rng::new(rand::random::<u64>())
     }
 
     pub fn next_u64(&mut self) -> u64 {

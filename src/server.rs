@@ -3,15 +3,15 @@
 //! one per process; `ordo demo` starts three in one process.
 
 use crate::config::Config;
+use crate::driver::GroupConfig;
 use crate::gateway::readiness::ReadLimits;
-use crate::gateway::waiters::{GatewayActor, Waiters};
+use crate::gateway::waiters::Waiters;
 use crate::gateway::{self, Gateway, Service};
 use crate::http::client::{HttpBackend, HttpBackendConfig};
 use crate::mesh::tls::TlsPaths;
 use crate::mesh::{Mesh, MeshConfig};
-use crate::node::{GroupConfig, NodeHandle, start_group};
+use crate::node::{NodeHandle, start_group};
 use crate::storage::fjall_kv::FjallStore;
-use actix::Actor;
 use actix_web::{App, HttpServer};
 use anyhow::{Context, Result};
 use std::sync::Arc;
@@ -101,17 +101,13 @@ pub async fn start(cfg: &Config, handle_signals: bool) -> Result<RunningNode> {
                 .with_context(|| format!("services.{}.backend", s.name))?,
         );
         let waiters = Waiters::default();
-        let router = GatewayActor {
-            waiters: waiters.clone(),
-        }
-        .start();
         let handle = start_group(
             node_id,
             cfg.membership(s),
             kv,
             mesh.group(&s.name),
             backend.clone(),
-            router.recipient(),
+            Arc::new(waiters.clone()),
             GroupConfig::default(),
         )
         .map_err(|e| anyhow::anyhow!("service {}: {e:?}", s.name))?;

@@ -3,18 +3,18 @@
 //! and the group commit of a single acceptor.
 
 mod support;
-use support::{Collector, fast_config};
+use support::{Collector, MemoryBackend, fast_config};
 
-use actix::Actor;
 use ordo::node::{
-    ClientOutcome, LoopbackTransport, MemoryBackend, NodeHandle, Read, RoleStatus, Status, Submit,
-    SyncStats, Transport, start_group,
+    LoopbackTransport, NodeHandle, Read, RoleStatus, Status, Submit, Transport, start_group,
 };
 use ordo::paxos::ballot::{Ballot, NodeId, Update, UpdateId, Value};
+use ordo::paxos::command::ClientOutcome;
 use ordo::paxos::membership::Membership;
 use ordo::paxos::message::{Message, Role};
 use ordo::sim::workload::SimOp;
 use ordo::storage::fjall_kv::FjallStore;
+use ordo::storage::fjall_kv::SyncStats;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -38,7 +38,6 @@ struct Cluster {
     nodes: Vec<TestNode>,
     transport: Arc<LoopbackTransport>,
     collector: Collector,
-    gateway: actix::Addr<Collector>,
     next_seq: u64,
     /// Submitted and not yet answered: id -> (node index, op).
     pending: HashMap<UpdateId, (usize, SimOp)>,
@@ -51,12 +50,10 @@ struct Cluster {
 impl Cluster {
     fn new(n: u16) -> Cluster {
         let collector = Collector::default();
-        let gateway = collector.clone().start();
         let mut c = Cluster {
             nodes: Vec::new(),
             transport: LoopbackTransport::new(),
             collector,
-            gateway,
             next_seq: 0,
             pending: HashMap::new(),
             answered: Vec::new(),
@@ -86,7 +83,7 @@ impl Cluster {
             kv,
             self.transport.clone(),
             node.backend.clone(),
-            self.gateway.clone().recipient(),
+            Arc::new(self.collector.clone()),
             fast_config(),
         )
         .unwrap();
@@ -305,7 +302,7 @@ async fn acceptor_replies_leave_only_after_a_covering_sync() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(&dir);
     let recorder = Arc::new(Recorder::default());
-    let collector = Collector::default().start();
+    let collector = Collector::default();
     let mut cfg = fast_config();
     // No election: only the acceptor writes in this test.
     cfg.proposer.election_timeout = Duration::from_secs(3600);
@@ -315,7 +312,7 @@ async fn acceptor_replies_leave_only_after_a_covering_sync() {
         store.group("svc").unwrap(),
         recorder.clone(),
         Arc::new(MemoryBackend::default()),
-        collector.recipient(),
+        Arc::new(collector),
         cfg,
     )
     .unwrap();

@@ -3,7 +3,8 @@
 //! bounded number of seeds. A checker that never fails proves nothing.
 
 use ordo::sim::runner::run_seeds;
-use ordo::sim::{Scenario, World};
+use ordo::sim::{Checks, FailureKind, Scenario, World};
+use std::time::Duration;
 
 #[test]
 fn a_proposer_that_skips_phase1_is_caught() {
@@ -34,7 +35,9 @@ fn the_history_checker_alone_catches_a_proposer_that_skips_phase1() {
     let found = (0..300).find(|&seed| {
         let mut sc = Scenario::generate(seed);
         sc.bugs.skip_phase1 = true;
-        World::new(sc, false).run().history_violated()
+        World::with_checks(sc, false, Checks::HistoryOnly)
+            .run()
+            .history_violated()
     });
     assert!(found.is_some(), "no history violation in 300 broken seeds");
 }
@@ -53,7 +56,9 @@ fn the_history_checker_catches_reads_that_skip_the_quorum_round() {
     let found = (0..300).find(|&seed| {
         let mut sc = Scenario::generate(seed);
         sc.bugs.stale_reads = true;
-        World::new(sc, false).run().history_violated()
+        World::with_checks(sc, false, Checks::HistoryOnly)
+            .run()
+            .history_violated()
     });
     assert!(found.is_some(), "no stale read caught in 300 seeds");
 }
@@ -72,4 +77,34 @@ fn an_applier_that_ignores_idempotency_keys_is_caught() {
             .any(|f| f.message.contains("was applied in slots")),
         "double application went unnoticed in 100 seeds"
     );
+}
+
+/// A safety failure ends the run at once: it does not run on to the end
+/// of its timeline (where more failures would pile up).
+#[test]
+fn the_first_failure_ends_the_run() {
+    let mut sc = Scenario::generate(2);
+    sc.bugs.skip_phase1 = true;
+    let full = World::new(Scenario::generate(2), false).run();
+    let report = World::new(sc.clone(), false).run();
+    let f = report.failure().expect("skip-phase1 fails seed 2");
+    assert_eq!(f.check, "one-value-per-slot");
+    assert!(
+        report.sim_time < ordo::time::Time::ZERO + sc.run && report.events < full.events,
+        "ran on after its failure: {} events to {}",
+        report.events,
+        report.sim_time
+    );
+}
+
+/// A run that would never end (here: a timeline far longer than the
+/// budget) ends as a liveness failure of its budget, not as a hang.
+#[test]
+fn a_run_that_never_ends_is_cut_by_its_budget() {
+    let mut sc = Scenario::generate(3);
+    sc.run = Duration::from_secs(100_000);
+    let report = World::new(sc, false).run();
+    let f = report.failure().expect("the budget ends it");
+    assert_eq!((f.kind, f.check), (FailureKind::Liveness, "budget"));
+    assert!(report.events <= ordo::sim::world::EVENTS_MAX);
 }

@@ -6,7 +6,6 @@
 mod support;
 use support::{Collector, fast_config};
 
-use actix::Actor;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -16,9 +15,10 @@ use hyper_util::rt::TokioExecutor;
 use ordo::demo::{DemoBackend, DemoConfig, serve};
 use ordo::http::client::{BACKEND_STATUS, TOO_LARGE_STATUS};
 use ordo::http::{HttpBackend, HttpBackendConfig, ProxiedRequest, StoredResponse};
-use ordo::node::{Backend, ClientOutcome, LoopbackTransport, NodeHandle, Submit, start_group};
+use ordo::node::{Backend, LoopbackTransport, NodeHandle, Submit, start_group};
 use ordo::paxos::ballot::{NodeId, Update, UpdateId};
 use ordo::paxos::command::BackendReply;
+use ordo::paxos::command::ClientOutcome;
 use ordo::paxos::membership::Membership;
 use ordo::storage::fjall_kv::FjallStore;
 use serde_json::{Value, json};
@@ -597,7 +597,6 @@ async fn settle(
 async fn three_nodes_apply_http_updates_to_their_demo_backends() {
     let transport = LoopbackTransport::new();
     let collector = Collector::default();
-    let gateway = collector.clone().start();
     let mut demos = Vec::new();
     let mut dirs = Vec::new();
     let mut stores = Vec::new();
@@ -613,7 +612,7 @@ async fn three_nodes_apply_http_updates_to_their_demo_backends() {
             store.group("kv").unwrap(),
             transport.clone(),
             http,
-            gateway.clone().recipient(),
+            Arc::new(collector.clone()),
             fast_config(),
         )
         .unwrap();
@@ -753,7 +752,7 @@ async fn the_applier_retries_until_the_backend_comes_up() {
         store.group("kv").unwrap(),
         LoopbackTransport::new(),
         Arc::new(backend(&format!("http://{addr}"))),
-        collector.clone().start().recipient(),
+        Arc::new(collector.clone()),
         cfg,
     )
     .unwrap();

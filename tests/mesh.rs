@@ -5,15 +5,15 @@
 //! comes back on the same port is reconnected.
 
 mod support;
-use support::{Collector, LIMIT, fast_config};
+use support::{Collector, LIMIT, MemoryBackend, fast_config};
 
-use actix::Actor;
 use ordo::mesh::certs::make_certs;
 use ordo::mesh::frame::{self, Frame, MAX_HELLO_BYTES};
 use ordo::mesh::tls::{self, TlsPaths};
 use ordo::mesh::{Mesh, MeshConfig, MeshError, Refusal};
-use ordo::node::{ClientOutcome, MemoryBackend, NodeHandle, Submit, start_group};
+use ordo::node::{NodeHandle, Submit, start_group};
 use ordo::paxos::ballot::{NodeId, Update, UpdateId};
+use ordo::paxos::command::ClientOutcome;
 use ordo::paxos::membership::Membership;
 use ordo::paxos::message::{Message, Role};
 use ordo::sim::workload::SimOp;
@@ -68,7 +68,6 @@ struct Cluster {
     addrs: Vec<SocketAddr>,
     nodes: Vec<TestNode>,
     collector: Collector,
-    gateway: actix::Addr<Collector>,
     next_seq: u64,
     pending: HashMap<UpdateId, (usize, SimOp)>,
     answered: Vec<(SimOp, u16, String)>,
@@ -81,7 +80,6 @@ impl Cluster {
         let names: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
         make_certs(CLUSTER, &names, certs.path()).unwrap();
         let collector = Collector::default();
-        let gateway = collector.clone().start();
         let (addrs, mut listeners): (Vec<_>, Vec<_>) = NAMES.iter().map(|_| reserve()).unzip();
         Cluster {
             certs,
@@ -98,7 +96,6 @@ impl Cluster {
                 })
                 .collect(),
             collector,
-            gateway,
             next_seq: 0,
             pending: HashMap::new(),
             answered: Vec::new(),
@@ -155,7 +152,7 @@ impl Cluster {
             store.group("svc").unwrap(),
             mesh.group("svc"),
             self.nodes[i].backend.clone(),
-            self.gateway.clone().recipient(),
+            Arc::new(self.collector.clone()),
             fast_config(),
         )
         .unwrap();

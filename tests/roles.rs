@@ -5,15 +5,15 @@ use bytes::Bytes;
 use ordo::apply::applier::{Applier, ApplierConfig};
 use ordo::paxos::acceptor::{Acceptor, AcceptorBugs, AcceptorConfig, PROMISE_BYTES_MAX_DEFAULT};
 use ordo::paxos::ballot::{Ballot, NodeId, Update, UpdateId, Value};
-use ordo::paxos::command::{BackendReply, Command, Ctx, Refusal, Timer};
+use ordo::paxos::command::{BackendReply, ClientOutcome, Command, Ctx, Refusal, Timer};
 use ordo::paxos::learner::{Learner, LearnerConfig};
 use ordo::paxos::membership::Membership;
 use ordo::paxos::message::{AcceptedEntry, Message, Role, entry_cost};
 use ordo::paxos::proposer::{Proposer, ProposerBugs, ProposerConfig};
+use ordo::paxos::state;
 use ordo::rng::Rng;
 use ordo::sim::disk::SimDisk;
 use ordo::storage::kv::Kv;
-use ordo::storage::state;
 use ordo::time::Time;
 use std::time::Duration;
 
@@ -464,10 +464,10 @@ fn a_rejected_leader_steps_down_and_refuses_what_it_never_proposed() {
     };
     let (_, out) = h.call(|ctx| p.on_message(ctx, N1, rej));
     assert!(!p.is_leader());
-    assert!(out.contains(&Command::Refused {
+    assert!(out.contains(&Command::Client(ClientOutcome::Refused {
         ids: vec![update(N0, 1).id],
         why: Refusal::NoLeader
-    }));
+    })));
     // Its next ballot jumps past the one that beat it.
     assert_eq!(elect(&mut h, &mut p), b(10, N0));
 }
@@ -479,10 +479,10 @@ fn a_follower_without_a_leader_refuses_and_with_one_forwards() {
     let (_, out) = h.call(|ctx| p.submit(ctx, vec![update(N1, 1)]));
     assert_eq!(
         out,
-        vec![Command::Refused {
+        vec![Command::Client(ClientOutcome::Refused {
             ids: vec![update(N1, 1).id],
             why: Refusal::NoLeader
-        }]
+        })]
     );
     let hb = Message::Heartbeat {
         ballot: b(3, N0),
@@ -623,12 +623,12 @@ fn applier_retries_a_retryable_failure_and_never_skips_the_slot() {
     let (_, out) = h.call(|ctx| a.on_backend_reply(ctx, 1, 0, done));
     assert_eq!(
         out,
-        vec![Command::Answer {
+        vec![Command::Client(ClientOutcome::Answer {
             id: u.id,
             slot: 1,
             status: 404,
             body: Bytes::from_static(b"nope")
-        }],
+        })],
         "404 is the deterministic answer of this slot"
     );
     assert_eq!(a.applied(), 1);
@@ -679,12 +679,12 @@ fn a_client_retry_with_the_same_key_gets_the_first_answer_and_is_not_applied_aga
     let (_, out) = h.call(|ctx| a.on_backend_reply(ctx, 1, 0, created));
     assert_eq!(
         out,
-        vec![Command::Answer {
+        vec![Command::Client(ClientOutcome::Answer {
             id: retry.id,
             slot: 1,
             status: 201,
             body: Bytes::from_static(b"created")
-        }],
+        })],
         "slot 2 is not sent to the backend; the retry's origin gets the first answer"
     );
     assert_eq!(a.applied(), 2);
@@ -720,7 +720,10 @@ fn a_client_key_is_forgotten_after_its_window() {
     assert!(
         matches!(
             &out[..],
-            [Command::Answer { .. }, Command::Apply { slot: 4, .. }]
+            [
+                Command::Client(ClientOutcome::Answer { .. }),
+                Command::Apply { slot: 4, .. }
+            ]
         ),
         "three slots later the key is new again: {out:?}"
     );
@@ -907,9 +910,9 @@ fn a_returned_forward_is_never_refused_on_step_down() {
         promised: b(5, N0),
     };
     let (_, out) = h.call(|ctx| p.on_message(ctx, N0, rej));
-    let refused = out
-        .iter()
-        .any(|c| matches!(c, Command::Refused { ids, .. } if ids.contains(&u.id)));
+    let refused = out.iter().any(
+        |c| matches!(c, Command::Client(ClientOutcome::Refused { ids, .. }) if ids.contains(&u.id)),
+    );
     assert!(!refused, "{out:?}");
 }
 
@@ -1323,10 +1326,10 @@ fn a_read_index_asked_of_a_node_that_no_longer_leads_is_refused_at_once() {
     let (_, out) = h.call(|ctx| p.on_message(ctx, N0, Message::ReadIndexRefused { id }));
     assert_eq!(
         out,
-        vec![Command::ReadRefused {
+        vec![Command::Client(ClientOutcome::ReadRefused {
             id,
             why: Refusal::NoLeader
-        }]
+        })]
     );
 }
 

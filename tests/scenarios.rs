@@ -1,4 +1,6 @@
-//! The shipped scenarios replay and pass, through the real binary too.
+//! The shipped scenarios replay and pass, through the real binary too;
+//! and `ordo sim` catches every deliberate bug and writes a file that
+//! replays the failure.
 
 use ordo::sim::{Scenario, World};
 use std::process::Command;
@@ -97,20 +99,24 @@ fn ordo_sim_replay_names_the_bad_line_of_a_broken_file() {
     );
 }
 
-#[test]
-fn ordo_sim_writes_a_replayable_file_for_a_failing_seed() {
+/// Run `ordo sim ARGS --out DIR`, which must fail and print a reproduce
+/// line whose file replays the failure with the same exit code. Its
+/// standard output and exit code.
+fn failing_sim_replays(args: &[&str]) -> (String, Option<i32>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = Command::new(env!("CARGO_BIN_EXE_ordo"))
-        .args(["sim", "--seeds", "0..10", "--bug", "skip-phase1", "--out"])
+        .arg("sim")
+        .args(args)
+        .arg("--out")
         .arg(dir.path())
         .output()
         .expect("ordo runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{stdout}");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{args:?}: {stdout}");
     let line = stdout
         .lines()
         .find(|l| l.contains("REPRODUCE WITH: ordo sim replay "))
-        .unwrap_or_else(|| panic!("no reproduce line in:\n{stdout}"));
+        .unwrap_or_else(|| panic!("{args:?}: no reproduce line in:\n{stdout}"));
     let file = line.rsplit(' ').next().expect("a path");
     let replay = Command::new(env!("CARGO_BIN_EXE_ordo"))
         .args(["sim", "replay", file])
@@ -119,6 +125,64 @@ fn ordo_sim_writes_a_replayable_file_for_a_failing_seed() {
     assert_eq!(
         replay.status.code(),
         out.status.code(),
-        "the replay fails the same way"
+        "{args:?}: the replay fails the same way"
     );
+    (stdout, out.status.code())
+}
+
+#[test]
+fn ordo_sim_writes_a_replayable_file_for_a_failing_seed() {
+    failing_sim_replays(&["--seeds", "0..10", "--bug", "skip-phase1"]);
+}
+
+/// Every deliberate bug, and the checks allowed to catch it first.
+const BUGS: &[(&str, &[&str])] = &[
+    (
+        "skip-phase1",
+        &["one-value-per-slot", "assertion", "linearizable"],
+    ),
+    (
+        "forget-promise",
+        &["one-value-per-slot", "assertion", "linearizable"],
+    ),
+    ("stale-reads", &["linearizable"]),
+    ("ignore-idempotency-keys", &["exactly-once"]),
+    // A protocol review's mutations the simulator used to miss:
+    ("read-index-without-round", &["linearizable"]),
+    ("round-not-persisted", &["durability"]),
+    ("promise-before-sync", &["durability"]),
+    ("prepare-before-sync", &["durability"]),
+    // And the plain-read staleness bound's own test.
+    ("lease-without-quorum", &["stale-plain-read"]),
+];
+
+/// The seeds CI runs (`generated_seeds_pass` in `sim_properties.rs`).
+const CI_SEEDS: &str = "0..2000";
+
+/// `ordo sim --bug NAME` catches each bug within the seeds CI runs, ends
+/// on its own with the failure's exit code, names the check, and writes a
+/// scenario file whose replay fails the same way.
+#[test]
+fn ordo_sim_catches_every_deliberate_bug_within_the_seeds_ci_runs() {
+    assert_eq!(
+        BUGS.iter().map(|(b, _)| *b).collect::<Vec<_>>(),
+        ordo::sim::scenario::Bugs::all().collect::<Vec<_>>(),
+        "every bug switch is tested here"
+    );
+    for (bug, checks) in BUGS {
+        let args = ["--seeds", CI_SEEDS, "--max-failures", "1", "--bug", bug];
+        let (stdout, code) = failing_sim_replays(&args);
+        assert!(
+            matches!(code, Some(10) | Some(12)),
+            "--bug {bug}: exit {code:?}, not a safety or assertion failure:\n{stdout}"
+        );
+        let failed = stdout
+            .lines()
+            .find(|l| l.contains(" failed ("))
+            .unwrap_or_else(|| panic!("--bug {bug}: no failed seed in:\n{stdout}"));
+        assert!(
+            checks.iter().any(|c| failed.contains(&format!(", {c}): "))),
+            "--bug {bug} was caught by another check than {checks:?}: {failed}"
+        );
+    }
 }

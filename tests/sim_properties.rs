@@ -11,7 +11,7 @@
 //! `ORDO_SIM_SEEDS` the seeds of the generated sweep.
 
 use ordo::sim::runner::{run_seeds, write_failure};
-use ordo::sim::scenario::{Fault, Target};
+use ordo::sim::scenario::{CrashPoint, Fault, Target};
 use ordo::sim::{Scenario, World};
 use proptest::prelude::*;
 use std::time::Duration;
@@ -38,8 +38,10 @@ fn fault() -> impl Strategy<Value = Vec<(u64, Fault)>> {
     prop_oneof![
         (at.clone(), gap.clone(), target())
             .prop_map(|(t, g, x)| vec![(t, Fault::Crash(x)), (t + g, Fault::RestartAll)]),
-        (at.clone(), gap.clone(), target())
-            .prop_map(|(t, g, x)| vec![(t, Fault::CrashAfterSync(x)), (t + g, Fault::RestartAll)]),
+        (at.clone(), gap.clone(), target()).prop_map(|(t, g, x)| vec![
+            (t, Fault::CrashAt(x, CrashPoint::AfterSync)),
+            (t + g, Fault::RestartAll)
+        ]),
         (at.clone(), gap.clone(), target())
             .prop_map(|(t, g, x)| vec![(t, Fault::Isolate(x)), (t + g, Fault::Heal)]),
         (at.clone(), gap.clone(), target(), target()).prop_map(|(t, g, a, b)| vec![

@@ -24,10 +24,10 @@
 //! was lost in a crash changes nothing.
 
 use crate::paxos::ballot::{NodeId, Slot, Update, UpdateId, Value};
-use crate::paxos::command::{BackendReply, Command, Ctx, Timer};
+use crate::paxos::command::{BackendReply, ClientOutcome, Command, Ctx, Timer};
 use crate::paxos::message::Message;
+use crate::paxos::state::{self, Meta};
 use crate::storage::kv::Kv;
-use crate::storage::state::{self, Meta};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
@@ -210,7 +210,7 @@ impl Applier {
             BackendReply::Response { status, body } if !is_retryable(*status) => {
                 let id = c.updates[c.index].id;
                 if id.origin == self.id {
-                    ctx.out.push(Command::Answer {
+                    ctx.client(ClientOutcome::Answer {
                         id,
                         slot,
                         status: *status,
@@ -313,7 +313,7 @@ impl Applier {
                         };
                         // A client retry: answered with the first answer.
                         if id.origin == self.id {
-                            ctx.out.push(Command::Answer {
+                            ctx.client(ClientOutcome::Answer {
                                 id,
                                 slot: first.slot,
                                 status: first.status,

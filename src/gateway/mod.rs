@@ -22,8 +22,9 @@ pub mod waiters;
 use crate::config::ReadMode;
 use crate::http::client::HttpBackend;
 use crate::http::request::{Header, ProxiedRequest, StoredResponse, strip_hop_by_hop};
-use crate::node::{ClientOutcome, NodeHandle, Read, Submit};
+use crate::node::{NodeHandle, Read, Submit};
 use crate::paxos::ballot::{NodeId, Update, UpdateId};
+use crate::paxos::command::ClientOutcome;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
@@ -92,7 +93,7 @@ impl Gateway {
             max_body_bytes,
             max_inflight,
             inflight: AtomicUsize::new(0),
-            boot: crate::rng::Rng::from_os().next_u64(),
+            boot: crate::node::os_rng().next_u64(),
             seq: AtomicU64::new(0),
         }
     }
@@ -231,7 +232,11 @@ async fn handle(gw: web::Data<Gateway>, req: HttpRequest, body: web::Bytes) -> H
         );
     };
     if is_read(req.method()) {
-        let ready = readiness::check(&service.handle.status, crate::node::now(), &gw.read_limits);
+        let ready = readiness::check(
+            &service.handle.status.read_state(),
+            crate::node::now(),
+            &gw.read_limits,
+        );
         let refuse = |why: NotReady| {
             unavailable(format!(
                 "node {} cannot serve reads of {}: {}",
@@ -448,7 +453,7 @@ async fn readyz(gw: web::Data<Gateway>) -> HttpResponse {
         .services
         .iter()
         .filter_map(|s| {
-            readiness::check(&s.handle.status, now, &gw.read_limits)
+            readiness::check(&s.handle.status.read_state(), now, &gw.read_limits)
                 .err()
                 .map(|why| format!("{}: {}", s.name, why.reason()))
         })
@@ -468,7 +473,7 @@ async fn status(gw: web::Data<Gateway>) -> HttpResponse {
         .iter()
         .map(|s| {
             let st = &s.handle.status;
-            let ready = readiness::check(st, now, &gw.read_limits);
+            let ready = readiness::check(&st.read_state(), now, &gw.read_limits);
             let known = st.known_commit().max(st.commit());
             serde_json::json!({
                 "service": s.name,

@@ -1,9 +1,27 @@
 //! Whether a node may serve plain reads for a service, and if not, why
 //! (MISSION, Lag): a reason a person can read, for the 503 and /readyz.
+//!
+//! Pure: the gateway decides from a [`ReadState`] snapshot of its
+//! group's published status, and the sim's gateway model decides from
+//! the same snapshot of its roles, with this same function.
 
-use crate::node::GroupStatus;
+use crate::paxos::ballot::Slot;
 use crate::time::Time;
 use std::time::Duration;
+
+/// What the decision needs to know about one group on this node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadState {
+    /// The applier's applied index.
+    pub applied: Slot,
+    /// The highest commit index this node has heard of (its learner's,
+    /// or a leader's heartbeat).
+    pub known_commit: Slot,
+    /// The proposer's last contact with a leader backed by a quorum.
+    pub lease_contact: Option<Time>,
+    /// Attempts at the update the applier is stuck on (0: not stuck).
+    pub apply_attempts: u64,
+}
 
 /// Why reads are refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,13 +73,13 @@ pub struct ReadLimits {
 }
 
 /// May this node serve a plain read now?
-pub fn check(status: &GroupStatus, now: Time, limits: &ReadLimits) -> Result<(), NotReady> {
-    let applied = status.applied();
-    let known = status.known_commit().max(status.commit());
+pub fn check(state: &ReadState, now: Time, limits: &ReadLimits) -> Result<(), NotReady> {
+    let applied = state.applied;
+    let known = state.known_commit.max(applied);
     if known > applied + limits.max_lag_slots {
         return Err(NotReady::Lagging { applied, known });
     }
-    match status.lease_contact() {
+    match state.lease_contact {
         None => return Err(NotReady::NoQuorum { since_ms: None }),
         Some(t) if now.since(t) > limits.lease => {
             let since_ms = now.since(t).as_millis() as u64;
@@ -71,7 +89,7 @@ pub fn check(status: &GroupStatus, now: Time, limits: &ReadLimits) -> Result<(),
         }
         Some(_) => {}
     }
-    let attempts = status.apply_attempts();
+    let attempts = state.apply_attempts;
     if attempts >= limits.stuck_attempts {
         return Err(NotReady::Stuck {
             slot: applied + 1,
@@ -91,12 +109,13 @@ mod tests {
         stuck_attempts: 5,
     };
 
-    fn status(applied: u64, known: u64, lease: Option<Time>, attempts: u32) -> GroupStatus {
-        let s = GroupStatus::default();
-        s.set_learner(applied, known);
-        s.set_applied(applied, attempts);
-        s.set_proposer(None, false, lease);
-        s
+    fn status(applied: u64, known: u64, lease: Option<Time>, attempts: u64) -> ReadState {
+        ReadState {
+            applied,
+            known_commit: known,
+            lease_contact: lease,
+            apply_attempts: attempts,
+        }
     }
 
     #[test]

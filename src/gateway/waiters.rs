@@ -1,12 +1,12 @@
 //! Client requests waiting for their outcome: the gateway's end of the
-//! `Recipient<ClientOutcome>` seam. Each waiting HTTP handler registers
-//! a one-shot channel under its request id; the actor that receives
-//! outcomes from the roles completes it. Outcomes for ids nobody waits
+//! [`Clients`] seam. Each waiting HTTP handler registers a one-shot
+//! channel under its request id; the role actors complete it directly
+//! with the role's own [`ClientOutcome`]. Outcomes for ids nobody waits
 //! for (a timed-out request, a previous boot of this node) are dropped.
 
-use crate::node::ClientOutcome;
+use crate::node::Clients;
 use crate::paxos::ballot::UpdateId;
-use actix::{Actor, Context, Handler};
+use crate::paxos::command::ClientOutcome;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::oneshot;
@@ -73,31 +73,19 @@ impl Drop for Waiting {
     }
 }
 
-/// The gateway's actor: the roles send it every client outcome
-/// (answers, refusals, read indexes) and it wakes the waiting request.
-pub struct GatewayActor {
-    pub waiters: Waiters,
-}
-
-impl Actor for GatewayActor {
-    type Context = Context<Self>;
-}
-
-impl Handler<ClientOutcome> for GatewayActor {
-    type Result = ();
-
-    fn handle(&mut self, outcome: ClientOutcome, _: &mut Context<Self>) {
-        match &outcome {
-            ClientOutcome::Answer { id, .. }
-            | ClientOutcome::ReadReady { id, .. }
-            | ClientOutcome::ReadRefused { id, .. } => self.waiters.complete(*id, outcome.clone()),
-            ClientOutcome::Refused { ids, why } => {
+impl Clients for Waiters {
+    fn outcome(&self, outcome: ClientOutcome) {
+        match outcome {
+            ClientOutcome::Refused { ids, why } if ids.len() > 1 => {
+                // One refusal per waiting request.
                 for id in ids {
-                    let one = ClientOutcome::Refused {
-                        ids: vec![*id],
-                        why: *why,
-                    };
-                    self.waiters.complete(*id, one);
+                    let one = ClientOutcome::Refused { ids: vec![id], why };
+                    self.complete(id, one);
+                }
+            }
+            outcome => {
+                if let Some(&id) = outcome.ids().first() {
+                    self.complete(id, outcome);
                 }
             }
         }

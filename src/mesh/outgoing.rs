@@ -40,7 +40,7 @@ pub(super) async fn peer_loop(
 ) {
     let me = shared.my_name().to_string();
     let peer_name = shared.name(peer).to_string();
-    let mut rng = crate::rng::Rng::from_os();
+    let mut rng = crate::node::os_rng();
     let mut backoff = timing.backoff_min;
     let mut last_problem: Option<String> = None;
     loop {

@@ -2,6 +2,7 @@
 //! applied index (which reads wait on), the commit index, the leader and
 //! the lease. Written by the actors after every handler; read anywhere.
 
+use crate::gateway::readiness::ReadState;
 use crate::paxos::ballot::{NodeId, Slot};
 use crate::time::Time;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -73,6 +74,16 @@ impl GroupStatus {
 
     pub fn apply_attempts(&self) -> u64 {
         self.apply_attempts.load(Ordering::Relaxed)
+    }
+
+    /// A snapshot for the read decision (`gateway::readiness`).
+    pub fn read_state(&self) -> ReadState {
+        ReadState {
+            applied: self.applied(),
+            known_commit: self.known_commit().max(self.commit()),
+            lease_contact: self.lease_contact(),
+            apply_attempts: self.apply_attempts(),
+        }
     }
 
     pub(crate) fn set_applied(&self, applied: Slot, attempts: u32) {

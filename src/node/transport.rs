@@ -1,13 +1,26 @@
 //! How messages reach other nodes, and where messages from other nodes
 //! enter this one.
 
-use super::actors::{AcceptorActor, ApplierActor, Deliver, LearnerActor, ProposerActor};
 use crate::paxos::ballot::NodeId;
 use crate::paxos::message::{Message, Role};
-use actix::Addr;
+use actix::Recipient;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+
+/// A protocol message for the receiving role, from node `from` (this
+/// node's id for a message between its own roles).
+#[derive(Debug)]
+pub struct Deliver {
+    /// The sending node.
+    pub from: NodeId,
+    /// The message.
+    pub msg: Message,
+}
+
+impl actix::Message for Deliver {
+    type Result = ();
+}
 
 /// Carries messages between nodes. Sending never blocks and never fails:
 /// a message that cannot be delivered is dropped (Paxos retransmits).
@@ -24,20 +37,21 @@ pub trait Transport: Send + Sync {
 #[derive(Clone)]
 pub struct Inbox {
     id: NodeId,
-    pub(crate) proposer: Addr<ProposerActor>,
-    pub(crate) acceptor: Addr<AcceptorActor>,
-    pub(crate) learner: Addr<LearnerActor>,
-    pub(crate) applier: Addr<ApplierActor>,
+    proposer: Recipient<Deliver>,
+    acceptor: Recipient<Deliver>,
+    learner: Recipient<Deliver>,
+    applier: Recipient<Deliver>,
     refused: Arc<AtomicU64>,
 }
 
 impl Inbox {
-    pub(crate) fn new(
+    /// The entry of node `id`, whose roles' actors take `Deliver`.
+    pub fn new(
         id: NodeId,
-        proposer: Addr<ProposerActor>,
-        acceptor: Addr<AcceptorActor>,
-        learner: Addr<LearnerActor>,
-        applier: Addr<ApplierActor>,
+        proposer: Recipient<Deliver>,
+        acceptor: Recipient<Deliver>,
+        learner: Recipient<Deliver>,
+        applier: Recipient<Deliver>,
     ) -> Inbox {
         Inbox {
             id,
@@ -46,6 +60,15 @@ impl Inbox {
             learner,
             applier,
             refused: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn to(&self, role: Role) -> &Recipient<Deliver> {
+        match role {
+            Role::Proposer => &self.proposer,
+            Role::Acceptor => &self.acceptor,
+            Role::Learner => &self.learner,
+            Role::Applier => &self.applier,
         }
     }
 
@@ -66,14 +89,7 @@ impl Inbox {
         // Bounded: a peer that floods us loses its messages (Paxos
         // retransmits), it never grows our memory. Local messages between
         // our own roles use the unbounded path: they are ours.
-        let m = Deliver { from, msg };
-        let sent = match role {
-            Role::Proposer => self.proposer.try_send(m).is_ok(),
-            Role::Acceptor => self.acceptor.try_send(m).is_ok(),
-            Role::Learner => self.learner.try_send(m).is_ok(),
-            Role::Applier => self.applier.try_send(m).is_ok(),
-        };
-        if !sent {
+        if self.to(role).try_send(Deliver { from, msg }).is_err() {
             self.refused.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -85,17 +101,7 @@ impl Inbox {
 
     /// A message between two roles of this node.
     pub(crate) fn deliver_local(&self, role: Role, msg: Message) {
-        self.deliver(self.id, role, msg);
-    }
-
-    fn deliver(&self, from: NodeId, role: Role, msg: Message) {
-        let m = Deliver { from, msg };
-        match role {
-            Role::Proposer => self.proposer.do_send(m),
-            Role::Acceptor => self.acceptor.do_send(m),
-            Role::Learner => self.learner.do_send(m),
-            Role::Applier => self.applier.do_send(m),
-        }
+        self.to(role).do_send(Deliver { from: self.id, msg });
     }
 }
 

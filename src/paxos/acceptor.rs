@@ -27,7 +27,7 @@
 use super::ballot::{Ballot, NodeId, Slot, Value};
 use super::command::Ctx;
 use super::message::{AcceptedEntry, Message, Role, entry_cost};
-use crate::storage::state;
+use crate::paxos::state;
 use crate::time::Time;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -38,8 +38,11 @@ use std::time::Duration;
 pub struct AcceptorBugs {
     /// Accept at any ballot, forgetting the promise made in phase 1.
     pub forget_promise: bool,
+    /// Send a `Promise` before the sync that covers it.
+    pub promise_before_sync: bool,
 }
 
+/// The acceptor's settings.
 #[derive(Clone, Debug)]
 pub struct AcceptorConfig {
     /// How long the leader of the promised ballot stays "live" after it
@@ -64,6 +67,7 @@ impl Default for AcceptorConfig {
     }
 }
 
+/// One node's acceptor (see the module comment).
 pub struct Acceptor {
     id: NodeId,
     promised: Ballot,
@@ -111,6 +115,7 @@ impl Acceptor {
         }
     }
 
+    /// The highest ballot promised.
     pub fn promised(&self) -> Ballot {
         self.promised
     }
@@ -121,10 +126,18 @@ impl Acceptor {
         self.accepted.len()
     }
 
+    /// Slots up to this one are chosen; what was accepted there is gone.
+    pub fn chosen_upto(&self) -> Slot {
+        self.chosen_upto
+    }
+
+    /// What was accepted in `slot`, if the slot is above `chosen_upto`.
     pub fn accepted(&self, slot: Slot) -> Option<&(Ballot, Value)> {
         self.accepted.get(&slot)
     }
 
+    /// A message from node `from`: prepares, accepts, confirmation
+    /// rounds and the local learner's commit index.
     pub fn on_message(&mut self, ctx: &mut Ctx<'_>, from: NodeId, msg: Message) {
         match msg {
             Message::Prepare {
@@ -209,7 +222,11 @@ impl Acceptor {
             from_slot,
             next_page,
         };
-        ctx.send_durable(from, Role::Proposer, msg);
+        if self.bugs.promise_before_sync {
+            ctx.send(from, Role::Proposer, msg);
+        } else {
+            ctx.send_durable(from, Role::Proposer, msg);
+        }
     }
 
     fn on_accept(

@@ -30,7 +30,9 @@ pub type Slot = u64;
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
 pub struct Ballot {
+    /// Raised past every round seen; persisted before use.
     pub round: u64,
+    /// The proposer that owns the ballot.
     pub node: NodeId,
 }
 
@@ -56,8 +58,11 @@ impl fmt::Display for Ballot {
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
 pub struct UpdateId {
+    /// The node whose gateway took the request, and answers it.
     pub origin: NodeId,
+    /// That node's boot nonce: ids of different boots never collide.
     pub boot: u64,
+    /// A sequence within the boot.
     pub seq: u64,
 }
 
@@ -66,11 +71,13 @@ pub struct UpdateId {
 /// looks inside.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Update {
+    /// The request id.
     pub id: UpdateId,
     /// The client's own `Idempotency-Key`, if it sent one: an update whose
     /// key was applied in the last `client_key_window_slots` slots is not
     /// applied again; its origin answers with the first answer.
     pub key: Option<Bytes>,
+    /// The request itself, opaque to the protocol.
     pub payload: Bytes,
 }
 
@@ -82,10 +89,12 @@ pub enum Value {
     /// gaps are filled with no-ops) and lets a new leader commit an entry
     /// of its own ballot.
     Noop,
+    /// Client updates, applied in order.
     Batch(Vec<Update>),
 }
 
 impl Value {
+    /// The updates carried (none for a no-op).
     pub fn updates(&self) -> &[Update] {
         match self {
             Value::Noop => &[],

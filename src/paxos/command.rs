@@ -54,6 +54,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The refusal in words, for the client's 503.
     pub fn reason(self) -> &'static str {
         match self {
             Refusal::NoLeader => "no leader elected yet",
@@ -67,66 +68,125 @@ impl Refusal {
 pub enum BackendReply {
     /// The backend answered. Whether the status is final or retryable is
     /// the applier's decision.
-    Response { status: u16, body: Bytes },
+    Response {
+        /// The HTTP status.
+        status: u16,
+        /// The body (in production, an encoded `StoredResponse`).
+        body: Bytes,
+    },
     /// No answer (connection refused, reset, timeout): always retried.
-    Unreachable { reason: String },
+    Unreachable {
+        /// What went wrong, for the logs.
+        reason: String,
+    },
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum Command {
-    Send {
-        to: NodeId,
-        role: Role,
-        msg: Message,
-        after_sync: bool,
-    },
-    SetTimer {
-        timer: Timer,
-        at: Time,
-    },
-    /// Applier: send update `index` of `slot` to the local backend and
-    /// report the reply with `Applier::on_backend_reply`.
-    Apply {
-        slot: Slot,
-        index: u32,
-        update: Update,
-    },
-    /// Applier, at the origin: the client's update was applied here;
-    /// this is the local backend's response to it.
+/// What happened to a client's request, for the gateway of the node that
+/// took it (its origin). The one type from role to gateway: the driver
+/// passes it on unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientOutcome {
+    /// Applier, at the origin: the update was applied here; this is the
+    /// local backend's response to it (or, for a client retry, the stored
+    /// first answer, with the slot it was first applied in).
     Answer {
+        /// The update.
         id: UpdateId,
+        /// The slot it was applied in.
         slot: Slot,
+        /// The backend's status.
         status: u16,
+        /// The backend's body (an encoded `StoredResponse` in production).
         body: Bytes,
     },
     /// Proposer: these updates were never proposed and never will be.
     Refused {
+        /// The updates.
         ids: Vec<UpdateId>,
+        /// Why.
         why: Refusal,
     },
     /// Proposer: linearizable read `id` may be served from the local
     /// backend once the applied index reaches `index`.
     ReadReady {
+        /// The read.
         id: UpdateId,
+        /// The read index.
         index: Slot,
     },
     /// Proposer: no read index for `id` (no leader); the read had no
     /// effect and may be retried.
     ReadRefused {
+        /// The read.
         id: UpdateId,
+        /// Why.
         why: Refusal,
     },
 }
 
+impl ClientOutcome {
+    /// The request ids this outcome completes.
+    pub fn ids(&self) -> &[UpdateId] {
+        match self {
+            ClientOutcome::Answer { id, .. }
+            | ClientOutcome::ReadReady { id, .. }
+            | ClientOutcome::ReadRefused { id, .. } => std::slice::from_ref(id),
+            ClientOutcome::Refused { ids, .. } => ids,
+        }
+    }
+}
+
+/// What a handler asks its driver to do (see the contract above).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Send `msg` to `role` on node `to` (this node's own id for a
+    /// message between its roles).
+    Send {
+        /// The receiving node.
+        to: NodeId,
+        /// The receiving role.
+        role: Role,
+        /// The message.
+        msg: Message,
+        /// Hold it until every write made so far is on disk.
+        after_sync: bool,
+    },
+    /// Call the role's `on_timer(timer)` once `now >= at`, replacing the
+    /// role's pending timer of that kind.
+    SetTimer {
+        /// Which timer.
+        timer: Timer,
+        /// When, on the node's monotonic clock.
+        at: Time,
+    },
+    /// Applier: send update `index` of `slot` to the local backend and
+    /// report the reply with `Applier::on_backend_reply`.
+    Apply {
+        /// The slot.
+        slot: Slot,
+        /// The update's position in the slot's batch.
+        index: u32,
+        /// The update.
+        update: Update,
+    },
+    /// Tell the gateway what became of a client's request.
+    Client(ClientOutcome),
+}
+
 /// Everything a handler may touch besides its own state.
 pub struct Ctx<'a> {
+    /// The node's monotonic clock now.
     pub now: Time,
+    /// The group's durable tables.
     pub kv: &'a mut dyn Kv,
+    /// The role's only source of randomness.
     pub rng: &'a mut Rng,
+    /// Where the handler's commands go, in order.
     pub out: &'a mut Vec<Command>,
 }
 
 impl Ctx<'_> {
+    /// Send at once: the message depends on no write of this handler.
     pub fn send(&mut self, to: NodeId, role: Role, msg: Message) {
         self.out.push(Command::Send {
             to,
@@ -146,7 +206,13 @@ impl Ctx<'_> {
         });
     }
 
+    /// Set (or replace) the role's timer of this kind.
     pub fn set_timer(&mut self, timer: Timer, at: Time) {
         self.out.push(Command::SetTimer { timer, at });
+    }
+
+    /// Tell the gateway what became of a client's request.
+    pub fn client(&mut self, outcome: ClientOutcome) {
+        self.out.push(Command::Client(outcome));
     }
 }

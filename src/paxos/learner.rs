@@ -9,10 +9,11 @@
 use super::ballot::{NodeId, Slot, Value};
 use super::command::{Ctx, Timer};
 use super::message::{Message, Role};
-use crate::storage::state;
+use crate::paxos::state;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// The learner's settings.
 #[derive(Clone, Debug)]
 pub struct LearnerConfig {
     /// Wait this long for a gap to fill by itself before fetching.
@@ -39,6 +40,7 @@ impl Default for LearnerConfig {
     }
 }
 
+/// One node's learner (see the module comment).
 pub struct Learner {
     id: NodeId,
     peers: Vec<NodeId>,
@@ -52,6 +54,7 @@ pub struct Learner {
     fetch_armed: bool,
     /// Where the last fetch went, so a retry asks someone else.
     last_target: Option<NodeId>,
+    /// Messages dropped as stale, malformed or from non-members.
     pub dropped: u64,
 }
 
@@ -76,6 +79,7 @@ impl Learner {
         l
     }
 
+    /// The commit index: every slot up to it is in the local log.
     pub fn commit(&self) -> Slot {
         self.commit
     }
@@ -85,6 +89,7 @@ impl Learner {
         self.known.max(self.commit)
     }
 
+    /// Chosen values, commit hints, fetches and their replies.
     pub fn on_message(&mut self, ctx: &mut Ctx<'_>, from: NodeId, msg: Message) {
         // Chosen values only count from members of the group: a stray or
         // misconfigured node must not reach the assertions below.
@@ -120,6 +125,7 @@ impl Learner {
         }
     }
 
+    /// The fetch timer: ask a peer for the slots still missing.
     pub fn on_timer(&mut self, ctx: &mut Ctx<'_>, timer: Timer) {
         if timer != Timer::Fetch {
             return;

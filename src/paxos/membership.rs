@@ -9,7 +9,9 @@ use super::ballot::NodeId;
 /// the log, without changing this interface's users.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Membership {
+    /// The active members: acceptors whose majority decides.
     pub voters: Vec<NodeId>,
+    /// Every node that learns and applies, voters included.
     pub nodes: Vec<NodeId>,
 }
 
@@ -28,14 +30,17 @@ impl Membership {
         self.voters.len() / 2 + 1
     }
 
+    /// Whether `id` votes.
     pub fn is_voter(&self, id: NodeId) -> bool {
         self.voters.contains(&id)
     }
 
+    /// Whether `id` is in the group at all.
     pub fn is_member(&self, id: NodeId) -> bool {
         self.nodes.contains(&id)
     }
 
+    /// The first voter: it takes leadership back when it can.
     pub fn preferred_leader(&self) -> Option<NodeId> {
         self.voters.first().copied()
     }

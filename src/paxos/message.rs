@@ -9,17 +9,24 @@ use serde::{Deserialize, Serialize};
 /// The role a message is addressed to on its node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Role {
+    /// Leads: elections, phase 1 and 2, forwarding, read indexes.
     Proposer,
+    /// Votes: promises and accepts.
     Acceptor,
+    /// Keeps the chosen log.
     Learner,
+    /// Applies the log to the backend.
     Applier,
 }
 
 /// One accepted (ballot, value) pair an acceptor reports in a promise.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AcceptedEntry {
+    /// The slot.
     pub slot: Slot,
+    /// The ballot it was accepted at.
     pub ballot: Ballot,
+    /// The value accepted.
     pub value: Value,
 }
 
@@ -38,14 +45,19 @@ pub fn entry_cost(value: &Value) -> usize {
             .sum::<usize>()
 }
 
+/// A protocol message. Every field is named for what it says; the
+/// variant comments say who sends it to whom.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
     /// Phase 1a, for every slot from `from_slot` on (Multi-Paxos: one
     /// prepare covers all open slots). `takeover`: the preferred leader
     /// taking leadership back from a live leader (see `Acceptor`).
     Prepare {
+        /// The candidate's ballot.
         ballot: Ballot,
+        /// The first slot asked about.
         from_slot: Slot,
+        /// The preferred leader takes over a live leader.
         takeover: bool,
     },
     /// Phase 1b, one page of it. `chosen_upto` is the acceptor's node's
@@ -60,23 +72,41 @@ pub enum Message {
     /// complete); `Some(s)` says every slot below `s` is reported and the
     /// candidate asks again, a `Prepare` at the same ballot from `s`.
     Promise {
+        /// The ballot promised.
         ballot: Ballot,
+        /// The acceptor's node's commit index.
         chosen_upto: Slot,
+        /// What it accepted in this page's slots, in slot order.
         accepted: Vec<AcceptedEntry>,
+        /// The `from_slot` of the prepare this page answers.
         from_slot: Slot,
+        /// Where the next page starts; `None`: this is the last.
         next_page: Option<Slot>,
     },
     /// Phase 2a.
     Accept {
+        /// The leader's ballot.
         ballot: Ballot,
+        /// The slot.
         slot: Slot,
+        /// The value proposed there.
         value: Value,
     },
-    /// Phase 2b.
-    Accepted { ballot: Ballot, slot: Slot },
+    /// Phase 2b: the vote, sent once it is on disk.
+    Accepted {
+        /// The ballot voted for.
+        ballot: Ballot,
+        /// The slot.
+        slot: Slot,
+    },
     /// A refusal of `ballot` (a prepare, accept or stale heartbeat) because
     /// `promised` is higher, so the sender can jump past it.
-    Rejected { ballot: Ballot, promised: Ballot },
+    Rejected {
+        /// The ballot refused.
+        ballot: Ballot,
+        /// The higher ballot the refuser knows.
+        promised: Ballot,
+    },
     /// Leader to every proposer: "I lead at `ballot`; my commit is
     /// `commit`". `lease`: the leader has committed every slot an earlier
     /// leadership may have chosen, so `commit` covers everything chosen
@@ -84,45 +114,99 @@ pub enum Message {
     /// read lease from this heartbeat. A fresh leader's heartbeats keep
     /// followers from campaigning but renew no lease.
     Heartbeat {
+        /// The leader's ballot.
         ballot: Ballot,
+        /// The leader's commit index.
         commit: Slot,
+        /// Whether a follower may renew its read lease from this.
         lease: bool,
     },
     /// Leader to every learner: `value` is chosen in `slot`.
-    Decided { slot: Slot, value: Value },
+    Decided {
+        /// The slot.
+        slot: Slot,
+        /// Its chosen value.
+        value: Value,
+    },
     /// Learner to learner: send me the chosen slots from `from_slot` on.
-    Fetch { from_slot: Slot, max: u32 },
+    Fetch {
+        /// The first slot wanted.
+        from_slot: Slot,
+        /// Entries wanted at most.
+        max: u32,
+    },
     /// Reply to `Fetch`: contiguous chosen entries, and the sender's commit.
     Entries {
+        /// Chosen slots and values, contiguous from the one asked for.
         entries: Vec<(Slot, Value)>,
+        /// The sender's commit index.
         commit: Slot,
     },
     /// A follower passes client updates to the leader. `hops` bounds how
     /// often an update is passed on.
-    Forward { updates: Vec<Update>, hops: u8 },
+    Forward {
+        /// The updates, in the order their gateway took them.
+        updates: Vec<Update>,
+        /// How often they were passed on before.
+        hops: u8,
+    },
     /// The receiver of a `Forward` is not leader (any more). The origin
     /// may pass the updates on again; it must not tell the client they
     /// failed, because a duplicate of the forward may have been proposed.
-    ForwardRejected { updates: Vec<Update>, hops: u8 },
+    ForwardRejected {
+        /// The updates, back to their origin.
+        updates: Vec<Update>,
+        /// How often they were passed on.
+        hops: u8,
+    },
     /// Local, proposer to learner: the leader says the commit index is
     /// at least `commit` (catch up if behind).
-    CommitHint { commit: Slot, leader: NodeId },
+    CommitHint {
+        /// A commit index known to be reached.
+        commit: Slot,
+        /// Who said so (a good peer to fetch from).
+        leader: NodeId,
+    },
     /// Local, learner to the node's other roles: every slot up to
     /// `commit` is chosen and in the local log.
-    Committed { commit: Slot },
+    Committed {
+        /// The learner's commit index.
+        commit: Slot,
+    },
     /// Read-index, leader to acceptors: "is `ballot` still the highest
     /// you promised?" Round `seq` started after the reads it confirms.
-    Confirm { ballot: Ballot, seq: u64 },
+    Confirm {
+        /// The leader's ballot.
+        ballot: Ballot,
+        /// The round.
+        seq: u64,
+    },
     /// Acceptor to leader: no higher ballot promised as of round `seq`.
-    Confirmed { ballot: Ballot, seq: u64 },
+    Confirmed {
+        /// The leader's ballot.
+        ballot: Ballot,
+        /// The round.
+        seq: u64,
+    },
     /// Follower to leader: give me a read index for read `id`.
-    ReadIndexRequest { id: UpdateId },
+    ReadIndexRequest {
+        /// The read.
+        id: UpdateId,
+    },
     /// Leader to follower: read `id` may be served once `index` is applied.
-    ReadIndexReply { id: UpdateId, index: Slot },
+    ReadIndexReply {
+        /// The read.
+        id: UpdateId,
+        /// The read index.
+        index: Slot,
+    },
     /// Reply to `ReadIndexRequest` from a node that is not leader (any
     /// more): no read index; the origin refuses the read at once (a read
     /// has no effect, so refusing it is always safe).
-    ReadIndexRefused { id: UpdateId },
+    ReadIndexRefused {
+        /// The read.
+        id: UpdateId,
+    },
 }
 
 impl Message {

@@ -1,5 +1,8 @@
 //! Multi-Paxos as pure roles: no sockets, clocks, threads or OS
-//! randomness. See `command` for the contract a driver follows.
+//! randomness. See `command` for the contract a driver follows, and
+//! `crate::driver` for the one driver that keeps it.
+
+#![deny(missing_docs)]
 
 pub mod acceptor;
 pub mod ballot;
@@ -8,3 +11,4 @@ pub mod learner;
 pub mod membership;
 pub mod message;
 pub mod proposer;
+pub mod state;

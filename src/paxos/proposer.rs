@@ -13,30 +13,35 @@
 //! been caught up with the current leader for `takeover_after`.
 
 use super::ballot::{Ballot, NodeId, Slot, Update, UpdateId, Value};
-use super::command::{Command, Ctx, Refusal, Timer};
+use super::command::{ClientOutcome, Ctx, Refusal, Timer};
 use super::membership::Membership;
 use super::message::{AcceptedEntry, Message, Role};
-use crate::storage::state::{self, Meta};
+use crate::paxos::state::{self, Meta};
 use crate::time::Time;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
+/// The proposer's settings.
 #[derive(Clone, Debug)]
 pub struct ProposerConfig {
     /// A follower waits between one and two of these without a heartbeat
     /// before it runs for leader (the preferred leader: half to one).
     pub election_timeout: Duration,
+    /// A leader's tick: heartbeats, a confirmation round, retransmits.
     pub heartbeat_interval: Duration,
     /// Resend an unanswered prepare or accept after this long.
     pub retransmit_after: Duration,
     /// Slots in phase 2 at once (pipelining depth).
     pub window: usize,
+    /// Updates per slot at most.
     pub batch_updates_max: usize,
+    /// Payload bytes per slot at most (one update always fits).
     pub batch_bytes_max: usize,
     /// Updates waiting for a slot at the leader; beyond it, refuse.
     pub queue_max: usize,
     /// How often one update may be passed between proposers.
     pub forward_hops_max: u8,
+    /// The preferred leader takes over once caught up for this long.
     pub takeover_after: Duration,
 }
 
@@ -64,6 +69,16 @@ pub struct ProposerBugs {
     /// Answer read-index requests at once, without a quorum round and
     /// without waiting for this leadership's first entry.
     pub reads_skip_confirm: bool,
+    /// Answer read-index requests once this leadership's first entry is
+    /// chosen, but without the confirming quorum round.
+    pub reads_skip_round: bool,
+    /// Never write the round: a restarted proposer may reuse a ballot.
+    pub round_not_persisted: bool,
+    /// Send a `Prepare` before the sync that covers its round.
+    pub prepare_before_sync: bool,
+    /// Date the leader's lease by the start of each confirmation round,
+    /// answered or not (and so never notice a lost quorum).
+    pub lease_unconfirmed: bool,
 }
 
 struct Candidate {
@@ -167,6 +182,7 @@ struct Queued {
     fresh: bool,
 }
 
+/// One node's proposer (see the module comment).
 pub struct Proposer {
     id: NodeId,
     members: Membership,
@@ -202,6 +218,8 @@ struct Bounced {
 }
 
 impl Proposer {
+    /// Rebuild from the disk (its round, the log's last slot) and arm
+    /// the election timer.
     pub fn recover(
         id: NodeId,
         members: Membership,
@@ -232,6 +250,7 @@ impl Proposer {
         p
     }
 
+    /// Whether this node leads (phase 1 done at its ballot).
     pub fn is_leader(&self) -> bool {
         matches!(self.phase, Phase::Leader(_))
     }
@@ -286,8 +305,15 @@ impl Proposer {
         }
     }
 
+    /// Updates waiting for a slot at this leader.
     pub fn queued(&self) -> usize {
         self.queue.len()
+    }
+
+    /// The highest round used here or seen anywhere: every round this
+    /// node used is at most this, and on disk.
+    pub fn round(&self) -> u64 {
+        self.round
     }
 
     /// Client updates from the local gateway.
@@ -295,7 +321,7 @@ impl Proposer {
         if self.is_leader() {
             if self.queue.len() + updates.len() > self.cfg.queue_max {
                 let ids = updates.iter().map(|u| u.id).collect();
-                ctx.out.push(Command::Refused {
+                ctx.client(ClientOutcome::Refused {
                     ids,
                     why: Refusal::Overloaded,
                 });
@@ -312,13 +338,15 @@ impl Proposer {
             ctx.send(leader, Role::Proposer, msg);
         } else {
             let ids = updates.iter().map(|u| u.id).collect();
-            ctx.out.push(Command::Refused {
+            ctx.client(ClientOutcome::Refused {
                 ids,
                 why: Refusal::NoLeader,
             });
         }
     }
 
+    /// Promises, votes, rejections, heartbeats, forwards, confirmation
+    /// rounds and read indexes.
     pub fn on_message(&mut self, ctx: &mut Ctx<'_>, from: NodeId, msg: Message) {
         match msg {
             Message::Promise {
@@ -357,10 +385,10 @@ impl Proposer {
                 }
             }
             Message::ReadIndexReply { id, index } if id.origin == self.id => {
-                ctx.out.push(Command::ReadReady { id, index });
+                ctx.client(ClientOutcome::ReadReady { id, index });
             }
             Message::ReadIndexRefused { id } if id.origin == self.id => {
-                ctx.out.push(Command::ReadRefused {
+                ctx.client(ClientOutcome::ReadRefused {
                     id,
                     why: Refusal::NoLeader,
                 });
@@ -369,6 +397,7 @@ impl Proposer {
         }
     }
 
+    /// The election timer and the leader's (or candidate's) tick.
     pub fn on_timer(&mut self, ctx: &mut Ctx<'_>, timer: Timer) {
         match (timer, &self.phase) {
             (Timer::Election, Phase::Leader(_)) => {}
@@ -407,7 +436,9 @@ impl Proposer {
 
     fn start_election(&mut self, ctx: &mut Ctx<'_>, takeover: bool) {
         self.round += 1;
-        state::store_u64(ctx.kv, Meta::Round, self.round);
+        if !self.bugs.round_not_persisted {
+            state::store_u64(ctx.kv, Meta::Round, self.round);
+        }
         let ballot = Ballot {
             round: self.round,
             node: self.id,
@@ -426,7 +457,7 @@ impl Proposer {
                 from_slot,
                 takeover,
             };
-            ctx.send_durable(v, Role::Acceptor, msg);
+            send_prepare(self.bugs, ctx, v, msg);
             let asked = ctx.now;
             let next = Some(from_slot);
             c.pages.insert(v, Paging { next, asked });
@@ -457,7 +488,7 @@ impl Proposer {
                 from_slot,
                 takeover,
             };
-            ctx.send_durable(v, Role::Acceptor, msg);
+            send_prepare(self.bugs, ctx, v, msg);
         }
         ctx.set_timer(Timer::Tick, ctx.now + self.cfg.retransmit_after);
     }
@@ -559,7 +590,7 @@ impl Proposer {
                 from_slot: next,
                 takeover: c.takeover,
             };
-            ctx.send_durable(from, Role::Acceptor, msg);
+            send_prepare(self.bugs, ctx, from, msg);
             // The election is progressing: give it the time it needs.
             // One acceptor has finitely many pages (by 2, it adds no
             // entries meanwhile), so this postpones the timer boundedly.
@@ -753,7 +784,7 @@ impl Proposer {
             // remote ones are left to their origin's deadline.
             for r in l.reads.drain(..) {
                 if r.origin == self.id {
-                    ctx.out.push(Command::ReadRefused {
+                    ctx.client(ClientOutcome::ReadRefused {
                         id: r.id,
                         why: Refusal::NoLeader,
                     });
@@ -784,7 +815,7 @@ impl Proposer {
             }
         }
         if !local.is_empty() {
-            ctx.out.push(Command::Refused {
+            ctx.client(ClientOutcome::Refused {
                 ids: local,
                 why: Refusal::NoLeader,
             });
@@ -890,7 +921,7 @@ impl Proposer {
         let Phase::Leader(l) = &mut self.phase else {
             return;
         };
-        Self::start_round(ctx, l, &self.members);
+        Self::start_round(ctx, l, &self.members, self.bugs);
         let ballot = l.ballot;
         for (&slot, entry) in l.inflight.iter_mut() {
             if ctx.now.since(entry.sent) < self.cfg.retransmit_after {
@@ -1060,7 +1091,7 @@ impl Proposer {
         } else if let Some(leader) = self.leader(ctx.now) {
             ctx.send(leader, Role::Proposer, Message::ReadIndexRequest { id });
         } else {
-            ctx.out.push(Command::ReadRefused {
+            ctx.client(ClientOutcome::ReadRefused {
                 id,
                 why: Refusal::NoLeader,
             });
@@ -1078,7 +1109,7 @@ impl Proposer {
             return;
         }
         let index = commit.max(l.max_decided).max(l.ready_slot);
-        let seq = Self::start_round(ctx, l, &self.members);
+        let seq = Self::start_round(ctx, l, &self.members, self.bugs);
         l.reads.push(PendingRead {
             id,
             origin,
@@ -1088,9 +1119,17 @@ impl Proposer {
     }
 
     /// Ask every voter's acceptor to confirm this leadership.
-    fn start_round(ctx: &mut Ctx<'_>, l: &mut Leading, members: &Membership) -> u64 {
+    fn start_round(
+        ctx: &mut Ctx<'_>,
+        l: &mut Leading,
+        members: &Membership,
+        bugs: ProposerBugs,
+    ) -> u64 {
         l.confirm_seq += 1;
         let seq = l.confirm_seq;
+        if bugs.lease_unconfirmed {
+            l.quorum_seen = Some(ctx.now);
+        }
         l.rounds.push_back((seq, ctx.now));
         if l.rounds.len() > ROUNDS_KEPT {
             l.rounds.pop_front();
@@ -1104,7 +1143,7 @@ impl Proposer {
 
     fn answer_read(ctx: &mut Ctx<'_>, me: NodeId, id: UpdateId, origin: NodeId, index: Slot) {
         if origin == me {
-            ctx.out.push(Command::ReadReady { id, index });
+            ctx.client(ClientOutcome::ReadReady { id, index });
         } else {
             ctx.send(
                 origin,
@@ -1150,9 +1189,10 @@ impl Proposer {
             return;
         }
         let confirmed = &l.confirmed;
+        let skip_round = self.bugs.reads_skip_round;
         l.reads.retain(|r| {
             let votes = confirmed.values().filter(|&&s| s >= r.seq).count();
-            if votes < quorum {
+            if votes < quorum && !skip_round {
                 return true;
             }
             Self::answer_read(ctx, me, r.id, r.origin, r.index);
@@ -1175,5 +1215,14 @@ impl Proposer {
                 l.ready = true;
             }
         }
+    }
+}
+
+/// A `Prepare` leaves once its round is on disk (unless a test breaks it).
+fn send_prepare(bugs: ProposerBugs, ctx: &mut Ctx<'_>, to: NodeId, msg: Message) {
+    if bugs.prepare_before_sync {
+        ctx.send(to, Role::Acceptor, msg);
+    } else {
+        ctx.send_durable(to, Role::Acceptor, msg);
     }
 }

@@ -18,6 +18,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Longest allowed group name.
 const MAX_GROUP_NAME_LEN: usize = 48;
@@ -95,6 +96,7 @@ impl FjallStore {
             acceptor: open(Table::Acceptor)?,
             log: open(Table::Log)?,
             node: open(Table::Node)?,
+            stats: Arc::new(SyncStats::default()),
         })
     }
 
@@ -138,7 +140,39 @@ fn validate_group_name(group: &str) -> Result<(), StorageError> {
     }
 }
 
-/// The three tables of one Paxos group. Cheap to clone.
+/// Write and sync counters shared by every clone of one group's
+/// [`FjallKv`]: the group's four actors write through their own clones.
+///
+/// Every `put` and `delete` bumps `writes` once it has returned; a `sync`
+/// notes `writes` before it starts and, once fjall has fsynced, raises
+/// `durable` to that mark. So `durable >= m` means a sync that started
+/// after the first `m` writes has returned: those writes are on disk.
+#[derive(Debug, Default)]
+pub struct SyncStats {
+    writes: AtomicU64,
+    durable: AtomicU64,
+    syncs: AtomicU64,
+}
+
+impl SyncStats {
+    /// Writes (puts and deletes) issued so far.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    /// The first this many writes are known to be on disk.
+    pub fn durable(&self) -> u64 {
+        self.durable.load(Ordering::SeqCst)
+    }
+
+    /// `Kv::sync` calls that have returned.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::SeqCst)
+    }
+}
+
+/// The three tables of one Paxos group. Cheap to clone; clones share the
+/// database and the [`SyncStats`].
 #[derive(Clone)]
 pub struct FjallKv {
     db: Database,
@@ -147,9 +181,15 @@ pub struct FjallKv {
     acceptor: Keyspace,
     log: Keyspace,
     node: Keyspace,
+    stats: Arc<SyncStats>,
 }
 
 impl FjallKv {
+    /// The group's write and sync counters.
+    pub fn stats(&self) -> &Arc<SyncStats> {
+        &self.stats
+    }
+
     fn table(&self, table: Table) -> &Keyspace {
         match table {
             Table::Acceptor => &self.acceptor,
@@ -186,12 +226,14 @@ impl Kv for FjallKv {
         if let Err(e) = self.table(table).insert(key, value) {
             self.fail("put", table, &e);
         }
+        self.stats.writes.fetch_add(1, Ordering::SeqCst);
     }
 
     fn delete(&mut self, table: Table, key: &[u8]) {
         if let Err(e) = self.table(table).remove(key) {
             self.fail("delete", table, &e);
         }
+        self.stats.writes.fetch_add(1, Ordering::SeqCst);
     }
 
     fn scan(&self, table: Table, from: &[u8], limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -220,8 +262,11 @@ impl Kv for FjallKv {
     }
 
     fn sync(&mut self) {
-        // One journal for the whole database: this fsyncs every write
-        // issued so far, in every group.
+        // Every write counted before this load has returned from fjall,
+        // so the fsync below covers it. (One journal for the whole
+        // database: this fsyncs every write issued so far, in every
+        // group, but only this group's counters know it.)
+        let mark = self.stats.writes();
         if let Err(e) = self.db.persist(PersistMode::SyncAll) {
             fatal(
                 &format!(
@@ -232,6 +277,16 @@ impl Kv for FjallKv {
                 &e,
             );
         }
+        self.stats.durable.fetch_max(mark, Ordering::SeqCst);
+        self.stats.syncs.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn write_mark(&self) -> u64 {
+        self.stats.writes()
+    }
+
+    fn durable_mark(&self) -> u64 {
+        self.stats.durable()
     }
 }
 

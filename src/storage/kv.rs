@@ -1,10 +1,16 @@
 //! The narrow storage interface every durable role state goes through.
 //!
-//! Roles never touch a file. They write through [`Kv`]; the driver (an
-//! actix actor in production, the sim scheduler in tests) decides when to
-//! call [`Kv::sync`], and holds back every message whose truth depends on
-//! a write until the sync that covers it has returned. Writes are visible
-//! to reads at once, but survive a crash only once synced.
+//! Roles never touch a file. They write through [`Kv`]; the driver
+//! (`crate::driver`, for the actix actors and the sim alike) decides when
+//! to call [`Kv::sync`], and holds back every message whose truth depends
+//! on a write until the sync that covers it has returned. Writes are
+//! visible to reads at once, but survive a crash only once synced.
+//!
+//! Write marks are how a driver tells "covered": every put or delete
+//! counts one write, [`Kv::write_mark`] is the count so far, and
+//! [`Kv::durable_mark`] is the count a returned sync covered. A message
+//! held at mark `m` may leave once `durable_mark() >= m`. Both stores
+//! (fjall in production, the sim's disk) answer these alike.
 
 /// One table of a Paxos group's durable state. Each table is a separate
 /// ordered key space; keys are compared as bytes.
@@ -45,4 +51,9 @@ pub trait Kv {
     fn last(&self, table: Table) -> Option<(Vec<u8>, Vec<u8>)>;
     /// Make every write issued so far durable (fsync). Returns once done.
     fn sync(&mut self);
+    /// Writes (puts and deletes) issued so far.
+    fn write_mark(&self) -> u64;
+    /// The first this many writes are on disk: a sync that started after
+    /// them has returned.
+    fn durable_mark(&self) -> u64;
 }

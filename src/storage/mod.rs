@@ -1,9 +1,9 @@
-//! Durable state: the narrow [`kv::Kv`] interface, the typed records on
-//! top of it, and the fjall implementation used in production.
+//! Durable state: the narrow [`kv::Kv`] interface and the fjall
+//! implementation used in production. The protocol's records on top of it
+//! are `paxos::state`.
 
 pub mod fjall_kv;
 pub mod kv;
-pub mod state;
 
 /// A storage failure: log it and stop the process. Retrying a failed
 /// fsync is not safe (the kernel may have dropped the dirty pages), and

@@ -1,12 +1,18 @@
 //! What the in-process cluster tests share: bounded waits, a stand-in
-//! gateway that records outcomes, and fast protocol timings.
+//! gateway that records outcomes, an in-memory backend, and fast protocol
+//! timings.
 #![allow(dead_code)]
 
-use actix::{Actor, Context, Handler};
-use ordo::node::{ClientOutcome, GroupConfig};
+use ordo::driver::GroupConfig;
+use ordo::node::{Backend, BackendFuture, Clients};
+use ordo::paxos::ballot::{Slot, Update};
+use ordo::paxos::command::ClientOutcome;
 use ordo::paxos::learner::LearnerConfig;
 use ordo::paxos::proposer::ProposerConfig;
-use std::sync::{Arc, Mutex};
+use ordo::rng::Rng;
+use ordo::sim::workload::{BackendFaults, SimBackend};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Longest any one wait in these tests may take.
@@ -45,15 +51,51 @@ impl Collector {
     }
 }
 
-impl Actor for Collector {
-    type Context = Context<Self>;
+impl Clients for Collector {
+    fn outcome(&self, m: ClientOutcome) {
+        self.seen.lock().unwrap().push(m);
+    }
 }
 
-impl Handler<ClientOutcome> for Collector {
-    type Result = ();
+/// An in-memory backend: the sim's key-value service (values are lists
+/// of tokens; `SimOp` payloads), honouring the idempotency key.
+pub struct MemoryBackend {
+    inner: Mutex<(SimBackend, Rng)>,
+}
 
-    fn handle(&mut self, m: ClientOutcome, _: &mut Context<Self>) {
-        self.seen.lock().unwrap().push(m);
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        MemoryBackend {
+            inner: Mutex::new((SimBackend::default(), Rng::new(0))),
+        }
+    }
+}
+
+impl MemoryBackend {
+    fn lock(&self) -> MutexGuard<'_, (SimBackend, Rng)> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The stored key-value pairs.
+    pub fn data(&self) -> BTreeMap<u32, String> {
+        self.lock().0.data().clone()
+    }
+
+    /// Calls received, repeats included.
+    pub fn calls(&self) -> u64 {
+        self.lock().0.calls
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn call(&self, slot: Slot, index: u32, update: Update) -> BackendFuture {
+        let reply = {
+            let mut guard = self.lock();
+            let (backend, rng) = &mut *guard;
+            // No injected faults: the rng is never consulted.
+            backend.execute(slot, index, &update, BackendFaults::default(), rng)
+        };
+        Box::pin(std::future::ready(reply))
     }
 }
 
@@ -81,7 +123,7 @@ pub fn fast_config() -> GroupConfig {
 /// backend holds the same data: that index.
 pub async fn same_log_and_data(
     handles: &[&ordo::node::NodeHandle],
-    backends: &[&ordo::node::MemoryBackend],
+    backends: &[&MemoryBackend],
 ) -> Option<u64> {
     let mut indexes = Vec::new();
     for h in handles {

@@ -6,8 +6,8 @@
 //! Values are postcard. A record that does not decode is corruption of
 //! our own disk, which is fatal.
 
-use super::kv::{Kv, Table};
 use crate::paxos::ballot::{Ballot, Slot, Value};
+use crate::storage::kv::{Kv, Table};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -51,40 +51,44 @@ fn slot_key(slot: Slot) -> [u8; 9] {
 fn key_slot(key: &[u8]) -> Slot {
     match <[u8; 8]>::try_from(&key[1..]) {
         Ok(b) if key[0] == SLOT => u64::from_be_bytes(b),
-        _ => super::fatal("decode slot key", &format!("{key:?}")),
+        _ => crate::storage::fatal("decode slot key", &format!("{key:?}")),
     }
 }
 
 fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> T {
     match postcard::from_bytes(bytes) {
         Ok(v) => v,
-        Err(e) => super::fatal(what, &e),
+        Err(e) => crate::storage::fatal(what, &e),
     }
 }
 
 fn encode<T: Serialize>(what: &str, value: &T) -> Vec<u8> {
     match postcard::to_stdvec(value) {
         Ok(v) => v,
-        Err(e) => super::fatal(what, &e),
+        Err(e) => crate::storage::fatal(what, &e),
     }
 }
 
+/// A singleton counter; 0 if never written.
 pub fn load_u64(kv: &dyn Kv, meta: Meta) -> u64 {
     kv.get(meta.table(), &meta.key())
         .map(|b| decode(&format!("{meta:?}"), &b))
         .unwrap_or(0)
 }
 
+/// Write a singleton counter.
 pub fn store_u64(kv: &mut dyn Kv, meta: Meta, value: u64) {
     kv.put(meta.table(), &meta.key(), &encode("u64", &value));
 }
 
+/// The acceptor's promised ballot; `Ballot::ZERO` if none.
 pub fn load_promised(kv: &dyn Kv) -> Ballot {
     kv.get(Table::Acceptor, &Meta::Promised.key())
         .map(|b| decode("promised ballot", &b))
         .unwrap_or(Ballot::ZERO)
 }
 
+/// Write the acceptor's promised ballot.
 pub fn store_promised(kv: &mut dyn Kv, ballot: Ballot) {
     kv.put(
         Table::Acceptor,
@@ -93,6 +97,7 @@ pub fn store_promised(kv: &mut dyn Kv, ballot: Ballot) {
     );
 }
 
+/// Write what the acceptor accepted in `slot`.
 pub fn store_accepted(kv: &mut dyn Kv, slot: Slot, ballot: Ballot, value: &Value) {
     kv.put(
         Table::Acceptor,
@@ -101,6 +106,7 @@ pub fn store_accepted(kv: &mut dyn Kv, slot: Slot, ballot: Ballot, value: &Value
     );
 }
 
+/// Forget what was accepted in `slot` (it is chosen and in the log).
 pub fn forget_accepted(kv: &mut dyn Kv, slot: Slot) {
     kv.delete(Table::Acceptor, &slot_key(slot));
 }
@@ -116,10 +122,12 @@ pub fn load_accepted(kv: &dyn Kv, from: Slot, limit: usize) -> Vec<(Slot, Ballot
         .collect()
 }
 
+/// Write `slot`'s chosen value into the log.
 pub fn store_chosen(kv: &mut dyn Kv, slot: Slot, value: &Value) {
     kv.put(Table::Log, &slot_key(slot), &encode("chosen", value));
 }
 
+/// `slot`'s chosen value, if the log has it.
 pub fn load_chosen(kv: &dyn Kv, slot: Slot) -> Option<Value> {
     kv.get(Table::Log, &slot_key(slot))
         .map(|b| decode("chosen entry", &b))
@@ -136,9 +144,13 @@ pub fn load_chosen_range(kv: &dyn Kv, from: Slot, limit: usize) -> Vec<(Slot, Va
 /// Where a client idempotency key was first applied, and the answer.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClientKeyRecord {
+    /// The slot of the first application.
     pub slot: Slot,
+    /// The update's index in that slot.
     pub index: u32,
+    /// The backend's status then.
     pub status: u16,
+    /// The backend's body then.
     pub body: bytes::Bytes,
 }
 
@@ -149,15 +161,18 @@ fn client_key(key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// Where and how client key `key` was first applied.
 pub fn load_client_key(kv: &dyn Kv, key: &[u8]) -> Option<ClientKeyRecord> {
     kv.get(Table::Node, &client_key(key))
         .map(|b| decode("client key record", &b))
 }
 
+/// Record the first application of client key `key`.
 pub fn store_client_key(kv: &mut dyn Kv, key: &[u8], rec: &ClientKeyRecord) {
     kv.put(Table::Node, &client_key(key), &encode("client key", rec));
 }
 
+/// Forget client key `key` (it left the window).
 pub fn forget_client_key(kv: &mut dyn Kv, key: &[u8]) {
     kv.delete(Table::Node, &client_key(key));
 }

@@ -1,0 +1,101 @@
+//! Liveness: once the faults heal, every node comes back, one leads, and
+//! every node commits and applies everything chosen, every client call
+//! ends, and the final reads through the log complete, all within
+//! `LIVENESS_LIMIT`. And a scenario's `expect` lines: a run that stalled
+//! or flapped throughout its faults fails instead of passing vacuously.
+
+use crate::sim::clients::OpStatus;
+use crate::sim::report::FailureKind;
+use crate::sim::scenario::Expect;
+use crate::sim::world::{Ev, Phase, World};
+use std::time::Duration;
+
+impl World {
+    /// Whether every node applied everything chosen, and no client waits.
+    fn converged(&self) -> Result<(), String> {
+        if self
+            .clients
+            .ops
+            .iter()
+            .any(|o| o.status == OpStatus::Pending)
+        {
+            return Err("client operations still pending".into());
+        }
+        let top = self.checks.chosen.top();
+        let mut lagging = Vec::new();
+        for n in &self.nodes {
+            let Some(g) = &n.group else {
+                lagging.push(format!("{} down", n.id));
+                continue;
+            };
+            let (c, a) = (g.learner.role().commit(), g.applier.role().applied());
+            if c < top || a < top {
+                lagging.push(format!("{} commit {c} applied {a} of {top}", n.id));
+            }
+        }
+        let leads = |n: &crate::sim::node::SimNode| {
+            n.group
+                .as_ref()
+                .is_some_and(|g| g.proposer.role().is_leader())
+        };
+        if !self.nodes.iter().any(leads) {
+            lagging.push("no leader".into());
+        }
+        if lagging.is_empty() {
+            Ok(())
+        } else {
+            Err(lagging.join(", "))
+        }
+    }
+
+    /// Every 100 ms after the faults: converged yet? Then the final
+    /// reads, then done. Past the deadline, a liveness failure (which
+    /// ends the run).
+    pub(in crate::sim) fn check_progress(&mut self) {
+        let state = self.converged();
+        match state {
+            Ok(()) if self.phase == Phase::Settle => {
+                self.phase = Phase::FinalReads;
+                self.start_final_reads();
+            }
+            Ok(()) if self.phase == Phase::FinalReads && self.final_reads_done() => {
+                self.phase = Phase::Done;
+                return;
+            }
+            _ => {}
+        }
+        if self.now >= self.settle_deadline {
+            let why = match state {
+                Ok(()) => "the final reads through the log did not complete".to_string(),
+                Err(why) => why,
+            };
+            let msg = format!("cluster did not converge after faults healed: {why}");
+            self.fail(FailureKind::Liveness, "liveness", msg);
+            return;
+        }
+        self.push(self.now + Duration::from_millis(100), Ev::Check);
+    }
+
+    /// The scenario's availability expectations.
+    pub(in crate::sim) fn expectations(&self) -> Result<(), String> {
+        for e in &self.sc.expect {
+            let r = &self.report;
+            match *e {
+                Expect::AnsweredAtLeast(n) if r.ops_ok < n => {
+                    return Err(format!(
+                        "expected at least {n} operations answered, got {}",
+                        r.ops_ok
+                    ));
+                }
+                Expect::LeaderChangesAtMost(n) if r.leader_changes > n => {
+                    return Err(format!(
+                        "expected at most {n} leader changes, got {}",
+                        r.leader_changes
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}

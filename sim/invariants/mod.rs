@@ -1,0 +1,122 @@
+//! What every run must keep, one file per invariant (as openraft's
+//! `tests-turmoil/src/invariants/` does). Some are watched while the run
+//! goes (a message leaving, a node recovering, a plain read served), the
+//! rest judge the finished run. The first broken one ends the run.
+//!
+//! | check | file | what users rely on |
+//! |---|---|---|
+//! | `one-value-per-slot` | `chosen.rs` | a slot's chosen value never changes, counted from the acceptors' votes |
+//! | `durability` | `durability.rs` | what a promise, vote or prepare said is still on disk after a crash |
+//! | `stale-plain-read` | `staleness.rs` | a plain read is at most the documented bound behind |
+//! | `logs-agree` | `agreement.rs` | every node's log holds the same value in every slot |
+//! | `applied-prefix`, `exactly-once` | `applied.rs` | backends apply one sequence; no acknowledged update lost or applied twice |
+//! | `linearizable` | `linearizable.rs` | the client history (updates, log reads, read-index reads) |
+//! | `liveness` | `liveness.rs` | the healed cluster converges; a scenario's `expect` lines |
+
+pub mod agreement;
+pub mod applied;
+pub mod chosen;
+pub mod durability;
+pub mod linearizable;
+pub mod liveness;
+pub mod staleness;
+
+use super::scenario::Scenario;
+use super::world::Checks;
+use crate::driver::GroupConfig;
+use crate::gateway::readiness::ReadLimits;
+use crate::paxos::ballot::NodeId;
+use crate::paxos::message::Message;
+use crate::time::Time;
+
+/// The state the watched invariants keep while the run goes.
+pub(super) struct Invariants {
+    mode: Checks,
+    pub(super) chosen: chosen::Chosen,
+    pub(super) durable: durability::Durable,
+    pub(super) applied: applied::AppliedLog,
+    pub(super) stale: staleness::Staleness,
+}
+
+impl Invariants {
+    pub(super) fn new(
+        mode: Checks,
+        sc: &Scenario,
+        cfg: &GroupConfig,
+        limits: &ReadLimits,
+        quorum: usize,
+    ) -> Invariants {
+        Invariants {
+            mode,
+            chosen: chosen::Chosen::new(quorum),
+            durable: durability::Durable::default(),
+            applied: applied::AppliedLog::default(),
+            stale: staleness::Staleness::new(sc, cfg, limits),
+        }
+    }
+
+    /// Whether a failure of `check` counts in this run.
+    pub(super) fn enabled(&self, check: &str) -> bool {
+        match self.mode {
+            Checks::All => true,
+            Checks::HistoryOnly => matches!(check, "linearizable" | "assertion" | "budget"),
+        }
+    }
+
+    pub(super) fn mode(&self) -> Checks {
+        self.mode
+    }
+
+    /// A message leaves node `from` (after the sync that covers it, if it
+    /// waited for one).
+    pub(super) fn on_leave(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        msg: &Message,
+    ) -> Result<(), (&'static str, String)> {
+        self.durable.note(from, msg);
+        self.chosen
+            .observe(now, from, msg)
+            .map_err(|e| ("one-value-per-slot", e))
+    }
+}
+
+impl super::world::World {
+    /// The end-of-run checks, in order; the first failure is the run's.
+    /// A run that already failed is not judged further (it ended at
+    /// once), except that `Checks::HistoryOnly` always judges the history.
+    pub(super) fn judge(&mut self) {
+        use super::report::FailureKind::{Liveness, Safety};
+        let failed = self.report.failure.is_some();
+        if failed && self.checks.mode() == Checks::All {
+            return;
+        }
+        if !failed {
+            if let Err(e) = self.expectations() {
+                self.fail(Liveness, "liveness", e);
+            }
+            if let Err(e) = agreement::logs_agree(&self.nodes) {
+                self.fail(Safety, "logs-agree", e);
+            }
+            if let Err(e) = self.checks.applied.sequences_are_prefixes() {
+                self.fail(Safety, "applied-prefix", e);
+            }
+            if self.phase == super::world::Phase::Done {
+                // Only a converged cluster must have applied everything.
+                let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+                if let Err(e) = self.checks.applied.exactly_once(&ids, &self.clients.ops) {
+                    self.fail(Safety, "exactly-once", e);
+                }
+            }
+        }
+        self.report.linearizable = match linearizable::check(&self.clients.ops) {
+            Ok(Some(())) => Some(true),
+            Ok(None) => None,
+            Err(e) => {
+                self.fail(Safety, "linearizable", e);
+                Some(false)
+            }
+        };
+    }
+}

@@ -1,0 +1,188 @@
+//! The driver's contract (`ordo::driver`), checked on real roles over
+//! both stores: replies wait for the sync that covers them, a burst
+//! shares one sync, another role's sync releases without a new one, and
+//! only a timer's current setting reaches its role.
+
+use ordo::driver::{Group, GroupConfig, Input, Output};
+use ordo::paxos::ballot::{Ballot, NodeId, Value};
+use ordo::paxos::command::Timer;
+use ordo::paxos::membership::Membership;
+use ordo::paxos::message::{Message, Role};
+use ordo::rng::Rng;
+use ordo::sim::disk::SimDisk;
+use ordo::storage::fjall_kv::FjallStore;
+use ordo::storage::kv::{Kv, Table};
+use ordo::time::Time;
+
+const N0: NodeId = NodeId(0);
+const N1: NodeId = NodeId(1);
+
+fn group(disk: &mut SimDisk) -> Group {
+    let mut g = Group::recover(
+        N0,
+        Membership::all_voting(3),
+        &GroupConfig::default(),
+        Time::from_millis(1),
+        disk,
+        &mut Rng::new(7),
+    )
+    .expect("a valid group");
+    g.start();
+    g
+}
+
+fn kinds(out: &[Output]) -> Vec<String> {
+    out.iter()
+        .map(|o| match o {
+            Output::Send { msg, .. } => msg.kind().to_string(),
+            Output::Flush => "FLUSH".into(),
+            Output::Sync { .. } => "SYNC".into(),
+            Output::Timer { .. } => "timer".into(),
+            Output::Apply { .. } => "apply".into(),
+            Output::Client(_) => "client".into(),
+        })
+        .collect()
+}
+
+fn accept(slot: u64) -> Input {
+    Input::Message {
+        from: N1,
+        msg: Message::Accept {
+            ballot: Ballot { round: 3, node: N1 },
+            slot,
+            value: Value::Noop,
+        },
+    }
+}
+
+#[test]
+fn replies_wait_for_the_sync_that_covers_them_and_a_burst_shares_one() {
+    let mut disk = SimDisk::default();
+    let mut g = group(&mut disk);
+    let now = Time::from_millis(2);
+    let step = |g: &mut Group, disk: &mut SimDisk, i| g.step(Role::Acceptor, now, disk, i);
+
+    // Two votes: held; one flush asked for, not two.
+    assert_eq!(kinds(&step(&mut g, &mut disk, accept(1))), ["FLUSH"]);
+    assert_eq!(
+        kinds(&step(&mut g, &mut disk, accept(2))),
+        Vec::<String>::new()
+    );
+    assert_eq!(g.acceptor.held(), 2);
+    // The flush starts one sync for both.
+    let out = g.flush(Role::Acceptor, &disk);
+    let [Output::Sync { mark }] = out[..] else {
+        panic!("{:?}", kinds(&out))
+    };
+    assert_eq!(mark, disk.write_mark());
+    // A vote during the sync waits for the next one, and a flush asked
+    // for meanwhile does nothing: one sync in flight per role.
+    assert!(step(&mut g, &mut disk, accept(3)).is_empty());
+    assert!(g.flush(Role::Acceptor, &disk).is_empty());
+    // The sync returns: it covered the writes made before it started.
+    disk.sync_to(mark);
+    let out = g.synced(Role::Acceptor, &disk);
+    assert_eq!(kinds(&out), ["accepted", "accepted", "FLUSH"]);
+    for o in &out {
+        if let Output::Send {
+            msg: Message::Accepted { slot, .. },
+            ..
+        } = o
+        {
+            assert!(*slot <= 2, "slot 3's vote is not covered yet");
+        }
+    }
+    // Another role's sync (one store per group) covers vote 3: the flush
+    // releases it without syncing again.
+    disk.sync();
+    assert_eq!(kinds(&g.flush(Role::Acceptor, &disk)), ["accepted"]);
+    assert_eq!(g.acceptor.held(), 0);
+    // With nothing held and everything durable, a reply needing nothing
+    // new leaves at once (a repeat of vote 1 writes nothing).
+    assert_eq!(kinds(&step(&mut g, &mut disk, accept(1))), ["accepted"]);
+}
+
+#[test]
+fn only_the_current_setting_of_a_timer_reaches_its_role() {
+    let mut disk = SimDisk::default();
+    let mut rng = Rng::new(1);
+    let mut g = Group::recover(
+        N0,
+        Membership::all_voting(3),
+        &GroupConfig::default(),
+        Time::from_millis(1),
+        &mut disk,
+        &mut rng,
+    )
+    .expect("a valid group");
+    let starts = g.start();
+    let (_, proposer) = starts
+        .iter()
+        .find(|(r, _)| *r == Role::Proposer)
+        .expect("the proposer starts");
+    let [
+        Output::Timer {
+            timer: Timer::Election,
+            at,
+            generation,
+        },
+    ] = proposer[..]
+    else {
+        panic!("the proposer arms its election timer first")
+    };
+    assert_eq!(
+        g.timers(),
+        vec![(Role::Proposer, Timer::Election, generation, at)]
+    );
+    let late = at + std::time::Duration::from_secs(5);
+    // A stale generation is ignored.
+    assert!(
+        g.fire(
+            Role::Proposer,
+            late,
+            &mut disk,
+            Timer::Election,
+            generation + 1
+        )
+        .is_empty()
+    );
+    // The current one runs an election: the round is written, so the
+    // prepares wait for a flush and a sync.
+    let out = g.fire(Role::Proposer, late, &mut disk, Timer::Election, generation);
+    assert!(
+        kinds(&out).contains(&"FLUSH".to_string()),
+        "{:?}",
+        kinds(&out)
+    );
+    // The same wake-up again (duplicated, or late) does nothing.
+    let again = g.fire(Role::Proposer, late, &mut disk, Timer::Election, generation);
+    assert!(again.is_empty());
+}
+
+/// Both stores answer the marks alike: each write counts one, a sync
+/// raises the durable mark to the writes before it.
+#[test]
+fn fjall_and_the_sim_disk_count_writes_and_syncs_alike() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FjallStore::open(dir.path()).expect("open");
+    let mut fjall = store.group("svc").expect("group");
+    let mut sim = SimDisk::default();
+    fn script(kv: &mut dyn Kv) -> Vec<(u64, u64)> {
+        let mut marks = vec![(kv.write_mark(), kv.durable_mark())];
+        kv.put(Table::Log, b"a", b"1");
+        kv.put(Table::Node, b"b", b"2");
+        marks.push((kv.write_mark(), kv.durable_mark()));
+        kv.sync();
+        marks.push((kv.write_mark(), kv.durable_mark()));
+        kv.delete(Table::Log, b"a");
+        kv.delete(Table::Log, b"missing");
+        marks.push((kv.write_mark(), kv.durable_mark()));
+        kv.sync();
+        kv.sync();
+        marks.push((kv.write_mark(), kv.durable_mark()));
+        marks
+    }
+    let expected = vec![(0, 0), (2, 0), (2, 2), (4, 2), (4, 4)];
+    assert_eq!(script(&mut fjall), expected);
+    assert_eq!(script(&mut sim), expected);
+}
