@@ -134,6 +134,20 @@ fn only_the_current_setting_of_a_timer_reaches_its_role() {
         g.timers(),
         vec![(Role::Proposer, Timer::Election, generation, at)]
     );
+    // A wake-up before its time (a node's clock was slowed after it was
+    // scheduled) is put off, not run and not lost.
+    let early = g.fire(
+        Role::Proposer,
+        at - std::time::Duration::from_micros(1),
+        &mut disk,
+        Timer::Election,
+        generation,
+    );
+    assert!(
+        matches!(early[..], [Output::Timer { at: a, generation: n, .. }] if a == at && n == generation),
+        "{:?}",
+        kinds(&early)
+    );
     let late = at + std::time::Duration::from_secs(5);
     // A stale generation is ignored.
     assert!(

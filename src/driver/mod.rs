@@ -49,7 +49,7 @@ use crate::rng::Rng;
 use crate::storage::kv::Kv;
 use crate::time::Time;
 use commit::GroupCommit;
-use timers::Timers;
+use timers::{Timers, Wake};
 
 /// Something for a role to handle.
 #[derive(Debug)]
@@ -199,7 +199,9 @@ impl<R: Driven> Driver<R> {
     }
 
     /// A wake-up the shell scheduled for `Output::Timer` is due. Only the
-    /// current setting of the timer reaches the role.
+    /// current setting of the timer reaches the role, and only once `now`
+    /// has reached it; a wake-up before that is asked for again (the same
+    /// `Output::Timer`), so the role never sees a timer early.
     pub fn fire(
         &mut self,
         now: Time,
@@ -207,10 +209,11 @@ impl<R: Driven> Driver<R> {
         timer: Timer,
         generation: u64,
     ) -> Vec<Output> {
-        if !self.timers.take(timer, generation) {
-            return Vec::new();
+        match self.timers.take(timer, generation, now) {
+            Wake::Due => self.run(now, kv, |role, ctx| role.on_timer(ctx, timer)),
+            Wake::Early(again) => vec![again],
+            Wake::Stale => Vec::new(),
         }
-        self.run(now, kv, |role, ctx| role.on_timer(ctx, timer))
     }
 
     /// The inputs that were waiting are handled: sync once for every

@@ -1,12 +1,24 @@
 //! The timer table: which timers a role has set, and which setting of
 //! each is current. Setting a timer replaces the role's previous one of
-//! that kind; a wake-up of a replaced setting is ignored, so a shell
-//! never has to cancel one, and a late or duplicated wake-up is harmless.
+//! that kind; a wake-up of a replaced setting is ignored, so a late or
+//! duplicated wake-up is harmless, and one that comes before its time
+//! (a clock that was slowed after the wake-up was scheduled) is put off
+//! until then: a role never sees its timer before `now >= at`.
 
 use super::Output;
 use crate::paxos::command::Timer;
 use crate::time::Time;
 use std::collections::BTreeMap;
+
+/// See [`Timers::take`].
+pub(super) enum Wake {
+    /// The current setting, due: the role's `on_timer` runs.
+    Due,
+    /// The current setting, before its time: schedule it again.
+    Early(Output),
+    /// A replaced or already fired setting: nothing to do.
+    Stale,
+}
 
 #[derive(Default)]
 pub(super) struct Timers {
@@ -26,14 +38,20 @@ impl Timers {
         }
     }
 
-    /// Whether this wake-up is the current setting of `timer`; if so the
-    /// timer is no longer set.
-    pub(super) fn take(&mut self, timer: Timer, generation: u64) -> bool {
-        if self.set.get(&timer).map(|t| t.0) != Some(generation) {
-            return false;
+    /// What a wake-up of `timer`'s setting `generation` at `now` means.
+    pub(super) fn take(&mut self, timer: Timer, generation: u64, now: Time) -> Wake {
+        match self.set.get(&timer) {
+            Some(&(g, at)) if g == generation && now < at => Wake::Early(Output::Timer {
+                timer,
+                at,
+                generation,
+            }),
+            Some(&(g, _)) if g == generation => {
+                self.set.remove(&timer);
+                Wake::Due
+            }
+            _ => Wake::Stale,
         }
-        self.set.remove(&timer);
-        true
     }
 
     pub(super) fn pending(&self) -> impl Iterator<Item = (Timer, u64, Time)> + '_ {

@@ -12,7 +12,8 @@
 //!   its replies held) before the flush.
 //! - `Sync`: `Kv::sync` on the blocking pool, so the actor keeps handling
 //!   messages meanwhile; its return calls `Driver::synced`.
-//! - `Timer`: `run_later`; the driver ignores wake-ups of replaced timers.
+//! - `Timer`: `run_later`, cancelling the kind's previous one (the driver
+//!   would ignore it, but it would sit in the actor until it came due).
 //! - `Apply`: the [`Backend`]; its reply goes back to the driver.
 //! - `Client`: the gateway's [`Clients`], called directly.
 //!
@@ -27,14 +28,15 @@ use crate::apply::applier::{Applied, Applier};
 use crate::driver::{Driven, Driver, Input, Output};
 use crate::paxos::acceptor::Acceptor;
 use crate::paxos::ballot::{Ballot, NodeId, Slot, Update, UpdateId};
-use crate::paxos::command::ClientOutcome;
+use crate::paxos::command::{ClientOutcome, Timer};
 use crate::paxos::learner::Learner;
 use crate::paxos::message::{Message, Role};
 use crate::paxos::proposer::Proposer;
 use crate::storage::fjall_kv::FjallKv;
 use crate::time::Time;
 use actix::fut::{self, ActorFutureExt};
-use actix::{Actor, ActorContext, AsyncContext, Context, Handler, MessageResult};
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler, MessageResult, SpawnHandle};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -154,6 +156,11 @@ pub struct RoleActor<R: Shelled> {
     kv: FjallKv,
     book: Book,
     notes: R::Notes,
+    /// The pending wake-up of each timer kind. The driver ignores a
+    /// replaced one anyway; cancelling it keeps the actor's list of
+    /// spawned futures short (actix polls them all on every wake-up),
+    /// which matters during catch-up, when the fetch timer is set per batch.
+    timers: BTreeMap<Timer, SpawnHandle>,
 }
 
 /// Drives the [`Proposer`]: client submissions and reads, protocol
@@ -173,6 +180,7 @@ impl<R: Shelled> RoleActor<R> {
             kv,
             book,
             notes: R::Notes::default(),
+            timers: BTreeMap::new(),
         }
     }
 
@@ -204,10 +212,14 @@ impl<R: Shelled> RoleActor<R> {
                     generation,
                 } => {
                     let delay: Duration = at.since(now());
-                    ctx.run_later(delay, move |act: &mut Self, ctx| {
+                    let handle = ctx.run_later(delay, move |act: &mut Self, ctx| {
+                        act.timers.remove(&timer);
                         let out = act.driver.fire(now(), &mut act.kv, timer, generation);
                         act.after(ctx, out);
                     });
+                    if let Some(old) = self.timers.insert(timer, handle) {
+                        ctx.cancel_future(old);
+                    }
                 }
                 Output::Apply {
                     slot,
