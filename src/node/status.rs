@@ -66,7 +66,9 @@ impl GroupStatus {
     }
 
     pub fn lease_contact(&self) -> Option<Time> {
-        match self.lease_contact.load(Ordering::Relaxed) {
+        // Acquire: pairs with the Release in `set_proposer`, so whoever
+        // sees a lease also sees the commit index published before it.
+        match self.lease_contact.load(Ordering::Acquire) {
             0 => None,
             t => Some(Time(t - 1)),
         }
@@ -76,12 +78,18 @@ impl GroupStatus {
         self.apply_attempts.load(Ordering::Relaxed)
     }
 
-    /// A snapshot for the read decision (`gateway::readiness`).
+    /// A snapshot for the read decision (`gateway::readiness`). The
+    /// lease is read first: the proposer publishes the commit index a
+    /// heartbeat reported before the lease it renewed, so a fresh lease
+    /// read here comes with at least that commit index. (Read the other
+    /// way round, a reader could pair the old commit index with the new
+    /// lease and serve far beyond `max_lag_slots` right after a heal.)
     pub fn read_state(&self) -> ReadState {
+        let lease_contact = self.lease_contact();
         ReadState {
-            applied: self.applied(),
             known_commit: self.known_commit().max(self.commit()),
-            lease_contact: self.lease_contact(),
+            applied: self.applied(),
+            lease_contact,
             apply_attempts: self.apply_attempts(),
         }
     }
@@ -114,7 +122,8 @@ impl GroupStatus {
         self.leader
             .store(leader.map_or(0, |n| n.0 as u64 + 1), Ordering::Relaxed);
         self.is_leader.store(is_leader, Ordering::Relaxed);
+        // Release, last: see `read_state`.
         self.lease_contact
-            .store(lease.map_or(0, |t| t.0 + 1), Ordering::Relaxed);
+            .store(lease.map_or(0, |t| t.0 + 1), Ordering::Release);
     }
 }
