@@ -1043,41 +1043,45 @@ impl Proposer {
 
     /// A leader is known again: pass on the bounced updates that have not
     /// waited too long (their clients may have had 504 by now, and a
-    /// retry with an idempotency key is applied once either way).
+    /// retry with an idempotency key is applied once either way). Each
+    /// keeps its own hop count.
     fn resend_bounced(&mut self, ctx: &mut Ctx<'_>) {
-        if self.bounced.is_empty() {
+        let to = self.leader(ctx.now);
+        if self.bounced.is_empty() || to.is_none() {
             return;
         }
         let max_wait = self.cfg.election_timeout * 2;
-        let fresh: Vec<Bounced> = self
-            .bounced
-            .drain(..)
-            .filter(|b| ctx.now.since(b.since) <= max_wait)
-            .collect();
-        if fresh.is_empty() {
-            return;
+        let mut by_hops: BTreeMap<u8, Vec<Update>> = BTreeMap::new();
+        for b in self.bounced.drain(..) {
+            if ctx.now.since(b.since) <= max_wait {
+                by_hops.entry(b.hops).or_default().push(b.update);
+            } else {
+                self.dropped += 1;
+            }
         }
-        let hops = fresh.iter().map(|b| b.hops).max().unwrap_or(0);
-        let updates: Vec<Update> = fresh.into_iter().map(|b| b.update).collect();
         if self.is_leader() {
-            for update in updates {
-                if self.queue.len() >= self.cfg.queue_max {
-                    self.dropped += 1;
-                    continue;
+            for (hops, updates) in by_hops {
+                for update in updates {
+                    if self.queue.len() >= self.cfg.queue_max {
+                        self.dropped += 1;
+                        continue;
+                    }
+                    self.queue.push_back(Queued {
+                        update,
+                        hops,
+                        fresh: false,
+                    });
                 }
-                self.queue.push_back(Queued {
-                    update,
-                    hops,
-                    fresh: false,
-                });
             }
             self.fill_window(ctx);
-        } else if let Some(leader) = self.leader(ctx.now) {
-            let msg = Message::Forward {
-                updates,
-                hops: hops + 1,
-            };
-            ctx.send(leader, Role::Proposer, msg);
+        } else if let Some(leader) = to {
+            for (hops, updates) in by_hops {
+                let msg = Message::Forward {
+                    updates,
+                    hops: hops + 1,
+                };
+                ctx.send(leader, Role::Proposer, msg);
+            }
         }
     }
 
