@@ -17,7 +17,9 @@ use ordo::time::Time;
 const N0: NodeId = NodeId(0);
 const N1: NodeId = NodeId(1);
 
-fn group(disk: &mut SimDisk) -> Group {
+/// Node 0 of three, recovered from `disk`, and what its roles asked for
+/// while recovering.
+fn group(disk: &mut SimDisk) -> (Group, Vec<(Role, Vec<Output>)>) {
     let mut g = Group::recover(
         N0,
         Membership::all_voting(3),
@@ -27,8 +29,8 @@ fn group(disk: &mut SimDisk) -> Group {
         &mut Rng::new(7),
     )
     .expect("a valid group");
-    g.start();
-    g
+    let starts = g.start();
+    (g, starts)
 }
 
 fn kinds(out: &[Output]) -> Vec<String> {
@@ -58,7 +60,7 @@ fn accept(slot: u64) -> Input {
 #[test]
 fn replies_wait_for_the_sync_that_covers_them_and_a_burst_shares_one() {
     let mut disk = SimDisk::default();
-    let mut g = group(&mut disk);
+    let (mut g, _) = group(&mut disk);
     let now = Time::from_millis(2);
     let step = |g: &mut Group, disk: &mut SimDisk, i| g.step(Role::Acceptor, now, disk, i);
 
@@ -105,17 +107,7 @@ fn replies_wait_for_the_sync_that_covers_them_and_a_burst_shares_one() {
 #[test]
 fn only_the_current_setting_of_a_timer_reaches_its_role() {
     let mut disk = SimDisk::default();
-    let mut rng = Rng::new(1);
-    let mut g = Group::recover(
-        N0,
-        Membership::all_voting(3),
-        &GroupConfig::default(),
-        Time::from_millis(1),
-        &mut disk,
-        &mut rng,
-    )
-    .expect("a valid group");
-    let starts = g.start();
+    let (mut g, starts) = group(&mut disk);
     let (_, proposer) = starts
         .iter()
         .find(|(r, _)| *r == Role::Proposer)

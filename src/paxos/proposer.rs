@@ -1046,10 +1046,12 @@ impl Proposer {
     /// retry with an idempotency key is applied once either way). Each
     /// keeps its own hop count.
     fn resend_bounced(&mut self, ctx: &mut Ctx<'_>) {
-        let to = self.leader(ctx.now);
-        if self.bounced.is_empty() || to.is_none() {
+        if self.bounced.is_empty() {
             return;
         }
+        let Some(to) = self.leader(ctx.now) else {
+            return;
+        };
         let max_wait = self.cfg.election_timeout * 2;
         let mut by_hops: BTreeMap<u8, Vec<Update>> = BTreeMap::new();
         for b in self.bounced.drain(..) {
@@ -1074,13 +1076,13 @@ impl Proposer {
                 }
             }
             self.fill_window(ctx);
-        } else if let Some(leader) = to {
+        } else {
             for (hops, updates) in by_hops {
                 let msg = Message::Forward {
                     updates,
                     hops: hops + 1,
                 };
-                ctx.send(leader, Role::Proposer, msg);
+                ctx.send(to, Role::Proposer, msg);
             }
         }
     }
