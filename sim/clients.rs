@@ -12,7 +12,7 @@ use super::scenario::Scenario;
 use super::workload::SimOp;
 use super::world::{Ev, Phase, World};
 use crate::driver::Input;
-use crate::gateway::readiness::{self, ReadLimits, ReadState};
+use crate::gateway::readiness::{self, Fence, ReadLimits, ReadState};
 use crate::paxos::ballot::{NodeId, Slot, Update, UpdateId};
 use crate::paxos::command::ClientOutcome;
 use crate::paxos::message::Role;
@@ -158,6 +158,19 @@ impl World {
                 payload: rec.input.encode(),
             }]),
         };
+        let fenced = node
+            .group
+            .as_ref()
+            .is_some_and(|g| Fence::of(g.applier.role().node_state()).is_some());
+        if fenced {
+            // The gateway of a disabled or diverged node takes nothing.
+            if attempt == 1 {
+                self.finish_op(op, OpStatus::Refused, None);
+            } else {
+                self.retry_or_give_up(op);
+            }
+            return;
+        }
         node.waiting.insert(id, op);
         self.drive(i, Role::Proposer, |g, now, disk| {
             g.step(Role::Proposer, now, disk, input)
@@ -179,6 +192,7 @@ impl World {
             known_commit: l.known_commit().max(p.leader_commit()),
             lease_contact: p.lease_contact(),
             apply_attempts: a.stuck_attempts() as u64,
+            fence: Fence::of(a.node_state()),
         };
         if readiness::check(&state, now, &self.limits).is_err() {
             self.report.plain_refused += 1;
@@ -235,10 +249,19 @@ impl World {
         }
     }
 
-    fn finish_op(&mut self, op: usize, status: OpStatus, output: Option<String>) {
+    fn finish_op(&mut self, op: usize, mut status: OpStatus, output: Option<String>) {
         let rec = &mut self.clients.ops[op];
         if rec.status != OpStatus::Pending {
             return;
+        }
+        let skewed = self
+            .nodes
+            .iter()
+            .any(|n| n.id == rec.node && n.backend.skewed);
+        if status == OpStatus::Ok && skewed && rec.via != Via::Log {
+            // A read from a backend a fault made differ, before ordo
+            // could know: wrong by the fault, not by ordo. Not judged.
+            status = OpStatus::Refused;
         }
         rec.status = status;
         match status {
@@ -289,7 +312,19 @@ impl World {
             return;
         }
         if let Some(&key) = self.clients.final_reads.first() {
-            let node = key as usize % self.nodes.len();
+            // Through a node that takes updates: a diverged one does not.
+            let n = self.nodes.len();
+            let fenced = |i: usize| {
+                self.nodes[i]
+                    .group
+                    .as_ref()
+                    .is_some_and(|g| Fence::of(g.applier.role().node_state()).is_some())
+            };
+            let first = key as usize % n;
+            let node = (0..n)
+                .map(|k| (first + k) % n)
+                .find(|&i| !fenced(i))
+                .unwrap_or(first);
             self.submit(reader, node, SimOp::Get { key }, Via::Log, None);
         }
     }
@@ -347,6 +382,13 @@ impl World {
             ClientOutcome::ReadRefused { id, .. } => {
                 if let Some(op) = self.nodes[i].waiting.remove(&id) {
                     self.finish_op(op, OpStatus::Refused, None);
+                }
+            }
+            ClientOutcome::Disagreed { id, .. } => {
+                // Applied, but this node's answer is not the majority's:
+                // the client gets a 502 and does not know what happened.
+                if let Some(op) = self.nodes[i].waiting.remove(&id) {
+                    self.finish_op(op, OpStatus::Unknown, None);
                 }
             }
         }

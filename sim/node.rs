@@ -35,6 +35,9 @@ pub(super) struct SimNode {
     pub(super) crash_point: Option<CrashPoint>,
     /// The backend is a separate service: it survives the node's crashes.
     pub(super) backend: SimBackend,
+    /// When the backend first answered an update differently (a
+    /// `backend-diverge` fault).
+    pub(super) skewed_since: Option<Time>,
     /// The gateway's request ids: a boot nonce and a sequence.
     pub(super) boot: u64,
     pub(super) seq: u64,
@@ -58,6 +61,7 @@ impl SimNode {
             clock: Clock::default(),
             crash_point: None,
             backend: SimBackend::default(),
+            skewed_since: None,
             boot: 0,
             seq: 0,
             waiting: BTreeMap::new(),
@@ -97,6 +101,9 @@ pub(super) fn group_config(sc: &Scenario) -> GroupConfig {
             dedupe_window_slots: 1000,
             client_key_window_slots: 1000,
             bug_ignore_client_keys: b.ignore_idempotency_keys,
+            answer_after_agreement: sc.answer_agreed,
+            bug_ignore_digests: b.ignore_digests,
+            bug_digest_names_node: b.digest_names_node,
             ..ApplierConfig::default()
         },
         promise_bytes_max: sc.promise_bytes,
@@ -365,6 +372,10 @@ impl World {
         let reply = self.nodes[i]
             .backend
             .execute(slot, index, &update, faults, &mut self.rng);
+        let node = &mut self.nodes[i];
+        if node.backend.skewed_updates > 0 && node.skewed_since.is_none() {
+            node.skewed_since = Some(self.now);
+        }
         if self.nodes[i].inc == inc {
             self.drive(i, Role::Applier, |g, now, disk| {
                 g.step(

@@ -99,6 +99,8 @@ pub enum Fault {
     /// slow), within `DRIFT_PPM_MAX`.
     ClockDrift(Target, i64),
     BackendFail(f64),
+    /// The node's backend differs from the others from now on.
+    BackendDiverge(Target),
 }
 
 /// A "sometimes" property a scenario demands beyond safety: a run in
@@ -125,6 +127,8 @@ pub struct Bugs {
     pub promise_before_sync: bool,
     pub prepare_before_sync: bool,
     pub lease_without_quorum: bool,
+    pub ignore_digests: bool,
+    pub digest_names_node: bool,
 }
 
 type BugSwitch = fn(&mut Bugs) -> &mut bool;
@@ -144,6 +148,8 @@ const BUGS: &[(&str, BugSwitch)] = &[
     ("promise-before-sync", |b| &mut b.promise_before_sync),
     ("prepare-before-sync", |b| &mut b.prepare_before_sync),
     ("lease-without-quorum", |b| &mut b.lease_without_quorum),
+    ("ignore-digests", |b| &mut b.ignore_digests),
+    ("digest-names-node", |b| &mut b.digest_names_node),
 ];
 
 impl Bugs {
@@ -197,6 +203,9 @@ pub struct Scenario {
     /// The acceptors' promise page budget (`AcceptorConfig`): tiny in the
     /// sim, so that promises are split into pages whenever they can be.
     pub promise_bytes: usize,
+    /// Origins answer updates only once a majority agrees (`answer
+    /// agreed`; the default is `answer local`).
+    pub answer_agreed: bool,
     pub bugs: Bugs,
     pub timeline: Vec<(Duration, Fault)>,
     pub expect: Vec<Expect>,
@@ -221,6 +230,7 @@ impl Default for Scenario {
             lease: ms(600),
             client_timeout: Duration::from_secs(3),
             promise_bytes: 160,
+            answer_agreed: false,
             bugs: Bugs::default(),
             timeline: Vec::new(),
             expect: Vec::new(),
@@ -366,6 +376,7 @@ fn parse_fault(words: &[&str], nodes: u16) -> Result<Fault, String> {
         "loss" => Fault::Loss(parse_prob(arg(1)?)?),
         "dup" => Fault::Dup(parse_prob(arg(1)?)?),
         "backend-fail" => Fault::BackendFail(parse_prob(arg(1)?)?),
+        "backend-diverge" => Fault::BackendDiverge(parse_target(arg(1)?, nodes)?),
         "cut" => {
             if arg(2)? != "->" {
                 return Err("cut wants: cut nA -> nB".into());
@@ -472,6 +483,13 @@ impl Scenario {
                 "client-timeout" => s.client_timeout = parse_duration(one()?).map_err(err)?,
                 "promise-bytes" => s.promise_bytes = num(one()?)? as usize,
                 "bug" => s.bugs.set(one()?).map_err(err)?,
+                "answer" => {
+                    s.answer_agreed = match one()? {
+                        "agreed" => true,
+                        "local" => false,
+                        v => return Err(err(format!("answer is agreed or local, not {v:?}"))),
+                    }
+                }
                 "net" | "backend" | "reads" => {
                     for kv in &words[1..] {
                         let (k, v) = kv
@@ -564,6 +582,9 @@ impl Scenario {
         let _ = writeln!(o, "reads max-lag={} lease={}", self.max_lag, d(self.lease));
         let _ = writeln!(o, "client-timeout {}", d(self.client_timeout));
         let _ = writeln!(o, "promise-bytes {}", self.promise_bytes);
+        if self.answer_agreed {
+            let _ = writeln!(o, "answer agreed");
+        }
         for bug in self.bugs.names() {
             let _ = writeln!(o, "bug {bug}");
         }
@@ -704,6 +725,16 @@ impl Scenario {
             (ms(1), ms(10)),
         ][r.below(4) as usize];
         s.max_lag = [0, 2, 8][r.below(3) as usize];
+        // Answers wait for agreement in half the seeds; in some of those,
+        // one backend starts to differ (with answers given at once, its
+        // clients would get its wrong answers, which the checker flags).
+        s.answer_agreed = r.chance(0.5);
+        if s.answer_agreed && r.chance(0.2) {
+            let at = ms(r.range(300, run_ms - 500));
+            let n = Target::Node(r.below(nodes as u64) as u16);
+            s.timeline.push((at, Fault::BackendDiverge(n)));
+            s.timeline.sort_by_key(|(t, _)| *t);
+        }
         s
     }
 }
@@ -750,6 +781,7 @@ fn render_fault(f: &Fault) -> String {
         }
         Fault::ClockDrift(x, ppm) => format!("clock-drift {} {}", t(x), format_drift(*ppm)),
         Fault::BackendFail(p) => format!("backend-fail {p}"),
+        Fault::BackendDiverge(x) => format!("backend-diverge {}", t(x)),
     }
 }
 

@@ -55,6 +55,12 @@ pub struct SimBackend {
     data: BTreeMap<u32, String>,
     done: BTreeMap<(Slot, u32), (u16, Bytes)>,
     pub calls: u64,
+    /// A fault made this instance differ from the others: every update
+    /// it executes from now on stores and answers something else (a
+    /// backend that is not deterministic, or lost its data).
+    pub skewed: bool,
+    /// Updates executed while skewed.
+    pub skewed_updates: u64,
 }
 
 impl SimBackend {
@@ -68,10 +74,7 @@ impl SimBackend {
     ) -> BackendReply {
         self.calls += 1;
         if rng.chance(faults.fail) {
-            return BackendReply::Response {
-                status: 503,
-                body: Bytes::from_static(b"busy"),
-            };
+            return reply(503, Bytes::from_static(b"busy"));
         }
         let (status, body) = match self.done.get(&(slot, index)) {
             Some(done) => done.clone(),
@@ -86,19 +89,30 @@ impl SimBackend {
                 reason: "connection reset after the request was sent".into(),
             };
         }
-        BackendReply::Response { status, body }
+        reply(status, body)
     }
 
     fn apply(&mut self, payload: &[u8]) -> (u16, Bytes) {
         let Some(op) = SimOp::decode(payload) else {
             return (400, Bytes::from_static(b"bad op"));
         };
+        if self.skewed {
+            self.skewed_updates += 1;
+        }
+        // A skewed instance keeps a token of its own in every value it
+        // writes, so every answer it gives from then on differs.
+        let skew = |t: String| if self.skewed { format!("{t}~") } else { t };
         match op {
             SimOp::Put { key, token } => {
-                self.data.insert(key, token);
-                (200, Bytes::new())
+                let t = skew(token);
+                self.data.insert(key, t.clone());
+                (
+                    200,
+                    Bytes::from(if self.skewed { t } else { String::new() }),
+                )
             }
             SimOp::Append { key, token } => {
+                let token = skew(token);
                 let v = self.data.entry(key).or_default();
                 if !v.is_empty() {
                     v.push(' ');
@@ -108,13 +122,22 @@ impl SimBackend {
             }
             SimOp::Get { key } => {
                 let v = self.data.get(&key).cloned().unwrap_or_default();
-                (200, Bytes::from(v))
+                (200, Bytes::from(skew(v)))
             }
         }
     }
 
     pub fn data(&self) -> &BTreeMap<u32, String> {
         &self.data
+    }
+}
+
+/// A simulated backend's response, digested as production digests one.
+fn reply(status: u16, body: Bytes) -> BackendReply {
+    BackendReply::Response {
+        status,
+        digest: crate::apply::digest::response(status, &body, &[]),
+        body,
     }
 }
 

@@ -69,6 +69,39 @@ pub struct Service {
     /// Preferred active members (voters), in order; the first is the
     /// preferred leader. Default: every node, in the order of `nodes`.
     pub active: Option<Vec<String>>,
+    /// Response headers compared across nodes besides status and body
+    /// (divergence detection), e.g. `["etag"]`.
+    #[serde(default)]
+    pub digest_headers: Vec<String>,
+    /// When the origin answers an update: `agreed` (the default: once a
+    /// majority of the nodes' backends answered the same; 502 if they did
+    /// not) or `local` (as soon as its own backend answered).
+    #[serde(default)]
+    pub answer: Answer,
+}
+
+/// When the node that took an update answers its client.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Answer {
+    /// With its own backend's response, at once.
+    Local,
+    /// Only once a majority of the nodes' responses agree with it: the
+    /// default, since a client must not get an answer the majority
+    /// contradicts (docs/operations.md measures what it costs).
+    #[default]
+    Agreed,
+}
+
+/// The admin API's guard.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// The bearer token admin actions need. Without a token (here or in
+    /// `token_file`), admin actions are taken only from loopback.
+    pub token: Option<String>,
+    /// A file holding the token (trailing white space ignored).
+    pub token_file: Option<PathBuf>,
 }
 
 /// The shortest lease: three heartbeat intervals.
@@ -143,6 +176,8 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub reads: Reads,
+    #[serde(default)]
+    pub admin: Admin,
 }
 
 /// A configuration problem: the key, and what is wrong with it.
@@ -232,6 +267,9 @@ impl Config {
                     *p = dir.join(&*p);
                 }
             }
+            if let Some(p) = cfg.admin.token_file.as_mut().filter(|p| p.is_relative()) {
+                *p = dir.join(&*p);
+            }
         }
         Ok(cfg)
     }
@@ -298,6 +336,14 @@ impl Config {
                 ));
             }
             check_backend_url(&key("backend"), &s.backend)?;
+            for (j, h) in s.digest_headers.iter().enumerate() {
+                if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                    return Err(err(
+                        key(&format!("digest_headers[{j}]")),
+                        format!("{h:?} is not a header name"),
+                    ));
+                }
+            }
             if let Some(active) = &s.active {
                 if active.is_empty() {
                     return Err(err(key("active"), "lists no node"));
@@ -369,6 +415,29 @@ impl Config {
             None => nodes.clone(),
         };
         crate::paxos::membership::Membership { voters, nodes }
+    }
+
+    /// The admin token, read from `admin.token_file` if that is given.
+    pub fn admin_token(&self) -> Result<Option<String>, ConfigError> {
+        if self.admin.token.is_some() && self.admin.token_file.is_some() {
+            return Err(err("admin", "give token or token_file, not both"));
+        }
+        let token = match &self.admin.token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| err("admin.token_file", format!("{}: {e}", path.display())))?
+                    .trim_end()
+                    .to_string(),
+            ),
+            None => self.admin.token.clone(),
+        };
+        match token {
+            Some(t) if t.len() < 16 => Err(err(
+                "admin.token",
+                "is shorter than 16 characters: too easy to guess",
+            )),
+            t => Ok(t),
+        }
     }
 
     pub fn update_timeout(&self) -> Duration {

@@ -44,6 +44,40 @@ enum Command {
     DemoBackend(DemoBackendArgs),
     /// Make a CA for a new cluster and a certificate for each node.
     Certs(CertsArgs),
+    /// Act on a running node: show its state, disable or enable it for a
+    /// service, clear a divergence after repair.
+    Admin(AdminArgs),
+}
+
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The node's client address.
+    #[arg(long, default_value = "http://127.0.0.1:7000")]
+    node: String,
+    /// A file holding the admin token (the node's admin.token_file); not
+    /// needed on the node's own machine when it has no token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    #[command(subcommand)]
+    action: AdminAction,
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Print the node's /_ordo/status.
+    Status,
+    /// Refuse reads and updates of SERVICE on this node.
+    Disable {
+        service: String,
+        /// Shown in the status and in every refusal.
+        #[arg(long, default_value = "disabled by ordo admin")]
+        reason: String,
+    },
+    /// Serve SERVICE again on this node.
+    Enable { service: String },
+    /// The backend of SERVICE on this node was repaired: forget the
+    /// divergence found so far and serve again.
+    ClearDivergence { service: String },
 }
 
 #[derive(clap::Args)]
@@ -57,6 +91,10 @@ struct DemoBackendArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     max_body: usize,
+    /// Misbehave on purpose, to see ordo find a diverged replica: every
+    /// POST stores its item with a random id of this instance's own.
+    #[arg(long)]
+    random_ids: bool,
 }
 
 #[derive(clap::Args)]
@@ -92,7 +130,8 @@ struct SimArgs {
     /// Switch on a deliberate protocol bug (to see the checkers catch it):
     /// skip-phase1, forget-promise, stale-reads, ignore-idempotency-keys,
     /// read-index-without-round, round-not-persisted, promise-before-sync,
-    /// prepare-before-sync or lease-without-quorum.
+    /// prepare-before-sync, lease-without-quorum, ignore-digests or
+    /// digest-names-node.
     #[arg(long)]
     bug: Option<String>,
 }
@@ -213,6 +252,8 @@ fn sim_main(args: SimArgs) -> Result<i32> {
 
 fn check_config(file: &std::path::Path) -> Result<i32> {
     let cfg = ordo::config::Config::load(file).map_err(|e| anyhow::anyhow!("config: {e}"))?;
+    cfg.admin_token()
+        .map_err(|e| anyhow::anyhow!("config: {e}"))?;
     println!(
         "{}: ok: node {} of cluster {} ({} nodes, {} services)",
         file.display(),
@@ -229,6 +270,7 @@ fn demo_backend_main(args: DemoBackendArgs) -> Result<i32> {
         max_body: args.max_body,
         idempotency_keys: args.idempotency_keys,
         handle_signals: true,
+        random_ids: args.random_ids,
         ..Default::default()
     };
     actix::System::new().block_on(async move {
@@ -253,6 +295,57 @@ fn certs_main(args: CertsArgs) -> Result<i32> {
     println!("  ca.key: the CA's key, only needed to make certificates: keep it offline");
     for n in &args.nodes {
         println!("  {n}.pem, {n}.key: node {n}'s certificate and key, for that node only");
+    }
+    Ok(0)
+}
+
+fn admin_main(args: AdminArgs) -> Result<i32> {
+    let token = match &args.token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("--token-file {}", f.display()))?
+                .trim_end()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let base = args.node.trim_end_matches('/');
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let (method, url) = match &args.action {
+        AdminAction::Status => ("GET", format!("{base}/_ordo/status")),
+        AdminAction::Disable { service, reason } => (
+            "POST",
+            format!(
+                "{base}/_ordo/admin/services/{}/disable?reason={}",
+                enc(service),
+                enc(reason)
+            ),
+        ),
+        AdminAction::Enable { service } => (
+            "POST",
+            format!("{base}/_ordo/admin/services/{}/enable", enc(service)),
+        ),
+        AdminAction::ClearDivergence { service } => (
+            "POST",
+            format!(
+                "{base}/_ordo/admin/services/{}/clear-divergence",
+                enc(service)
+            ),
+        ),
+    };
+    let (status, body) = ordo::http::admin_client::call(method, &url, token.as_deref())?;
+    println!("{}", body.trim_end());
+    if !(200..300).contains(&status) {
+        bail!("{method} {url}: {status}");
     }
     Ok(0)
 }
@@ -298,6 +391,7 @@ fn main() {
         }
         Command::DemoBackend(args) => demo_backend_main(args),
         Command::Certs(args) => certs_main(args),
+        Command::Admin(args) => admin_main(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -94,8 +94,11 @@ pub async fn start(cfg: &Config, handle_signals: bool) -> Result<RunningNode> {
             .with_context(|| format!("cannot open the tables of service {}", s.name))?;
         let backend_cfg = HttpBackendConfig {
             request_timeout: Duration::from_millis(cfg.limits.backend_timeout_ms),
+            digest_headers: s.digest_headers.clone(),
             ..HttpBackendConfig::default()
         };
+        let mut group_cfg = GroupConfig::default();
+        group_cfg.applier.answer_after_agreement = s.answer == crate::config::Answer::Agreed;
         let backend = Arc::new(
             HttpBackend::new(&s.backend, &cfg.cluster, &s.name, backend_cfg)
                 .with_context(|| format!("services.{}.backend", s.name))?,
@@ -108,7 +111,7 @@ pub async fn start(cfg: &Config, handle_signals: bool) -> Result<RunningNode> {
             mesh.group(&s.name),
             backend.clone(),
             Arc::new(waiters.clone()),
-            GroupConfig::default(),
+            group_cfg,
         )
         .map_err(|e| anyhow::anyhow!("service {}: {e:?}", s.name))?;
         handles.push(handle.clone());
@@ -120,7 +123,8 @@ pub async fn start(cfg: &Config, handle_signals: bool) -> Result<RunningNode> {
             waiters,
         });
     }
-    let gw = Arc::new(Gateway::new(
+    let admin_token = cfg.admin_token().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut gw = Gateway::new(
         cfg.node.clone(),
         node_id,
         cfg.node_names().iter().map(|n| n.to_string()).collect(),
@@ -134,7 +138,9 @@ pub async fn start(cfg: &Config, handle_signals: bool) -> Result<RunningNode> {
         cfg.update_timeout(),
         cfg.limits.max_body_bytes,
         cfg.limits.max_inflight_updates,
-    ));
+    );
+    gw.admin_token = admin_token;
+    let gw = Arc::new(gw);
     let app_gw = gw.clone();
     let mut server =
         HttpServer::new(move || App::new().configure(gateway::configure(app_gw.clone())))

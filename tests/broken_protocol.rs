@@ -108,3 +108,52 @@ fn a_run_that_never_ends_is_cut_by_its_budget() {
     assert_eq!((f.kind, f.check), (FailureKind::Liveness, "budget"));
     assert!(report.events <= ordo::sim::world::EVENTS_MAX);
 }
+
+fn diverging_backend(answer: &str, bug: Option<&str>) -> ordo::sim::Report {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let text = std::fs::read_to_string(dir.join("backend-diverges.scenario")).expect("file");
+    let mut sc = Scenario::parse(&text).expect("parses");
+    sc.answer_agreed = answer == "agreed";
+    if let Some(b) = bug {
+        sc.bugs.set(b).expect("a known bug");
+    }
+    World::new(sc, false).run()
+}
+
+/// With answers given at once, the clients of a node whose backend went
+/// its own way get its answers before anyone can know: the history
+/// checker sees them. (So the option to wait for agreement matters.)
+#[test]
+fn answers_given_before_agreement_let_a_diverged_backend_be_seen() {
+    let report = diverging_backend("local", None);
+    let f = report
+        .failure()
+        .expect("the odd backend's answers are seen");
+    assert_eq!(f.check, "linearizable", "{}", f.message);
+    assert!(f.message.contains('~'), "the skewed answers: {}", f.message);
+}
+
+/// An applier that never compares digests never notices.
+#[test]
+fn an_applier_that_ignores_digests_is_caught() {
+    let report = diverging_backend("local", Some("ignore-digests"));
+    let f = report.failure().expect("the missed divergence is caught");
+    assert_eq!(
+        (f.kind, f.check),
+        (FailureKind::Liveness, "divergence-found")
+    );
+}
+
+/// Digests that differ between sound backends (a digest that covered a
+/// `Date` header would) fence sound nodes: a false alarm, caught.
+#[test]
+fn digests_that_differ_between_sound_backends_are_caught() {
+    let report = diverging_backend("agreed", Some("digest-names-node"));
+    let f = report.failure().expect("the false alarm is caught");
+    assert_eq!(
+        (f.kind, f.check),
+        (FailureKind::Safety, "no-false-divergence"),
+        "{}",
+        f.message
+    );
+}

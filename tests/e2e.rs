@@ -700,10 +700,19 @@ fn limits_and_errors() {
     });
     assert!(ready.header("retry-after").is_some(), "{ready:?}");
     assert!(ready.body.contains("quorum"), "{ready:?}");
-    let r = get(&c.nodes[b].url("/kv/here"));
-    assert_eq!(
-        r.status, 503,
-        "a plain read at a node without quorum: {r:?}"
+    // /readyz says so as soon as no read index comes (no-cache reads are
+    // refused then); plain reads are refused once the lease runs out.
+    let r = wait_until(
+        "a plain read at a node without quorum to be refused",
+        WAIT,
+        || {
+            let r = get(&c.nodes[b].url("/kv/here"));
+            if r.status == 503 {
+                Ok(r)
+            } else {
+                Err(format!("{} {}", r.status, r.body))
+            }
+        },
     );
     assert!(r.header("retry-after").is_some(), "{r:?}");
     assert!(r.body.contains("quorum"), "no reason: {r:?}");

@@ -226,7 +226,9 @@ fn backend(url: &str) -> HttpBackend {
 /// A final response, decoded.
 fn response(reply: BackendReply) -> (u16, StoredResponse) {
     match reply {
-        BackendReply::Response { status, body } => (status, StoredResponse::decode(&body).unwrap()),
+        BackendReply::Response { status, body, .. } => {
+            (status, StoredResponse::decode(&body).unwrap())
+        }
         other => panic!("expected a response, got {other:?}"),
     }
 }

@@ -64,6 +64,31 @@ impl Harness {
         let r = f(&mut ctx);
         (r, out)
     }
+
+    /// `call`, for an applier: without its digest traffic.
+    fn call_applier<R>(&mut self, f: impl FnOnce(&mut Ctx<'_>) -> R) -> (R, Vec<Command>) {
+        let (r, out) = self.call(f);
+        (r, applying(out))
+    }
+}
+
+/// An applier's commands without its digest traffic (the digest timer
+/// and `Digests` messages), which the divergence tests below check.
+fn applying(out: Vec<Command>) -> Vec<Command> {
+    out.into_iter()
+        .filter(|c| {
+            !matches!(
+                c,
+                Command::SetTimer {
+                    timer: Timer::Digests,
+                    ..
+                } | Command::Send {
+                    msg: Message::Digests { .. },
+                    ..
+                }
+            )
+        })
+        .collect()
 }
 
 fn durable(to: NodeId, role: Role, msg: Message) -> Command {
@@ -585,7 +610,8 @@ fn applier_retries_a_retryable_failure_and_never_skips_the_slot() {
     let mut h = Harness::new();
     let u = update(N1, 1);
     state::store_chosen(&mut h.disk, 1, &Value::Batch(vec![u.clone()]));
-    let (mut a, out) = h.call(|ctx| Applier::recover(N1, ApplierConfig::default(), ctx));
+    let (mut a, out) =
+        h.call_applier(|ctx| Applier::recover(N1, &[N0, N1, N2], ApplierConfig::default(), ctx));
     assert_eq!(
         out,
         vec![Command::Apply {
@@ -597,8 +623,9 @@ fn applier_retries_a_retryable_failure_and_never_skips_the_slot() {
     let busy = BackendReply::Response {
         status: 503,
         body: Bytes::new(),
+        digest: 503,
     };
-    let (_, out) = h.call(|ctx| a.on_backend_reply(ctx, 1, 0, busy));
+    let (_, out) = h.call_applier(|ctx| a.on_backend_reply(ctx, 1, 0, busy));
     assert!(matches!(
         out[..],
         [Command::SetTimer {
@@ -607,7 +634,7 @@ fn applier_retries_a_retryable_failure_and_never_skips_the_slot() {
         }]
     ));
     assert_eq!(a.applied(), 0);
-    let (_, out) = h.call(|ctx| a.on_timer(ctx, Timer::ApplyRetry));
+    let (_, out) = h.call_applier(|ctx| a.on_timer(ctx, Timer::ApplyRetry));
     assert_eq!(
         out,
         vec![Command::Apply {
@@ -619,8 +646,9 @@ fn applier_retries_a_retryable_failure_and_never_skips_the_slot() {
     let done = BackendReply::Response {
         status: 404,
         body: Bytes::from_static(b"nope"),
+        digest: 404,
     };
-    let (_, out) = h.call(|ctx| a.on_backend_reply(ctx, 1, 0, done));
+    let (_, out) = h.call_applier(|ctx| a.on_backend_reply(ctx, 1, 0, done));
     assert_eq!(
         out,
         vec![Command::Client(ClientOutcome::Answer {
@@ -640,22 +668,25 @@ fn applier_skips_an_update_chosen_twice_and_rebuilds_that_memory_after_restart()
     let u = update(N0, 1);
     state::store_chosen(&mut h.disk, 1, &Value::Batch(vec![u.clone()]));
     state::store_chosen(&mut h.disk, 2, &Value::Batch(vec![u.clone()]));
-    let (mut a, _) = h.call(|ctx| Applier::recover(N1, ApplierConfig::default(), ctx));
+    let (mut a, _) =
+        h.call_applier(|ctx| Applier::recover(N1, &[N0, N1, N2], ApplierConfig::default(), ctx));
     let ok = BackendReply::Response {
         status: 200,
         body: Bytes::new(),
+        digest: 200,
     };
-    let (_, out) = h.call(|ctx| {
+    let (_, out) = h.call_applier(|ctx| {
         a.on_message(ctx, N1, Message::Committed { commit: 1 });
         a.on_backend_reply(ctx, 1, 0, ok)
     });
     assert!(out.is_empty(), "another node's update is not answered here");
-    let (_, out) = h.call(|ctx| a.on_message(ctx, N1, Message::Committed { commit: 2 }));
+    let (_, out) = h.call_applier(|ctx| a.on_message(ctx, N1, Message::Committed { commit: 2 }));
     assert!(out.is_empty(), "the duplicate in slot 2 is not applied");
     assert_eq!(a.applied(), 2);
     // A node that restarts after slot 1 must skip slot 2 the same way.
     state::store_u64(&mut h.disk, state::Meta::Applied, 1);
-    let (a, out) = h.call(|ctx| Applier::recover(N2, ApplierConfig::default(), ctx));
+    let (a, out) =
+        h.call_applier(|ctx| Applier::recover(N2, &[N0, N1, N2], ApplierConfig::default(), ctx));
     assert!(out.is_empty(), "{out:?}");
     assert_eq!(a.applied(), 2);
 }
@@ -670,13 +701,15 @@ fn a_client_retry_with_the_same_key_gets_the_first_answer_and_is_not_applied_aga
     retry.key = first.key.clone();
     state::store_chosen(&mut h.disk, 1, &Value::Batch(vec![first.clone()]));
     state::store_chosen(&mut h.disk, 2, &Value::Batch(vec![retry.clone()]));
-    let (mut a, out) = h.call(|ctx| Applier::recover(N1, ApplierConfig::default(), ctx));
+    let (mut a, out) =
+        h.call_applier(|ctx| Applier::recover(N1, &[N0, N1, N2], ApplierConfig::default(), ctx));
     assert!(matches!(out[..], [Command::Apply { slot: 1, .. }]));
     let created = BackendReply::Response {
         status: 201,
         body: Bytes::from_static(b"created"),
+        digest: 201,
     };
-    let (_, out) = h.call(|ctx| a.on_backend_reply(ctx, 1, 0, created));
+    let (_, out) = h.call_applier(|ctx| a.on_backend_reply(ctx, 1, 0, created));
     assert_eq!(
         out,
         vec![Command::Client(ClientOutcome::Answer {
@@ -690,7 +723,8 @@ fn a_client_retry_with_the_same_key_gets_the_first_answer_and_is_not_applied_aga
     assert_eq!(a.applied(), 2);
     // A node that restarts between the two slots decides the same way.
     state::store_u64(&mut h.disk, state::Meta::Applied, 1);
-    let (a, out) = h.call(|ctx| Applier::recover(N2, ApplierConfig::default(), ctx));
+    let (a, out) =
+        h.call_applier(|ctx| Applier::recover(N2, &[N0, N1, N2], ApplierConfig::default(), ctx));
     assert!(out.is_empty(), "{out:?}");
     assert_eq!(a.applied(), 2);
 }
@@ -711,12 +745,13 @@ fn a_client_key_is_forgotten_after_its_window() {
         state::store_chosen(&mut h.disk, slot, &Value::Noop);
     }
     state::store_chosen(&mut h.disk, 4, &Value::Batch(vec![again.clone()]));
-    let (mut a, _) = h.call(|ctx| Applier::recover(N1, cfg, ctx));
+    let (mut a, _) = h.call_applier(|ctx| Applier::recover(N1, &[N0, N1, N2], cfg, ctx));
     let ok = BackendReply::Response {
         status: 200,
         body: Bytes::new(),
+        digest: 200,
     };
-    let (_, out) = h.call(|ctx| a.on_backend_reply(ctx, 1, 0, ok));
+    let (_, out) = h.call_applier(|ctx| a.on_backend_reply(ctx, 1, 0, ok));
     assert!(
         matches!(
             &out[..],
@@ -737,7 +772,7 @@ fn a_leader_dates_its_lease_by_the_latest_round_a_quorum_confirmed() {
     assert_eq!(p.lease_contact(), None, "no round confirmed yet");
     h.now = h.now + Duration::from_millis(100);
     let tick = h.now;
-    let (_, out) = h.call(|ctx| p.on_timer(ctx, Timer::Tick));
+    let (_, out) = h.call_applier(|ctx| p.on_timer(ctx, Timer::Tick));
     let confirm = Message::Confirm { ballot, seq: 1 };
     let asked: Vec<NodeId> = sends(&out)
         .into_iter()
@@ -747,11 +782,11 @@ fn a_leader_dates_its_lease_by_the_latest_round_a_quorum_confirmed() {
     assert_eq!(asked, vec![N0, N1, N2]);
     h.now = h.now + Duration::from_millis(5);
     let ok = Message::Confirmed { ballot, seq: 1 };
-    h.call(|ctx| p.on_message(ctx, N2, ok.clone()));
+    h.call_applier(|ctx| p.on_message(ctx, N2, ok.clone()));
     assert_eq!(p.lease_contact(), None, "one acceptor is not a quorum");
     // Its no-op (slot 1) is committed: the leadership is established.
-    h.call(|ctx| p.on_message(ctx, N0, Message::Committed { commit: 1 }));
-    h.call(|ctx| p.on_message(ctx, N0, ok));
+    h.call_applier(|ctx| p.on_message(ctx, N0, Message::Committed { commit: 1 }));
+    h.call_applier(|ctx| p.on_message(ctx, N0, ok));
     assert_eq!(p.lease_contact(), Some(tick), "dated by the round's start");
 }
 
@@ -779,8 +814,8 @@ fn a_new_leader_renews_no_read_lease_until_it_has_committed_what_it_took_over() 
         ballot: b(1, N2),
         value: Value::Batch(vec![update(N2, 1)]),
     };
-    h.call(|ctx| p.on_message(ctx, N1, promise(vec![old])));
-    let (_, out) = h.call(|ctx| p.on_message(ctx, N0, promise(vec![])));
+    h.call_applier(|ctx| p.on_message(ctx, N1, promise(vec![old])));
+    let (_, out) = h.call_applier(|ctx| p.on_message(ctx, N0, promise(vec![])));
     assert!(p.is_leader());
     let heartbeats = |out: &[Command]| -> Vec<bool> {
         sends(out)
@@ -794,17 +829,17 @@ fn a_new_leader_renews_no_read_lease_until_it_has_committed_what_it_took_over() 
     assert_eq!(heartbeats(&out), vec![false, false], "not established yet");
     h.now = h.now + Duration::from_millis(100);
     let tick = h.now;
-    let (_, out) = h.call(|ctx| p.on_timer(ctx, Timer::Tick));
+    let (_, out) = h.call_applier(|ctx| p.on_timer(ctx, Timer::Tick));
     assert_eq!(heartbeats(&out), vec![false, false]);
     for n in [N0, N1] {
         let ok = Message::Confirmed { ballot, seq: 1 };
-        h.call(|ctx| p.on_message(ctx, n, ok));
+        h.call_applier(|ctx| p.on_message(ctx, n, ok));
     }
     assert_eq!(p.lease_contact(), None, "slot 1 is not committed");
-    h.call(|ctx| p.on_message(ctx, N0, Message::Committed { commit: 1 }));
+    h.call_applier(|ctx| p.on_message(ctx, N0, Message::Committed { commit: 1 }));
     assert_eq!(p.lease_contact(), Some(tick));
     h.now = h.now + Duration::from_millis(100);
-    let (_, out) = h.call(|ctx| p.on_timer(ctx, Timer::Tick));
+    let (_, out) = h.call_applier(|ctx| p.on_timer(ctx, Timer::Tick));
     assert_eq!(heartbeats(&out), vec![true, true]);
 
     // A follower dates its lease only from heartbeats that say so.
@@ -814,10 +849,10 @@ fn a_new_leader_renews_no_read_lease_until_it_has_committed_what_it_took_over() 
         commit: 0,
         lease,
     };
-    h.call(|ctx| f.on_message(ctx, N0, hb(false)));
+    h.call_applier(|ctx| f.on_message(ctx, N0, hb(false)));
     assert_eq!(f.lease_contact(), None);
     let at = h.now;
-    h.call(|ctx| f.on_message(ctx, N0, hb(true)));
+    h.call_applier(|ctx| f.on_message(ctx, N0, hb(true)));
     assert_eq!(f.lease_contact(), Some(at));
 }
 
@@ -848,7 +883,8 @@ fn the_dedupe_decision_is_the_same_live_and_after_a_restart() {
     // Apply everything, answering every call; return what slot 5 did.
     let run = |h: &mut Harness, applied_before: u64| {
         state::store_u64(&mut h.disk, state::Meta::Applied, applied_before);
-        let (mut a, mut out) = h.call(|ctx| Applier::recover(N0, cfg.clone(), ctx));
+        let (mut a, mut out) =
+            h.call_applier(|ctx| Applier::recover(N0, &[N0, N1, N2], cfg.clone(), ctx));
         let mut journal = Vec::new();
         loop {
             journal.append(&mut a.journal);
@@ -861,8 +897,12 @@ fn the_dedupe_decision_is_the_same_live_and_after_a_restart() {
             let ok = BackendReply::Response {
                 status: 200,
                 body: Bytes::new(),
+                digest: 200,
             };
-            out.extend(h.call(|ctx| a.on_backend_reply(ctx, slot, index, ok)).1);
+            out.extend(
+                h.call_applier(|ctx| a.on_backend_reply(ctx, slot, index, ok))
+                    .1,
+            );
         }
         assert_eq!(a.applied(), 5);
         journal.retain(|e| format!("{e:?}").contains("slot: 5"));
@@ -886,7 +926,7 @@ fn a_returned_forward_is_never_refused_on_step_down() {
         window: 1,
         ..ProposerConfig::default()
     };
-    let (mut p, _) = h.call(|ctx| {
+    let (mut p, _) = h.call_applier(|ctx| {
         Proposer::recover(
             N1,
             Membership::all_voting(3),
@@ -903,13 +943,13 @@ fn a_returned_forward_is_never_refused_on_step_down() {
         updates: vec![u.clone()],
         hops: 0,
     };
-    h.call(|ctx| p.on_message(ctx, N2, back));
+    h.call_applier(|ctx| p.on_message(ctx, N2, back));
     assert_eq!(p.queued(), 1);
     let rej = Message::Rejected {
         ballot,
         promised: b(5, N0),
     };
-    let (_, out) = h.call(|ctx| p.on_message(ctx, N0, rej));
+    let (_, out) = h.call_applier(|ctx| p.on_message(ctx, N0, rej));
     let refused = out.iter().any(
         |c| matches!(c, Command::Client(ClientOutcome::Refused { ids, .. }) if ids.contains(&u.id)),
     );
@@ -927,13 +967,13 @@ fn an_acceptor_that_hears_its_leader_refuses_rivals_but_not_a_takeover() {
         slot: 1,
         value: Value::Noop,
     };
-    h.call(|ctx| a.on_message(ctx, N2, accept));
+    h.call_applier(|ctx| a.on_message(ctx, N2, accept));
     let rival = Message::Prepare {
         ballot: b(2, N1),
         from_slot: 1,
         takeover: false,
     };
-    let (_, out) = h.call(|ctx| a.on_message(ctx, N1, rival.clone()));
+    let (_, out) = h.call_applier(|ctx| a.on_message(ctx, N1, rival.clone()));
     let rejected = Message::Rejected {
         ballot: b(2, N1),
         promised: b(1, N2),
@@ -944,7 +984,7 @@ fn an_acceptor_that_hears_its_leader_refuses_rivals_but_not_a_takeover() {
         from_slot: 1,
         takeover: true,
     };
-    let (_, out) = h.call(|ctx| a.on_message(ctx, N0, takeover));
+    let (_, out) = h.call_applier(|ctx| a.on_message(ctx, N0, takeover));
     assert!(
         matches!(&sends(&out)[0].2, Message::Promise { .. }),
         "{out:?}"
@@ -956,11 +996,225 @@ fn an_acceptor_that_hears_its_leader_refuses_rivals_but_not_a_takeover() {
         from_slot: 1,
         takeover: false,
     };
-    let (_, out) = h.call(|ctx| a.on_message(ctx, N1, later));
+    let (_, out) = h.call_applier(|ctx| a.on_message(ctx, N1, later));
     assert!(
         matches!(&sends(&out)[0].2, Message::Promise { .. }),
         "{out:?}"
     );
+}
+
+// ---- divergence ----
+
+fn ok_reply(body: &'static [u8]) -> BackendReply {
+    BackendReply::Response {
+        status: 200,
+        body: Bytes::from_static(body),
+        digest: ordo::apply::digest::response(200, body, &[]),
+    }
+}
+
+/// Node `me` applies slot 1 (one update of its own) with `body`.
+fn applied_slot_1(h: &mut Harness, me: NodeId, cfg: ApplierConfig, body: &'static [u8]) -> Applier {
+    let u = update(me, 1);
+    state::store_chosen(&mut h.disk, 1, &Value::Batch(vec![u]));
+    let (mut a, _) = h.call(|ctx| Applier::recover(me, &[N0, N1, N2], cfg, ctx));
+    h.call(|ctx| a.on_backend_reply(ctx, 1, 0, ok_reply(body)));
+    a
+}
+
+fn digest_of(body: &'static [u8]) -> u64 {
+    ordo::apply::digest::fold(
+        ordo::apply::digest::EMPTY,
+        ordo::apply::digest::response(200, body, &[]),
+    )
+}
+
+fn digests(slot: u64, d: u64) -> Message {
+    Message::Digests {
+        entries: vec![(slot, d)],
+        ask: false,
+        answer: false,
+    }
+}
+
+#[test]
+fn an_applier_sends_its_digests_to_every_peer_soon_after_applying() {
+    let mut h = Harness::new();
+    let u = update(N0, 1);
+    state::store_chosen(&mut h.disk, 1, &Value::Batch(vec![u]));
+    let (mut a, _) =
+        h.call(|ctx| Applier::recover(N0, &[N0, N1, N2], ApplierConfig::default(), ctx));
+    // Long after its recovery, and not behind: its digests do not ask.
+    h.now = h.now + Duration::from_secs(3);
+    let (_, out) = h.call(|ctx| a.on_backend_reply(ctx, 1, 0, ok_reply(b"one")));
+    let at = h.now + Duration::from_millis(20);
+    assert!(out.contains(&Command::SetTimer {
+        timer: Timer::Digests,
+        at
+    }));
+    h.now = at;
+    let (_, out) = h.call(|ctx| a.on_timer(ctx, Timer::Digests));
+    let msg = digests(1, digest_of(b"one"));
+    assert_eq!(
+        out,
+        vec![
+            plain(N1, Role::Applier, msg.clone()),
+            plain(N2, Role::Applier, msg)
+        ]
+    );
+}
+
+#[test]
+fn a_node_that_differs_from_a_majority_marks_itself_diverged_durably() {
+    let mut h = Harness::new();
+    let mut a = applied_slot_1(&mut h, N0, ApplierConfig::default(), b"mine");
+    let theirs = digest_of(b"theirs");
+    h.call(|ctx| a.on_message(ctx, N1, digests(1, theirs)));
+    assert_eq!(a.node_state().diverged, None, "one peer is not a majority");
+    let (_, out) = h.call(|ctx| a.on_message(ctx, N2, digests(1, theirs)));
+    let d = a.node_state().diverged.clone().expect("diverged");
+    assert_eq!(
+        (d.slot, d.ours, d.majority),
+        (1, digest_of(b"mine"), Some(theirs))
+    );
+    assert!(
+        out.iter().any(|c| matches!(
+            c,
+            Command::Send {
+                after_sync: true,
+                ..
+            }
+        )),
+        "the mark asks for a sync: {out:?}"
+    );
+    assert_eq!(state::load_node_state(&h.disk), *a.node_state());
+    // A restart keeps it.
+    let (b, _) = h.call(|ctx| Applier::recover(N0, &[N0, N1, N2], ApplierConfig::default(), ctx));
+    assert_eq!(b.node_state(), a.node_state());
+}
+
+#[test]
+fn a_node_that_agrees_with_one_peer_is_not_diverged_and_three_answers_are_no_majority() {
+    let mut h = Harness::new();
+    let mut a = applied_slot_1(&mut h, N0, ApplierConfig::default(), b"same");
+    h.call(|ctx| a.on_message(ctx, N1, digests(1, digest_of(b"same"))));
+    h.call(|ctx| a.on_message(ctx, N2, digests(1, digest_of(b"other"))));
+    assert_eq!(a.node_state().diverged, None);
+    let mut h = Harness::new();
+    let mut a = applied_slot_1(&mut h, N0, ApplierConfig::default(), b"a");
+    h.call(|ctx| a.on_message(ctx, N1, digests(1, digest_of(b"b"))));
+    h.call(|ctx| a.on_message(ctx, N2, digests(1, digest_of(b"c"))));
+    let d = a
+        .node_state()
+        .diverged
+        .clone()
+        .expect("no majority is a divergence too");
+    assert_eq!((d.slot, d.majority), (1, None));
+}
+
+#[test]
+fn with_answers_after_agreement_the_origin_waits_for_a_majority_and_refuses_a_minority_answer() {
+    let cfg = ApplierConfig {
+        answer_after_agreement: true,
+        ..ApplierConfig::default()
+    };
+    let mut h = Harness::new();
+    let mut a = applied_slot_1(&mut h, N0, cfg.clone(), b"mine");
+    let id = update(N0, 1).id;
+    let (_, out) = h.call(|ctx| a.on_message(ctx, N1, digests(1, digest_of(b"mine"))));
+    assert_eq!(
+        applying(out),
+        vec![Command::Client(ClientOutcome::Answer {
+            id,
+            slot: 1,
+            status: 200,
+            body: Bytes::from_static(b"mine"),
+        })],
+        "held until a peer agreed"
+    );
+    let mut h = Harness::new();
+    let mut a = applied_slot_1(&mut h, N0, cfg, b"mine");
+    let (_, out) = h.call(|ctx| a.on_message(ctx, N1, digests(1, digest_of(b"theirs"))));
+    assert!(
+        applying(out).is_empty(),
+        "one differing peer settles nothing"
+    );
+    let (_, out) = h.call(|ctx| a.on_message(ctx, N2, digests(1, digest_of(b"theirs"))));
+    assert!(
+        out.contains(&Command::Client(ClientOutcome::Disagreed {
+            id,
+            slot: 1,
+            majority_differs: true,
+        })),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn an_operator_clears_a_divergence_and_disables_and_enables_a_node_durably() {
+    use ordo::apply::applier::Operator;
+    let mut h = Harness::new();
+    let mut a = applied_slot_1(&mut h, N0, ApplierConfig::default(), b"mine");
+    let theirs = digest_of(b"theirs");
+    h.call(|ctx| {
+        a.on_message(ctx, N1, digests(1, theirs));
+        a.on_message(ctx, N2, digests(1, theirs))
+    });
+    assert!(a.node_state().diverged.is_some());
+    h.call(|ctx| a.operate(ctx, Operator::ClearDivergence));
+    assert_eq!(a.node_state().diverged, None);
+    assert_eq!(a.node_state().cleared_upto, 1);
+    // A late copy of the old digests does not bring it back.
+    h.call(|ctx| a.on_message(ctx, N2, digests(1, theirs)));
+    assert_eq!(a.node_state().diverged, None);
+    h.call(|ctx| {
+        a.operate(
+            ctx,
+            Operator::Disable {
+                reason: "maintenance".into(),
+            },
+        )
+    });
+    assert_eq!(
+        state::load_node_state(&h.disk).disabled.as_deref(),
+        Some("maintenance")
+    );
+    h.call(|ctx| a.operate(ctx, Operator::Enable));
+    assert_eq!(state::load_node_state(&h.disk), *a.node_state());
+    assert_eq!(a.node_state().disabled, None);
+}
+
+#[test]
+fn a_late_node_asks_for_the_digests_it_missed_and_a_peer_answers_once() {
+    let mut h = Harness::new();
+    let mut a = applied_slot_1(&mut h, N0, ApplierConfig::default(), b"one");
+    // Just recovered: its digests ask.
+    let (_, out) = h.call(|ctx| a.on_timer(ctx, Timer::Digests));
+    assert!(
+        out.iter().all(|c| matches!(
+            c,
+            Command::Send {
+                msg: Message::Digests { ask: true, .. },
+                ..
+            }
+        )),
+        "{out:?}"
+    );
+    let ask = Message::Digests {
+        entries: vec![(1, digest_of(b"one"))],
+        ask: true,
+        answer: false,
+    };
+    let (_, out) = h.call(|ctx| a.on_message(ctx, N1, ask));
+    let answer = Message::Digests {
+        entries: vec![(1, digest_of(b"one"))],
+        ask: false,
+        answer: true,
+    };
+    assert_eq!(out, vec![plain(N1, Role::Applier, answer.clone())]);
+    // An answer is never answered.
+    let (_, out) = h.call(|ctx| a.on_message(ctx, N1, answer));
+    assert!(out.is_empty(), "{out:?}");
 }
 
 // ---- promise paging ----

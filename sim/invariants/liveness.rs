@@ -52,6 +52,12 @@ impl World {
     /// reads, then done. Past the deadline, a liveness failure (which
     /// ends the run).
     pub(in crate::sim) fn check_progress(&mut self) {
+        // A false alarm fences a sound node for good: say so as what it
+        // is, before it shows as a cluster that does not converge.
+        if let Err(e) = super::divergence::no_false_alarm(&self.nodes) {
+            self.fail(FailureKind::Safety, "no-false-divergence", e);
+            return;
+        }
         let state = self.converged();
         match state {
             Ok(()) if self.phase == Phase::Settle => {

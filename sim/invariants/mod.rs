@@ -11,11 +11,13 @@
 //! | `logs-agree` | `agreement.rs` | every node's log holds the same value in every slot |
 //! | `applied-prefix`, `exactly-once` | `applied.rs` | backends apply one sequence; no acknowledged update lost or applied twice |
 //! | `linearizable` | `linearizable.rs` | the client history (updates, log reads, read-index reads) |
+//! | `no-false-divergence`, `divergence-found` | `divergence.rs` | a node calls its replica diverged exactly when it differs |
 //! | `liveness` | `liveness.rs` | the healed cluster converges; a scenario's `expect` lines |
 
 pub mod agreement;
 pub mod applied;
 pub mod chosen;
+pub mod divergence;
 pub mod durability;
 pub mod linearizable;
 pub mod liveness;
@@ -88,6 +90,16 @@ impl super::world::World {
     /// once), except that `Checks::HistoryOnly` always judges the history.
     pub(super) fn judge(&mut self) {
         use super::report::FailureKind::{Liveness, Safety};
+        self.report.diverged = self
+            .nodes
+            .iter()
+            .filter(|n| {
+                n.group
+                    .as_ref()
+                    .is_some_and(|g| g.applier.role().node_state().diverged.is_some())
+            })
+            .map(|n| n.id)
+            .collect();
         let failed = self.report.failure.is_some();
         if failed && self.checks.mode() == Checks::All {
             return;
@@ -102,7 +114,13 @@ impl super::world::World {
             if let Err(e) = self.checks.applied.sequences_are_prefixes() {
                 self.fail(Safety, "applied-prefix", e);
             }
+            if let Err(e) = divergence::no_false_alarm(&self.nodes) {
+                self.fail(Safety, "no-false-divergence", e);
+            }
             if self.phase == super::world::Phase::Done {
+                if let Err(e) = divergence::found(&self.nodes, self.now) {
+                    self.fail(Liveness, "divergence-found", e);
+                }
                 // Only a converged cluster must have applied everything.
                 let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
                 if let Err(e) = self.checks.applied.exactly_once(&ids, &self.clients.ops) {

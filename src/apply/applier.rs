@@ -22,12 +22,25 @@
 //! cannot keep the index and lose the record), and are looked up by key;
 //! whether one counts depends only on its slot, so a record whose delete
 //! was lost in a crash changes nothing.
+//!
+//! Divergence (MISSION, Divergence): every response the backend gives is
+//! digested (`digest`), a slot's digests are folded into one, kept on
+//! disk, and sent to the other nodes' appliers; `compare` judges each
+//! slot. A node whose digest differs from a majority's, or that sees no
+//! majority at all, marks itself diverged in its durable [`NodeState`]:
+//! the gateway then refuses its reads and updates; its Paxos roles go on,
+//! since its log is still right. With `answer_after_agreement` the origin
+//! holds its answers to a slot until the slot's verdict is in, and gives
+//! a refusal instead of an answer the majority contradicts.
 
+use super::compare::{Comparison, Verdict};
+use super::digest;
 use crate::paxos::ballot::{NodeId, Slot, Update, UpdateId, Value};
 use crate::paxos::command::{BackendReply, ClientOutcome, Command, Ctx, Timer};
-use crate::paxos::message::Message;
-use crate::paxos::state::{self, Meta};
+use crate::paxos::message::{Message, Role};
+use crate::paxos::state::{self, Divergence, Meta, NodeState};
 use crate::storage::kv::Kv;
+use crate::time::Time;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
@@ -40,6 +53,23 @@ pub struct ApplierConfig {
     pub client_key_window_slots: u64,
     /// Test-only breakage: apply every retry again, ignoring client keys.
     pub bug_ignore_client_keys: bool,
+    /// Slots around the applied index whose digests are compared.
+    pub digest_window_slots: u64,
+    /// Digests wait this long to be sent together (unless answers wait
+    /// for them, `answer_after_agreement`: then they leave at once).
+    pub digest_flush: Duration,
+    /// A peer's digest of a slot this node applied longer ago than this
+    /// is answered with this node's own: the peer is late and may have
+    /// missed it (it was down, or its connection was).
+    pub digest_reply_after: Duration,
+    /// The origin answers a client only once its response agrees with a
+    /// majority of the nodes.
+    pub answer_after_agreement: bool,
+    /// Test-only breakage: drop the peers' digests (never compare).
+    pub bug_ignore_digests: bool,
+    /// Test-only breakage: every node's digests differ (a digest that
+    /// covers something node-specific, like a `Date` header).
+    pub bug_digest_names_node: bool,
 }
 
 impl Default for ApplierConfig {
@@ -50,9 +80,22 @@ impl Default for ApplierConfig {
             dedupe_window_slots: 100_000,
             client_key_window_slots: 1_000_000,
             bug_ignore_client_keys: false,
+            digest_window_slots: 65_536,
+            digest_flush: Duration::from_millis(20),
+            digest_reply_after: Duration::from_millis(500),
+            answer_after_agreement: false,
+            bug_ignore_digests: false,
+            bug_digest_names_node: false,
         }
     }
 }
+
+/// A slot applied this far behind the commit index is applied late: its
+/// digest asks the peers for theirs.
+const LATE_SLOTS: u64 = 8;
+
+/// Slots applied this soon after recovery are late too.
+const LATE_AFTER_RECOVERY: Duration = Duration::from_secs(2);
 
 /// True for backend statuses that say "try again", not "this is the
 /// answer" (MISSION, Applying).
@@ -67,6 +110,27 @@ struct Current {
     /// A call is out to the backend (else a retry timer is pending).
     calling: bool,
     attempts: u32,
+    /// The slot's digest so far.
+    digest: u64,
+    /// The origin's answers to this slot's updates, if they wait for
+    /// agreement.
+    answers: Vec<ClientOutcome>,
+    /// Stored first answers to client retries, with their first slots.
+    retries: Vec<(Slot, ClientOutcome)>,
+}
+
+/// An operator's action on this node's state (admin API, `ordo` CLI).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Operator {
+    /// Refuse reads and updates until enabled again.
+    Disable {
+        /// Why, for the status page and the 503s.
+        reason: String,
+    },
+    /// Serve again (if nothing else stops it).
+    Enable,
+    /// The replica was repaired: forget the divergence found so far.
+    ClearDivergence,
 }
 
 /// The first application of client key `key`, if it is within the
@@ -101,6 +165,8 @@ pub enum Applied {
 
 pub struct Applier {
     id: NodeId,
+    /// The other nodes that apply this group's log.
+    peers: Vec<NodeId>,
     cfg: ApplierConfig,
     applied: Slot,
     commit: Slot,
@@ -113,18 +179,46 @@ pub struct Applier {
     /// What was applied since the driver last drained it.
     pub journal: Vec<Applied>,
     pub dropped: u64,
+    /// The durable node state (operator switch, divergence).
+    state: NodeState,
+    compare: Comparison,
+    /// When each recently applied slot's digest was made, oldest first.
+    applied_at: VecDeque<(Slot, Time)>,
+    /// Answers waiting for their slot's verdict.
+    held: BTreeMap<Slot, Vec<ClientOutcome>>,
+    /// Own digests not yet sent.
+    outbox: Vec<(Slot, u64)>,
+    /// Some digest in the outbox is late: ask the peers for theirs.
+    ask: bool,
+    /// Digests of slots applied before this are late (the peers sent
+    /// theirs while this node was down).
+    late_until: Time,
+    flush_armed: bool,
+    /// Times this node found itself diverged.
+    pub divergences: u64,
 }
 
 impl Applier {
-    pub fn recover(id: NodeId, cfg: ApplierConfig, ctx: &mut Ctx<'_>) -> Applier {
+    pub fn recover(id: NodeId, nodes: &[NodeId], cfg: ApplierConfig, ctx: &mut Ctx<'_>) -> Applier {
         let applied = state::load_u64(&*ctx.kv, Meta::Applied);
         let commit = state::last_chosen_slot(&*ctx.kv);
         assert!(
             applied <= commit,
             "applied {applied} beyond the log's {commit}"
         );
+        let compare = Comparison::new(id, nodes.len(), cfg.digest_window_slots);
         let mut a = Applier {
             id,
+            peers: nodes.iter().copied().filter(|&n| n != id).collect(),
+            state: state::load_node_state(&*ctx.kv),
+            compare,
+            applied_at: VecDeque::new(),
+            held: BTreeMap::new(),
+            outbox: Vec::new(),
+            ask: false,
+            late_until: ctx.now + LATE_AFTER_RECOVERY,
+            flush_armed: false,
+            divergences: 0,
             cfg,
             applied,
             commit,
@@ -168,24 +262,227 @@ impl Applier {
         self.current.as_ref().map_or(0, |c| c.attempts)
     }
 
+    /// The durable node state: operator switch and divergence.
+    pub fn node_state(&self) -> &NodeState {
+        &self.state
+    }
+
     pub fn on_message(&mut self, ctx: &mut Ctx<'_>, from: NodeId, msg: Message) {
         match msg {
             Message::Committed { commit } if from == self.id => {
                 self.commit = self.commit.max(commit);
                 self.resume(ctx);
             }
+            Message::Digests {
+                entries,
+                ask,
+                answer,
+            } if self.peers.contains(&from) && !self.cfg.bug_ignore_digests => {
+                self.on_digests(ctx, from, entries, ask && !answer, !answer)
+            }
             _ => self.dropped += 1,
         }
+        self.send_digests(ctx);
     }
 
     pub fn on_timer(&mut self, ctx: &mut Ctx<'_>, timer: Timer) {
-        if timer != Timer::ApplyRetry {
+        match timer {
+            Timer::ApplyRetry => {
+                if let Some(c) = &self.current {
+                    if !c.calling {
+                        self.call(ctx);
+                    }
+                }
+                self.send_digests(ctx);
+            }
+            Timer::Digests => {
+                self.flush_armed = false;
+                self.flush_digests(ctx);
+            }
+            _ => {}
+        }
+    }
+
+    /// An operator's action; written at once (the shell syncs it before
+    /// it reports the action done).
+    pub fn operate(&mut self, ctx: &mut Ctx<'_>, op: Operator) {
+        match op {
+            Operator::Disable { reason } => self.state.disabled = Some(reason),
+            Operator::Enable => self.state.disabled = None,
+            Operator::ClearDivergence => {
+                self.state.diverged = None;
+                self.state.cleared_upto = self.state.cleared_upto.max(self.applied);
+            }
+        }
+        state::store_node_state(ctx.kv, &self.state);
+    }
+
+    /// Peer `from`'s digests: judge the slots this node applied, keep the
+    /// others for later, and answer a peer that asks, or that is late (it
+    /// may have been down when this node sent its own).
+    fn on_digests(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: NodeId,
+        entries: Vec<(Slot, u64)>,
+        ask: bool,
+        may_answer: bool,
+    ) {
+        let mut answer = Vec::new();
+        for (slot, d) in entries
+            .into_iter()
+            .take(self.cfg.digest_window_slots as usize)
+        {
+            let mut late = false;
+            if slot <= self.applied && self.compare.own_digest(slot).is_none() {
+                // Settled and forgotten, or from before a restart.
+                if let Some(own) = state::load_digest(&*ctx.kv, slot) {
+                    self.compare.own(slot, own);
+                    late = true;
+                }
+            }
+            let verdict = self.compare.peer(self.applied, from, slot, d);
+            self.judge(ctx, slot, verdict);
+            late = late || self.applied_long_ago(ctx.now, slot);
+            if may_answer && (ask || late) {
+                if let Some(own) = self.compare.own_digest(slot) {
+                    answer.push((slot, own));
+                }
+            }
+        }
+        if !answer.is_empty() {
+            let msg = Message::Digests {
+                entries: answer,
+                ask: false,
+                answer: true,
+            };
+            ctx.send(from, Role::Applier, msg);
+        }
+    }
+
+    fn applied_long_ago(&self, now: Time, slot: Slot) -> bool {
+        // In slot order, and only recent slots are kept (`digested`).
+        let i = self.applied_at.partition_point(|(s, _)| *s < slot);
+        match self.applied_at.get(i) {
+            Some((s, at)) if *s == slot => now.since(*at) > self.cfg.digest_reply_after,
+            _ => slot <= self.applied,
+        }
+    }
+
+    /// Give a stored first answer (a client retry), from `slot`: at once,
+    /// or once `slot`'s verdict is in, or refused if `slot` disagreed.
+    fn answer_stored(&mut self, ctx: &mut Ctx<'_>, slot: Slot, answer: ClientOutcome) {
+        if !self.cfg.answer_after_agreement {
+            ctx.client(answer);
             return;
         }
-        if let Some(c) = &self.current {
-            if !c.calling {
-                self.call(ctx);
+        if self.compare.own_digest(slot).is_none() {
+            // Settled and forgotten, or from before a restart: judge it
+            // again, with the peers' digests (asked for).
+            if let Some(own) = state::load_digest(&*ctx.kv, slot) {
+                self.compare.own(slot, own);
+                self.outbox.push((slot, own));
+                self.ask = true;
             }
+        }
+        let majority_differs = match self.compare.verdict(slot) {
+            Verdict::Agreed => {
+                ctx.client(answer);
+                return;
+            }
+            Verdict::Pending if self.compare.own_digest(slot).is_some() => {
+                self.held.entry(slot).or_default().push(answer);
+                return;
+            }
+            // Not even on disk any more (out of the window): it
+            // disagreed only if the node is diverged from there on.
+            Verdict::Pending => match &self.state.diverged {
+                Some(d) if d.slot <= slot => d.majority.is_some(),
+                _ => {
+                    ctx.client(answer);
+                    return;
+                }
+            },
+            Verdict::Minority { .. } => true,
+            Verdict::NoMajority => false,
+        };
+        for &id in answer.ids() {
+            ctx.client(ClientOutcome::Disagreed {
+                id,
+                slot,
+                majority_differs,
+            });
+        }
+    }
+
+    /// Act on a slot's verdict: release or refuse held answers, and mark
+    /// this node diverged if it differs.
+    fn judge(&mut self, ctx: &mut Ctx<'_>, slot: Slot, verdict: Verdict) {
+        let majority = match verdict {
+            Verdict::Pending => return,
+            Verdict::Agreed => {
+                for a in self.held.remove(&slot).unwrap_or_default() {
+                    ctx.client(a);
+                }
+                return;
+            }
+            Verdict::Minority { majority, .. } => Some(majority),
+            Verdict::NoMajority => None,
+        };
+        for a in self.held.remove(&slot).unwrap_or_default() {
+            for &id in a.ids() {
+                ctx.client(ClientOutcome::Disagreed {
+                    id,
+                    slot,
+                    majority_differs: majority.is_some(),
+                });
+            }
+        }
+        if slot <= self.state.cleared_upto || self.state.diverged.is_some() {
+            return;
+        }
+        let ours = self.compare.own_digest(slot).unwrap_or(digest::EMPTY);
+        self.state.diverged = Some(Divergence {
+            slot,
+            ours,
+            majority,
+        });
+        self.divergences += 1;
+        state::store_node_state(ctx.kv, &self.state);
+        // On disk soon even on an idle node: a message held for the sync
+        // that covers the mark makes the driver sync (it is a no-op here).
+        let commit = self.commit;
+        ctx.send_durable(self.id, Role::Applier, Message::Committed { commit });
+    }
+
+    /// Send own digests now if answers wait on them (here or at the
+    /// peers: the setting is the service's, the same on every node), else
+    /// soon, batched.
+    fn send_digests(&mut self, ctx: &mut Ctx<'_>) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        if self.cfg.answer_after_agreement {
+            self.flush_digests(ctx);
+        } else if !self.flush_armed {
+            self.flush_armed = true;
+            ctx.set_timer(Timer::Digests, ctx.now + self.cfg.digest_flush);
+        }
+    }
+
+    fn flush_digests(&mut self, ctx: &mut Ctx<'_>) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let entries = std::mem::take(&mut self.outbox);
+        let ask = std::mem::take(&mut self.ask);
+        for &p in &self.peers {
+            let msg = Message::Digests {
+                entries: entries.clone(),
+                ask,
+                answer: false,
+            };
+            ctx.send(p, Role::Applier, msg);
         }
     }
 
@@ -207,15 +504,25 @@ impl Applier {
         }
         c.calling = false;
         let status = match &reply {
-            BackendReply::Response { status, body } if !is_retryable(*status) => {
+            BackendReply::Response {
+                status,
+                body,
+                digest: d,
+            } if !is_retryable(*status) => {
                 let id = c.updates[c.index].id;
+                c.digest = digest::fold(c.digest, *d);
                 if id.origin == self.id {
-                    ctx.client(ClientOutcome::Answer {
+                    let answer = ClientOutcome::Answer {
                         id,
                         slot,
                         status: *status,
                         body: body.clone(),
-                    });
+                    };
+                    if self.cfg.answer_after_agreement {
+                        c.answers.push(answer);
+                    } else {
+                        ctx.client(answer);
+                    }
                 }
                 *status
             }
@@ -226,6 +533,7 @@ impl Applier {
                 let backoff = base.saturating_mul(1 << c.attempts.min(20)).min(cap);
                 let wait = Duration::from_micros(ctx.rng.range(backoff / 2, backoff));
                 ctx.set_timer(Timer::ApplyRetry, ctx.now + wait);
+                self.send_digests(ctx);
                 return;
             }
         };
@@ -248,6 +556,7 @@ impl Applier {
             c.attempts = 0;
         }
         self.resume(ctx);
+        self.send_digests(ctx);
     }
 
     /// The rule, live and on rebuild alike: an id is a duplicate at slot
@@ -313,26 +622,37 @@ impl Applier {
                         };
                         // A client retry: answered with the first answer.
                         if id.origin == self.id {
-                            ctx.client(ClientOutcome::Answer {
+                            let answer = ClientOutcome::Answer {
                                 id,
                                 slot: first.slot,
                                 status: first.status,
                                 body: first.body,
-                            });
+                            };
+                            // The first answer is judged by its own
+                            // slot, not by this retry's (skipped alike
+                            // everywhere).
+                            c.retries.push((first.slot, answer));
                         }
                         self.recent.insert(id, c.slot);
                         self.recent_order.push_back((c.slot, id));
                     }
                     self.journal.push(Applied::Duplicate { slot: c.slot, id });
+                    c.digest = digest::fold_skipped(c.digest);
                     c.index += 1;
                 }
                 if c.index < c.updates.len() {
                     self.call(ctx);
                     return;
                 }
-                let slot = c.slot;
+                let (slot, d) = (c.slot, c.digest);
+                let answers = std::mem::take(&mut c.answers);
+                let retries = std::mem::take(&mut c.retries);
                 self.current = None;
                 self.finish(ctx, slot);
+                self.digested(ctx, slot, d, answers);
+                for (first, answer) in retries {
+                    self.answer_stored(ctx, first, answer);
+                }
                 continue;
             }
             if self.applied >= self.commit {
@@ -353,6 +673,9 @@ impl Applier {
                         index: 0,
                         calling: false,
                         attempts: 0,
+                        digest: digest::EMPTY,
+                        answers: Vec::new(),
+                        retries: Vec::new(),
                     });
                 }
             }
@@ -369,6 +692,51 @@ impl Applier {
             index: c.index as u32,
             update: c.updates[c.index].clone(),
         });
+    }
+
+    /// Slot `slot` is applied with digest `d`: keep it (the first one
+    /// stands, so a re-application after a crash compares what the
+    /// backend first said), queue it for the peers, and judge the slot.
+    fn digested(&mut self, ctx: &mut Ctx<'_>, slot: Slot, d: u64, answers: Vec<ClientOutcome>) {
+        let d = if self.cfg.bug_digest_names_node {
+            digest::fold(d, self.id.0 as u64)
+        } else {
+            d
+        };
+        let d = match state::load_digest(&*ctx.kv, slot) {
+            Some(first) => first,
+            None => {
+                state::store_digest(ctx.kv, slot, d);
+                d
+            }
+        };
+        let window = self.cfg.digest_window_slots;
+        if slot > window {
+            state::forget_digest(ctx.kv, slot - window);
+        }
+        // Only recent times matter: an older slot counts as long ago.
+        let keep = self.cfg.digest_reply_after;
+        while self
+            .applied_at
+            .front()
+            .is_some_and(|(_, at)| ctx.now.since(*at) > keep)
+        {
+            self.applied_at.pop_front();
+        }
+        self.applied_at.push_back((slot, ctx.now));
+        // Held answers of slots that left the window will never settle:
+        // their clients have long had a timeout.
+        self.held = self.held.split_off(&slot.saturating_sub(window));
+        if !answers.is_empty() {
+            self.held.insert(slot, answers);
+        }
+        // Far behind the commit index, or just recovered: the peers sent
+        // their digests of this slot long ago, maybe while we were away.
+        self.ask |= self.commit > slot + LATE_SLOTS || ctx.now < self.late_until;
+        self.outbox.push((slot, d));
+        let verdict = self.compare.own(slot, d);
+        self.judge(ctx, slot, verdict);
+        self.compare.prune(self.applied);
     }
 
     fn finish(&mut self, ctx: &mut Ctx<'_>, slot: Slot) {

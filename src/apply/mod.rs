@@ -1,3 +1,6 @@
-//! Applying the chosen log to the local backend.
+//! Applying the chosen log to the local backend, and comparing what the
+//! replicas answered.
 
 pub mod applier;
+pub mod compare;
+pub mod digest;

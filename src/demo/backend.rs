@@ -45,6 +45,10 @@ pub struct DemoConfig {
     pub workers: usize,
     /// Stop on SIGINT/SIGTERM (for the `ordo demo-backend` process).
     pub handle_signals: bool,
+    /// Misbehave on purpose: every POST stores its item with a random
+    /// id of this instance's own, as a backend that makes up ids (or lock
+    /// tokens, or ETags) does. Replicas of it diverge; ordo notices.
+    pub random_ids: bool,
 }
 
 impl Default for DemoConfig {
@@ -54,6 +58,7 @@ impl Default for DemoConfig {
             idempotency_keys: 100_000,
             workers: 1,
             handle_signals: false,
+            random_ids: false,
         }
     }
 }
@@ -109,6 +114,8 @@ struct Store {
     /// Updates applied (changes made), replays excluded.
     applied: u64,
     replays: u64,
+    /// See `DemoConfig::random_ids`.
+    random_ids: Option<crate::rng::Rng>,
 }
 
 impl Store {
@@ -152,6 +159,10 @@ impl Store {
                 let value = match parse() {
                     Ok(v) => v,
                     Err(r) => return r,
+                };
+                let value = match self.random_ids.as_mut() {
+                    Some(rng) => json!({ "id": format!("{:016x}", rng.next_u64()), "item": value }),
+                    None => value,
                 };
                 match self.data.get_mut(key) {
                     None => {
@@ -336,6 +347,7 @@ pub async fn serve(addr: impl ToSocketAddrs, cfg: DemoConfig) -> io::Result<Demo
     let shared = web::Data::new(Shared {
         store: Mutex::new(Store {
             cap: cfg.idempotency_keys,
+            random_ids: cfg.random_ids.then(crate::node::os_rng),
             ..Store::default()
         }),
         max_body: cfg.max_body,

@@ -148,6 +148,7 @@ impl Group {
             return Err(StartError::NotAMember(id));
         }
         cfg.check()?;
+        let nodes = members.nodes.clone();
         let acceptor_cfg = AcceptorConfig {
             // Stickiness lasts as long as a follower waits for a leader.
             leader_lease: cfg.proposer.election_timeout,
@@ -163,7 +164,7 @@ impl Group {
             Proposer::recover(id, members, cfg.proposer.clone(), cfg.bugs.proposer, c)
         });
         let applier = Driver::recover(now, kv, rng.fork(), |c| {
-            Applier::recover(id, cfg.applier.clone(), c)
+            Applier::recover(id, &nodes, cfg.applier.clone(), c)
         });
         Ok(Group {
             proposer,

@@ -38,7 +38,7 @@ mod timers;
 
 pub use group::{Group, GroupConfig, StartError};
 
-use crate::apply::applier::Applier;
+use crate::apply::applier::{Applier, Operator};
 use crate::paxos::acceptor::Acceptor;
 use crate::paxos::ballot::{NodeId, Slot, Update, UpdateId};
 use crate::paxos::command::{BackendReply, ClientOutcome, Command, Ctx, Timer};
@@ -75,6 +75,8 @@ pub enum Input {
         /// What the backend said.
         reply: BackendReply,
     },
+    /// Applier: an operator's action on the node state.
+    Operator(Operator),
 }
 
 /// What the driver asks its shell to do (see the table above).
@@ -305,7 +307,7 @@ impl Driven for Proposer {
             Input::Message { from, msg } => self.on_message(ctx, from, msg),
             Input::Submit(updates) => self.submit(ctx, updates),
             Input::Read(id) => self.read(ctx, id),
-            Input::BackendReply { .. } => self.dropped += 1,
+            Input::BackendReply { .. } | Input::Operator(_) => self.dropped += 1,
         }
     }
 
@@ -354,6 +356,7 @@ impl Driven for Applier {
             Input::BackendReply { slot, index, reply } => {
                 self.on_backend_reply(ctx, slot, index, reply)
             }
+            Input::Operator(op) => self.operate(ctx, op),
             _ => self.dropped += 1,
         }
     }

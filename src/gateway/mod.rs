@@ -16,6 +16,7 @@
 //! Requests under `/_ordo/` are ordo's own: `status`, and `/healthz`,
 //! `/readyz` at the root.
 
+pub mod admin;
 pub mod readiness;
 pub mod waiters;
 
@@ -63,6 +64,9 @@ pub struct Gateway {
     pub max_body_bytes: usize,
     pub max_inflight: usize,
     inflight: AtomicUsize,
+    /// The bearer token the admin API wants; without one, the admin API
+    /// answers only clients on this machine (loopback).
+    pub admin_token: Option<String>,
     /// Request ids: a random boot nonce and a counter.
     boot: u64,
     seq: AtomicU64,
@@ -93,6 +97,7 @@ impl Gateway {
             max_body_bytes,
             max_inflight,
             inflight: AtomicUsize::new(0),
+            admin_token: None,
             boot: crate::node::os_rng().next_u64(),
             seq: AtomicU64::new(0),
         }
@@ -100,6 +105,11 @@ impl Gateway {
 
     pub fn services(&self) -> &[Service] {
         &self.services
+    }
+
+    /// The service named `name`.
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
     }
 
     /// The service with the longest prefix that matches whole path
@@ -158,11 +168,15 @@ pub fn configure(gw: Arc<Gateway>) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/readyz", web::head().to(readyz))
             .route("/_ordo/status", web::get().to(status))
             .route("/_ordo/status", web::head().to(status))
+            .route(
+                "/_ordo/admin/services/{service}/{action}",
+                web::post().to(admin::action),
+            )
             .default_service(web::to(handle));
     }
 }
 
-fn plain(status: StatusCode, body: String) -> HttpResponse {
+pub(crate) fn plain(status: StatusCode, body: String) -> HttpResponse {
     HttpResponse::build(status)
         .content_type("text/plain; charset=utf-8")
         .body(body + "\n")
@@ -388,6 +402,15 @@ impl Drop for InflightGuard<'_> {
 
 /// Propose the request and answer with this node's backend's response.
 async fn update(gw: &Gateway, service: &Service, req: &HttpRequest, body: Bytes) -> HttpResponse {
+    if let Some(fence) = service.handle.status.fence() {
+        // Never proposed, so a blind retry elsewhere is safe.
+        return unavailable(format!(
+            "node {} takes no updates for {}: {}",
+            gw.node,
+            service.name,
+            fence.reason()
+        ));
+    }
     let Some(_guard) = gw.admit() else {
         return gw.busy();
     };
@@ -431,6 +454,30 @@ async fn update(gw: &Gateway, service: &Service, req: &HttpRequest, body: Bytes)
         Some(ClientOutcome::Refused { why, .. }) => {
             unavailable(format!("update not accepted: {}", why.reason()))
         }
+        Some(ClientOutcome::Disagreed {
+            slot,
+            majority_differs,
+            ..
+        }) => {
+            let what = if majority_differs {
+                "this node's backend answered it differently from a majority of the nodes"
+            } else {
+                "the nodes' backends answered it in ways no majority agrees on"
+            };
+            let mut out = plain(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "ordo: the update was applied in slot {slot}, but {what}, so node {} \
+                     does not pass its answer on. Read the result back from a serving node.",
+                    gw.node
+                ),
+            );
+            if let Ok(v) = HeaderValue::from_str(&slot.to_string()) {
+                out.headers_mut()
+                    .insert(HeaderName::from_static("ordo-slot"), v);
+            }
+            out
+        }
         _ => plain(
             StatusCode::GATEWAY_TIMEOUT,
             format!(
@@ -446,18 +493,58 @@ async fn healthz() -> HttpResponse {
     plain(StatusCode::OK, "ok".into())
 }
 
-/// 503 exactly when plain reads would be refused, for load balancers.
-async fn readyz(gw: web::Data<Gateway>) -> HttpResponse {
+/// How long /readyz waits for a backend or a read index.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why service `s` would refuse a read now, if it would: the read
+/// decision, then (since that cannot see them) a backend that does not
+/// answer and, in read-index mode, a leader that gives no read index.
+async fn probe(gw: &Gateway, s: &Service) -> Option<String> {
     let now = crate::node::now();
-    let problems: Vec<String> = gw
-        .services
-        .iter()
-        .filter_map(|s| {
-            readiness::check(&s.handle.status.read_state(), now, &gw.read_limits)
-                .err()
-                .map(|why| format!("{}: {}", s.name, why.reason()))
-        })
-        .collect();
+    if let Err(why) = readiness::check(&s.handle.status.read_state(), now, &gw.read_limits) {
+        return Some(why.reason());
+    }
+    // Any answer, even a 404, shows the backend is there to read from.
+    let head = s.backend.read("HEAD", &s.prefix, Vec::new());
+    match tokio::time::timeout(PROBE_TIMEOUT, head).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(why)) => return Some(format!("the backend does not answer: {why}")),
+        Err(_) => {
+            return Some(format!(
+                "the backend does not answer within {PROBE_TIMEOUT:?}"
+            ));
+        }
+    }
+    if gw.read_mode != ReadMode::ReadIndex {
+        return None;
+    }
+    let Some(_guard) = gw.admit() else {
+        return Some("too many requests waiting on the log to ask for a read index".into());
+    };
+    let id = gw.next_id();
+    let waiting = s.waiters.register(id);
+    s.handle.proposer.do_send(Read { id });
+    match waiting.outcome(PROBE_TIMEOUT).await {
+        Some(ClientOutcome::ReadReady { .. }) => None,
+        Some(ClientOutcome::ReadRefused { why, .. }) => Some(format!(
+            "no read index for linearizable reads: {}",
+            why.reason()
+        )),
+        _ => Some(format!(
+            "no read index for linearizable reads within {PROBE_TIMEOUT:?}: no leader, \
+             or no quorum behind it, answers this node"
+        )),
+    }
+}
+
+/// 503 exactly when reads would be refused, for load balancers.
+async fn readyz(gw: web::Data<Gateway>) -> HttpResponse {
+    let mut problems = Vec::new();
+    for s in &gw.services {
+        if let Some(why) = probe(&gw, s).await {
+            problems.push(format!("{}: {why}", s.name));
+        }
+    }
     if problems.is_empty() {
         plain(StatusCode::OK, "ready".into())
     } else {
@@ -475,6 +562,7 @@ async fn status(gw: web::Data<Gateway>) -> HttpResponse {
             let st = &s.handle.status;
             let ready = readiness::check(&st.read_state(), now, &gw.read_limits);
             let known = st.known_commit().max(st.commit());
+            let node_state = st.node_state();
             serde_json::json!({
                 "service": s.name,
                 "prefix": s.prefix,
@@ -488,6 +576,12 @@ async fn status(gw: web::Data<Gateway>) -> HttpResponse {
                 "state": match &ready { Ok(()) => "serving", Err(w) => w.state() },
                 "reason": ready.err().map(|w: NotReady| w.reason()),
                 "waiting_requests": s.waiters.waiting(),
+                "disabled": node_state.disabled,
+                "diverged": node_state.diverged.map(|d| serde_json::json!({
+                    "slot": d.slot,
+                    "ours": format!("{:016x}", d.ours),
+                    "majority": d.majority.map(|m| format!("{m:016x}")),
+                })),
             })
         })
         .collect();

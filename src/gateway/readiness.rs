@@ -6,11 +6,74 @@
 //! the same snapshot of its roles, with this same function.
 
 use crate::paxos::ballot::Slot;
+use crate::paxos::state::NodeState;
 use crate::time::Time;
 use std::time::Duration;
 
+/// What the durable node state forbids: this node serves neither reads
+/// nor updates, whatever its lag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fence {
+    /// An operator disabled the node.
+    Disabled {
+        /// The operator's reason.
+        reason: String,
+    },
+    /// The replica differs from the others from `slot` on.
+    Diverged {
+        /// The first slot found to differ.
+        slot: Slot,
+        /// No majority agreed there (else: a majority differs from us).
+        no_majority: bool,
+    },
+}
+
+impl Fence {
+    /// The fence a node state puts up; divergence first, as the graver.
+    pub fn of(state: &NodeState) -> Option<Fence> {
+        if let Some(d) = &state.diverged {
+            return Some(Fence::Diverged {
+                slot: d.slot,
+                no_majority: d.majority.is_none(),
+            });
+        }
+        state.disabled.as_ref().map(|reason| Fence::Disabled {
+            reason: reason.clone(),
+        })
+    }
+
+    /// The fence in words, for 503 bodies and /_ordo/status.
+    pub fn reason(&self) -> String {
+        match self {
+            Fence::Disabled { reason } => format!("disabled by an operator: {reason}"),
+            Fence::Diverged {
+                slot,
+                no_majority: false,
+            } => format!(
+                "diverged: this node's backend answered slot {slot} differently from a \
+                 majority of the nodes; repair its data, then clear the divergence"
+            ),
+            Fence::Diverged {
+                slot,
+                no_majority: true,
+            } => format!(
+                "diverged: the nodes' backends answered slot {slot} in ways no majority \
+                 agrees on; repair the backends, then clear the divergence"
+            ),
+        }
+    }
+
+    /// The state name, for /_ordo/status.
+    pub fn state(&self) -> &'static str {
+        match self {
+            Fence::Disabled { .. } => "disabled",
+            Fence::Diverged { .. } => "diverged",
+        }
+    }
+}
+
 /// What the decision needs to know about one group on this node.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReadState {
     /// The applier's applied index.
     pub applied: Slot,
@@ -21,6 +84,8 @@ pub struct ReadState {
     pub lease_contact: Option<Time>,
     /// Attempts at the update the applier is stuck on (0: not stuck).
     pub apply_attempts: u64,
+    /// What the durable node state forbids.
+    pub fence: Option<Fence>,
 }
 
 /// Why reads are refused.
@@ -32,6 +97,8 @@ pub enum NotReady {
     NoQuorum { since_ms: Option<u64> },
     /// The applier keeps failing on one update (backend down or refusing).
     Stuck { slot: u64, attempts: u64 },
+    /// The node state forbids serving (disabled, diverged).
+    Fenced(Fence),
 }
 
 impl NotReady {
@@ -50,6 +117,7 @@ impl NotReady {
             NotReady::Stuck { slot, attempts } => {
                 format!("the backend keeps failing to apply slot {slot} ({attempts} attempts)")
             }
+            NotReady::Fenced(f) => f.reason(),
         }
     }
 
@@ -59,6 +127,7 @@ impl NotReady {
             NotReady::Lagging { .. } => "catching-up",
             NotReady::NoQuorum { .. } => "no-quorum",
             NotReady::Stuck { .. } => "stuck",
+            NotReady::Fenced(f) => f.state(),
         }
     }
 }
@@ -74,6 +143,9 @@ pub struct ReadLimits {
 
 /// May this node serve a plain read now?
 pub fn check(state: &ReadState, now: Time, limits: &ReadLimits) -> Result<(), NotReady> {
+    if let Some(f) = &state.fence {
+        return Err(NotReady::Fenced(f.clone()));
+    }
     let applied = state.applied;
     let known = state.known_commit.max(applied);
     if known > applied + limits.max_lag_slots {
@@ -115,6 +187,7 @@ mod tests {
             known_commit: known,
             lease_contact: lease,
             apply_attempts: attempts,
+            fence: None,
         }
     }
 
@@ -148,5 +221,30 @@ mod tests {
             stuck.reason(),
             "the backend keeps failing to apply slot 8 (5 attempts)"
         );
+    }
+
+    #[test]
+    fn a_fenced_node_refuses_reads_however_fresh_it_is() {
+        let now = Time::from_millis(10_000);
+        let mut s = status(100, 100, Some(Time::from_millis(9_900)), 0);
+        s.fence = Fence::of(&NodeState {
+            disabled: Some("maintenance".into()),
+            ..NodeState::default()
+        });
+        let why = check(&s, now, &LIMITS).unwrap_err();
+        assert_eq!(why.state(), "disabled");
+        assert_eq!(why.reason(), "disabled by an operator: maintenance");
+        s.fence = Fence::of(&NodeState {
+            disabled: Some("maintenance".into()),
+            diverged: Some(crate::paxos::state::Divergence {
+                slot: 42,
+                ours: 1,
+                majority: Some(2),
+            }),
+            cleared_upto: 0,
+        });
+        let why = check(&s, now, &LIMITS).unwrap_err();
+        assert_eq!(why.state(), "diverged");
+        assert!(why.reason().contains("slot 42"), "{}", why.reason());
     }
 }

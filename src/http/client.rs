@@ -7,8 +7,10 @@
 //! [`BackendReply`] so that the same request gives the same decision on
 //! every node:
 //!
-//! - the backend answered: `Response { status, body }`, where `body` is
-//!   an encoded [`StoredResponse`] (end-to-end headers and the body);
+//! - the backend answered: `Response { status, body, digest }`, where
+//!   `body` is an encoded [`StoredResponse`] (end-to-end headers and the
+//!   body) and `digest` covers the status, the body and the headers named
+//!   in `digest_headers` (see [`reply`]);
 //! - no complete answer (refused, reset, connect or total timeout, a body
 //!   cut short): `Unreachable`, retried by the applier (the
 //!   `Idempotency-Key` makes the repeat harmless);
@@ -70,6 +72,10 @@ pub struct HttpBackendConfig {
     pub pool_idle_timeout: Duration,
     /// Unused connections kept per backend.
     pub pool_max_idle: usize,
+    /// Response headers that count in the digest the nodes compare
+    /// (`apply::digest`), besides status and body: for example `etag`,
+    /// when clients send it back in `If-Match`.
+    pub digest_headers: Vec<String>,
 }
 
 impl Default for HttpBackendConfig {
@@ -80,6 +86,7 @@ impl Default for HttpBackendConfig {
             max_response_bytes: 64 << 20,
             pool_idle_timeout: Duration::from_secs(60),
             pool_max_idle: 4,
+            digest_headers: Vec::new(),
         }
     }
 }
@@ -253,17 +260,19 @@ impl Backend for HttpBackend {
             Ok(req) => req,
             Err(why) => {
                 tracing::warn!(slot, index, %why, "update cannot be sent to the backend");
-                return Box::pin(std::future::ready(BackendReply::Response {
-                    status: BAD_REQUEST_STATUS,
-                    body: StoredResponse::text(why).encode(),
-                }));
+                return Box::pin(std::future::ready(reply(
+                    BAD_REQUEST_STATUS,
+                    &StoredResponse::text(why),
+                    &[],
+                )));
             }
         };
         let client = self.client.clone();
         let limit = self.cfg.max_response_bytes;
         let total = self.cfg.request_timeout;
+        let named = self.cfg.digest_headers.clone();
         Box::pin(async move {
-            match tokio::time::timeout(total, exchange(client, req, limit)).await {
+            match tokio::time::timeout(total, exchange(client, req, limit, &named)).await {
                 Ok(reply) => reply,
                 Err(_) => BackendReply::Unreachable {
                     reason: format!("no complete response within {total:?}"),
@@ -278,6 +287,7 @@ async fn exchange(
     client: Client<HttpConnector, Full<Bytes>>,
     req: Request<Full<Bytes>>,
     limit: usize,
+    digest_headers: &[String],
 ) -> BackendReply {
     let resp = match client.request(req).await {
         Ok(resp) => resp,
@@ -285,11 +295,8 @@ async fn exchange(
             if let Some(h) = find_hyper_error(&e).filter(|h| h.is_user()) {
                 // hyper refused the request itself: the same on every
                 // node and on every retry, so it is the final answer.
-                return BackendReply::Response {
-                    status: BAD_REQUEST_STATUS,
-                    body: StoredResponse::text(format!("ordo: cannot send the request: {h}"))
-                        .encode(),
-                };
+                let why = format!("ordo: cannot send the request: {h}");
+                return reply(BAD_REQUEST_STATUS, &StoredResponse::text(why), &[]);
             }
             return BackendReply::Unreachable { reason: chain(&e) };
         }
@@ -309,14 +316,13 @@ async fn exchange(
         return too_large(status, limit);
     }
     match Limited::new(body, limit).collect().await {
-        Ok(collected) => BackendReply::Response {
-            status,
-            body: StoredResponse {
+        Ok(collected) => {
+            let resp = StoredResponse {
                 headers,
                 body: collected.to_bytes(),
-            }
-            .encode(),
-        },
+            };
+            reply(status, &resp, digest_headers)
+        }
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => too_large(status, limit),
         Err(e) => BackendReply::Unreachable {
             reason: format!("response body cut short: {}", chain(&*e)),
@@ -332,17 +338,27 @@ fn too_large(status: u16, limit: usize) -> BackendReply {
     );
     if is_retryable(status) {
         // Not an answer: retried, like any other retryable status.
-        return BackendReply::Response {
-            status,
-            body: StoredResponse::text(text).encode(),
-        };
+        return reply(status, &StoredResponse::text(text), &[]);
     }
     let mut resp = StoredResponse::text(text);
     resp.headers
         .push((BACKEND_STATUS.to_string(), status.to_string().into_bytes()));
+    reply(TOO_LARGE_STATUS, &resp, &[BACKEND_STATUS.to_string()])
+}
+
+/// The reply for a response: the encoded response and its digest over
+/// the status, the body and the headers named (the first value of each,
+/// absent ones count as empty, so a header missing on one node and
+/// present on another differs).
+pub fn reply(status: u16, resp: &StoredResponse, digest_headers: &[String]) -> BackendReply {
+    let named: Vec<(&str, &[u8])> = digest_headers
+        .iter()
+        .map(|n| (n.as_str(), resp.header(n).unwrap_or(b"")))
+        .collect();
     BackendReply::Response {
-        status: TOO_LARGE_STATUS,
+        status,
         body: resp.encode(),
+        digest: crate::apply::digest::response(status, &resp.body, &named),
     }
 }
 
@@ -492,7 +508,7 @@ mod tests {
         let fut = b.call(3, 0, update(payload));
         let reply = futures_ready(fut);
         match reply {
-            BackendReply::Response { status, body } => {
+            BackendReply::Response { status, body, .. } => {
                 assert_eq!(status, BAD_REQUEST_STATUS);
                 let r = match StoredResponse::decode(&body) {
                     Ok(r) => r,
@@ -544,7 +560,7 @@ mod tests {
     #[test]
     fn oversize_answers_are_final_unless_retryable() {
         match too_large(201, 10) {
-            BackendReply::Response { status, body } => {
+            BackendReply::Response { status, body, .. } => {
                 assert_eq!(status, TOO_LARGE_STATUS);
                 assert!(!is_retryable(status));
                 let r = StoredResponse::decode(&body).ok();

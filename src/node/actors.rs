@@ -24,7 +24,7 @@ use super::backend::Backend;
 use super::now;
 use super::status::GroupStatus;
 use super::transport::{Deliver, Inbox, Transport};
-use crate::apply::applier::{Applied, Applier};
+use crate::apply::applier::{Applied, Applier, Operator};
 use crate::driver::{Driven, Driver, Input, Output};
 use crate::paxos::acceptor::Acceptor;
 use crate::paxos::ballot::{Ballot, NodeId, Slot, Update, UpdateId};
@@ -69,6 +69,15 @@ pub struct Read {
 }
 
 impl actix::Message for Read {
+    type Result = ();
+}
+
+/// An operator's action on the node state, for the applier. Answered
+/// once the new state is on disk.
+#[derive(Debug)]
+pub struct Operate(pub Operator);
+
+impl actix::Message for Operate {
     type Result = ();
 }
 
@@ -316,6 +325,18 @@ impl Handler<Read> for ProposerActor {
     }
 }
 
+impl Handler<Operate> for ApplierActor {
+    type Result = ();
+
+    fn handle(&mut self, m: Operate, ctx: &mut Context<Self>) {
+        self.step(ctx, Input::Operator(m.0));
+        // Rare, and the operator waits for it: sync here rather than
+        // leave the change to the next group commit, which an idle node
+        // may not have for a long time.
+        crate::storage::kv::Kv::sync(&mut self.kv);
+    }
+}
+
 impl Shelled for Proposer {
     type Notes = ();
 
@@ -394,6 +415,8 @@ impl Shelled for Learner {
 pub struct ApplierNotes {
     updates: u64,
     duplicates: u64,
+    /// The node state last published.
+    state: crate::paxos::state::NodeState,
 }
 
 impl Shelled for Applier {
@@ -408,6 +431,19 @@ impl Shelled for Applier {
             }
         }
         book.status.set_applied(r.applied(), r.stuck_attempts());
+        if notes.state != *r.node_state() {
+            notes.state = r.node_state().clone();
+            if let Some(d) = &notes.state.diverged {
+                tracing::error!(
+                    slot = d.slot,
+                    ours = format!("{:016x}", d.ours),
+                    majority = d.majority.map(|m| format!("{m:016x}")),
+                    "this node's backend answered differently from the others: diverged, \
+                     refusing reads and updates until an operator clears it"
+                );
+            }
+            book.status.set_node_state(&notes.state);
+        }
     }
 
     fn status(d: &Driver<Applier>, notes: &ApplierNotes) -> RoleStatus {

@@ -2,9 +2,11 @@
 //! applied index (which reads wait on), the commit index, the leader and
 //! the lease. Written by the actors after every handler; read anywhere.
 
-use crate::gateway::readiness::ReadState;
+use crate::gateway::readiness::{Fence, ReadState};
 use crate::paxos::ballot::{NodeId, Slot};
+use crate::paxos::state::NodeState;
 use crate::time::Time;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::watch;
 
@@ -19,6 +21,10 @@ pub struct GroupStatus {
     lease_contact: AtomicU64,
     /// Attempts at the update the applier is stuck on (0: not stuck).
     apply_attempts: AtomicU64,
+    /// Whether `node_state` fences the node (read on every request; the
+    /// lock only when it does).
+    fenced: AtomicBool,
+    node_state: RwLock<NodeState>,
 }
 
 impl Default for GroupStatus {
@@ -31,6 +37,8 @@ impl Default for GroupStatus {
             is_leader: AtomicBool::new(false),
             lease_contact: AtomicU64::new(0),
             apply_attempts: AtomicU64::new(0),
+            fenced: AtomicBool::new(false),
+            node_state: RwLock::new(NodeState::default()),
         }
     }
 }
@@ -91,7 +99,33 @@ impl GroupStatus {
             applied: self.applied(),
             lease_contact,
             apply_attempts: self.apply_attempts(),
+            fence: self.fence(),
         }
+    }
+
+    /// What the node state forbids, if anything.
+    pub fn fence(&self) -> Option<Fence> {
+        if !self.fenced.load(Ordering::Acquire) {
+            return None;
+        }
+        Fence::of(&self.node_state())
+    }
+
+    /// The durable node state, as the applier last published it.
+    pub fn node_state(&self) -> NodeState {
+        match self.node_state.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub(crate) fn set_node_state(&self, state: &NodeState) {
+        match self.node_state.write() {
+            Ok(mut s) => *s = state.clone(),
+            Err(poisoned) => *poisoned.into_inner() = state.clone(),
+        }
+        self.fenced
+            .store(Fence::of(state).is_some(), Ordering::Release);
     }
 
     pub(crate) fn set_applied(&self, applied: Slot, attempts: u32) {

@@ -41,6 +41,8 @@ pub enum Timer {
     Fetch,
     /// Applier: retry a backend call that failed retryably.
     ApplyRetry,
+    /// Applier: send the digests gathered since the last.
+    Digests,
 }
 
 /// Why an update was refused before it was proposed. The client may
@@ -73,6 +75,10 @@ pub enum BackendReply {
         status: u16,
         /// The body (in production, an encoded `StoredResponse`).
         body: Bytes,
+        /// The response's digest (`apply::digest::response`): what the
+        /// nodes compare. Computed by the backend seam, which knows which
+        /// parts of the response are the service's answer.
+        digest: u64,
     },
     /// No answer (connection refused, reset, timeout): always retried.
     Unreachable {
@@ -122,6 +128,18 @@ pub enum ClientOutcome {
         /// Why.
         why: Refusal,
     },
+    /// Applier, at the origin, when answers wait for agreement: this
+    /// node's response to the update's slot does not agree with a
+    /// majority of the nodes (or no majority agrees), so it is not given.
+    /// The update was applied.
+    Disagreed {
+        /// The update.
+        id: UpdateId,
+        /// Its slot.
+        slot: Slot,
+        /// A majority answered otherwise (else: no majority agrees).
+        majority_differs: bool,
+    },
 }
 
 impl ClientOutcome {
@@ -129,6 +147,7 @@ impl ClientOutcome {
     pub fn ids(&self) -> &[UpdateId] {
         match self {
             ClientOutcome::Answer { id, .. }
+            | ClientOutcome::Disagreed { id, .. }
             | ClientOutcome::ReadReady { id, .. }
             | ClientOutcome::ReadRefused { id, .. } => std::slice::from_ref(id),
             ClientOutcome::Refused { ids, .. } => ids,

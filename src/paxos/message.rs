@@ -207,6 +207,20 @@ pub enum Message {
         /// The read.
         id: UpdateId,
     },
+    /// Applier to applier: this node's digests of slots it applied (see
+    /// `apply::compare`). The receiver answers with its own digests of
+    /// those slots when asked, or when it applied them long before: a
+    /// node that applies late (catching up, just restarted, cut off for a
+    /// while) missed the others' digests, sent when they applied. An
+    /// answer is never answered.
+    Digests {
+        /// (slot, digest of the slot's responses), in slot order.
+        entries: Vec<(Slot, u64)>,
+        /// Answer with your own digests of these slots.
+        ask: bool,
+        /// This is an answer.
+        answer: bool,
+    },
 }
 
 impl Message {
@@ -237,6 +251,7 @@ impl Message {
             Message::ReadIndexRequest { .. } => "read-index-request",
             Message::ReadIndexReply { .. } => "read-index-reply",
             Message::ReadIndexRefused { .. } => "read-index-refused",
+            Message::Digests { .. } => "digests",
         }
     }
 }

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 const META: u8 = 0;
 const SLOT: u8 = 1;
 const CLIENT_KEY: u8 = 2;
+const DIGEST: u8 = 3;
 
 /// Singleton records in the node table and the acceptor table.
 #[derive(Clone, Copy, Debug)]
@@ -27,6 +28,8 @@ pub enum Meta {
     /// Acceptor: entries up to this slot are chosen and were forgotten.
     /// Written before the deletes, so a surviving delete implies it.
     ChosenUpto,
+    /// Node: the [`NodeState`] (operator switch, divergence).
+    NodeState,
 }
 
 impl Meta {
@@ -36,14 +39,18 @@ impl Meta {
     fn table(self) -> Table {
         match self {
             Meta::Promised | Meta::ChosenUpto => Table::Acceptor,
-            Meta::Round | Meta::Applied => Table::Node,
+            Meta::Round | Meta::Applied | Meta::NodeState => Table::Node,
         }
     }
 }
 
 fn slot_key(slot: Slot) -> [u8; 9] {
+    prefixed_slot_key(SLOT, slot)
+}
+
+fn prefixed_slot_key(prefix: u8, slot: Slot) -> [u8; 9] {
     let mut k = [0u8; 9];
-    k[0] = SLOT;
+    k[0] = prefix;
     k[1..].copy_from_slice(&slot.to_be_bytes());
     k
 }
@@ -202,4 +209,67 @@ pub fn load_client_keys(kv: &dyn Kv) -> Vec<(Vec<u8>, Slot)> {
 /// The highest slot in the local log, 0 if empty.
 pub fn last_chosen_slot(kv: &dyn Kv) -> Slot {
     kv.last(Table::Log).map(|(k, _)| key_slot(&k)).unwrap_or(0)
+}
+
+/// Why a replica of this node differs from the others (see
+/// `apply::compare`): found at `slot`, durable until an operator clears
+/// it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Divergence {
+    /// The first slot found to differ.
+    pub slot: Slot,
+    /// This node's digest of it.
+    pub ours: u64,
+    /// The majority's digest; `None` when no digest had a majority.
+    pub majority: Option<u64>,
+}
+
+/// What this node's replica of the service may be trusted with, beyond
+/// the Paxos roles' own state: durable, so it survives restarts
+/// (MISSION, Node state). Fields are only ever appended (postcard).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeState {
+    /// An operator disabled this node, with this reason.
+    pub disabled: Option<String>,
+    /// The replica differs from the others.
+    pub diverged: Option<Divergence>,
+    /// An operator cleared divergence up to this slot: digests of slots
+    /// at or below it no longer count.
+    pub cleared_upto: Slot,
+}
+
+/// The node state; the default if never written.
+pub fn load_node_state(kv: &dyn Kv) -> NodeState {
+    kv.get(Table::Node, &Meta::NodeState.key())
+        .map(|b| decode("node state", &b))
+        .unwrap_or_default()
+}
+
+/// Write the node state.
+pub fn store_node_state(kv: &mut dyn Kv, s: &NodeState) {
+    kv.put(
+        Table::Node,
+        &Meta::NodeState.key(),
+        &encode("node state", s),
+    );
+}
+
+/// Write this node's digest of `slot` (see `apply::digest`).
+pub fn store_digest(kv: &mut dyn Kv, slot: Slot, digest: u64) {
+    kv.put(
+        Table::Node,
+        &prefixed_slot_key(DIGEST, slot),
+        &encode("digest", &digest),
+    );
+}
+
+/// This node's digest of `slot`, if kept.
+pub fn load_digest(kv: &dyn Kv, slot: Slot) -> Option<u64> {
+    kv.get(Table::Node, &prefixed_slot_key(DIGEST, slot))
+        .map(|b| decode("digest", &b))
+}
+
+/// Forget this node's digest of `slot` (it left the window).
+pub fn forget_digest(kv: &mut dyn Kv, slot: Slot) {
+    kv.delete(Table::Node, &prefixed_slot_key(DIGEST, slot));
 }

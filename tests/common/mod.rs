@@ -279,6 +279,10 @@ pub struct Options {
     pub prefix: String,
     pub max_body_bytes: usize,
     pub update_timeout_ms: u64,
+    /// Extra `ordo demo-backend` arguments, by node index.
+    pub demo_args: Vec<(usize, Vec<String>)>,
+    /// Extra lines for the service's section of every node's config.
+    pub service_extra: String,
 }
 
 impl Default for Options {
@@ -288,6 +292,8 @@ impl Default for Options {
             prefix: "/kv/".into(),
             max_body_bytes: 256 << 10,
             update_timeout_ms: 3_000,
+            demo_args: Vec::new(),
+            service_extra: String::new(),
         }
     }
 }
@@ -402,7 +408,7 @@ impl Cluster {
         for n in &mut nodes {
             n.backend = Some(match &nginx {
                 Some(bin) => start_nginx(bin, &root, n),
-                None => start_demo_backend(n),
+                None => start_demo_backend(n, &cluster.opts),
             });
         }
         cluster.nodes = nodes;
@@ -510,6 +516,16 @@ impl Cluster {
     pub fn kill_backend(&mut self, i: usize) {
         if let Some(p) = self.nodes[i].backend.take() {
             p.kill();
+        }
+    }
+
+    /// Start node `i`'s demo backend again (empty: it keeps its data in
+    /// memory).
+    pub fn restart_backend(&mut self, i: usize) {
+        assert!(self.nodes[i].backend.is_none(), "backend {i} is running");
+        self.nodes[i].backend = Some(start_demo_backend(&self.nodes[i], &self.opts));
+        if let Err(StartError::Other(e) | StartError::PortInUse(e)) = self.wait_backend_up(i) {
+            panic!("backend {i} did not come back: {e}");
         }
     }
 
@@ -703,6 +719,7 @@ name = "kv"
 prefix = "{prefix}"
 backend = "http://127.0.0.1:{backend}"
 active = ["north", "east", "west"]
+{service_extra}
 
 [limits]
 max_body_bytes = {max_body}
@@ -715,14 +732,20 @@ update_timeout_ms = {timeout}
         backend = n.backend_port,
         max_body = opts.max_body_bytes,
         timeout = opts.update_timeout_ms,
+        service_extra = opts.service_extra,
     )
 }
 
-fn start_demo_backend(n: &Node) -> Proc {
+fn start_demo_backend(n: &Node, opts: &Options) -> Proc {
     let mut cmd = Command::new(ordo_bin());
     cmd.arg("demo-backend")
         .arg("--listen")
         .arg(format!("127.0.0.1:{}", n.backend_port));
+    for (i, args) in &opts.demo_args {
+        if *i == n.index {
+            cmd.args(args);
+        }
+    }
     Proc::spawn(&format!("{}-backend", n.name), cmd, &n.backend_log)
 }
 

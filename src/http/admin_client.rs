@@ -1,0 +1,51 @@
+//! The client side of the admin API, for `ordo admin`: one request to a
+//! running node, with a timeout, and its answer as text.
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::time::Duration;
+
+/// The longest `ordo admin` waits for a node.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest answer read.
+const ANSWER_BYTES_MAX: usize = 1 << 20;
+
+/// Send `method url` with the bearer `token`, if any; the status and
+/// the body of the answer.
+pub fn call(method: &str, url: &str, token: Option<&str>) -> Result<(u16, String)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a runtime")?;
+    rt.block_on(async {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(url)
+            .header("user-agent", "ordo-admin");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .with_context(|| format!("{url:?} is not a URL ordo can call"))?;
+        let resp = tokio::time::timeout(TIMEOUT, client.request(req))
+            .await
+            .with_context(|| format!("no answer from {url} within {TIMEOUT:?}"))?
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = resp.status().as_u16();
+        let body = tokio::time::timeout(
+            TIMEOUT,
+            Limited::new(resp.into_body(), ANSWER_BYTES_MAX).collect(),
+        )
+        .await
+        .with_context(|| format!("the answer from {url} did not finish within {TIMEOUT:?}"))?
+        .map_err(|e| anyhow::anyhow!("cannot read the answer from {url}: {e}"))?
+        .to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    })
+}

@@ -1,0 +1,229 @@
+//! Replica truth, with real processes: the nodes compare what their
+//! backends answered and fence a node whose replica went its own way;
+//! `/readyz` follows the backend; an operator disables, enables and
+//! clears a node with `ordo admin`.
+
+mod common;
+
+use common::{Cluster, Options, WAIT, call, get, must, ordo_bin, wait_until};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn post(c: &Cluster, i: usize, path: &str, body: &str) -> common::Resp {
+    must(
+        "POST",
+        &c.nodes[i].url(path),
+        &[("content-type", "application/json")],
+        Some(body.as_bytes()),
+    )
+}
+
+/// Wait (bounded) until node `i` reports `state` for the service.
+fn wait_state(c: &Cluster, i: usize, state: &str) {
+    wait_until(&format!("node {i} to be {state}"), WAIT, || {
+        let s = c.status(i)?;
+        if s["state"] == state {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    });
+}
+
+fn admin(c: &Cluster, i: usize, args: &[&str]) -> (bool, String) {
+    let out = Command::new(ordo_bin())
+        .arg("admin")
+        .arg("--node")
+        .arg(c.nodes[i].url(""))
+        .args(args)
+        .output()
+        .expect("ordo admin runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// The report: a backend that makes up a random id on POST, in
+/// front of which the node said `serving` with lag 0 while its data went
+/// its own way. Now the node finds out within a few updates, says so on
+/// its status page and in every refusal, refuses reads and updates; the
+/// other two keep serving; an operator's clear lets it serve again until
+/// the next difference.
+#[test]
+fn a_backend_that_makes_up_ids_is_found_and_its_node_fenced() {
+    let mut c = Cluster::start(Options {
+        demo_args: vec![(2, vec!["--random-ids".into()])],
+        ..Options::default()
+    });
+    c.leader();
+    let started = Instant::now();
+    let mut posts = 0;
+    let diverged = wait_until("node 2 to find its replica diverged", WAIT, || {
+        posts += 1;
+        let r = post(&c, 0, "/kv/list", &format!("{{\"n\":{posts}}}"));
+        if r.status >= 300 {
+            return Err(format!("POST: {} {}", r.status, r.body));
+        }
+        let s = c.status(2)?;
+        if s["state"] == "diverged" {
+            Ok(s)
+        } else {
+            Err(format!("node 2 is {}", s["state"]))
+        }
+    });
+    let took = started.elapsed();
+    let slot = diverged["diverged"]["slot"]
+        .as_u64()
+        .expect("the first slot");
+    eprintln!(
+        "replica_truth: divergence found after {posts} POSTs, in {} ms, at slot {slot}",
+        took.as_millis()
+    );
+    assert!(posts <= 5, "took {posts} updates");
+    assert!(
+        diverged["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("slot {slot}"))
+    );
+
+    // Reads and updates at the diverged node: 503 naming the reason.
+    let r = get(&c.nodes[2].url("/kv/list"));
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(
+        r.body.contains("diverged") && r.body.contains(&format!("slot {slot}")),
+        "{r:?}"
+    );
+    assert!(r.header("retry-after").is_some());
+    let r = post(&c, 2, "/kv/list", "{\"n\":0}");
+    assert_eq!(r.status, 503, "updates are not taken there: {r:?}");
+    let r = call("GET", &c.nodes[2].url("/readyz"), &[], None, WAIT).expect("readyz");
+    assert_eq!(r.status, 503, "{r:?}");
+    // The others agree with each other and serve.
+    for i in [0, 1] {
+        let s = c.status(i).expect("status");
+        assert_eq!(s["state"], "serving", "node {i}: {s}");
+        assert_eq!(get(&c.nodes[i].url("/kv/list")).status, 200);
+    }
+
+    // Cleared by an operator (say the backend was repaired; this one was
+    // not): it serves again, and the next POST fences it again.
+    let (ok, out) = admin(&c, 2, &["clear-divergence", "kv"]);
+    assert!(ok, "{out}");
+    wait_state(&c, 2, "serving");
+    post(&c, 0, "/kv/list", "{\"n\":-1}");
+    wait_until("node 2 to diverge again", WAIT, || {
+        let s = c.status(2)?;
+        let again = s["diverged"]["slot"].as_u64().unwrap_or(0);
+        if again > slot {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    });
+    // And the state survives a restart of the node.
+    c.kill_node(2);
+    c.restart_node(2);
+    let s = c.status(2).expect("status after restart");
+    assert_eq!(s["state"], "diverged", "{s}");
+}
+
+/// The report: `/readyz` said 200 while reads got 502 because the
+/// backend was down. Now it follows the backend within a second or two.
+#[test]
+fn readyz_follows_the_backend_down_and_up() {
+    let mut c = Cluster::start(Options::default());
+    c.leader();
+    c.kill_backend(1);
+    let down = Instant::now();
+    let r = wait_until("/readyz 503 with the backend down", WAIT, || {
+        let r = call("GET", &c.nodes[1].url("/readyz"), &[], None, WAIT)?;
+        if r.status == 503 {
+            Ok(r)
+        } else {
+            Err(format!("{} {}", r.status, r.body))
+        }
+    });
+    let took = down.elapsed();
+    assert!(r.body.contains("backend"), "{r:?}");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    c.restart_backend(1);
+    c.wait_ready(1);
+    let r = call("GET", &c.nodes[1].url("/readyz"), &[], None, WAIT).expect("readyz");
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+/// `ordo admin disable` fences a node for reads and updates, with the
+/// operator's reason; it survives a restart; `enable` undoes it. Without
+/// a token, only callers on the node's own machine may act (loopback
+/// here, so it works).
+#[test]
+fn an_operator_disables_and_enables_a_node() {
+    let mut c = Cluster::start(Options::default());
+    c.leader();
+    let (ok, out) = admin(&c, 1, &["disable", "kv", "--reason", "backend upgrade"]);
+    assert!(ok, "{out}");
+    let r = get(&c.nodes[1].url("/kv/x"));
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.body.contains("backend upgrade"), "{r:?}");
+    let r = must(
+        "PUT",
+        &c.nodes[1].url("/kv/x"),
+        &[("content-type", "application/json")],
+        Some(b"1"),
+    );
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(
+        call("GET", &c.nodes[1].url("/readyz"), &[], None, WAIT)
+            .expect("readyz")
+            .status,
+        503
+    );
+    c.kill_node(1);
+    c.restart_node(1);
+    assert_eq!(c.status(1).expect("status")["state"], "disabled");
+    let (ok, out) = admin(&c, 1, &["enable", "kv"]);
+    assert!(ok, "{out}");
+    c.wait_ready(1);
+    // A wrong action, a wrong service: named.
+    let (ok, out) = admin(&c, 1, &["enable", "nope"]);
+    assert!(!ok && out.contains("no service named \"nope\""), "{out}");
+}
+
+/// With `answer = "agreed"` (the default), the client of a node whose
+/// backend answers differently from the majority gets a 502 that says
+/// so, not that backend's answer; with `answer = "local"` it gets the
+/// odd answer (and the node is fenced right after).
+#[test]
+fn an_origin_whose_backend_disagrees_does_not_pass_its_answer_on() {
+    let c = Cluster::start(Options {
+        demo_args: vec![(2, vec!["--random-ids".into()])],
+        ..Options::default()
+    });
+    c.leader();
+    let r = post(&c, 2, "/kv/list", "{\"n\":1}");
+    assert_eq!(r.status, 502, "{r:?}");
+    assert!(
+        r.body.contains("was applied in slot") && r.body.contains("differently from a majority"),
+        "{r:?}"
+    );
+    assert!(r.header("ordo-slot").is_some(), "{r:?}");
+    // The update was applied: the majority has it.
+    let got = get(&c.nodes[0].url("/kv/list"));
+    assert_eq!(got.body.trim(), "[{\"n\":1}]", "{got:?}");
+    drop(c);
+
+    let c = Cluster::start(Options {
+        demo_args: vec![(2, vec!["--random-ids".into()])],
+        service_extra: "answer = \"local\"".into(),
+        ..Options::default()
+    });
+    c.leader();
+    let r = post(&c, 2, "/kv/list", "{\"n\":1}");
+    assert_eq!(r.status, 201, "{r:?}");
+    assert!(
+        r.body.contains("\"id\""),
+        "the odd backend's own answer: {r:?}"
+    );
+    wait_state(&c, 2, "diverged");
+}
