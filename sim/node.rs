@@ -115,6 +115,7 @@ pub(super) fn group_config(sc: &Scenario) -> GroupConfig {
                 round_not_persisted: b.round_not_persisted,
                 prepare_before_sync: b.prepare_before_sync,
                 lease_unconfirmed: b.lease_without_quorum,
+                lease_beyond_knowledge: b.lease_beyond_knowledge,
             },
             acceptor: AcceptorBugs {
                 forget_promise: b.forget_promise,

@@ -127,6 +127,7 @@ pub struct Bugs {
     pub promise_before_sync: bool,
     pub prepare_before_sync: bool,
     pub lease_without_quorum: bool,
+    pub lease_beyond_knowledge: bool,
     pub ignore_digests: bool,
     pub digest_names_node: bool,
 }
@@ -148,6 +149,7 @@ const BUGS: &[(&str, BugSwitch)] = &[
     ("promise-before-sync", |b| &mut b.promise_before_sync),
     ("prepare-before-sync", |b| &mut b.prepare_before_sync),
     ("lease-without-quorum", |b| &mut b.lease_without_quorum),
+    ("lease-beyond-knowledge", |b| &mut b.lease_beyond_knowledge),
     ("ignore-digests", |b| &mut b.ignore_digests),
     ("digest-names-node", |b| &mut b.digest_names_node),
 ];

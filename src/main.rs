@@ -130,8 +130,8 @@ struct SimArgs {
     /// Switch on a deliberate protocol bug (to see the checkers catch it):
     /// skip-phase1, forget-promise, stale-reads, ignore-idempotency-keys,
     /// read-index-without-round, round-not-persisted, promise-before-sync,
-    /// prepare-before-sync, lease-without-quorum, ignore-digests or
-    /// digest-names-node.
+    /// prepare-before-sync, lease-without-quorum, lease-beyond-knowledge,
+    /// ignore-digests or digest-names-node.
     #[arg(long)]
     bug: Option<String>,
 }

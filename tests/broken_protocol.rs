@@ -157,3 +157,18 @@ fn digests_that_differ_between_sound_backends_are_caught() {
         f.message
     );
 }
+
+/// A leader that renews read leases while its followers' votes for a
+/// slot keep getting lost vouches for a commit index that misses slots
+/// chosen long before: a follower's plain read is staler than the bound.
+#[test]
+fn a_leader_that_renews_leases_beyond_its_knowledge_is_caught() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let text = std::fs::read_to_string(dir.join("votes-lost-plain-reads.scenario")).expect("file");
+    let mut sc = Scenario::parse(&text).expect("parses");
+    assert!(World::new(sc.clone(), false).run().failure().is_none());
+    sc.bugs.lease_beyond_knowledge = true;
+    let report = World::new(sc, false).run();
+    let f = report.failure().expect("the stale read is caught");
+    assert_eq!(f.check, "stale-plain-read", "{}", f.message);
+}

@@ -204,6 +204,7 @@ const BUGS: &[(&str, &[&str])] = &[
     ("prepare-before-sync", &["durability"]),
     // And the plain-read staleness bound's own test.
     ("lease-without-quorum", &["stale-plain-read"]),
+    ("lease-beyond-knowledge", &["stale-plain-read"]),
     // Divergence detection: a miss (with answers held for agreement, the
     // held answers never come either), and a false alarm.
     ("ignore-digests", &["divergence-found", "liveness"]),

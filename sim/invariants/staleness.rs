@@ -15,8 +15,14 @@
 //! committed every slot an earlier leadership may have chosen, and that
 //! a quorum had confirmed at most `election_timeout` (its clock) before
 //! (else it steps down). A newer leader chooses nothing before that
-//! confirmation; the leader knew of its own choices one delay after them.
-//! For the leader itself, its lease is that confirmation.
+//! confirmation. The leader itself had committed every slot it proposed
+//! more than `knowledge_limit` (its clock) before the heartbeat, or it
+//! would not have renewed the lease (`Proposer::knowledge_horizon`:
+//! votes can be lost and resent many times, so "it knew of its choices
+//! one delay after" does not hold by itself); `knowledge_limit` is half
+//! an election timeout, so the same term covers both cases (a slot is
+//! chosen either by a newer leader or by this one, never both). For the
+//! leader itself, its lease is that confirmation, capped the same way.
 
 use super::chosen::Chosen;
 use crate::driver::GroupConfig;
@@ -33,6 +39,7 @@ pub(in crate::sim) struct Staleness {
 
 impl Staleness {
     pub(in crate::sim) fn new(sc: &Scenario, cfg: &GroupConfig, limits: &ReadLimits) -> Staleness {
+        assert!(cfg.proposer.knowledge_limit() <= cfg.proposer.election_timeout);
         let local = limits.lease + cfg.proposer.election_timeout;
         let slow = 1.0 - DRIFT_PPM_MAX as f64 / 1e6;
         let bound = local.div_f64(slow) + sc.delay.1 * 2;

@@ -45,6 +45,15 @@ pub struct ProposerConfig {
     pub takeover_after: Duration,
 }
 
+impl ProposerConfig {
+    /// How long a leader may go without knowing whether a slot it
+    /// proposed is chosen and still renew read leases: half an election
+    /// timeout (see `Proposer::knowledge_horizon`).
+    pub fn knowledge_limit(&self) -> Duration {
+        self.election_timeout / 2
+    }
+}
+
 impl Default for ProposerConfig {
     fn default() -> Self {
         ProposerConfig {
@@ -64,6 +73,9 @@ impl Default for ProposerConfig {
 /// Test-only protocol breakage (see `AcceptorBugs`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProposerBugs {
+    /// Renew read leases however long ago an unconfirmed slot was
+    /// proposed (no knowledge horizon).
+    pub lease_beyond_knowledge: bool,
     /// Become leader without phase 1: never learns what may be chosen.
     pub skip_phase1: bool,
     /// Answer read-index requests at once, without a quorum round and
@@ -122,7 +134,10 @@ struct Paging {
 struct Inflight {
     value: Value,
     votes: BTreeSet<NodeId>,
+    /// Last sent (retransmissions move it).
     sent: Time,
+    /// First proposed.
+    proposed: Time,
 }
 
 struct Leading {
@@ -145,7 +160,8 @@ struct Leading {
     /// be lost, even locally (a learner drops values beyond its buffer),
     /// and once the in-flight entry is gone no one else may hold the
     /// value: resent to our learner every tick until it commits them.
-    decided: BTreeMap<Slot, Value>,
+    /// With each, when it was first proposed.
+    decided: BTreeMap<Slot, (Value, Time)>,
     /// When this leadership began, for the quorum-contact check.
     since: Time,
     /// When recent rounds started, to date the quorum's confirmations.
@@ -279,10 +295,35 @@ impl Proposer {
     /// updates for a whole lease.)
     pub fn lease_contact(&self) -> Option<Time> {
         match &self.phase {
-            Phase::Leader(l) => l.quorum_seen.filter(|_| self.established(l)),
+            Phase::Leader(l) => {
+                let horizon = self.knowledge_horizon(l);
+                l.quorum_seen
+                    .filter(|_| self.established(l))
+                    .map(|q| horizon.map_or(q, |h| q.min(h)))
+            }
             Phase::Candidate(_) => None,
             Phase::Follower => self.leader.and(self.lease_seen),
         }
+    }
+
+    /// Until when this leader's commit index is known to cover every
+    /// slot it chose: `knowledge_limit` after it first proposed the
+    /// oldest slot it has not committed yet (`None`: it has none). A
+    /// leader learns of a choice only from votes, which can be lost and
+    /// resent many times; past this horizon it renews no read lease, its
+    /// own or its followers', so a plain read never misses a slot chosen
+    /// longer ago than the documented bound (`sim/invariants/staleness`).
+    fn knowledge_horizon(&self, l: &Leading) -> Option<Time> {
+        let oldest = l
+            .inflight
+            .values()
+            .map(|f| f.proposed)
+            .chain(l.decided.values().map(|(_, t)| *t))
+            .min()?;
+        if self.bugs.lease_beyond_knowledge {
+            return None;
+        }
+        Some(oldest + self.cfg.knowledge_limit())
     }
 
     /// This leadership has committed every slot it took over: every
@@ -685,6 +726,7 @@ impl Proposer {
             value,
             votes: BTreeSet::new(),
             sent: ctx.now,
+            proposed: ctx.now,
         };
         assert!(
             l.inflight.insert(slot, fresh).is_none(),
@@ -748,7 +790,8 @@ impl Proposer {
             l.ready = true;
         }
         if slot > self.commit {
-            l.decided.insert(slot, entry.value.clone());
+            l.decided
+                .insert(slot, (entry.value.clone(), entry.proposed));
         }
         for &n in &self.members.nodes {
             let msg = Message::Decided {
@@ -910,7 +953,7 @@ impl Proposer {
             self.step_down(ctx);
             return;
         }
-        for (&slot, value) in &l.decided {
+        for (&slot, (value, _)) in &l.decided {
             let msg = Message::Decided {
                 slot,
                 value: value.clone(),
@@ -946,10 +989,11 @@ impl Proposer {
         let Phase::Leader(l) = &self.phase else {
             return;
         };
+        let knows = self.knowledge_horizon(l).is_none_or(|h| ctx.now <= h);
         let msg = Message::Heartbeat {
             ballot: l.ballot,
             commit: self.commit,
-            lease: self.established(l),
+            lease: self.established(l) && knows,
         };
         for &n in &self.members.nodes {
             if n != self.id {
