@@ -71,6 +71,13 @@ impl SimDisk {
 
     /// Power loss: keep the synced state and a random prefix of the rest.
     /// The marks go on from what survived.
+    /// The disk is lost: a new, empty one in its place.
+    pub fn wipe(&mut self) {
+        let syncs = self.syncs;
+        *self = SimDisk::default();
+        self.syncs = syncs;
+    }
+
     pub fn crash(&mut self, rng: &mut Rng) {
         let keep = rng.below(self.pending.len() as u64 + 1) as usize;
         for w in self.pending.drain(..).take(keep) {

@@ -88,6 +88,11 @@ impl World {
             Fault::Loss(p) => self.net.loss = p,
             Fault::Dup(p) => self.net.dup = p,
             Fault::BackendFail(p) => self.backend_faults.fail = p,
+            Fault::Wipe(t) => {
+                if let Some(i) = self.resolve(t) {
+                    self.wipe(i);
+                }
+            }
             Fault::BackendDiverge(t) => {
                 if let Some(i) = self.resolve(t) {
                     self.nodes[i].backend.skewed = true;

@@ -107,6 +107,7 @@ pub(super) fn group_config(sc: &Scenario) -> GroupConfig {
             ..ApplierConfig::default()
         },
         promise_bytes_max: sc.promise_bytes,
+        new_cluster: true,
         bugs: Bugs {
             proposer: ProposerBugs {
                 skip_phase1: b.skip_phase1,
@@ -120,6 +121,7 @@ pub(super) fn group_config(sc: &Scenario) -> GroupConfig {
             acceptor: AcceptorBugs {
                 forget_promise: b.forget_promise,
                 promise_before_sync: b.promise_before_sync,
+                vote_after_amnesia: b.vote_after_amnesia,
             },
         },
     }
@@ -135,11 +137,15 @@ impl World {
         let now = self.local_now(i);
         let members = self.members.clone();
         let node = &mut self.nodes[i];
+        // Only the first start of a node may start a new cluster: a later
+        // one that finds its disk empty (wiped) must rebuild.
+        let mut cfg = self.cfg.clone();
+        cfg.new_cluster = node.inc == 0;
         node.inc += 1;
         node.boot = node.rng.next_u64();
         node.seq = 0;
         let id = node.id;
-        let group = Group::recover(id, members, &self.cfg, now, &mut node.disk, &mut node.rng);
+        let group = Group::recover(id, members, &cfg, now, &mut node.disk, &mut node.rng);
         let mut group = match group {
             Ok(g) => g,
             Err(e) => panic!("sim node {id} cannot start: {e}"),
@@ -174,6 +180,16 @@ impl World {
             self.retry_or_give_up(op);
         }
         self.trace(|| format!("crash n{i}"));
+    }
+
+    /// Node `i` loses its whole disk (a crash, then an empty `data_dir`).
+    pub(super) fn wipe(&mut self, i: usize) {
+        self.crash(i);
+        let node = &mut self.nodes[i];
+        node.disk.wipe();
+        let id = node.id;
+        self.checks.durable.forget(id);
+        self.trace(|| format!("wipe n{i}"));
     }
 
     /// Call node `i`'s driver of `role`, then carry out what it asked.

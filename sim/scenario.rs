@@ -101,6 +101,8 @@ pub enum Fault {
     BackendFail(f64),
     /// The node's backend differs from the others from now on.
     BackendDiverge(Target),
+    /// The node crashes and loses its whole disk (an empty `data_dir`).
+    Wipe(Target),
 }
 
 /// A "sometimes" property a scenario demands beyond safety: a run in
@@ -128,6 +130,7 @@ pub struct Bugs {
     pub prepare_before_sync: bool,
     pub lease_without_quorum: bool,
     pub lease_beyond_knowledge: bool,
+    pub vote_after_amnesia: bool,
     pub ignore_digests: bool,
     pub digest_names_node: bool,
 }
@@ -150,6 +153,7 @@ const BUGS: &[(&str, BugSwitch)] = &[
     ("prepare-before-sync", |b| &mut b.prepare_before_sync),
     ("lease-without-quorum", |b| &mut b.lease_without_quorum),
     ("lease-beyond-knowledge", |b| &mut b.lease_beyond_knowledge),
+    ("vote-after-amnesia", |b| &mut b.vote_after_amnesia),
     ("ignore-digests", |b| &mut b.ignore_digests),
     ("digest-names-node", |b| &mut b.digest_names_node),
 ];
@@ -379,6 +383,7 @@ fn parse_fault(words: &[&str], nodes: u16) -> Result<Fault, String> {
         "dup" => Fault::Dup(parse_prob(arg(1)?)?),
         "backend-fail" => Fault::BackendFail(parse_prob(arg(1)?)?),
         "backend-diverge" => Fault::BackendDiverge(parse_target(arg(1)?, nodes)?),
+        "wipe" => Fault::Wipe(parse_target(arg(1)?, nodes)?),
         "cut" => {
             if arg(2)? != "->" {
                 return Err("cut wants: cut nA -> nB".into());
@@ -737,6 +742,15 @@ impl Scenario {
             s.timeline.push((at, Fault::BackendDiverge(n)));
             s.timeline.sort_by_key(|(t, _)| *t);
         }
+        // Some seeds lose a node's whole disk; it comes back empty and
+        // must rebuild before it votes.
+        if r.chance(0.15) {
+            let at = r.range(300, run_ms - 500);
+            let back = ms(r.range(at + 50, run_ms.min(at + 3_000)));
+            s.timeline.push((ms(at), Fault::Wipe(target(&mut r))));
+            s.timeline.push((back, Fault::RestartAll));
+            s.timeline.sort_by_key(|(t, _)| *t);
+        }
         s
     }
 }
@@ -784,6 +798,7 @@ fn render_fault(f: &Fault) -> String {
         Fault::ClockDrift(x, ppm) => format!("clock-drift {} {}", t(x), format_drift(*ppm)),
         Fault::BackendFail(p) => format!("backend-fail {p}"),
         Fault::BackendDiverge(x) => format!("backend-diverge {}", t(x)),
+        Fault::Wipe(x) => format!("wipe {}", t(x)),
     }
 }
 

@@ -34,6 +34,13 @@ enum Command {
     Run {
         #[arg(long)]
         config: PathBuf,
+        /// First start of a new cluster: a service whose store is empty
+        /// starts fresh and votes at once. Without it, an empty store means
+        /// this node lost its state, and it rebuilds before it votes. Use
+        /// it once, on every node, when the cluster (or a service) is new;
+        /// never in a unit file that restarts the node.
+        #[arg(long)]
+        init: bool,
     },
     /// Validate a node's configuration file; every error names the key.
     CheckConfig {
@@ -131,7 +138,7 @@ struct SimArgs {
     /// skip-phase1, forget-promise, stale-reads, ignore-idempotency-keys,
     /// read-index-without-round, round-not-persisted, promise-before-sync,
     /// prepare-before-sync, lease-without-quorum, lease-beyond-knowledge,
-    /// ignore-digests or digest-names-node.
+    /// vote-after-amnesia, ignore-digests or digest-names-node.
     #[arg(long)]
     bug: Option<String>,
 }
@@ -362,11 +369,11 @@ fn init_logs(default: &str) {
         .try_init();
 }
 
-fn run_node(file: &std::path::Path) -> Result<i32> {
+fn run_node(file: &std::path::Path, init: bool) -> Result<i32> {
     init_logs("ordo=info");
     let cfg = ordo::config::Config::load(file).map_err(|e| anyhow::anyhow!("config: {e}"))?;
     actix::System::new().block_on(async move {
-        let node = ordo::server::start(&cfg, true).await?;
+        let node = ordo::server::start(&cfg, true, init).await?;
         node.wait().await?;
         Ok(0)
     })
@@ -381,7 +388,7 @@ fn main() {
             sim_main(args)
         }
         Command::CheckConfig { file } => check_config(&file),
-        Command::Run { config } => run_node(&config),
+        Command::Run { config, init } => run_node(&config, init),
         Command::Demo { dir, base_port } => {
             init_logs("ordo=error");
             let opts = ordo::demo::cluster::DemoOptions { dir, base_port };

@@ -61,10 +61,18 @@ impl RunningNode {
     }
 }
 
-/// Start a node inside the current actix system.
-pub async fn start(cfg: &Config, handle_signals: bool) -> Result<RunningNode> {
+/// Start a node inside the current actix system. `init`: a service whose
+/// store is empty starts a new cluster (its first start, `ordo run
+/// --init`); without it, an empty store means lost state, and the node
+/// rebuilds before it votes (`paxos::rebuild`).
+pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<RunningNode> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
+    let identity = crate::storage::identity::Identity {
+        cluster: cfg.cluster.clone(),
+        node: cfg.node.clone(),
+    };
+    identity.claim(&cfg.data_dir)?;
     // Take the client port first: failing here leaves nothing started.
     let client_listener = std::net::TcpListener::bind(cfg.listen.client)
         .with_context(|| format!("cannot listen for clients on {}", cfg.listen.client))?;
@@ -97,7 +105,22 @@ pub async fn start(cfg: &Config, handle_signals: bool) -> Result<RunningNode> {
             digest_headers: s.digest_headers.clone(),
             ..HttpBackendConfig::default()
         };
-        let mut group_cfg = GroupConfig::default();
+        let mut group_cfg = GroupConfig {
+            new_cluster: init,
+            ..GroupConfig::default()
+        };
+        if crate::paxos::state::is_empty(&kv) {
+            if init {
+                tracing::info!(service = %s.name, "empty store: starting a new cluster (--init)");
+            } else {
+                tracing::warn!(
+                    service = %s.name,
+                    "empty store without --init: this node lost its state (or is new to a \
+                     running cluster); it rebuilds and does not vote until every voter has \
+                     reported and a leadership after that has committed the log"
+                );
+            }
+        }
         group_cfg.applier.answer_after_agreement = s.answer == crate::config::Answer::Agreed;
         let backend = Arc::new(
             HttpBackend::new(&s.backend, &cfg.cluster, &s.name, backend_cfg)

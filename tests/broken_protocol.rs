@@ -6,6 +6,13 @@ use ordo::sim::runner::run_seeds;
 use ordo::sim::{Checks, FailureKind, Scenario, World};
 use std::time::Duration;
 
+/// The shipped scenario `name` (without `.scenario`).
+fn shipped(name: &str) -> Scenario {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let text = std::fs::read_to_string(dir.join(format!("{name}.scenario"))).expect("file");
+    Scenario::parse(&text).expect("parses")
+}
+
 #[test]
 fn a_proposer_that_skips_phase1_is_caught() {
     let summary = run_seeds(0..30, 2, None, false, &|sc: &mut Scenario| {
@@ -110,9 +117,7 @@ fn a_run_that_never_ends_is_cut_by_its_budget() {
 }
 
 fn diverging_backend(answer: &str, bug: Option<&str>) -> ordo::sim::Report {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
-    let text = std::fs::read_to_string(dir.join("backend-diverges.scenario")).expect("file");
-    let mut sc = Scenario::parse(&text).expect("parses");
+    let mut sc = shipped("backend-diverges");
     sc.answer_agreed = answer == "agreed";
     if let Some(b) = bug {
         sc.bugs.set(b).expect("a known bug");
@@ -163,12 +168,27 @@ fn digests_that_differ_between_sound_backends_are_caught() {
 /// chosen long before: a follower's plain read is staler than the bound.
 #[test]
 fn a_leader_that_renews_leases_beyond_its_knowledge_is_caught() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
-    let text = std::fs::read_to_string(dir.join("votes-lost-plain-reads.scenario")).expect("file");
-    let mut sc = Scenario::parse(&text).expect("parses");
+    let mut sc = shipped("votes-lost-plain-reads");
     assert!(World::new(sc.clone(), false).run().failure().is_none());
     sc.bugs.lease_beyond_knowledge = true;
     let report = World::new(sc, false).run();
     let f = report.failure().expect("the stale read is caught");
     assert_eq!(f.check, "stale-plain-read", "{}", f.message);
+}
+
+/// A node that lost its disk and votes at once lets a quorum that never
+/// saw an acknowledged write choose something else in its slot.
+#[test]
+fn an_acceptor_that_votes_right_after_losing_its_disk_is_caught() {
+    let mut sc = shipped("wiped-acceptor-rebuilds");
+    assert!(World::new(sc.clone(), false).run().failure().is_none());
+    sc.bugs.vote_after_amnesia = true;
+    let report = World::new(sc, false).run();
+    let f = report.failure().expect("the lost write is caught");
+    assert_eq!(
+        (f.kind, f.check),
+        (FailureKind::Safety, "one-value-per-slot"),
+        "{}",
+        f.message
+    );
 }

@@ -227,3 +227,116 @@ fn an_origin_whose_backend_disagrees_does_not_pass_its_answer_on() {
     );
     wait_state(&c, 2, "diverged");
 }
+
+fn put(c: &Cluster, i: usize, path: &str, body: &str) -> Result<common::Resp, String> {
+    call(
+        "PUT",
+        &c.nodes[i].url(path),
+        &[("content-type", "application/json")],
+        Some(body.as_bytes()),
+        Duration::from_secs(5),
+    )
+}
+
+/// The report: a node whose `data_dir` was wiped while another
+/// member was down rejoined at once, and an acknowledged write was lost
+/// for good. Now it does not vote until that is safe: with the only
+/// other holder of the log down there is no quorum (unavailable, never
+/// wrong); once every voter is back it rebuilds, and no acknowledged
+/// write is lost, even after the node that held them goes away again.
+#[test]
+fn a_wiped_node_does_not_vote_until_safe_and_no_acknowledged_write_is_lost() {
+    let mut c = Cluster::start(Options::default());
+    c.leader();
+    // west goes down; north and east acknowledge these between them.
+    c.kill_node(2);
+    let mut acked = Vec::new();
+    for k in 0..20 {
+        let r = put(&c, 0, &format!("/kv/w{k}"), &k.to_string()).expect("put");
+        assert!(r.status == 200 || r.status == 201, "{r:?}");
+        acked.push(k);
+    }
+    // east loses its disk just as north (the other holder) goes down.
+    c.kill_node(1);
+    c.kill_node(0);
+    std::fs::remove_dir_all(c.data_dir(1)).expect("wipe east's data_dir");
+    c.restart_node(1);
+    c.restart_node(2);
+    // east says it rebuilds and waits for north; no update is taken.
+    wait_until("east to say it rebuilds", WAIT, || {
+        let s = c.status(1)?;
+        let waiting = s["rebuilding"]["waiting_for"].to_string();
+        if waiting.contains("north") {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    });
+    let r = put(&c, 2, "/kv/during", "1");
+    assert!(
+        r.as_ref().is_err() || r.as_ref().is_ok_and(|r| r.status == 503 || r.status == 504),
+        "an update with no safe quorum: {r:?}"
+    );
+    // north comes back: east rebuilds and votes again.
+    c.restart_node(0);
+    wait_until("east to vote again", WAIT, || {
+        let s = c.status(1)?;
+        if s["rebuilding"].is_null() {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    });
+    c.wait_caught_up();
+    // north goes away again: east and west alone hold every write.
+    c.kill_node(0);
+    for k in acked {
+        let r = wait_until(&format!("w{k} from west"), WAIT, || {
+            let r = call(
+                "GET",
+                &c.nodes[2].url(&format!("/kv/w{k}")),
+                &[("cache-control", "no-cache")],
+                None,
+                Duration::from_secs(5),
+            )?;
+            if r.status == 200 {
+                Ok(r)
+            } else {
+                Err(format!("{} {}", r.status, r.body))
+            }
+        });
+        assert_eq!(r.body.trim(), k.to_string(), "w{k}");
+    }
+}
+
+/// A `data_dir` written by another node is refused at start, naming both.
+#[test]
+fn a_data_dir_of_another_node_is_refused() {
+    let mut c = Cluster::start(Options::default());
+    c.kill_node(1);
+    let east = c.data_dir(1);
+    std::fs::remove_dir_all(&east).expect("remove east's data");
+    copy_dir(&c.data_dir(0), &east);
+    let out = Command::new(ordo_bin())
+        .arg("run")
+        .arg("--config")
+        .arg(&c.nodes[1].config)
+        .output()
+        .expect("ordo run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("belongs to node \"north\""), "{err}");
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir") {
+        let e = e.expect("entry");
+        let target = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).expect("copy");
+        }
+    }
+}

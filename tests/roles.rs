@@ -1217,6 +1217,90 @@ fn a_late_node_asks_for_the_digests_it_missed_and_a_peer_answers_once() {
     assert!(out.is_empty(), "{out:?}");
 }
 
+// ---- rebuilding after lost state (paxos/rebuild.rs) ----
+
+#[test]
+fn a_rebuilding_acceptor_stays_silent_until_told_to_vote_and_then_promises_that_ballot() {
+    let mut h = Harness::new();
+    state::store_u64(&mut h.disk, state::Meta::Rebuilding, 1);
+    let mut a = acceptor(&mut h);
+    assert!(a.rebuilding());
+    let prepare = Message::Prepare {
+        ballot: b(3, N0),
+        from_slot: 1,
+        takeover: false,
+    };
+    let (_, out) = h.call(|ctx| a.on_message(ctx, N0, prepare.clone()));
+    assert!(out.is_empty(), "no promise while rebuilding: {out:?}");
+    let accept = Message::Accept {
+        ballot: b(3, N0),
+        slot: 1,
+        value: Value::Noop,
+    };
+    let (_, out) = h.call(|ctx| a.on_message(ctx, N0, accept));
+    assert!(out.is_empty(), "no vote while rebuilding: {out:?}");
+    // Only its own proposer may end it.
+    h.call(|ctx| a.on_message(ctx, N0, Message::StartVoting { ballot: b(7, N2) }));
+    assert!(a.rebuilding());
+    h.call(|ctx| a.on_message(ctx, N1, Message::StartVoting { ballot: b(7, N2) }));
+    assert!(!a.rebuilding());
+    assert_eq!(a.promised(), b(7, N2));
+    assert_eq!(state::load_promised(&h.disk), b(7, N2));
+    assert_eq!(state::load_u64(&h.disk, state::Meta::Rebuilding), 0);
+    // Below the ballot it was told to promise: refused.
+    let (_, out) = h.call(|ctx| a.on_message(ctx, N0, prepare));
+    assert!(
+        matches!(
+            sends(&out)[..],
+            [(N0, Role::Proposer, Message::Rejected { .. })]
+        ),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_rebuilding_proposer_campaigns_only_above_every_voters_round() {
+    let mut h = Harness::new();
+    state::store_u64(&mut h.disk, state::Meta::Rebuilding, 1);
+    let (mut p, out) = proposer(&mut h, N1);
+    assert_eq!(
+        sends(&out),
+        vec![
+            (N0, Role::Proposer, Message::Rebuilding),
+            (N2, Role::Proposer, Message::Rebuilding)
+        ]
+    );
+    // However long it waits, no campaign before every voter reported.
+    h.now = h.now + Duration::from_secs(5);
+    let (_, out) = h.call(|ctx| p.on_timer(ctx, Timer::Election));
+    assert_eq!(
+        sends(&out),
+        vec![
+            (N0, Role::Proposer, Message::Rebuilding),
+            (N2, Role::Proposer, Message::Rebuilding)
+        ],
+        "asks again, does not campaign"
+    );
+    h.call(|ctx| p.on_message(ctx, N0, Message::RebuildRound { round: 9 }));
+    assert_eq!(p.rebuilding(), Some((vec![N2], None)));
+    h.call(|ctx| p.on_message(ctx, N2, Message::RebuildRound { round: 4 }));
+    assert_eq!(p.rebuilding(), Some((vec![], Some(9))));
+    let ballot = elect(&mut h, &mut p);
+    assert_eq!(ballot, b(10, N1), "above the fence");
+}
+
+#[test]
+fn a_proposer_reports_the_higher_of_its_round_and_its_acceptors_promise() {
+    let mut h = Harness::new();
+    state::store_promised(&mut h.disk, b(12, N2));
+    let (mut p, _) = proposer(&mut h, N0);
+    let (_, out) = h.call(|ctx| p.on_message(ctx, N1, Message::Rebuilding));
+    assert_eq!(
+        sends(&out),
+        vec![(N1, Role::Proposer, Message::RebuildRound { round: 12 })]
+    );
+}
+
 // ---- promise paging ----
 
 /// A one-update value with a 100-byte payload: it costs

@@ -205,6 +205,15 @@ const BUGS: &[(&str, &[&str])] = &[
     // And the plain-read staleness bound's own test.
     ("lease-without-quorum", &["stale-plain-read"]),
     ("lease-beyond-knowledge", &["stale-plain-read"]),
+    (
+        "vote-after-amnesia",
+        &[
+            "one-value-per-slot",
+            "assertion",
+            "linearizable",
+            "logs-agree",
+        ],
+    ),
     // Divergence detection: a miss (with answers held for agreement, the
     // held answers never come either), and a false alarm.
     ("ignore-digests", &["divergence-found", "liveness"]),

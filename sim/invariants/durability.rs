@@ -39,6 +39,14 @@ impl Durable {
         }
     }
 
+    /// Node `id` lost its disk: what it promised, voted and used is gone
+    /// by the fault, not by ordo (the rebuild guards what follows).
+    pub(in crate::sim) fn forget(&mut self, id: NodeId) {
+        self.promised.remove(&id);
+        self.rounds.remove(&id);
+        self.voted.retain(|(n, _), _| *n != id);
+    }
+
     /// Node `id` just recovered into `group`.
     pub(in crate::sim) fn check_recovered(
         &mut self,

@@ -106,7 +106,9 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     }
     let mut nodes: Vec<RunningNode> = Vec::new();
     for cfg in &configs {
-        nodes.push(server::start(cfg, false).await?);
+        // The demo's cluster is new the first time; a later run finds
+        // its stores and recovers them (`init` only acts on empty ones).
+        nodes.push(server::start(cfg, false, true).await?);
     }
     print_tour(&opts.dir, &nodes, &backends);
     actix_web::rt::signal::ctrl_c()

@@ -16,6 +16,7 @@ use crate::paxos::learner::{Learner, LearnerConfig};
 use crate::paxos::membership::Membership;
 use crate::paxos::message::Role;
 use crate::paxos::proposer::{Proposer, ProposerBugs, ProposerConfig};
+use crate::paxos::state;
 use crate::rng::Rng;
 use crate::storage::kv::Kv;
 use crate::time::Time;
@@ -32,6 +33,11 @@ pub struct GroupConfig {
     pub applier: ApplierConfig,
     /// Bytes of accepted entries per promise page (`AcceptorConfig`).
     pub promise_bytes_max: usize,
+    /// What an empty store means: `true`, this member starts a new
+    /// cluster and votes at once (`ordo run --init`); `false`, it lost its
+    /// state and rebuilds before it votes (`paxos::rebuild`). A store that
+    /// holds anything is recovered as it is either way.
+    pub new_cluster: bool,
     /// Deliberate protocol bugs, for showing that the checks catch them.
     /// Only the sim and tests set any.
     pub bugs: Bugs,
@@ -44,6 +50,7 @@ impl Default for GroupConfig {
             learner: LearnerConfig::default(),
             applier: ApplierConfig::default(),
             promise_bytes_max: PROMISE_BYTES_MAX_DEFAULT,
+            new_cluster: true,
             bugs: Bugs::default(),
         }
     }
@@ -148,6 +155,12 @@ impl Group {
             return Err(StartError::NotAMember(id));
         }
         cfg.check()?;
+        if state::is_empty(kv) && !cfg.new_cluster && !cfg.bugs.acceptor.vote_after_amnesia {
+            // Written before any role reads it, and synced with the
+            // first group commit: a crash before then leaves the store
+            // empty, which rebuilds again.
+            state::store_u64(kv, state::Meta::Rebuilding, 1);
+        }
         let nodes = members.nodes.clone();
         let acceptor_cfg = AcceptorConfig {
             // Stickiness lasts as long as a follower waits for a leader.

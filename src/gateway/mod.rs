@@ -576,6 +576,10 @@ async fn status(gw: web::Data<Gateway>) -> HttpResponse {
                 "state": match &ready { Ok(()) => "serving", Err(w) => w.state() },
                 "reason": ready.err().map(|w: NotReady| w.reason()),
                 "waiting_requests": s.waiters.waiting(),
+                "rebuilding": st.rebuilding().map(|(waiting, fence)| serde_json::json!({
+                    "waiting_for": waiting.iter().map(|n| gw.node_name(*n)).collect::<Vec<_>>(),
+                    "fence": fence,
+                })),
                 "disabled": node_state.disabled,
                 "diverged": node_state.diverged.map(|d| serde_json::json!({
                     "slot": d.slot,

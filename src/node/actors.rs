@@ -337,19 +337,38 @@ impl Handler<Operate> for ApplierActor {
     }
 }
 
-impl Shelled for Proposer {
-    type Notes = ();
+/// The rebuild state last published (see `paxos::rebuild`).
+pub type RebuildNotes = Option<(Vec<NodeId>, Option<u64>)>;
 
-    fn publish(r: &mut Proposer, _: &mut (), book: &Book) {
+impl Shelled for Proposer {
+    type Notes = RebuildNotes;
+
+    fn publish(r: &mut Proposer, notes: &mut RebuildNotes, book: &Book) {
         let leader = r.leader(now());
         // The commit index a heartbeat reported goes out before the lease
         // it renewed, so a reader never sees a fresh lease without it.
         book.status.raise_known_commit(r.leader_commit());
         book.status
             .set_proposer(leader, r.is_leader(), r.lease_contact());
+        let rebuilding = r.rebuilding();
+        if rebuilding != *notes {
+            match &rebuilding {
+                Some((waiting, None)) => tracing::warn!(
+                    ?waiting,
+                    "rebuilding: not voting until every voter has reported its round"
+                ),
+                Some((_, Some(fence))) => tracing::warn!(
+                    fence,
+                    "rebuilding: every voter reported; waiting for a leadership above the fence"
+                ),
+                None => tracing::info!("rebuilt: voting again"),
+            }
+            book.status.set_rebuilding(rebuilding.clone());
+            *notes = rebuilding;
+        }
     }
 
-    fn status(d: &Driver<Proposer>, _: &()) -> RoleStatus {
+    fn status(d: &Driver<Proposer>, _: &RebuildNotes) -> RoleStatus {
         let r = d.role();
         RoleStatus::Proposer {
             is_leader: r.is_leader(),

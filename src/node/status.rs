@@ -25,6 +25,8 @@ pub struct GroupStatus {
     /// lock only when it does).
     fenced: AtomicBool,
     node_state: RwLock<NodeState>,
+    /// While rebuilding: the voters not reported yet, and the fence.
+    rebuilding: RwLock<Option<(Vec<NodeId>, Option<u64>)>>,
 }
 
 impl Default for GroupStatus {
@@ -39,6 +41,7 @@ impl Default for GroupStatus {
             apply_attempts: AtomicU64::new(0),
             fenced: AtomicBool::new(false),
             node_state: RwLock::new(NodeState::default()),
+            rebuilding: RwLock::new(None),
         }
     }
 }
@@ -116,6 +119,22 @@ impl GroupStatus {
         match self.node_state.read() {
             Ok(s) => s.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// While this node rebuilds its acceptor: the voters it waits for,
+    /// and the fence once they all reported (`paxos::rebuild`).
+    pub fn rebuilding(&self) -> Option<(Vec<NodeId>, Option<u64>)> {
+        match self.rebuilding.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub(crate) fn set_rebuilding(&self, r: Option<(Vec<NodeId>, Option<u64>)>) {
+        match self.rebuilding.write() {
+            Ok(mut s) => *s = r,
+            Err(poisoned) => *poisoned.into_inner() = r,
         }
     }
 

@@ -40,6 +40,8 @@ pub struct AcceptorBugs {
     pub forget_promise: bool,
     /// Send a `Promise` before the sync that covers it.
     pub promise_before_sync: bool,
+    /// Vote at once after losing the whole store (no rebuild).
+    pub vote_after_amnesia: bool,
 }
 
 /// The acceptor's settings.
@@ -79,6 +81,9 @@ pub struct Acceptor {
     cfg: AcceptorConfig,
     /// When the leader of the promised ballot was last heard from.
     leader_heard: Option<Time>,
+    /// This acceptor lost its state and rebuilds: it does not vote (see
+    /// `paxos::rebuild`) until its proposer says it may.
+    rebuilding: bool,
     /// Messages dropped as malformed or misaddressed.
     pub dropped: u64,
 }
@@ -105,6 +110,7 @@ impl Acceptor {
         }
         Acceptor {
             id,
+            rebuilding: state::load_u64(&*ctx.kv, state::Meta::Rebuilding) == 1,
             promised,
             accepted,
             chosen_upto,
@@ -118,6 +124,11 @@ impl Acceptor {
     /// The highest ballot promised.
     pub fn promised(&self) -> Ballot {
         self.promised
+    }
+
+    /// Whether it rebuilds after losing its state (and does not vote).
+    pub fn rebuilding(&self) -> bool {
+        self.rebuilding
     }
 
     /// Accepted entries held (above the commit index): bounded by the
@@ -139,7 +150,19 @@ impl Acceptor {
     /// A message from node `from`: prepares, accepts, confirmation
     /// rounds and the local learner's commit index.
     pub fn on_message(&mut self, ctx: &mut Ctx<'_>, from: NodeId, msg: Message) {
+        if self.rebuilding
+            && matches!(
+                msg,
+                Message::Prepare { .. } | Message::Accept { .. } | Message::Confirm { .. }
+            )
+        {
+            // What it promised and accepted before is lost: any answer
+            // now could break a promise or hide a vote (PML §5.1).
+            self.dropped += 1;
+            return;
+        }
         match msg {
+            Message::StartVoting { ballot } if from == self.id => self.start_voting(ctx, ballot),
             Message::Prepare {
                 ballot,
                 from_slot,
@@ -271,6 +294,20 @@ impl Acceptor {
         // proposed there at a ballot we may accept equals the chosen one,
         // so the vote is safe without keeping the value again.
         ctx.send_durable(from, Role::Proposer, Message::Accepted { ballot, slot });
+    }
+
+    /// Rebuilding is over: promise `ballot`, then vote. The promise is
+    /// written before the flag is cleared, so a crash between the two
+    /// leaves the acceptor rebuilding, never voting unfenced.
+    fn start_voting(&mut self, ctx: &mut Ctx<'_>, ballot: Ballot) {
+        if !self.rebuilding {
+            return;
+        }
+        if ballot > self.promised {
+            self.promise(ctx, ballot);
+        }
+        state::store_u64(ctx.kv, state::Meta::Rebuilding, 0);
+        self.rebuilding = false;
     }
 
     fn promise(&mut self, ctx: &mut Ctx<'_>, ballot: Ballot) {

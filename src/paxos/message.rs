@@ -221,13 +221,32 @@ pub enum Message {
         /// This is an answer.
         answer: bool,
     },
+    /// Proposer to proposers, from a node that lost its state and
+    /// rebuilds (`paxos::rebuild`): "tell me the highest round you know".
+    Rebuilding,
+    /// Proposer to a rebuilding proposer: the highest round this node
+    /// has used, seen, or promised (its acceptor's promise).
+    RebuildRound {
+        /// That round.
+        round: u64,
+    },
+    /// Local, proposer to acceptor: rebuilding is over; promise `ballot`
+    /// (a leadership begun after every node reported its round) and vote
+    /// from now on.
+    StartVoting {
+        /// The ballot to promise.
+        ballot: Ballot,
+    },
 }
 
 impl Message {
     /// Local messages pass between the roles of one node and are never
     /// accepted from the network.
     pub fn is_local_only(&self) -> bool {
-        matches!(self, Message::CommitHint { .. } | Message::Committed { .. })
+        matches!(
+            self,
+            Message::CommitHint { .. } | Message::Committed { .. } | Message::StartVoting { .. }
+        )
     }
 
     /// A short name for traces and metrics.
@@ -252,6 +271,9 @@ impl Message {
             Message::ReadIndexReply { .. } => "read-index-reply",
             Message::ReadIndexRefused { .. } => "read-index-refused",
             Message::Digests { .. } => "digests",
+            Message::Rebuilding => "rebuilding",
+            Message::RebuildRound { .. } => "rebuild-round",
+            Message::StartVoting { .. } => "start-voting",
         }
     }
 }

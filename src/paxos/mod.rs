@@ -11,4 +11,5 @@ pub mod learner;
 pub mod membership;
 pub mod message;
 pub mod proposer;
+pub mod rebuild;
 pub mod state;

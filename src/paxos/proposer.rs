@@ -16,6 +16,7 @@ use super::ballot::{Ballot, NodeId, Slot, Update, UpdateId, Value};
 use super::command::{ClientOutcome, Ctx, Refusal, Timer};
 use super::membership::Membership;
 use super::message::{AcceptedEntry, Message, Role};
+use super::rebuild::Rebuild;
 use crate::paxos::state::{self, Meta};
 use crate::time::Time;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -224,6 +225,11 @@ pub struct Proposer {
     bounced: VecDeque<Bounced>,
     /// Messages dropped as stale, duplicated or misaddressed.
     pub dropped: u64,
+    /// This node lost its state and rebuilds (`paxos::rebuild`).
+    rebuild: Option<Rebuild>,
+    /// A heartbeat's established leader and its commit index, heard while
+    /// rebuilding: the rebuild may end there once the log reaches it.
+    rebuild_seen: Option<(Ballot, Slot)>,
 }
 
 /// A bounced update waiting for a leader, and since when.
@@ -261,9 +267,59 @@ impl Proposer {
             queue: VecDeque::new(),
             bounced: VecDeque::new(),
             dropped: 0,
+            rebuild: None,
+            rebuild_seen: None,
         };
+        if state::load_u64(&*ctx.kv, Meta::Rebuilding) == 1 && p.members.is_voter(id) {
+            let r = Rebuild::new(id, &p.members.voters);
+            p.ask_rounds(ctx, &r);
+            p.rebuild = Some(r);
+        }
         p.arm_election(ctx);
         p
+    }
+
+    /// While this node rebuilds: the voters it still waits for, and the
+    /// fence once all reported (see `paxos::rebuild`).
+    pub fn rebuilding(&self) -> Option<(Vec<NodeId>, Option<u64>)> {
+        self.rebuild
+            .as_ref()
+            .map(|r| (r.waiting().collect(), r.fence()))
+    }
+
+    fn ask_rounds(&self, ctx: &mut Ctx<'_>, r: &Rebuild) {
+        for n in r.waiting() {
+            ctx.send(n, Role::Proposer, Message::Rebuilding);
+        }
+    }
+
+    /// A rebuilding node's report of the highest round known here: used
+    /// or seen by the proposer, or promised by the acceptor.
+    fn report_round(&mut self, ctx: &mut Ctx<'_>, to: NodeId) {
+        let promised = state::load_promised(&*ctx.kv).round;
+        let round = self.round.max(promised);
+        ctx.send(to, Role::Proposer, Message::RebuildRound { round });
+    }
+
+    /// End the rebuild if a leadership after the fence is established
+    /// and the local log has reached what it committed.
+    fn check_rebuild(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(r) = &self.rebuild else {
+            return;
+        };
+        let ballot = match &self.phase {
+            Phase::Leader(l) if self.established(l) && r.after_fence(l.ballot) => Some(l.ballot),
+            Phase::Follower => self
+                .rebuild_seen
+                .filter(|(b, commit)| r.after_fence(*b) && self.commit >= *commit)
+                .map(|(b, _)| b),
+            _ => None,
+        };
+        if let Some(ballot) = ballot {
+            self.rebuild = None;
+            self.rebuild_seen = None;
+            ctx.send(self.id, Role::Acceptor, Message::StartVoting { ballot });
+        }
     }
 
     /// Whether this node leads (phase 1 done at its ballot).
@@ -416,7 +472,19 @@ impl Proposer {
             Message::ForwardRejected { updates, hops } => {
                 self.on_forward_rejected(ctx, from, updates, hops)
             }
-            Message::Committed { commit } if from == self.id => self.on_committed(commit),
+            Message::Committed { commit } if from == self.id => {
+                self.on_committed(commit);
+                self.check_rebuild(ctx);
+            }
+            Message::Rebuilding if from != self.id && self.members.is_voter(from) => {
+                self.report_round(ctx, from)
+            }
+            Message::RebuildRound { round } if from != self.id => {
+                self.round = self.round.max(round);
+                if let Some(r) = self.rebuild.as_mut() {
+                    r.report(from, round);
+                }
+            }
             Message::Confirmed { ballot, seq } => self.on_confirmed(ctx, from, ballot, seq),
             Message::ReadIndexRequest { id } if id.origin == from => {
                 if self.is_leader() {
@@ -445,6 +513,22 @@ impl Proposer {
             (Timer::Election, Phase::Candidate(c)) => {
                 let takeover = c.takeover;
                 self.start_election(ctx, takeover)
+            }
+            (Timer::Election, Phase::Follower) if self.rebuild.is_some() => {
+                // Rebuilding: ask again for the rounds not reported; once
+                // all are in, campaign above the fence (a takeover) unless
+                // a leader after the fence is already heard.
+                let r = self.rebuild.clone();
+                match r.as_ref().and_then(Rebuild::fence) {
+                    None => {
+                        if let Some(r) = r {
+                            self.ask_rounds(ctx, &r);
+                        }
+                        self.arm_election(ctx);
+                    }
+                    Some(_) if self.rebuild_seen.is_some() => self.arm_election(ctx),
+                    Some(_) => self.start_election(ctx, true),
+                }
             }
             (Timer::Election, Phase::Follower) => {
                 let quiet = ctx.now.since(self.leader_seen) >= self.cfg.election_timeout;
@@ -476,6 +560,14 @@ impl Proposer {
     }
 
     fn start_election(&mut self, ctx: &mut Ctx<'_>, takeover: bool) {
+        if let Some(r) = &self.rebuild {
+            let Some(fence) = r.fence() else {
+                // No ballot is safe before every voter reported.
+                self.arm_election(ctx);
+                return;
+            };
+            self.round = self.round.max(fence);
+        }
         self.round += 1;
         if !self.bugs.round_not_persisted {
             state::store_u64(ctx.kv, Meta::Round, self.round);
@@ -910,6 +1002,11 @@ impl Proposer {
         self.leader_commit = self.leader_commit.max(commit);
         if lease {
             self.lease_seen = Some(ctx.now);
+            if self.rebuild.is_some() {
+                self.rebuild_seen = Some((ballot, commit))
+                    .filter(|(b, _)| self.rebuild.as_ref().is_some_and(|r| r.after_fence(*b)));
+                self.check_rebuild(ctx);
+            }
         }
         self.resend_bounced(ctx);
         if commit > self.commit {

@@ -30,6 +30,9 @@ pub enum Meta {
     ChosenUpto,
     /// Node: the [`NodeState`] (operator switch, divergence).
     NodeState,
+    /// Acceptor: 1 while this acceptor rebuilds after losing its state
+    /// (see `paxos::rebuild`): it does not vote.
+    Rebuilding,
 }
 
 impl Meta {
@@ -38,7 +41,7 @@ impl Meta {
     }
     fn table(self) -> Table {
         match self {
-            Meta::Promised | Meta::ChosenUpto => Table::Acceptor,
+            Meta::Promised | Meta::ChosenUpto | Meta::Rebuilding => Table::Acceptor,
             Meta::Round | Meta::Applied | Meta::NodeState => Table::Node,
         }
     }
@@ -204,6 +207,15 @@ pub fn load_client_keys(kv: &dyn Kv) -> Vec<(Vec<u8>, Slot)> {
             return out;
         }
     }
+}
+
+/// Whether this group's store holds nothing at all: no promise, no
+/// round, no log, nothing applied. A member that starts so either starts
+/// a new cluster (`--init`) or lost its state, and must rebuild.
+pub fn is_empty(kv: &dyn Kv) -> bool {
+    crate::storage::kv::Table::ALL
+        .iter()
+        .all(|&t| kv.last(t).is_none())
 }
 
 /// The highest slot in the local log, 0 if empty.

@@ -3,6 +3,7 @@
 //! are `paxos::state`.
 
 pub mod fjall_kv;
+pub mod identity;
 pub mod kv;
 
 /// A storage failure: log it and stop the process. Retrying a failed

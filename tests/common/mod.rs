@@ -416,7 +416,8 @@ impl Cluster {
             cluster.wait_backend_up(i)?;
         }
         for i in 0..cluster.nodes.len() {
-            cluster.spawn_node(i);
+            // A new cluster: the first start of each node says so.
+            cluster.spawn_node(i, true);
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         for i in 0..cluster.nodes.len() {
@@ -488,10 +489,13 @@ impl Cluster {
         }
     }
 
-    fn spawn_node(&mut self, i: usize) {
+    fn spawn_node(&mut self, i: usize, init: bool) {
         let n = &mut self.nodes[i];
         let mut cmd = Command::new(ordo_bin());
         cmd.arg("run").arg("--config").arg(&n.config);
+        if init {
+            cmd.arg("--init");
+        }
         n.proc = Some(Proc::spawn(&n.name, cmd, &n.log));
     }
 
@@ -519,6 +523,11 @@ impl Cluster {
         }
     }
 
+    /// Node `i`'s `data_dir`.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir().join(format!("data/{}", self.nodes[i].name))
+    }
+
     /// Start node `i`'s demo backend again (empty: it keeps its data in
     /// memory).
     pub fn restart_backend(&mut self, i: usize) {
@@ -536,7 +545,7 @@ impl Cluster {
     pub fn restart_node(&mut self, i: usize) {
         assert!(self.nodes[i].proc.is_none(), "node {i} is running");
         for _ in 0..10 {
-            self.spawn_node(i);
+            self.spawn_node(i, false);
             // Up when its status answers; retry if it could not bind.
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
