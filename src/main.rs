@@ -102,6 +102,10 @@ struct DemoBackendArgs {
     /// POST stores its item with a random id of this instance's own.
     #[arg(long)]
     random_ids: bool,
+    /// Keep the data (and idempotency records) in this file, so the
+    /// backend survives its own restart. Without it, data is in memory.
+    #[arg(long)]
+    data_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -278,6 +282,7 @@ fn demo_backend_main(args: DemoBackendArgs) -> Result<i32> {
         idempotency_keys: args.idempotency_keys,
         handle_signals: true,
         random_ids: args.random_ids,
+        data_file: args.data_file.clone(),
         ..Default::default()
     };
     actix::System::new().block_on(async move {

@@ -188,6 +188,54 @@ async fn demo_backend_honours_idempotency_keys() {
     d.stop().await;
 }
 
+/// The report: the demo backend keeps its data in memory, so a
+/// restarted one answered 404 for keys the others had. With a data file
+/// it comes back with its data and its idempotency records.
+#[actix::test]
+async fn demo_backend_with_a_data_file_survives_its_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = DemoConfig {
+        data_file: Some(dir.path().join("north.json")),
+        ..DemoConfig::default()
+    };
+    let d = serve("127.0.0.1:0", cfg.clone()).await.unwrap();
+    let url = format!("{}/kv/l", d.url());
+    let key = [("Idempotency-Key", "c/s/1.0")];
+    assert_eq!(call("POST", &url, &key, b"1").await.status, 201);
+    d.stop().await;
+
+    let d = serve("127.0.0.1:0", cfg).await.unwrap();
+    let url = format!("{}/kv/l", d.url());
+    let got = call("GET", &url, &[], b"").await;
+    assert_eq!((got.status, got.json()), (200, json!([1])));
+    let again = call("POST", &url, &key, b"1").await;
+    assert!(again.replayed(), "the idempotency record survived too");
+    assert_eq!(d.data()["l"], json!([1]));
+    d.stop().await;
+}
+
+/// `GET /_snapshot` on one instance and `PUT /_snapshot` on another make
+/// the second a copy of the first, idempotency records included.
+#[actix::test]
+async fn demo_backend_snapshot_copies_one_instance_into_another() {
+    let a = demo().await;
+    let b = demo().await;
+    let key = [("Idempotency-Key", "c/s/9.0")];
+    call("PUT", &format!("{}/kv/x", a.url()), &key, b"7").await;
+    call("PUT", &format!("{}/kv/y", b.url()), &[], b"1").await;
+    let snap = call("GET", &format!("{}/_snapshot", a.url()), &[], b"").await;
+    assert_eq!(snap.status, 200);
+    let put = call("PUT", &format!("{}/_snapshot", b.url()), &[], &snap.body).await;
+    assert_eq!(put.status, 204, "{:?}", put.body);
+    assert_eq!(b.data(), a.data(), "y is gone, x is there");
+    let again = call("PUT", &format!("{}/kv/x", b.url()), &key, b"7").await;
+    assert!(again.replayed());
+    let bad = call("PUT", &format!("{}/_snapshot", b.url()), &[], b"{}x").await;
+    assert_eq!(bad.status, 400);
+    a.stop().await;
+    b.stop().await;
+}
+
 // ---------------------------------------------------------------------
 // HttpBackend.
 

@@ -13,6 +13,14 @@
 //! A body that is not JSON gets 400 naming the problem; a body over the
 //! limit (1 MiB) gets 413.
 //!
+//! | `GET /_snapshot` | | 200, the whole state (data and idempotency records) as JSON |
+//! | `PUT /_snapshot` (a snapshot, at most 256 MiB) | replace the whole state with it | 204 |
+//!
+//! With `data_file`, the whole state is written to that file (atomically,
+//! with fsync) after every change and read back at start, so the backend
+//! survives its own restart. It rewrites the whole file each time: fine
+//! for a demo, not for a large data set.
+//!
 //! **Idempotency.** An update (PUT, POST, DELETE) carrying an
 //! `Idempotency-Key` already seen is not applied again: it gets the first
 //! answer to that key, marked `Idempotent-Replayed: true`. A key reused
@@ -20,6 +28,7 @@
 //! `idempotency_keys` keys are kept (FIFO), so a repeat must come within
 //! that many updates; ordo repeats only the updates around a crash.
 
+use super::snapshot::{Remembered, Snapshot};
 use actix_web::dev::ServerHandle;
 use actix_web::http::{StatusCode, header};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
@@ -31,6 +40,9 @@ use std::hash::{Hash, Hasher};
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Mutex, MutexGuard};
+
+/// The largest snapshot `PUT /_snapshot` takes.
+pub const SNAPSHOT_BYTES_MAX: usize = 256 << 20;
 
 /// The answer marker on a replayed response.
 pub const REPLAYED: &str = "idempotent-replayed";
@@ -49,6 +61,8 @@ pub struct DemoConfig {
     /// id of this instance's own, as a backend that makes up ids (or lock
     /// tokens, or ETags) does. Replicas of it diverge; ordo notices.
     pub random_ids: bool,
+    /// Keep the state in this file (see the module comment).
+    pub data_file: Option<std::path::PathBuf>,
 }
 
 impl Default for DemoConfig {
@@ -59,6 +73,7 @@ impl Default for DemoConfig {
             workers: 1,
             handle_signals: false,
             random_ids: false,
+            data_file: None,
         }
     }
 }
@@ -119,6 +134,38 @@ struct Store {
 }
 
 impl Store {
+    fn snapshot(&self) -> Snapshot {
+        let keys = self
+            .order
+            .iter()
+            .filter_map(|k| {
+                self.seen.get(k).map(|(fingerprint, reply)| Remembered {
+                    key: k.clone(),
+                    fingerprint: *fingerprint,
+                    status: reply.status,
+                    body: String::from_utf8_lossy(&reply.body).into_owned(),
+                })
+            })
+            .collect();
+        Snapshot {
+            data: self.data.clone(),
+            keys,
+        }
+    }
+
+    fn restore(&mut self, s: Snapshot) {
+        self.data = s.data;
+        self.seen.clear();
+        self.order.clear();
+        for r in s.keys {
+            let reply = Reply {
+                status: r.status,
+                body: Bytes::from(r.body.into_bytes()),
+            };
+            self.remember(r.key, r.fingerprint, reply);
+        }
+    }
+
     fn remember(&mut self, key: String, fingerprint: u64, reply: Reply) {
         if self.cap == 0 {
             return;
@@ -195,6 +242,7 @@ impl Store {
 struct Shared {
     store: Mutex<Store>,
     max_body: usize,
+    data_file: Option<std::path::PathBuf>,
 }
 
 impl Shared {
@@ -203,6 +251,37 @@ impl Shared {
         // store half-changed, so a poisoned lock is still usable.
         self.store.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// After a change, with the lock held (so files are written in the
+    /// order of the changes): keep the state in the data file. The answer
+    /// waits for it; if it fails, the client gets 500 (and ordo retries
+    /// the update, which the idempotency record then answers).
+    fn persist(&self, store: &Store) -> Result<(), String> {
+        let Some(path) = &self.data_file else {
+            return Ok(());
+        };
+        store.snapshot().save(path)
+    }
+}
+
+async fn export(shared: web::Data<Shared>) -> HttpResponse {
+    let snapshot = shared.lock().snapshot();
+    HttpResponse::Ok().json(snapshot)
+}
+
+async fn import(body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
+    let snapshot: Snapshot = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => {
+            return Reply::error(400, format!("the body is not a snapshot: {e}")).to_http(false);
+        }
+    };
+    let mut store = shared.lock();
+    store.restore(snapshot);
+    if let Err(why) = shared.persist(&store) {
+        return Reply::error(500, why).to_http(false);
+    }
+    HttpResponse::NoContent().finish()
 }
 
 fn fingerprint(method: &str, path: &str, body: &[u8]) -> u64 {
@@ -260,7 +339,11 @@ async fn one(req: HttpRequest, payload: web::Payload, shared: web::Data<Shared>)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let mut store = shared.lock();
     let Some(idem) = idem else {
-        return store.update(&method, &key, &body).to_http(false);
+        let reply = store.update(&method, &key, &body);
+        if let Err(why) = shared.persist(&store) {
+            return Reply::error(500, why).to_http(false);
+        }
+        return reply.to_http(false);
     };
     let print = fingerprint(&method, req.path(), &body);
     if let Some((seen_print, reply)) = store.seen.get(&idem) {
@@ -277,6 +360,9 @@ async fn one(req: HttpRequest, payload: web::Payload, shared: web::Data<Shared>)
     }
     let reply = store.update(&method, &key, &body);
     store.remember(idem, print, reply.clone());
+    if let Err(why) = shared.persist(&store) {
+        return Reply::error(500, why).to_http(false);
+    }
     reply.to_http(false)
 }
 
@@ -344,13 +430,20 @@ impl Drop for DemoBackend {
 /// inside a running actix system (`#[actix::test]`, `actix::System`):
 /// the server runs on it until stopped or dropped.
 pub async fn serve(addr: impl ToSocketAddrs, cfg: DemoConfig) -> io::Result<DemoBackend> {
+    let mut store = Store {
+        cap: cfg.idempotency_keys,
+        random_ids: cfg.random_ids.then(crate::node::os_rng),
+        ..Store::default()
+    };
+    if let Some(path) = &cfg.data_file {
+        if let Some(s) = Snapshot::load(path).map_err(io::Error::other)? {
+            store.restore(s);
+        }
+    }
     let shared = web::Data::new(Shared {
-        store: Mutex::new(Store {
-            cap: cfg.idempotency_keys,
-            random_ids: cfg.random_ids.then(crate::node::os_rng),
-            ..Store::default()
-        }),
+        store: Mutex::new(store),
         max_body: cfg.max_body,
+        data_file: cfg.data_file.clone(),
     });
     let data = shared.clone();
     let mut server = HttpServer::new(move || {
@@ -359,6 +452,14 @@ pub async fn serve(addr: impl ToSocketAddrs, cfg: DemoConfig) -> io::Result<Demo
             .route("/kv", web::get().to(list))
             .route("/kv/", web::get().to(list))
             .route("/kv/{key}", web::route().to(one))
+            .service(
+                web::resource("/_snapshot")
+                    // A whole data set in one body: bounded, but larger
+                    // than an update may be.
+                    .app_data(web::PayloadConfig::new(SNAPSHOT_BYTES_MAX))
+                    .route(web::get().to(export))
+                    .route(web::put().to(import)),
+            )
     })
     .workers(cfg.workers.max(1))
     .shutdown_timeout(1)

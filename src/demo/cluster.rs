@@ -97,9 +97,16 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         .with_context(|| format!("cannot create {}", opts.dir.display()))?;
     let configs = prepare(&opts)?;
     let mut backends = Vec::new();
-    for i in 0..NODES.len() {
+    for (i, name) in NODES.iter().enumerate() {
         let addr = format!("127.0.0.1:{}", opts.base_port + 20 + i as u16);
-        let b = super::serve(addr.as_str(), super::DemoConfig::default())
+        // The backends keep their data beside the nodes' stores: a second
+        // run of the demo finds both as they were (with the data in
+        // memory only, the logs would say "applied" over empty backends).
+        let cfg = super::DemoConfig {
+            data_file: Some(opts.dir.join(format!("{name}-backend.json"))),
+            ..super::DemoConfig::default()
+        };
+        let b = super::serve(addr.as_str(), cfg)
             .await
             .with_context(|| format!("cannot start the demo backend on {addr}"))?;
         backends.push(b);

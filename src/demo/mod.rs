@@ -2,6 +2,7 @@
 //! tests use as a real HTTP backend.
 
 pub mod backend;
+pub mod snapshot;
 
 pub use backend::{DemoBackend, DemoConfig, serve};
 pub mod cluster;
