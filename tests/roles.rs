@@ -1263,27 +1263,27 @@ fn a_rebuilding_proposer_campaigns_only_above_every_voters_round() {
     let mut h = Harness::new();
     state::store_u64(&mut h.disk, state::Meta::Rebuilding, 1);
     let (mut p, out) = proposer(&mut h, N1);
-    assert_eq!(
-        sends(&out),
-        vec![
-            (N0, Role::Proposer, Message::Rebuilding),
-            (N2, Role::Proposer, Message::Rebuilding)
-        ]
-    );
+    let nonce = match &sends(&out)[0].2 {
+        Message::Rebuilding { nonce } => *nonce,
+        m => panic!("expected Rebuilding, got {m:?}"),
+    };
+    let ask = Message::Rebuilding { nonce };
+    let asks = vec![(N0, Role::Proposer, ask.clone()), (N2, Role::Proposer, ask)];
+    assert_eq!(sends(&out), asks);
     // However long it waits, no campaign before every voter reported.
     h.now = h.now + Duration::from_secs(5);
     let (_, out) = h.call(|ctx| p.on_timer(ctx, Timer::Election));
-    assert_eq!(
-        sends(&out),
-        vec![
-            (N0, Role::Proposer, Message::Rebuilding),
-            (N2, Role::Proposer, Message::Rebuilding)
-        ],
-        "asks again, does not campaign"
-    );
-    h.call(|ctx| p.on_message(ctx, N0, Message::RebuildRound { round: 9 }));
+    assert_eq!(sends(&out), asks, "asks again, does not campaign");
+    h.call(|ctx| p.on_message(ctx, N0, Message::RebuildRound { nonce, round: 9 }));
     assert_eq!(p.rebuilding(), Some((vec![N2], None)));
-    h.call(|ctx| p.on_message(ctx, N2, Message::RebuildRound { round: 4 }));
+    // An answer to another rebuild (sent before a wipe) does not count.
+    let stale = Message::RebuildRound {
+        nonce: nonce ^ 1,
+        round: 2,
+    };
+    h.call(|ctx| p.on_message(ctx, N2, stale));
+    assert_eq!(p.rebuilding(), Some((vec![N2], None)));
+    h.call(|ctx| p.on_message(ctx, N2, Message::RebuildRound { nonce, round: 4 }));
     assert_eq!(p.rebuilding(), Some((vec![], Some(9))));
     let ballot = elect(&mut h, &mut p);
     assert_eq!(ballot, b(10, N1), "above the fence");
@@ -1294,11 +1294,12 @@ fn a_proposer_reports_the_higher_of_its_round_and_its_acceptors_promise() {
     let mut h = Harness::new();
     state::store_promised(&mut h.disk, b(12, N2));
     let (mut p, _) = proposer(&mut h, N0);
-    let (_, out) = h.call(|ctx| p.on_message(ctx, N1, Message::Rebuilding));
-    assert_eq!(
-        sends(&out),
-        vec![(N1, Role::Proposer, Message::RebuildRound { round: 12 })]
-    );
+    let (_, out) = h.call(|ctx| p.on_message(ctx, N1, Message::Rebuilding { nonce: 5 }));
+    let answer = Message::RebuildRound {
+        nonce: 5,
+        round: 12,
+    };
+    assert_eq!(sends(&out), vec![(N1, Role::Proposer, answer)]);
 }
 
 // ---- promise paging ----

@@ -254,3 +254,18 @@ fn ordo_sim_catches_every_deliberate_bug_within_the_seeds_ci_runs() {
         );
     }
 }
+
+/// A wiped preferred leader, cut off from one voter while it restarts,
+/// on an idle cluster: it must keep asking that voter for its round (a
+/// takeover at every heartbeat used to put its asking off for ever), and
+/// finish rebuilding once the cut heals. (Found by review; the liveness
+/// check now also requires every rebuild to end.)
+#[test]
+fn a_wiped_preferred_leader_cut_off_from_a_voter_still_finishes_rebuilding() {
+    let text = "seed 7\nnodes 3\nclients 0\nkeys 2\nrun 20s\n\
+                net loss=0 dup=0 delay=1ms..4ms\n\
+                at 1s wipe n0\nat 1200ms cut n0 -> n2\nat 1200ms restart n0\nat 5s heal\n";
+    let sc = Scenario::parse(text).expect("parses");
+    let report = World::new(sc, false).run();
+    assert!(report.failure().is_none(), "{:?}", report.failure());
+}

@@ -32,6 +32,12 @@ impl World {
             if c < top || a < top {
                 lagging.push(format!("{} commit {c} applied {a} of {top}", n.id));
             }
+            if let Some((waiting, fence)) = g.proposer.role().rebuilding() {
+                lagging.push(format!(
+                    "{} still rebuilding (waiting for {waiting:?}, fence {fence:?})",
+                    n.id
+                ));
+            }
         }
         let leads = |n: &crate::sim::node::SimNode| {
             n.group

@@ -648,8 +648,12 @@ impl Applier {
                 let answers = std::mem::take(&mut c.answers);
                 let retries = std::mem::take(&mut c.retries);
                 self.current = None;
-                self.finish(ctx, slot);
+                // The digest is written before the applied index passes
+                // the slot: a crash keeps a prefix of the writes, so a
+                // slot known applied after a restart has its digest on
+                // disk (a client retry's stored answer is judged by it).
                 self.digested(ctx, slot, d, answers);
+                self.finish(ctx, slot);
                 for (first, answer) in retries {
                     self.answer_stored(ctx, first, answer);
                 }

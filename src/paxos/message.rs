@@ -223,10 +223,16 @@ pub enum Message {
     },
     /// Proposer to proposers, from a node that lost its state and
     /// rebuilds (`paxos::rebuild`): "tell me the highest round you know".
-    Rebuilding,
+    Rebuilding {
+        /// This rebuild's own random number: only answers that echo it
+        /// count (an answer to an earlier rebuild may arrive late).
+        nonce: u64,
+    },
     /// Proposer to a rebuilding proposer: the highest round this node
     /// has used, seen, or promised (its acceptor's promise).
     RebuildRound {
+        /// The nonce of the `Rebuilding` this answers.
+        nonce: u64,
         /// That round.
         round: u64,
     },
@@ -271,7 +277,7 @@ impl Message {
             Message::ReadIndexReply { .. } => "read-index-reply",
             Message::ReadIndexRefused { .. } => "read-index-refused",
             Message::Digests { .. } => "digests",
-            Message::Rebuilding => "rebuilding",
+            Message::Rebuilding { .. } => "rebuilding",
             Message::RebuildRound { .. } => "rebuild-round",
             Message::StartVoting { .. } => "start-voting",
         }

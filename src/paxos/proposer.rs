@@ -271,7 +271,7 @@ impl Proposer {
             rebuild_seen: None,
         };
         if state::load_u64(&*ctx.kv, Meta::Rebuilding) == 1 && p.members.is_voter(id) {
-            let r = Rebuild::new(id, &p.members.voters);
+            let r = Rebuild::new(id, &p.members.voters, ctx.rng.next_u64());
             p.ask_rounds(ctx, &r);
             p.rebuild = Some(r);
         }
@@ -289,16 +289,17 @@ impl Proposer {
 
     fn ask_rounds(&self, ctx: &mut Ctx<'_>, r: &Rebuild) {
         for n in r.waiting() {
-            ctx.send(n, Role::Proposer, Message::Rebuilding);
+            let nonce = r.nonce();
+            ctx.send(n, Role::Proposer, Message::Rebuilding { nonce });
         }
     }
 
     /// A rebuilding node's report of the highest round known here: used
     /// or seen by the proposer, or promised by the acceptor.
-    fn report_round(&mut self, ctx: &mut Ctx<'_>, to: NodeId) {
+    fn report_round(&mut self, ctx: &mut Ctx<'_>, to: NodeId, nonce: u64) {
         let promised = state::load_promised(&*ctx.kv).round;
         let round = self.round.max(promised);
-        ctx.send(to, Role::Proposer, Message::RebuildRound { round });
+        ctx.send(to, Role::Proposer, Message::RebuildRound { nonce, round });
     }
 
     /// End the rebuild if a leadership after the fence is established
@@ -476,13 +477,13 @@ impl Proposer {
                 self.on_committed(commit);
                 self.check_rebuild(ctx);
             }
-            Message::Rebuilding if from != self.id && self.members.is_voter(from) => {
-                self.report_round(ctx, from)
+            Message::Rebuilding { nonce } if from != self.id && self.members.is_voter(from) => {
+                self.report_round(ctx, from, nonce)
             }
-            Message::RebuildRound { round } if from != self.id => {
+            Message::RebuildRound { nonce, round } if from != self.id => {
                 self.round = self.round.max(round);
                 if let Some(r) = self.rebuild.as_mut() {
-                    r.report(from, round);
+                    r.report(from, nonce, round);
                 }
             }
             Message::Confirmed { ballot, seq } => self.on_confirmed(ctx, from, ballot, seq),
@@ -1025,7 +1026,10 @@ impl Proposer {
     /// The preferred leader takes leadership back once it has kept up
     /// with the current leader for a while.
     fn maybe_take_over(&mut self, ctx: &mut Ctx<'_>, leader_commit: Slot) {
-        if self.members.preferred_leader() != Some(self.id) {
+        // A rebuilding node campaigns from its election timer only (which
+        // also asks again for the rounds not reported): a takeover from
+        // here would put that timer off at every heartbeat.
+        if self.members.preferred_leader() != Some(self.id) || self.rebuild.is_some() {
             return;
         }
         if self.commit < leader_commit {

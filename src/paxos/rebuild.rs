@@ -44,17 +44,28 @@ use std::collections::{BTreeMap, BTreeSet};
 pub struct Rebuild {
     /// Voters that have not reported their round yet.
     waiting: BTreeSet<NodeId>,
-    /// The rounds reported.
+    /// The rounds reported: the first answer of each voter, only.
     rounds: BTreeMap<NodeId, u64>,
+    /// This rebuild's random number, echoed by the answers. A report
+    /// sent before the wipe (to an earlier rebuild of this node) could
+    /// name a round older than the wipe, and must not count; nor may a
+    /// late duplicate move the fence once it is complete.
+    nonce: u64,
 }
 
 impl Rebuild {
-    /// Node `me` rebuilds among `voters`.
-    pub fn new(me: NodeId, voters: &[NodeId]) -> Rebuild {
+    /// Node `me` rebuilds among `voters`; `nonce` is fresh randomness.
+    pub fn new(me: NodeId, voters: &[NodeId], nonce: u64) -> Rebuild {
         Rebuild {
             waiting: voters.iter().copied().filter(|&v| v != me).collect(),
             rounds: BTreeMap::new(),
+            nonce,
         }
+    }
+
+    /// The number the requests carry and the answers must echo.
+    pub fn nonce(&self) -> u64 {
+        self.nonce
     }
 
     /// Voters still to report.
@@ -62,11 +73,11 @@ impl Rebuild {
         self.waiting.iter().copied()
     }
 
-    /// Voter `from` reports `round`.
-    pub fn report(&mut self, from: NodeId, round: u64) {
-        if self.waiting.remove(&from) || self.rounds.contains_key(&from) {
-            let r = self.rounds.entry(from).or_default();
-            *r = (*r).max(round);
+    /// Voter `from` reports `round`, answering the request numbered
+    /// `nonce`. Only a voter's first answer to this rebuild counts.
+    pub fn report(&mut self, from: NodeId, nonce: u64, round: u64) {
+        if nonce == self.nonce && self.waiting.remove(&from) {
+            self.rounds.insert(from, round);
         }
     }
 
@@ -89,13 +100,25 @@ mod tests {
 
     #[test]
     fn the_fence_waits_for_every_other_voter_and_is_their_highest_round() {
-        let mut r = Rebuild::new(NodeId(1), &[NodeId(0), NodeId(1), NodeId(2)]);
+        let mut r = Rebuild::new(NodeId(1), &[NodeId(0), NodeId(1), NodeId(2)], 77);
         assert_eq!(r.fence(), None);
-        r.report(NodeId(0), 7);
+        r.report(NodeId(0), 77, 7);
         assert_eq!(r.fence(), None, "node 2 has not reported");
-        r.report(NodeId(5), 99);
-        r.report(NodeId(2), 4);
+        r.report(NodeId(2), 76, 50);
+        assert_eq!(
+            r.fence(),
+            None,
+            "an answer to another rebuild does not count"
+        );
+        r.report(NodeId(5), 77, 99);
+        r.report(NodeId(2), 77, 4);
         assert_eq!(r.fence(), Some(7), "a stranger's report does not count");
+        r.report(NodeId(0), 77, 60);
+        assert_eq!(
+            r.fence(),
+            Some(7),
+            "a late duplicate does not move the fence"
+        );
         let b = |round| Ballot {
             round,
             node: NodeId(2),
