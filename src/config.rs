@@ -73,6 +73,9 @@ pub struct Service {
     /// (divergence detection), e.g. `["etag"]`.
     #[serde(default)]
     pub digest_headers: Vec<String>,
+    /// The backend's path for reseeding: `GET` exports its whole state,
+    /// `PUT` imports one (the demo backend's is `/_snapshot`).
+    pub snapshot: Option<String>,
     /// When the origin answers an update: `agreed` (the default: once a
     /// majority of the nodes' backends answered the same; 502 if they did
     /// not) or `local` (as soon as its own backend answered).
@@ -336,6 +339,11 @@ impl Config {
                 ));
             }
             check_backend_url(&key("backend"), &s.backend)?;
+            if let Some(p) = &s.snapshot {
+                if !p.starts_with('/') {
+                    return Err(err(key("snapshot"), format!("{p:?} must start with /")));
+                }
+            }
             for (j, h) in s.digest_headers.iter().enumerate() {
                 if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
                     return Err(err(

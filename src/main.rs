@@ -54,6 +54,26 @@ enum Command {
     /// Act on a running node: show its state, disable or enable it for a
     /// service, clear a divergence after repair.
     Admin(AdminArgs),
+    /// Copy a healthy node's backend into another node's (a diverged one,
+    /// or one whose backend lost its data): the donor pauses between two
+    /// slots and exports; the target imports and applies from the next.
+    Reseed(ReseedArgs),
+}
+
+#[derive(clap::Args)]
+struct ReseedArgs {
+    /// The service.
+    #[arg(long)]
+    service: String,
+    /// The donor's client address (a node that serves).
+    #[arg(long)]
+    from: String,
+    /// The target's client address.
+    #[arg(long)]
+    to: String,
+    /// A file holding the admin token (both nodes use the same).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -311,16 +331,61 @@ fn certs_main(args: CertsArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn admin_main(args: AdminArgs) -> Result<i32> {
-    let token = match &args.token_file {
-        Some(f) => Some(
+fn read_token(file: Option<&PathBuf>) -> Result<Option<String>> {
+    match file {
+        Some(f) => Ok(Some(
             std::fs::read_to_string(f)
                 .with_context(|| format!("--token-file {}", f.display()))?
                 .trim_end()
                 .to_string(),
-        ),
-        None => None,
+        )),
+        None => Ok(None),
+    }
+}
+
+fn reseed_main(args: ReseedArgs) -> Result<i32> {
+    let token = read_token(args.token_file.as_ref())?;
+    let url = |base: &str, what: &str| {
+        format!(
+            "{}/_ordo/admin/services/{}/{what}",
+            base.trim_end_matches('/'),
+            args.service
+        )
     };
+    let export = url(&args.from, "export");
+    let (status, body) = ordo::http::admin_client::call_bytes(
+        "POST",
+        &export,
+        token.as_deref(),
+        Default::default(),
+    )?;
+    if status != 200 {
+        bail!(
+            "{export}: {status}: {}",
+            String::from_utf8_lossy(&body).trim_end()
+        );
+    }
+    let slot = ordo::apply::reseed::Envelope::decode(&body)
+        .map_err(|e| anyhow::anyhow!("{export}: {e}"))?
+        .slot;
+    println!(
+        "exported {} bytes at slot {slot} from {}",
+        body.len(),
+        args.from
+    );
+    let import = url(&args.to, "import");
+    let (status, answer) =
+        ordo::http::admin_client::call_bytes("POST", &import, token.as_deref(), body)?;
+    let answer = String::from_utf8_lossy(&answer);
+    if status != 200 {
+        bail!("{import}: {status}: {}", answer.trim_end());
+    }
+    println!("{}", answer.trim_end());
+    Ok(0)
+}
+
+fn admin_main(args: AdminArgs) -> Result<i32> {
+    let token = read_token(args.token_file.as_ref())?;
     let base = args.node.trim_end_matches('/');
     let enc = |s: &str| -> String {
         s.bytes()
@@ -404,6 +469,7 @@ fn main() {
         Command::DemoBackend(args) => demo_backend_main(args),
         Command::Certs(args) => certs_main(args),
         Command::Admin(args) => admin_main(args),
+        Command::Reseed(args) => reseed_main(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -141,6 +141,7 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
         services.push(Service {
             name: s.name.clone(),
             prefix: s.prefix.clone(),
+            snapshot: s.snapshot.clone(),
             handle,
             backend,
             waiters,

@@ -340,3 +340,56 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// The report: a node whose backend lost its data (the demo
+/// backend kept it in memory) answered 404 for keys the others had and
+/// said `serving`. Now the next update shows the difference and fences
+/// it; `ordo reseed` copies a healthy node's backend into it (the donor
+/// pauses between two slots), and it serves the same data again.
+#[test]
+fn a_node_whose_backend_lost_its_data_is_fenced_then_reseeded_from_a_donor() {
+    let mut c = Cluster::start(Options {
+        service_extra: "snapshot = \"/_snapshot\"".into(),
+        ..Options::default()
+    });
+    c.leader();
+    for k in 0..10 {
+        let r = post(&c, 0, "/kv/list", &format!("{{\"n\":{k}}}"));
+        assert!(r.status < 300, "{r:?}");
+        let r = put(&c, 0, &format!("/kv/k{k}"), &k.to_string()).expect("put");
+        assert!(r.status < 300, "{r:?}");
+    }
+    c.wait_caught_up();
+    // west's backend loses everything.
+    c.kill_backend(2);
+    c.restart_backend(2);
+    assert_eq!(get(&c.nodes[2].backend_url("/kv/k1")).status, 404);
+    // The next update is answered differently there (a new list of one
+    // item, not the eleventh): west fences itself.
+    post(&c, 0, "/kv/list", "{\"n\":10}");
+    wait_state(&c, 2, "diverged");
+    let r = get(&c.nodes[2].url("/kv/k1"));
+    assert_eq!(r.status, 503, "not the 404 of an empty backend: {r:?}");
+
+    let out = Command::new(ordo_bin())
+        .args(["reseed", "--service", "kv", "--from"])
+        .arg(c.nodes[0].url(""))
+        .arg("--to")
+        .arg(c.nodes[2].url(""))
+        .output()
+        .expect("ordo reseed");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("reseeded_at"), "{text}");
+    wait_state(&c, 2, "serving");
+    // Same data as the donor's, and later updates agree.
+    post(&c, 1, "/kv/list", "{\"n\":11}");
+    c.wait_caught_up();
+    let want = get(&c.nodes[0].backend_url("/kv/list")).body;
+    assert_eq!(get(&c.nodes[2].backend_url("/kv/list")).body, want);
+    assert_eq!(get(&c.nodes[2].url("/kv/k1")).body.trim(), "1");
+    let s = c.status(2).expect("status");
+    assert_eq!(s["state"], "serving", "{s}");
+    assert!(s["diverged"].is_null(), "{s}");
+}

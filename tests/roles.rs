@@ -1217,6 +1217,50 @@ fn a_late_node_asks_for_the_digests_it_missed_and_a_peer_answers_once() {
     assert!(out.is_empty(), "{out:?}");
 }
 
+#[test]
+fn a_paused_applier_stops_at_a_slot_boundary_and_a_reseed_moves_its_applied_index() {
+    use ordo::apply::applier::Operator;
+    let mut h = Harness::new();
+    for slot in 1..=3 {
+        state::store_chosen(&mut h.disk, slot, &Value::Batch(vec![update(N0, slot)]));
+    }
+    let (mut a, _) =
+        h.call_applier(|ctx| Applier::recover(N1, &[N0, N1, N2], ApplierConfig::default(), ctx));
+    h.call(|ctx| a.on_message(ctx, N1, Message::Committed { commit: 3 }));
+    // Slot 1 is out to the backend when the pause comes: it finishes.
+    h.call(|ctx| a.operate(ctx, Operator::Pause));
+    assert_eq!(a.paused_at(), None, "slot 1 is half applied");
+    let (_, out) = h.call_applier(|ctx| a.on_backend_reply(ctx, 1, 0, ok_reply(b"one")));
+    assert!(
+        !out.iter().any(|c| matches!(c, Command::Apply { .. })),
+        "paused: slot 2 is not sent: {out:?}"
+    );
+    assert_eq!(a.paused_at(), Some(1));
+    assert!(a.can_reseed(4).unwrap_err().contains("reaches slot 3"));
+    let mut e = a.export(&h.disk).expect("paused");
+    assert_eq!(e.slot, 1);
+    e.slot = 2;
+    e.client_keys = vec![(
+        b"k".to_vec(),
+        state::ClientKeyRecord {
+            slot: 2,
+            index: 0,
+            status: 201,
+            body: Bytes::from_static(b"x"),
+        },
+    )];
+    h.call(|ctx| a.operate(ctx, Operator::Reseed(Box::new(e))));
+    assert_eq!(a.applied(), 2);
+    assert_eq!(state::load_u64(&h.disk, state::Meta::Applied), 2);
+    assert!(state::load_client_key(&h.disk, b"k").is_some());
+    // Resumed: it goes on at slot 3, not 2.
+    let (_, out) = h.call_applier(|ctx| a.operate(ctx, Operator::Resume));
+    assert!(
+        matches!(out[..], [Command::Apply { slot: 3, .. }]),
+        "{out:?}"
+    );
+}
+
 // ---- rebuilding after lost state (paxos/rebuild.rs) ----
 
 #[test]

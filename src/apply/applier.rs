@@ -131,6 +131,16 @@ pub enum Operator {
     Enable,
     /// The replica was repaired: forget the divergence found so far.
     ClearDivergence,
+    /// Stop applying at the next slot boundary (for a reseed export or
+    /// import); `Resume` goes on.
+    Pause,
+    /// Go on applying after a `Pause`.
+    Resume,
+    /// The backend now holds the state of slot `slot` (a reseed): take
+    /// the replicated state that goes with it and apply from `slot + 1`.
+    /// Only while paused at a slot boundary, with `slot` in the log (see
+    /// `Applier::can_reseed`).
+    Reseed(Box<super::reseed::Envelope>),
 }
 
 /// The first application of client key `key`, if it is within the
@@ -196,6 +206,8 @@ pub struct Applier {
     flush_armed: bool,
     /// Times this node found itself diverged.
     pub divergences: u64,
+    /// An operator paused applying (a reseed in progress).
+    paused: bool,
 }
 
 impl Applier {
@@ -219,6 +231,7 @@ impl Applier {
             late_until: ctx.now + LATE_AFTER_RECOVERY,
             flush_armed: false,
             divergences: 0,
+            paused: false,
             cfg,
             applied,
             commit,
@@ -313,8 +326,96 @@ impl Applier {
                 self.state.diverged = None;
                 self.state.cleared_upto = self.state.cleared_upto.max(self.applied);
             }
+            Operator::Pause => {
+                self.paused = true;
+                return;
+            }
+            Operator::Resume => {
+                self.paused = false;
+                self.resume(ctx);
+                return;
+            }
+            Operator::Reseed(e) => {
+                if self.can_reseed(e.slot).is_err() {
+                    self.dropped += 1;
+                    return;
+                }
+                self.reseed(ctx, *e);
+            }
         }
         state::store_node_state(ctx.kv, &self.state);
+    }
+
+    /// The slot at which applying is paused, once it is (no slot half
+    /// applied).
+    pub fn paused_at(&self) -> Option<Slot> {
+        (self.paused && self.current.is_none()).then_some(self.applied)
+    }
+
+    /// Whether a reseed to `slot` may be taken now, and if not, why.
+    pub fn can_reseed(&self, slot: Slot) -> Result<(), String> {
+        if self.paused_at().is_none() {
+            return Err("applying is not paused at a slot boundary".into());
+        }
+        if slot > self.commit {
+            return Err(format!(
+                "this node's log reaches slot {}, not the export's slot {slot}: \
+                 let it catch up, then reseed again",
+                self.commit
+            ));
+        }
+        Ok(())
+    }
+
+    /// The replicated state at the paused slot, for a reseed export:
+    /// the dedupe window and every client key record.
+    pub fn export(&self, kv: &dyn Kv) -> Option<super::reseed::Envelope> {
+        let slot = self.paused_at()?;
+        let client_keys = state::load_client_keys(kv)
+            .into_iter()
+            .filter_map(|(k, _)| state::load_client_key(kv, &k).map(|r| (k, r)))
+            .collect();
+        Some(super::reseed::Envelope {
+            slot,
+            recent: self.recent_order.iter().copied().collect(),
+            client_keys,
+            backend: Vec::new(),
+        })
+    }
+
+    /// Take a reseed (see `Operator::Reseed`): the applied index, the
+    /// replicated state, a clean slate for the digests after `slot`.
+    fn reseed(&mut self, ctx: &mut Ctx<'_>, e: super::reseed::Envelope) {
+        let old = self.applied;
+        // Slots after `slot` are applied again, to the new state: their
+        // first digests (of the old state's answers) must not stand.
+        for s in e.slot + 1..=old {
+            state::forget_digest(ctx.kv, s);
+        }
+        for (k, _) in state::load_client_keys(&*ctx.kv) {
+            state::forget_client_key(ctx.kv, &k);
+        }
+        self.client_keys.clear();
+        let mut keys: Vec<(Slot, Vec<u8>)> = Vec::new();
+        for (k, r) in &e.client_keys {
+            state::store_client_key(ctx.kv, k, r);
+            keys.push((r.slot, k.clone()));
+        }
+        keys.sort();
+        self.client_keys = keys.into_iter().collect();
+        self.recent.clear();
+        self.recent_order.clear();
+        for (slot, id) in e.recent {
+            self.remember(slot, id);
+        }
+        self.applied = e.slot;
+        state::store_u64(ctx.kv, Meta::Applied, e.slot);
+        self.compare = Comparison::new(self.id, self.peers.len() + 1, self.cfg.digest_window_slots);
+        self.held.clear();
+        self.outbox.clear();
+        self.state.diverged = None;
+        // Slots after `slot` are judged again as they are applied again.
+        self.state.cleared_upto = self.state.cleared_upto.max(e.slot);
     }
 
     /// Peer `from`'s digests: judge the slots this node applied, keep the
@@ -659,7 +760,7 @@ impl Applier {
                 }
                 continue;
             }
-            if self.applied >= self.commit {
+            if self.applied >= self.commit || self.paused {
                 return;
             }
             let slot = self.applied + 1;

@@ -4,3 +4,4 @@
 pub mod applier;
 pub mod compare;
 pub mod digest;
+pub mod reseed;

@@ -1,6 +1,8 @@
 //! The admin actions on a node's state for one service: disable, enable,
 //! clear a divergence (`POST /_ordo/admin/services/{service}/{action}`,
-//! used by `ordo admin`).
+//! used by `ordo admin`), and the two halves of a reseed, `export` on
+//! the donor and `import` on the target (used by `ordo reseed`; see
+//! `apply::reseed`).
 //!
 //! Guarded: with `admin.token` (or `admin.token_file`) configured, a
 //! request must carry `Authorization: Bearer TOKEN`, compared in constant
@@ -8,11 +10,13 @@
 //! Anything else gets 401 and changes nothing. The answer comes once the
 //! new state is on disk.
 
-use super::{Gateway, plain};
+use super::{Gateway, Service, plain};
 use crate::apply::applier::Operator;
-use crate::node::actors::Operate;
+use crate::apply::reseed::Envelope;
+use crate::node::actors::{CanReseed, Export, Operate};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
+use std::time::{Duration, Instant};
 
 /// Whether `a` and `b` are equal, in time that depends only on their
 /// lengths (so a guesser learns nothing from how fast it is refused).
@@ -103,4 +107,187 @@ pub async fn action(
         "disabled": st.disabled,
         "diverged": st.diverged.map(|d| d.slot),
     }))
+}
+
+/// The largest reseed export taken or given.
+pub const RESEED_BYTES_MAX: usize = 256 << 20;
+
+/// How long a reseed waits for the applier to reach a slot boundary.
+const PAUSE_WAIT: Duration = Duration::from_secs(30);
+
+/// The service, and its backend's reseed path, if `req` may reseed it;
+/// else the answer why not.
+fn reseedable<'a>(
+    gw: &'a Gateway,
+    req: &HttpRequest,
+    service: &str,
+) -> Result<(&'a Service, String), Box<HttpResponse>> {
+    if let Some(why) = refused(gw, req) {
+        return Err(Box::new(plain(StatusCode::UNAUTHORIZED, why)));
+    }
+    let Some(s) = gw.service(service) else {
+        return Err(Box::new(plain(
+            StatusCode::NOT_FOUND,
+            format!("ordo: no service named {service:?} on this node"),
+        )));
+    };
+    let Some(path) = s.snapshot.clone() else {
+        return Err(Box::new(plain(
+            StatusCode::CONFLICT,
+            format!(
+                "ordo: service {service} names no snapshot path (services[].snapshot), so its \
+                 backend cannot be exported or imported; see docs/operations.md for the \
+                 manual procedure"
+            ),
+        )));
+    };
+    Ok((s, path))
+}
+
+/// Pause the applier and wait for its slot boundary: the replicated
+/// state there, or why not (then it is resumed).
+async fn pause(s: &Service) -> Result<Envelope, String> {
+    let applier = &s.handle.applier;
+    applier
+        .send(Operate(Operator::Pause))
+        .await
+        .map_err(|_| "the applier is not running".to_string())?;
+    let deadline = Instant::now() + PAUSE_WAIT;
+    loop {
+        match applier.send(Export).await {
+            Ok(Some(e)) => return Ok(e),
+            Ok(None) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok(None) => {
+                resume(s).await;
+                return Err(format!(
+                    "the applier did not finish its slot within {PAUSE_WAIT:?} (a backend that \
+                     does not answer?)"
+                ));
+            }
+            Err(_) => return Err("the applier is not running".into()),
+        }
+    }
+}
+
+async fn resume(s: &Service) {
+    let _ = s.handle.applier.send(Operate(Operator::Resume)).await;
+}
+
+/// Donor side: pause at a slot boundary, export the backend and the
+/// replicated state there, resume; answer the encoded `Envelope`.
+pub async fn export(
+    gw: web::Data<Gateway>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let (s, snapshot) = match reseedable(&gw, &req, &path) {
+        Ok(x) => x,
+        Err(resp) => return *resp,
+    };
+    let mut envelope = match pause(s).await {
+        Ok(e) => e,
+        Err(why) => return plain(StatusCode::SERVICE_UNAVAILABLE, format!("ordo: {why}")),
+    };
+    let got = s
+        .backend
+        .whole("GET", &snapshot, bytes::Bytes::new(), RESEED_BYTES_MAX)
+        .await;
+    resume(s).await;
+    match got {
+        Ok((200, body)) => {
+            envelope.backend = body.to_vec();
+            tracing::info!(service = %s.name, slot = envelope.slot, bytes = body.len(), "reseed export");
+            HttpResponse::Ok()
+                .content_type("application/octet-stream")
+                .insert_header(("Ordo-Slot", envelope.slot.to_string()))
+                .body(envelope.encode())
+        }
+        Ok((status, body)) => plain(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "ordo: the backend answered GET {snapshot} with {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            ),
+        ),
+        Err(why) => plain(
+            StatusCode::BAD_GATEWAY,
+            format!("ordo: the backend's export failed: {why}"),
+        ),
+    }
+}
+
+/// Target side: pause at a slot boundary, import the backend state, take
+/// the replicated state and the slot, resume from the next slot.
+pub async fn import(
+    gw: web::Data<Gateway>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let (s, snapshot) = match reseedable(&gw, &req, &path) {
+        Ok(x) => x,
+        Err(resp) => return *resp,
+    };
+    let mut envelope = match Envelope::decode(&body) {
+        Ok(e) => e,
+        Err(why) => return plain(StatusCode::BAD_REQUEST, format!("ordo: {why}")),
+    };
+    if let Err(why) = pause(s).await {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, format!("ordo: {why}"));
+    }
+    let slot = envelope.slot;
+    let refuse = |status, why: String| plain(status, format!("ordo: {why}"));
+    let answer = match s.handle.applier.send(CanReseed(slot)).await {
+        Ok(Ok(())) => {
+            let backend = std::mem::take(&mut envelope.backend);
+            match s
+                .backend
+                .whole("PUT", &snapshot, backend.into(), 1 << 20)
+                .await
+            {
+                Ok((status, _)) if (200..300).contains(&status) => {
+                    let taken = s
+                        .handle
+                        .applier
+                        .send(Operate(Operator::Reseed(Box::new(envelope))))
+                        .await;
+                    match taken {
+                        Ok(()) => {
+                            tracing::warn!(service = %s.name, slot, "reseeded: applying from the next slot");
+                            HttpResponse::Ok().json(serde_json::json!({
+                                "node": gw.node,
+                                "service": s.name,
+                                "reseeded_at": slot,
+                            }))
+                        }
+                        Err(_) => refuse(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "the applier is not running".into(),
+                        ),
+                    }
+                }
+                Ok((status, body)) => refuse(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "the backend answered PUT {snapshot} with {status}: {}; nothing changed in \
+                         ordo (the backend may hold part of the import: reseed again)",
+                        String::from_utf8_lossy(&body[..body.len().min(200)])
+                    ),
+                ),
+                Err(why) => refuse(
+                    StatusCode::BAD_GATEWAY,
+                    format!("the backend's import failed: {why}; reseed again"),
+                ),
+            }
+        }
+        Ok(Err(why)) => refuse(StatusCode::CONFLICT, why),
+        Err(_) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the applier is not running".into(),
+        ),
+    };
+    resume(s).await;
+    answer
 }

@@ -45,6 +45,8 @@ const RETRY_AFTER_SECS: &str = "1";
 pub struct Service {
     pub name: String,
     pub prefix: String,
+    /// The backend's export/import path for reseeding, if it has one.
+    pub snapshot: Option<String>,
     pub handle: NodeHandle,
     pub backend: Arc<HttpBackend>,
     pub waiters: Waiters,
@@ -168,6 +170,15 @@ pub fn configure(gw: Arc<Gateway>) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/readyz", web::head().to(readyz))
             .route("/_ordo/status", web::get().to(status))
             .route("/_ordo/status", web::head().to(status))
+            .service(
+                web::resource("/_ordo/admin/services/{service}/import")
+                    .app_data(web::PayloadConfig::new(admin::RESEED_BYTES_MAX))
+                    .route(web::post().to(admin::import)),
+            )
+            .route(
+                "/_ordo/admin/services/{service}/export",
+                web::post().to(admin::export),
+            )
             .route(
                 "/_ordo/admin/services/{service}/{action}",
                 web::post().to(admin::action),

@@ -11,12 +11,24 @@ use std::time::Duration;
 /// The longest `ordo admin` waits for a node.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The largest answer read.
-const ANSWER_BYTES_MAX: usize = 1 << 20;
+/// The largest answer read, a reseed export included.
+const ANSWER_BYTES_MAX: usize = crate::gateway::admin::RESEED_BYTES_MAX;
 
 /// Send `method url` with the bearer `token`, if any; the status and
-/// the body of the answer.
+/// the body of the answer, as text.
 pub fn call(method: &str, url: &str, token: Option<&str>) -> Result<(u16, String)> {
+    let (status, body) = call_bytes(method, url, token, Bytes::new())?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Send `method url` with `body` and the bearer `token`, if any; the
+/// status and the body of the answer.
+pub fn call_bytes(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Bytes,
+) -> Result<(u16, Bytes)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -31,7 +43,7 @@ pub fn call(method: &str, url: &str, token: Option<&str>) -> Result<(u16, String
             req = req.header("authorization", format!("Bearer {t}"));
         }
         let req = req
-            .body(Full::new(Bytes::new()))
+            .body(Full::new(body))
             .with_context(|| format!("{url:?} is not a URL ordo can call"))?;
         let resp = tokio::time::timeout(TIMEOUT, client.request(req))
             .await
@@ -46,6 +58,6 @@ pub fn call(method: &str, url: &str, token: Option<&str>) -> Result<(u16, String
         .with_context(|| format!("the answer from {url} did not finish within {TIMEOUT:?}"))?
         .map_err(|e| anyhow::anyhow!("cannot read the answer from {url}: {e}"))?
         .to_bytes();
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        Ok((status, body))
     })
 }

@@ -242,6 +242,47 @@ impl HttpBackend {
     }
 }
 
+impl HttpBackend {
+    /// One whole exchange with the backend outside the log (a reseed's
+    /// export or import): `method path` with `body`, and the status and
+    /// body of the answer, at most `limit` bytes of it, within the
+    /// request timeout.
+    pub async fn whole(
+        &self,
+        method: &str,
+        path: &str,
+        body: Bytes,
+        limit: usize,
+    ) -> Result<(u16, Bytes), String> {
+        let method = Method::from_bytes(method.as_bytes())
+            .map_err(|_| format!("invalid method {method:?}"))?;
+        let uri: Uri = format!("{}{}", self.base, path)
+            .parse()
+            .map_err(|e| format!("invalid path {path:?}: {e}"))?;
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Full::new(body))
+            .map_err(|e| format!("cannot build the request: {e}"))?;
+        let total = self.cfg.request_timeout;
+        let exchange = async {
+            let resp = self.client.request(req).await.map_err(|e| describe(&e))?;
+            let status = resp.status().as_u16();
+            let body = Limited::new(resp.into_body(), limit)
+                .collect()
+                .await
+                .map_err(|e| format!("the answer was cut short or above {limit} bytes: {e}"))?
+                .to_bytes();
+            Ok::<_, String>((status, body))
+        };
+        match tokio::time::timeout(total, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no complete answer within {total:?}")),
+        }
+    }
+}
+
 /// A client error with its causes, for a 502 body.
 fn describe(e: &(dyn StdError + 'static)) -> String {
     let mut s = e.to_string();

@@ -325,6 +325,39 @@ impl Handler<Read> for ProposerActor {
     }
 }
 
+/// For a reseed export: the applier's replicated state at the slot where
+/// it is paused (`None` while not paused at a slot boundary).
+#[derive(Debug)]
+pub struct Export;
+
+impl actix::Message for Export {
+    type Result = Option<crate::apply::reseed::Envelope>;
+}
+
+impl Handler<Export> for ApplierActor {
+    type Result = MessageResult<Export>;
+
+    fn handle(&mut self, _: Export, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.driver.role().export(&self.kv))
+    }
+}
+
+/// For a reseed import: whether the applier may take one at `slot` now.
+#[derive(Debug)]
+pub struct CanReseed(pub Slot);
+
+impl actix::Message for CanReseed {
+    type Result = Result<(), String>;
+}
+
+impl Handler<CanReseed> for ApplierActor {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, m: CanReseed, _: &mut Context<Self>) -> Self::Result {
+        self.driver.role().can_reseed(m.0)
+    }
+}
+
 impl Handler<Operate> for ApplierActor {
     type Result = ();
 
