@@ -20,6 +20,7 @@ pub mod invariants;
 pub mod network;
 pub mod node;
 pub mod report;
+pub mod reseed;
 pub mod runner;
 pub mod scenario;
 pub mod workload;

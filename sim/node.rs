@@ -95,10 +95,11 @@ pub(super) fn group_config(sc: &Scenario) -> GroupConfig {
             fetch_timeout: Duration::from_millis(200),
             fetch_batch: 32,
             buffer_max: 64,
+            retain_slots: sc.log_retain,
             ..LearnerConfig::default()
         },
         applier: ApplierConfig {
-            dedupe_window_slots: 1000,
+            dedupe_window_slots: 1000.min(sc.log_retain),
             client_key_window_slots: 1000,
             bug_ignore_client_keys: b.ignore_idempotency_keys,
             answer_after_agreement: sc.answer_agreed,

@@ -53,6 +53,8 @@ pub struct Report {
     pub leaders_paged: u64,
     /// Syncs started by the drivers, over all nodes.
     pub syncs: u64,
+    /// Reseeds the operator model made (nodes behind the compaction).
+    pub reseeds: u64,
     /// The nodes that call their replica diverged at the end.
     pub diverged: Vec<crate::paxos::ballot::NodeId>,
     pub sim_time: Time,

@@ -212,6 +212,8 @@ pub struct Scenario {
     /// Origins answer updates only once a majority agrees (`answer
     /// agreed`; the default is `answer local`).
     pub answer_agreed: bool,
+    /// Slots of log kept (`log retain=N`); older ones are compacted.
+    pub log_retain: u64,
     pub bugs: Bugs,
     pub timeline: Vec<(Duration, Fault)>,
     pub expect: Vec<Expect>,
@@ -237,12 +239,16 @@ impl Default for Scenario {
             client_timeout: Duration::from_secs(3),
             promise_bytes: 160,
             answer_agreed: false,
+            log_retain: LOG_RETAIN_DEFAULT,
             bugs: Bugs::default(),
             timeline: Vec::new(),
             expect: Vec::new(),
         }
     }
 }
+
+/// The log kept by default in the sim: more than any run chooses.
+pub const LOG_RETAIN_DEFAULT: u64 = 1_000_000;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -490,6 +496,16 @@ impl Scenario {
                 "client-timeout" => s.client_timeout = parse_duration(one()?).map_err(err)?,
                 "promise-bytes" => s.promise_bytes = num(one()?)? as usize,
                 "bug" => s.bugs.set(one()?).map_err(err)?,
+                "log" => {
+                    for kv in &words[1..] {
+                        match kv.split_once('=') {
+                            Some(("retain", v)) if num(v)? > 0 => s.log_retain = num(v)?,
+                            _ => {
+                                return Err(err(format!("log wants retain=N (N > 0), not {kv:?}")));
+                            }
+                        }
+                    }
+                }
                 "answer" => {
                     s.answer_agreed = match one()? {
                         "agreed" => true,
@@ -591,6 +607,9 @@ impl Scenario {
         let _ = writeln!(o, "promise-bytes {}", self.promise_bytes);
         if self.answer_agreed {
             let _ = writeln!(o, "answer agreed");
+        }
+        if self.log_retain != LOG_RETAIN_DEFAULT {
+            let _ = writeln!(o, "log retain={}", self.log_retain);
         }
         for bug in self.bugs.names() {
             let _ = writeln!(o, "bug {bug}");
@@ -741,6 +760,11 @@ impl Scenario {
             let n = Target::Node(r.below(nodes as u64) as u16);
             s.timeline.push((at, Fault::BackendDiverge(n)));
             s.timeline.sort_by_key(|(t, _)| *t);
+        }
+        // Some seeds keep a short log: a node down for long falls behind
+        // the compaction, needs a reseed, and the operator gives it one.
+        if r.chance(0.25) {
+            s.log_retain = 50;
         }
         // Some seeds lose a node's whole disk; it comes back empty and
         // must rebuild before it votes.

@@ -61,6 +61,9 @@ pub struct SimBackend {
     pub skewed: bool,
     /// Updates executed while skewed.
     pub skewed_updates: u64,
+    /// Its data was copied from a skewed (or tainted) instance: it
+    /// differs from the sound ones too.
+    pub tainted: bool,
 }
 
 impl SimBackend {
@@ -125,6 +128,18 @@ impl SimBackend {
                 (200, Bytes::from(skew(v)))
             }
         }
+    }
+
+    /// Become a copy of `donor`'s state (a reseed's export and import).
+    pub fn copy_from(&mut self, donor: &SimBackend) {
+        self.data = donor.data.clone();
+        self.done = donor.done.clone();
+        self.tainted = donor.skewed || donor.tainted;
+    }
+
+    /// Whether it may answer differently from a sound instance.
+    pub fn unsound(&self) -> bool {
+        self.skewed || self.tainted
     }
 
     pub fn data(&self) -> &BTreeMap<u32, String> {

@@ -137,6 +137,9 @@ pub struct Limits {
     /// A follower that has not heard from the leader for this long
     /// refuses reads (503).
     pub lease_ms: u64,
+    /// Slots of log each service keeps; older ones are dropped. A node
+    /// that falls further behind needs a reseed.
+    pub log_retain_slots: u64,
 }
 
 impl Default for Limits {
@@ -148,6 +151,7 @@ impl Default for Limits {
             backend_timeout_ms: 10_000,
             max_lag_slots: 100,
             lease_ms: 2_000,
+            log_retain_slots: 1_000_000,
         }
     }
 }
@@ -393,6 +397,7 @@ impl Config {
             ("limits.update_timeout_ms", l.update_timeout_ms),
             ("limits.backend_timeout_ms", l.backend_timeout_ms),
             ("limits.lease_ms", l.lease_ms),
+            ("limits.log_retain_slots", l.log_retain_slots),
         ] {
             if v == 0 {
                 return Err(err(k, "must be more than 0"));

@@ -109,6 +109,10 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
             new_cluster: init,
             ..GroupConfig::default()
         };
+        let retain = cfg.limits.log_retain_slots;
+        group_cfg.learner.retain_slots = retain;
+        // The dedupe window lives in the retained log.
+        group_cfg.applier.dedupe_window_slots = group_cfg.applier.dedupe_window_slots.min(retain);
         if crate::paxos::state::is_empty(&kv) {
             if init {
                 tracing::info!(service = %s.name, "empty store: starting a new cluster (--init)");

@@ -18,6 +18,22 @@ fn post(c: &Cluster, i: usize, path: &str, body: &str) -> common::Resp {
     )
 }
 
+/// `ordo reseed` of the service from node `from` to node `to`; its
+/// output (the test fails if it fails).
+fn reseed(c: &Cluster, from: usize, to: usize) -> String {
+    let out = Command::new(ordo_bin())
+        .args(["reseed", "--service", "kv", "--from"])
+        .arg(c.nodes[from].url(""))
+        .arg("--to")
+        .arg(c.nodes[to].url(""))
+        .output()
+        .expect("ordo reseed");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    text
+}
+
 /// Wait (bounded) until node `i` reports `state` for the service.
 fn wait_state(c: &Cluster, i: usize, state: &str) {
     wait_until(&format!("node {i} to be {state}"), WAIT, || {
@@ -371,16 +387,7 @@ fn a_node_whose_backend_lost_its_data_is_fenced_then_reseeded_from_a_donor() {
     let r = get(&c.nodes[2].url("/kv/k1"));
     assert_eq!(r.status, 503, "not the 404 of an empty backend: {r:?}");
 
-    let out = Command::new(ordo_bin())
-        .args(["reseed", "--service", "kv", "--from"])
-        .arg(c.nodes[0].url(""))
-        .arg("--to")
-        .arg(c.nodes[2].url(""))
-        .output()
-        .expect("ordo reseed");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
+    let text = reseed(&c, 0, 2);
     assert!(text.contains("reseeded_at"), "{text}");
     wait_state(&c, 2, "serving");
     // Same data as the donor's, and later updates agree.
@@ -392,4 +399,41 @@ fn a_node_whose_backend_lost_its_data_is_fenced_then_reseeded_from_a_donor() {
     let s = c.status(2).expect("status");
     assert_eq!(s["state"], "serving", "{s}");
     assert!(s["diverged"].is_null(), "{s}");
+}
+
+/// A node down while the others chose more slots than the log keeps:
+/// it cannot catch up from any peer's log, says `needs-reseed` (and
+/// refuses reads and updates) instead of waiting for ever or serving old
+/// data; `ordo reseed` brings it back.
+#[test]
+fn a_node_behind_the_compacted_log_needs_a_reseed_and_gets_one() {
+    let mut c = Cluster::start(Options {
+        service_extra: "snapshot = \"/_snapshot\"".into(),
+        limits_extra: "log_retain_slots = 30".into(),
+        ..Options::default()
+    });
+    c.leader();
+    c.kill_node(2);
+    for k in 0..120 {
+        let r = put(&c, 0, &format!("/kv/c{}", k % 7), &k.to_string()).expect("put");
+        assert!(r.status < 300, "{r:?}");
+    }
+    c.restart_node(2);
+    wait_state(&c, 2, "needs-reseed");
+    let r = get(&c.nodes[2].url("/kv/c1"));
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.body.contains("needs reseed"), "{r:?}");
+    reseed(&c, 1, 2);
+    wait_state(&c, 2, "serving");
+    let r = put(&c, 2, "/kv/after", "1").expect("put");
+    assert!(r.status < 300, "{r:?}");
+    c.wait_caught_up();
+    for k in 0..7 {
+        let path = format!("/kv/c{k}");
+        assert_eq!(
+            get(&c.nodes[2].backend_url(&path)).body,
+            get(&c.nodes[0].backend_url(&path)).body,
+            "{path}"
+        );
+    }
 }

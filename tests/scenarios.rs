@@ -58,12 +58,26 @@ fn a_node_whose_backend_diverges_finds_out_and_only_it() {
     assert_eq!(report.linearizable, Some(true));
 }
 
+/// A node behind the compaction bound: needs-reseed, reseed, serving.
+#[test]
+fn a_node_behind_the_compacted_log_is_reseeded_and_converges() {
+    let report = World::new(shipped("compacted-log-reseed"), true).run();
+    assert!(report.failure().is_none(), "{:?}", report.failure());
+    assert_eq!(report.reseeds, 1);
+    assert!(
+        report.trace.iter().any(|l| l.contains("NeedsReseed")),
+        "it said it needs a reseed before it got one"
+    );
+    assert_eq!(report.linearizable, Some(true));
+}
+
 /// No false alarm: across many ordinary seeds (no backend fault), no
-/// node ever calls itself diverged; and the seeds that do make a backend
-/// differ find it.
+/// node ever calls itself diverged; the seeds that do make a backend
+/// differ find it; and nodes behind a short log are reseeded.
 #[test]
 fn ordinary_seeds_raise_no_divergence_and_diverging_ones_are_found() {
     let mut diverging = 0;
+    let mut reseeded = 0;
     for seed in 0..400 {
         let sc = Scenario::generate(seed);
         let faulted = sc
@@ -76,6 +90,7 @@ fn ordinary_seeds_raise_no_divergence_and_diverging_ones_are_found() {
             "seed {seed}: {:?}",
             report.failure()
         );
+        reseeded += u32::from(report.reseeds > 0);
         if faulted {
             diverging += 1;
         } else {
@@ -90,6 +105,8 @@ fn ordinary_seeds_raise_no_divergence_and_diverging_ones_are_found() {
         diverging >= 10,
         "only {diverging} seeds made a backend differ"
     );
+    // And the seeds with a short log reseed the nodes that fell behind.
+    assert!(reseeded >= 3, "only {reseeded} seeds reseeded a node");
 }
 
 #[test]

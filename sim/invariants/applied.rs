@@ -30,6 +30,20 @@ impl AppliedLog {
         }
     }
 
+    /// A reseed made `to`'s backend a copy of `from`'s at slot `upto`:
+    /// for those slots, `to` applied what `from` applied.
+    pub(in crate::sim) fn copied(&mut self, from: NodeId, to: NodeId, upto: Slot) {
+        let donor: BTreeMap<Slot, Vec<Applied>> = self
+            .by_node
+            .get(&from)
+            .map(|log| log.range(..=upto).map(|(s, a)| (*s, a.clone())).collect())
+            .unwrap_or_default();
+        let log = self.by_node.entry(to).or_default();
+        let mut kept = log.split_off(&(upto + 1));
+        kept.extend(donor);
+        *log = kept;
+    }
+
     pub(in crate::sim) fn sequences_are_prefixes(&self) -> Result<(), String> {
         let mut reference: BTreeMap<Slot, (NodeId, Vec<UpdateId>)> = BTreeMap::new();
         for (node, log) in &self.by_node {

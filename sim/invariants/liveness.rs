@@ -64,6 +64,9 @@ impl World {
             self.fail(FailureKind::Safety, "no-false-divergence", e);
             return;
         }
+        // The operator's part: a node whose log was compacted away
+        // everywhere is reseeded from a healthy one.
+        self.reseed_where_needed();
         let state = self.converged();
         match state {
             Ok(()) if self.phase == Phase::Settle => {

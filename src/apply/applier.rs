@@ -286,6 +286,14 @@ impl Applier {
                 self.commit = self.commit.max(commit);
                 self.resume(ctx);
             }
+            Message::NeedsReseed { from: slot } if from == self.id => {
+                if self.state.needs_reseed.is_none() {
+                    self.state.needs_reseed = Some(slot);
+                    state::store_node_state(ctx.kv, &self.state);
+                    let commit = self.commit;
+                    ctx.send_durable(self.id, Role::Applier, Message::Committed { commit });
+                }
+            }
             Message::Digests {
                 entries,
                 ask,
@@ -357,7 +365,7 @@ impl Applier {
         if self.paused_at().is_none() {
             return Err("applying is not paused at a slot boundary".into());
         }
-        if slot > self.commit {
+        if slot > self.commit && self.state.needs_reseed.is_none() {
             return Err(format!(
                 "this node's log reaches slot {}, not the export's slot {slot}: \
                  let it catch up, then reseed again",
@@ -408,8 +416,18 @@ impl Applier {
         for (slot, id) in e.recent {
             self.remember(slot, id);
         }
+        if e.slot > self.commit {
+            // A node that needed the reseed jumps its log past the gap.
+            // The learner's compaction point goes first on disk: a crash
+            // must not leave the applied index beyond the log.
+            self.commit = e.slot;
+            let compacted = state::load_u64(&*ctx.kv, Meta::Compacted).max(e.slot);
+            state::store_u64(ctx.kv, Meta::Compacted, compacted);
+        }
         self.applied = e.slot;
         state::store_u64(ctx.kv, Meta::Applied, e.slot);
+        ctx.send(self.id, Role::Learner, Message::Reseeded { slot: e.slot });
+        self.state.needs_reseed = None;
         self.compare = Comparison::new(self.id, self.peers.len() + 1, self.cfg.digest_window_slots);
         self.held.clear();
         self.outbox.clear();

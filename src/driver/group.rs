@@ -170,8 +170,13 @@ impl Group {
         let acceptor = Driver::recover(now, kv, rng.fork(), |c| {
             Acceptor::recover(id, c, acceptor_cfg, cfg.bugs.acceptor)
         });
+        // The applier rebuilds its dedupe window from the log: it stays.
+        let learner_cfg = LearnerConfig {
+            keep_applied: cfg.applier.dedupe_window_slots,
+            ..cfg.learner.clone()
+        };
         let learner = Driver::recover(now, kv, rng.fork(), |c| {
-            Learner::recover(id, &members.nodes, cfg.learner.clone(), c)
+            Learner::recover(id, &members.nodes, learner_cfg, c)
         });
         let proposer = Driver::recover(now, kv, rng.fork(), |c| {
             Proposer::recover(id, members, cfg.proposer.clone(), cfg.bugs.proposer, c)

@@ -19,6 +19,12 @@ pub enum Fence {
         /// The operator's reason.
         reason: String,
     },
+    /// The log this node needs from `slot` on was compacted away on
+    /// every peer: it waits for a reseed.
+    NeedsReseed {
+        /// The first slot it lacks.
+        slot: Slot,
+    },
     /// The replica differs from the others from `slot` on.
     Diverged {
         /// The first slot found to differ.
@@ -37,6 +43,9 @@ impl Fence {
                 no_majority: d.majority.is_none(),
             });
         }
+        if let Some(slot) = state.needs_reseed {
+            return Some(Fence::NeedsReseed { slot });
+        }
         state.disabled.as_ref().map(|reason| Fence::Disabled {
             reason: reason.clone(),
         })
@@ -46,6 +55,11 @@ impl Fence {
     pub fn reason(&self) -> String {
         match self {
             Fence::Disabled { reason } => format!("disabled by an operator: {reason}"),
+            Fence::NeedsReseed { slot } => format!(
+                "needs reseed: slot {slot} and later were dropped from every peer's log \
+                 (compaction) before this node got them; copy a healthy node's backend \
+                 (ordo reseed)"
+            ),
             Fence::Diverged {
                 slot,
                 no_majority: false,
@@ -67,6 +81,7 @@ impl Fence {
     pub fn state(&self) -> &'static str {
         match self {
             Fence::Disabled { .. } => "disabled",
+            Fence::NeedsReseed { .. } => "needs-reseed",
             Fence::Diverged { .. } => "diverged",
         }
     }
@@ -242,6 +257,7 @@ mod tests {
                 majority: Some(2),
             }),
             cleared_upto: 0,
+            needs_reseed: None,
         });
         let why = check(&s, now, &LIMITS).unwrap_err();
         assert_eq!(why.state(), "diverged");

@@ -5,6 +5,14 @@
 //! so the log on disk is always a contiguous prefix and the commit index
 //! is its last slot. Chosen values that arrive early wait in a bounded
 //! buffer; beyond it they are dropped and fetched later.
+//!
+//! Compaction: the log keeps `retain_slots` slots below the commit index,
+//! and never drops a slot this node has not applied, nor the applier's
+//! dedupe window (`keep_applied` slots below the applied index), which
+//! it rebuilds from the log after a restart. A fetch for dropped slots
+//! is answered `Compacted`; a node that hears that from every peer can
+//! no longer catch up from the log and asks its applier to fence it as
+//! `needs-reseed`, until a reseed moves it past the gap.
 
 use super::ballot::{NodeId, Slot, Value};
 use super::command::{Ctx, Timer};
@@ -26,6 +34,12 @@ pub struct LearnerConfig {
     pub fetch_bytes_max: usize,
     /// Chosen slots held above the commit index at most.
     pub buffer_max: u64,
+    /// Slots of log kept below the commit index at least; older ones are
+    /// dropped (compaction).
+    pub retain_slots: u64,
+    /// Slots kept below the applied index at least (the applier's dedupe
+    /// window, rebuilt from the log).
+    pub keep_applied: u64,
 }
 
 impl Default for LearnerConfig {
@@ -36,6 +50,8 @@ impl Default for LearnerConfig {
             fetch_batch: 256,
             fetch_bytes_max: 4 << 20,
             buffer_max: 4096,
+            retain_slots: 1_000_000,
+            keep_applied: 100_000,
         }
     }
 }
@@ -54,6 +70,14 @@ pub struct Learner {
     fetch_armed: bool,
     /// Where the last fetch went, so a retry asks someone else.
     last_target: Option<NodeId>,
+    /// Log entries up to this slot are dropped here.
+    compacted: Slot,
+    /// Peers that said they dropped the slots this node needs next.
+    gone_at: std::collections::BTreeSet<NodeId>,
+    /// Peers that have no more of the log than this node (behind too).
+    no_further: std::collections::BTreeSet<NodeId>,
+    /// This node was reported as needing a reseed from this slot.
+    reseed_from: Option<Slot>,
     /// Messages dropped as stale, malformed or from non-members.
     pub dropped: u64,
 }
@@ -73,6 +97,10 @@ impl Learner {
             leader: None,
             fetch_armed: false,
             last_target: None,
+            compacted: state::load_u64(&*ctx.kv, state::Meta::Compacted),
+            gone_at: std::collections::BTreeSet::new(),
+            no_further: std::collections::BTreeSet::new(),
+            reseed_from: None,
             dropped: 0,
         };
         l.announce(ctx);
@@ -108,7 +136,13 @@ impl Learner {
                 self.after_learning(ctx);
             }
             Message::Fetch { from_slot, max } => self.serve_fetch(ctx, from, from_slot, max),
+            Message::Compacted { upto, commit } => self.on_compacted(ctx, from, upto, commit),
+            Message::Reseeded { slot } if from == self.id => self.on_reseeded(ctx, slot),
             Message::Entries { entries, commit } => {
+                if entries.is_empty() && commit <= self.commit {
+                    self.no_further.insert(from);
+                    self.check_gone(ctx);
+                }
                 let before = self.commit;
                 self.known = self.known.max(commit);
                 for (slot, value) in entries {
@@ -145,6 +179,88 @@ impl Learner {
         if let Some(t) = target {
             self.send_fetch(ctx, t);
         }
+    }
+
+    /// Peer `from` dropped the slots this node asked for.
+    fn on_compacted(&mut self, ctx: &mut Ctx<'_>, from: NodeId, upto: Slot, commit: Slot) {
+        self.known = self.known.max(commit);
+        if upto <= self.commit {
+            // It has what we need now (our commit moved meanwhile).
+            self.after_learning(ctx);
+            return;
+        }
+        self.gone_at.insert(from);
+        let next = self
+            .peers
+            .iter()
+            .copied()
+            .find(|p| !self.gone_at.contains(p) && !self.no_further.contains(p));
+        match next {
+            Some(p) => self.send_fetch(ctx, p),
+            None => self.check_gone(ctx),
+        }
+    }
+
+    /// Whether no peer can send the next slot any more: some dropped it,
+    /// the others have no more than this node. Then only a reseed helps.
+    fn check_gone(&mut self, ctx: &mut Ctx<'_>) {
+        let stuck = !self.gone_at.is_empty()
+            && self
+                .peers
+                .iter()
+                .all(|p| self.gone_at.contains(p) || self.no_further.contains(p));
+        let from_slot = self.commit + 1;
+        if stuck && self.reseed_from != Some(from_slot) {
+            self.reseed_from = Some(from_slot);
+            ctx.send(
+                self.id,
+                Role::Applier,
+                Message::NeedsReseed { from: from_slot },
+            );
+        }
+    }
+
+    /// A reseed put the backend at `slot`: the log up to it is not
+    /// needed; commit from there if the log was behind.
+    fn on_reseeded(&mut self, ctx: &mut Ctx<'_>, slot: Slot) {
+        self.gone_at.clear();
+        self.no_further.clear();
+        self.reseed_from = None;
+        if slot > self.commit {
+            // The gap is behind us: slots up to `slot` count as dropped
+            // here (the ones this log holds below it go with the next
+            // compactions).
+            self.compacted = slot;
+            state::store_u64(ctx.kv, state::Meta::Compacted, slot);
+            self.commit = slot;
+            self.buffer = self.buffer.split_off(&(slot + 1));
+            while let Some(v) = self.buffer.remove(&(self.commit + 1)) {
+                self.commit += 1;
+                state::store_chosen(ctx.kv, self.commit, &v);
+            }
+            self.announce(ctx);
+        }
+        self.after_learning(ctx);
+    }
+
+    /// Drop log entries older than the bound (at most a batch per call).
+    fn compact(&mut self, ctx: &mut Ctx<'_>) {
+        const BATCH: u64 = 1024;
+        let applied = state::load_u64(&*ctx.kv, state::Meta::Applied);
+        let target = self
+            .commit
+            .saturating_sub(self.cfg.retain_slots)
+            .min(applied.saturating_sub(self.cfg.keep_applied));
+        if target < self.compacted + BATCH.min(self.cfg.retain_slots.max(1)) {
+            return;
+        }
+        let upto = target.min(self.compacted + BATCH);
+        // The point first: a crash that keeps a delete keeps it too.
+        state::store_u64(ctx.kv, state::Meta::Compacted, upto);
+        for slot in self.compacted + 1..=upto {
+            state::forget_chosen(ctx.kv, slot);
+        }
+        self.compacted = upto;
     }
 
     fn behind(&self) -> bool {
@@ -193,7 +309,10 @@ impl Learner {
             state::store_chosen(ctx.kv, self.commit, &v);
         }
         if self.commit > before {
+            self.gone_at.clear();
+            self.no_further.clear();
             self.announce(ctx);
+            self.compact(ctx);
         }
     }
 
@@ -218,6 +337,14 @@ impl Learner {
     fn serve_fetch(&mut self, ctx: &mut Ctx<'_>, to: NodeId, from_slot: Slot, max: u32) {
         if from_slot == 0 {
             self.dropped += 1;
+            return;
+        }
+        if from_slot <= self.compacted {
+            let msg = Message::Compacted {
+                upto: self.compacted,
+                commit: self.commit,
+            };
+            ctx.send(to, Role::Learner, msg);
             return;
         }
         let mut entries = Vec::new();

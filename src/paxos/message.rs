@@ -236,6 +236,26 @@ pub enum Message {
         /// That round.
         round: u64,
     },
+    /// Learner to learner, answering a `Fetch`: the slots asked for were
+    /// dropped from this log (compaction) up to `upto`.
+    Compacted {
+        /// Every slot up to this one is gone here.
+        upto: Slot,
+        /// The sender's commit index.
+        commit: Slot,
+    },
+    /// Local, learner to applier: no peer has the log from `from` on any
+    /// more; the node needs a reseed.
+    NeedsReseed {
+        /// The first slot missing.
+        from: Slot,
+    },
+    /// Local, applier to learner: a reseed put the backend at `slot`;
+    /// the log up to it is no longer needed here.
+    Reseeded {
+        /// The slot of the reseed.
+        slot: Slot,
+    },
     /// Local, proposer to acceptor: rebuilding is over; promise `ballot`
     /// (a leadership begun after every node reported its round) and vote
     /// from now on.
@@ -251,7 +271,11 @@ impl Message {
     pub fn is_local_only(&self) -> bool {
         matches!(
             self,
-            Message::CommitHint { .. } | Message::Committed { .. } | Message::StartVoting { .. }
+            Message::CommitHint { .. }
+                | Message::Committed { .. }
+                | Message::StartVoting { .. }
+                | Message::NeedsReseed { .. }
+                | Message::Reseeded { .. }
         )
     }
 
@@ -280,6 +304,9 @@ impl Message {
             Message::Rebuilding { .. } => "rebuilding",
             Message::RebuildRound { .. } => "rebuild-round",
             Message::StartVoting { .. } => "start-voting",
+            Message::Compacted { .. } => "compacted",
+            Message::NeedsReseed { .. } => "needs-reseed",
+            Message::Reseeded { .. } => "reseeded",
         }
     }
 }

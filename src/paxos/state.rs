@@ -33,6 +33,9 @@ pub enum Meta {
     /// Acceptor: 1 while this acceptor rebuilds after losing its state
     /// (see `paxos::rebuild`): it does not vote.
     Rebuilding,
+    /// Learner: log entries up to this slot were dropped (compaction, or
+    /// a reseed); they were chosen, and applied here.
+    Compacted,
 }
 
 impl Meta {
@@ -42,7 +45,7 @@ impl Meta {
     fn table(self) -> Table {
         match self {
             Meta::Promised | Meta::ChosenUpto | Meta::Rebuilding => Table::Acceptor,
-            Meta::Round | Meta::Applied | Meta::NodeState => Table::Node,
+            Meta::Round | Meta::Applied | Meta::NodeState | Meta::Compacted => Table::Node,
         }
     }
 }
@@ -218,9 +221,16 @@ pub fn is_empty(kv: &dyn Kv) -> bool {
         .all(|&t| kv.last(t).is_none())
 }
 
-/// The highest slot in the local log, 0 if empty.
+/// The highest slot in the local log, or the compaction point if that
+/// is higher (every slot up to either is chosen); 0 if neither.
 pub fn last_chosen_slot(kv: &dyn Kv) -> Slot {
-    kv.last(Table::Log).map(|(k, _)| key_slot(&k)).unwrap_or(0)
+    let last = kv.last(Table::Log).map(|(k, _)| key_slot(&k)).unwrap_or(0);
+    last.max(load_u64(kv, Meta::Compacted))
+}
+
+/// Drop `slot` from the log (compaction).
+pub fn forget_chosen(kv: &mut dyn Kv, slot: Slot) {
+    kv.delete(Table::Log, &slot_key(slot));
 }
 
 /// Why a replica of this node differs from the others (see
@@ -248,6 +258,9 @@ pub struct NodeState {
     /// An operator cleared divergence up to this slot: digests of slots
     /// at or below it no longer count.
     pub cleared_upto: Slot,
+    /// The log this node needs from this slot on was compacted away on
+    /// every peer: only a reseed brings it back.
+    pub needs_reseed: Option<Slot>,
 }
 
 /// The node state; the default if never written.

@@ -283,6 +283,8 @@ pub struct Options {
     pub demo_args: Vec<(usize, Vec<String>)>,
     /// Extra lines for the service's section of every node's config.
     pub service_extra: String,
+    /// Extra lines for the `[limits]` section of every node's config.
+    pub limits_extra: String,
 }
 
 impl Default for Options {
@@ -294,6 +296,7 @@ impl Default for Options {
             update_timeout_ms: 3_000,
             demo_args: Vec::new(),
             service_extra: String::new(),
+            limits_extra: String::new(),
         }
     }
 }
@@ -733,6 +736,7 @@ active = ["north", "east", "west"]
 [limits]
 max_body_bytes = {max_body}
 update_timeout_ms = {timeout}
+{limits_extra}
 "#,
         name = n.name,
         client = n.client,
@@ -742,6 +746,7 @@ update_timeout_ms = {timeout}
         max_body = opts.max_body_bytes,
         timeout = opts.update_timeout_ms,
         service_extra = opts.service_extra,
+        limits_extra = opts.limits_extra,
     )
 }
 
