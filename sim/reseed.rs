@@ -30,7 +30,8 @@ impl World {
                     .is_some_and(|g| g.applier.role().node_state().needs_reseed.is_some())
             })
             .collect();
-        for target in needs {
+        let mut pairs = Vec::new();
+        for &target in &needs {
             let donor = (0..self.nodes.len())
                 .filter(|&i| i != target)
                 .filter_map(|i| {
@@ -41,8 +42,23 @@ impl World {
                 })
                 .max();
             if let Some((_, donor)) = donor {
-                self.reseed(target, donor);
+                pairs.push((target, donor));
             }
+        }
+        // A node paused for an earlier attempt that is no longer on (its
+        // target went down, or another donor was chosen) goes on applying.
+        for i in 0..self.nodes.len() {
+            let chosen = pairs.iter().any(|&(t, d)| i == t || i == d);
+            let paused = self.nodes[i]
+                .group
+                .as_ref()
+                .is_some_and(|g| g.applier.role().is_paused());
+            if paused && !chosen {
+                self.operate(i, Operator::Resume);
+            }
+        }
+        for (target, donor) in pairs {
+            self.reseed(target, donor);
         }
     }
 

@@ -140,6 +140,9 @@ pub struct Limits {
     /// Slots of log each service keeps; older ones are dropped. A node
     /// that falls further behind needs a reseed.
     pub log_retain_slots: u64,
+    /// Bytes of log each service keeps at most (payloads and a small
+    /// allowance per slot); the oldest slots beyond are dropped.
+    pub log_retain_bytes: u64,
 }
 
 impl Default for Limits {
@@ -152,6 +155,7 @@ impl Default for Limits {
             max_lag_slots: 100,
             lease_ms: 2_000,
             log_retain_slots: 1_000_000,
+            log_retain_bytes: 1 << 30,
         }
     }
 }
@@ -398,6 +402,7 @@ impl Config {
             ("limits.backend_timeout_ms", l.backend_timeout_ms),
             ("limits.lease_ms", l.lease_ms),
             ("limits.log_retain_slots", l.log_retain_slots),
+            ("limits.log_retain_bytes", l.log_retain_bytes),
         ] {
             if v == 0 {
                 return Err(err(k, "must be more than 0"));

@@ -111,6 +111,7 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
         };
         let retain = cfg.limits.log_retain_slots;
         group_cfg.learner.retain_slots = retain;
+        group_cfg.learner.retain_bytes = cfg.limits.log_retain_bytes;
         // The dedupe window lives in the retained log.
         group_cfg.applier.dedupe_window_slots = group_cfg.applier.dedupe_window_slots.min(retain);
         if crate::paxos::state::is_empty(&kv) {

@@ -603,6 +603,70 @@ fn learner_asserts_a_chosen_value_never_changes() {
     });
 }
 
+#[test]
+fn the_log_keeps_its_byte_bound_but_never_what_is_not_applied() {
+    let mut h = Harness::new();
+    let cfg = LearnerConfig {
+        retain_slots: 1_000,
+        retain_bytes: 10 * 1_032,
+        keep_applied: 0,
+        ..LearnerConfig::default()
+    };
+    let (mut l, _) = h.call(|ctx| Learner::recover(N1, &[N0, N1, N2], cfg, ctx));
+    let big = |seq| {
+        let mut u = update(N0, seq);
+        u.payload = Bytes::from(vec![b'x'; 1_000]);
+        Value::Batch(vec![u])
+    };
+    // 30 slots of about 1 KiB each, 20 of them applied.
+    state::store_u64(&mut h.disk, state::Meta::Applied, 20);
+    for slot in 1..=30 {
+        let value = big(slot);
+        h.call(|ctx| l.on_message(ctx, N0, Message::Decided { slot, value }));
+    }
+    let kept = state::load_chosen_range(&h.disk, 1, 100);
+    let first = kept.first().map(|(s, _)| *s).expect("some log");
+    assert_eq!(
+        first, 21,
+        "dropped the applied slots only, though over the bound"
+    );
+    assert_eq!(state::last_chosen_slot(&h.disk), 30);
+    // A fetch of a dropped slot is answered so, with the compaction point.
+    let fetch = Message::Fetch {
+        from_slot: 5,
+        max: 10,
+    };
+    let (_, out) = h.call(|ctx| l.on_message(ctx, N2, fetch));
+    assert!(
+        matches!(
+            sends(&out)[..],
+            [(
+                N2,
+                Role::Learner,
+                Message::Compacted {
+                    upto: 20,
+                    commit: 30
+                }
+            )]
+        ),
+        "{out:?}"
+    );
+    // Applied further: the oldest go until under nine tenths of the bound.
+    state::store_u64(&mut h.disk, state::Meta::Applied, 30);
+    h.call(|ctx| {
+        l.on_message(
+            ctx,
+            N0,
+            Message::Decided {
+                slot: 31,
+                value: big(31),
+            },
+        )
+    });
+    let kept = state::load_chosen_range(&h.disk, 1, 100).len();
+    assert!(kept <= 9, "{kept} slots kept");
+}
+
 // ---- applier ----
 
 #[test]

@@ -354,6 +354,11 @@ impl Applier {
         state::store_node_state(ctx.kv, &self.state);
     }
 
+    /// An operator paused applying (it may still finish a slot).
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
     /// The slot at which applying is paused, once it is (no slot half
     /// applied).
     pub fn paused_at(&self) -> Option<Slot> {

@@ -37,6 +37,9 @@ pub struct LearnerConfig {
     /// Slots of log kept below the commit index at least; older ones are
     /// dropped (compaction).
     pub retain_slots: u64,
+    /// Bytes of log kept at most (`state::log_cost`); beyond, the oldest
+    /// entries are dropped, down to nine tenths of it.
+    pub retain_bytes: u64,
     /// Slots kept below the applied index at least (the applier's dedupe
     /// window, rebuilt from the log).
     pub keep_applied: u64,
@@ -51,6 +54,7 @@ impl Default for LearnerConfig {
             fetch_bytes_max: 4 << 20,
             buffer_max: 4096,
             retain_slots: 1_000_000,
+            retain_bytes: 1 << 30,
             keep_applied: 100_000,
         }
     }
@@ -72,6 +76,8 @@ pub struct Learner {
     last_target: Option<NodeId>,
     /// Log entries up to this slot are dropped here.
     compacted: Slot,
+    /// The bytes the log holds (see `LearnerConfig::retain_bytes`).
+    log_bytes: u64,
     /// Peers that said they dropped the slots this node needs next.
     gone_at: std::collections::BTreeSet<NodeId>,
     /// Peers that have no more of the log than this node (behind too).
@@ -98,6 +104,7 @@ impl Learner {
             fetch_armed: false,
             last_target: None,
             compacted: state::load_u64(&*ctx.kv, state::Meta::Compacted),
+            log_bytes: state::load_u64(&*ctx.kv, state::Meta::LogBytes),
             gone_at: std::collections::BTreeSet::new(),
             no_further: std::collections::BTreeSet::new(),
             reseed_from: None,
@@ -228,16 +235,22 @@ impl Learner {
         self.reseed_from = None;
         if slot > self.commit {
             // The gap is behind us: slots up to `slot` count as dropped
-            // here (the ones this log holds below it go with the next
-            // compactions).
+            // here, and the ones this log held below it go now.
+            let held = self.compacted + 1..=self.commit;
             self.compacted = slot;
             state::store_u64(ctx.kv, state::Meta::Compacted, slot);
+            for s in held {
+                state::forget_chosen(ctx.kv, s);
+            }
+            self.log_bytes = 0;
             self.commit = slot;
             self.buffer = self.buffer.split_off(&(slot + 1));
             while let Some(v) = self.buffer.remove(&(self.commit + 1)) {
                 self.commit += 1;
+                self.log_bytes += state::log_cost(&v);
                 state::store_chosen(ctx.kv, self.commit, &v);
             }
+            state::store_u64(ctx.kv, state::Meta::LogBytes, self.log_bytes);
             self.announce(ctx);
         }
         self.after_learning(ctx);
@@ -247,20 +260,37 @@ impl Learner {
     fn compact(&mut self, ctx: &mut Ctx<'_>) {
         const BATCH: u64 = 1024;
         let applied = state::load_u64(&*ctx.kv, state::Meta::Applied);
-        let target = self
-            .commit
-            .saturating_sub(self.cfg.retain_slots)
-            .min(applied.saturating_sub(self.cfg.keep_applied));
-        if target < self.compacted + BATCH.min(self.cfg.retain_slots.max(1)) {
+        let limit = applied.saturating_sub(self.cfg.keep_applied);
+        let by_slots = self.commit.saturating_sub(self.cfg.retain_slots).min(limit);
+        let over_bytes = self.log_bytes > self.cfg.retain_bytes;
+        let slots_due = by_slots >= self.compacted + BATCH.min(self.cfg.retain_slots.max(1));
+        if !over_bytes && !slots_due {
             return;
         }
-        let upto = target.min(self.compacted + BATCH);
+        // Which slots go: those below the slot bound, then the oldest
+        // while the log is over nine tenths of its byte bound.
+        let floor = self.cfg.retain_bytes / 10 * 9;
+        let mut bytes = self.log_bytes;
+        let mut upto = self.compacted;
+        for (slot, value) in state::load_chosen_range(&*ctx.kv, self.compacted + 1, BATCH as usize)
+        {
+            if slot > limit || (slot > by_slots && bytes <= floor) {
+                break;
+            }
+            bytes = bytes.saturating_sub(state::log_cost(&value));
+            upto = slot;
+        }
+        if upto == self.compacted {
+            return;
+        }
         // The point first: a crash that keeps a delete keeps it too.
         state::store_u64(ctx.kv, state::Meta::Compacted, upto);
         for slot in self.compacted + 1..=upto {
             state::forget_chosen(ctx.kv, slot);
         }
         self.compacted = upto;
+        self.log_bytes = bytes;
+        state::store_u64(ctx.kv, state::Meta::LogBytes, bytes);
     }
 
     fn behind(&self) -> bool {
@@ -306,9 +336,11 @@ impl Learner {
         let before = self.commit;
         while let Some(v) = self.buffer.remove(&(self.commit + 1)) {
             self.commit += 1;
+            self.log_bytes += state::log_cost(&v);
             state::store_chosen(ctx.kv, self.commit, &v);
         }
         if self.commit > before {
+            state::store_u64(ctx.kv, state::Meta::LogBytes, self.log_bytes);
             self.gone_at.clear();
             self.no_further.clear();
             self.announce(ctx);

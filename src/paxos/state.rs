@@ -36,6 +36,8 @@ pub enum Meta {
     /// Learner: log entries up to this slot were dropped (compaction, or
     /// a reseed); they were chosen, and applied here.
     Compacted,
+    /// Learner: the bytes of the entries the log holds (`log_cost` each).
+    LogBytes,
 }
 
 impl Meta {
@@ -45,7 +47,9 @@ impl Meta {
     fn table(self) -> Table {
         match self {
             Meta::Promised | Meta::ChosenUpto | Meta::Rebuilding => Table::Acceptor,
-            Meta::Round | Meta::Applied | Meta::NodeState | Meta::Compacted => Table::Node,
+            Meta::Round | Meta::Applied | Meta::NodeState | Meta::Compacted | Meta::LogBytes => {
+                Table::Node
+            }
         }
     }
 }
@@ -226,6 +230,12 @@ pub fn is_empty(kv: &dyn Kv) -> bool {
 pub fn last_chosen_slot(kv: &dyn Kv) -> Slot {
     let last = kv.last(Table::Log).map(|(k, _)| key_slot(&k)).unwrap_or(0);
     last.max(load_u64(kv, Meta::Compacted))
+}
+
+/// What a log entry counts against `log_retain_bytes`: its payloads and
+/// a fixed allowance for the key and the encoding.
+pub fn log_cost(value: &Value) -> u64 {
+    32 + value.payload_bytes() as u64
 }
 
 /// Drop `slot` from the log (compaction).
