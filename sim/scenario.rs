@@ -755,7 +755,8 @@ impl Scenario {
         // one backend starts to differ (with answers given at once, its
         // clients would get its wrong answers, which the checker flags).
         s.answer_agreed = r.chance(0.5);
-        if s.answer_agreed && r.chance(0.2) {
+        let diverging = s.answer_agreed && r.chance(0.2);
+        if diverging {
             let at = ms(r.range(300, run_ms - 500));
             let n = Target::Node(r.below(nodes as u64) as u16);
             s.timeline.push((at, Fault::BackendDiverge(n)));
@@ -763,7 +764,9 @@ impl Scenario {
         }
         // Some seeds keep a short log: a node down for long falls behind
         // the compaction, needs a reseed, and the operator gives it one.
-        if r.chance(0.25) {
+        // (Not with a diverging backend: then the only donor left may be
+        // the one a fault broke, and no reseed can be right.)
+        if r.chance(0.25) && !diverging {
             s.log_retain = 50;
         }
         // Some seeds lose a node's whole disk; it comes back empty and

@@ -667,6 +667,36 @@ fn the_log_keeps_its_byte_bound_but_never_what_is_not_applied() {
     assert!(kept <= 9, "{kept} slots kept");
 }
 
+#[test]
+fn the_log_drops_what_every_node_applied_before_its_bound() {
+    let mut h = Harness::new();
+    let cfg = LearnerConfig {
+        retain_slots: 10,
+        keep_applied: 0,
+        ..LearnerConfig::default()
+    };
+    let (mut l, _) = h.call(|ctx| Learner::recover(N1, &[N0, N1, N2], cfg, ctx));
+    let mut decide = |h: &mut Harness, slots: std::ops::RangeInclusive<u64>| {
+        for slot in slots {
+            state::store_u64(&mut h.disk, state::Meta::Applied, slot - 1);
+            let value = Value::Batch(vec![update(N0, slot)]);
+            h.call(|ctx| l.on_message(ctx, N0, Message::Decided { slot, value }));
+        }
+    };
+    decide(&mut h, 1..=30);
+    assert_eq!(
+        state::load_chosen_range(&h.disk, 1, 100)[0].0,
+        21,
+        "the bound"
+    );
+    // Every node has applied up to 37: the bound would keep 31..=40.
+    state::store_u64(&mut h.disk, state::Meta::AllApplied, 37);
+    decide(&mut h, 31..=40);
+    // (Dropped in steps of a tenth of the bound, here 2 slots.)
+    let first = state::load_chosen_range(&h.disk, 1, 100)[0].0;
+    assert!((36..=38).contains(&first), "first kept: {first}");
+}
+
 // ---- applier ----
 
 #[test]

@@ -208,6 +208,10 @@ pub struct Applier {
     pub divergences: u64,
     /// An operator paused applying (a reseed in progress).
     paused: bool,
+    /// The highest slot each peer sent a digest of: it applied that far.
+    peer_applied: BTreeMap<NodeId, Slot>,
+    /// The slot every node applied, as last written.
+    all_applied: Slot,
 }
 
 impl Applier {
@@ -232,6 +236,8 @@ impl Applier {
             flush_armed: false,
             divergences: 0,
             paused: false,
+            peer_applied: BTreeMap::new(),
+            all_applied: state::load_u64(&*ctx.kv, Meta::AllApplied),
             cfg,
             applied,
             commit,
@@ -452,6 +458,10 @@ impl Applier {
         ask: bool,
         may_answer: bool,
     ) {
+        if let Some(top) = entries.iter().map(|e| e.0).max() {
+            let seen = self.peer_applied.entry(from).or_default();
+            *seen = (*seen).max(top);
+        }
         let mut answer = Vec::new();
         for (slot, d) in entries
             .into_iter()
@@ -595,6 +605,17 @@ impl Applier {
     }
 
     fn flush_digests(&mut self, ctx: &mut Ctx<'_>) {
+        // What every node has applied, for the learner's compaction (a
+        // peer not heard from counts as having applied nothing).
+        let all = self
+            .peers
+            .iter()
+            .map(|p| self.peer_applied.get(p).copied().unwrap_or(0))
+            .fold(self.applied, Slot::min);
+        if all > self.all_applied {
+            self.all_applied = all;
+            state::store_u64(ctx.kv, Meta::AllApplied, all);
+        }
         if self.outbox.is_empty() {
             return;
         }

@@ -6,10 +6,12 @@
 //! is its last slot. Chosen values that arrive early wait in a bounded
 //! buffer; beyond it they are dropped and fetched later.
 //!
-//! Compaction: the log keeps `retain_slots` slots below the commit index,
-//! and never drops a slot this node has not applied, nor the applier's
-//! dedupe window (`keep_applied` slots below the applied index), which
-//! it rebuilds from the log after a restart. A fetch for dropped slots
+//! Compaction: the log drops slots that every node applied (the
+//! applier's `AllApplied`, from the peers' digests), and slots more than
+//! `retain_slots` below the commit index or beyond `retain_bytes`, but
+//! never a slot this node has not applied, nor the applier's dedupe
+//! window (`keep_applied` slots below the applied index), which it
+//! rebuilds from the log after a restart. A fetch for dropped slots
 //! is answered `Compacted`; a node that hears that from every peer can
 //! no longer catch up from the log and asks its applier to fence it as
 //! `needs-reseed`, until a reseed moves it past the gap.
@@ -261,9 +263,19 @@ impl Learner {
         const BATCH: u64 = 1024;
         let applied = state::load_u64(&*ctx.kv, state::Meta::Applied);
         let limit = applied.saturating_sub(self.cfg.keep_applied);
-        let by_slots = self.commit.saturating_sub(self.cfg.retain_slots).min(limit);
+        // Older than the bound, or applied by every node already.
+        let everywhere = state::load_u64(&*ctx.kv, state::Meta::AllApplied);
+        let by_slots = self
+            .commit
+            .saturating_sub(self.cfg.retain_slots)
+            .max(everywhere)
+            .min(limit)
+            .min(self.commit);
         let over_bytes = self.log_bytes > self.cfg.retain_bytes;
-        let slots_due = by_slots >= self.compacted + BATCH.min(self.cfg.retain_slots.max(1));
+        // In steps of a tenth of the bound (at most a batch), not a slot
+        // at a time.
+        let step = BATCH.min(self.cfg.retain_slots / 10 + 1);
+        let slots_due = by_slots >= self.compacted + step;
         if !over_bytes && !slots_due {
             return;
         }

@@ -38,6 +38,9 @@ pub enum Meta {
     Compacted,
     /// Learner: the bytes of the entries the log holds (`log_cost` each).
     LogBytes,
+    /// Applier: every node of the group has applied every slot up to
+    /// this one (as their digests showed): the log below it may go.
+    AllApplied,
 }
 
 impl Meta {
@@ -47,9 +50,12 @@ impl Meta {
     fn table(self) -> Table {
         match self {
             Meta::Promised | Meta::ChosenUpto | Meta::Rebuilding => Table::Acceptor,
-            Meta::Round | Meta::Applied | Meta::NodeState | Meta::Compacted | Meta::LogBytes => {
-                Table::Node
-            }
+            Meta::Round
+            | Meta::Applied
+            | Meta::NodeState
+            | Meta::Compacted
+            | Meta::LogBytes
+            | Meta::AllApplied => Table::Node,
         }
     }
 }
