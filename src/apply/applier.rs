@@ -295,9 +295,7 @@ impl Applier {
             Message::NeedsReseed { from: slot } if from == self.id => {
                 if self.state.needs_reseed.is_none() {
                     self.state.needs_reseed = Some(slot);
-                    state::store_node_state(ctx.kv, &self.state);
-                    let commit = self.commit;
-                    ctx.send_durable(self.id, Role::Applier, Message::Committed { commit });
+                    self.store_state_soon(ctx);
                 }
             }
             Message::Digests {
@@ -468,12 +466,8 @@ impl Applier {
             .take(self.cfg.digest_window_slots as usize)
         {
             let mut late = false;
-            if slot <= self.applied && self.compare.own_digest(slot).is_none() {
-                // Settled and forgotten, or from before a restart.
-                if let Some(own) = state::load_digest(&*ctx.kv, slot) {
-                    self.compare.own(slot, own);
-                    late = true;
-                }
+            if slot <= self.applied && self.reload_own(&*ctx.kv, slot).is_some() {
+                late = true;
             }
             let verdict = self.compare.peer(self.applied, from, slot, d);
             self.judge(ctx, slot, verdict);
@@ -510,14 +504,10 @@ impl Applier {
             ctx.client(answer);
             return;
         }
-        if self.compare.own_digest(slot).is_none() {
-            // Settled and forgotten, or from before a restart: judge it
-            // again, with the peers' digests (asked for).
-            if let Some(own) = state::load_digest(&*ctx.kv, slot) {
-                self.compare.own(slot, own);
-                self.outbox.push((slot, own));
-                self.ask = true;
-            }
+        // Judged again, with the peers' digests (asked for).
+        if let Some(own) = self.reload_own(&*ctx.kv, slot) {
+            self.outbox.push((slot, own));
+            self.ask = true;
         }
         let majority_differs = match self.compare.verdict(slot) {
             Verdict::Agreed => {
@@ -582,11 +572,27 @@ impl Applier {
             majority,
         });
         self.divergences += 1;
+        self.store_state_soon(ctx);
+    }
+
+    /// Write the node state, and have it on disk soon even on an idle
+    /// node: a message held for the sync that covers the write makes the
+    /// driver sync (the message itself changes nothing).
+    fn store_state_soon(&self, ctx: &mut Ctx<'_>) {
         state::store_node_state(ctx.kv, &self.state);
-        // On disk soon even on an idle node: a message held for the sync
-        // that covers the mark makes the driver sync (it is a no-op here).
         let commit = self.commit;
         ctx.send_durable(self.id, Role::Applier, Message::Committed { commit });
+    }
+
+    /// This node's digest of `slot` from the disk, into the table, if the
+    /// table had forgotten it (settled, or from before a restart).
+    fn reload_own(&mut self, kv: &dyn Kv, slot: Slot) -> Option<u64> {
+        if self.compare.own_digest(slot).is_some() {
+            return None;
+        }
+        let own = state::load_digest(kv, slot)?;
+        self.compare.own(slot, own);
+        Some(own)
     }
 
     /// Send own digests now if answers wait on them (here or at the
