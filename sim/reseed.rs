@@ -82,10 +82,12 @@ impl World {
         };
         let Some(envelope) = envelope else { return };
         let slot = envelope.slot;
-        let ok = self.nodes[target]
-            .group
-            .as_ref()
-            .is_some_and(|g| g.applier.role().can_reseed(slot).is_ok());
+        let ok = self.nodes[target].group.as_ref().is_some_and(|g| {
+            g.applier
+                .role()
+                .can_reseed(&self.nodes[target].disk, slot)
+                .is_ok()
+        });
         if ok {
             let (d, t) = if donor < target {
                 let (a, b) = self.nodes.split_at_mut(target);

@@ -770,8 +770,10 @@ impl Scenario {
             s.log_retain = 50;
         }
         // Some seeds lose a node's whole disk; it comes back empty and
-        // must rebuild before it votes.
-        if r.chance(0.15) {
+        // must rebuild before it votes. (Not with a short log: there the
+        // wiped node may have been the only one with the state the others
+        // need a reseed from, and nothing can bring that back.)
+        if r.chance(0.15) && s.log_retain == LOG_RETAIN_DEFAULT {
             let at = r.range(300, run_ms - 500);
             let back = ms(r.range(at + 50, run_ms.min(at + 3_000)));
             s.timeline.push((ms(at), Fault::Wipe(target(&mut r))));

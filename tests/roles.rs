@@ -1330,7 +1330,19 @@ fn a_paused_applier_stops_at_a_slot_boundary_and_a_reseed_moves_its_applied_inde
         "paused: slot 2 is not sent: {out:?}"
     );
     assert_eq!(a.paused_at(), Some(1));
-    assert!(a.can_reseed(4).unwrap_err().contains("reaches slot 3"));
+    assert!(
+        a.can_reseed(&h.disk, 4)
+            .unwrap_err()
+            .contains("reaches slot 3")
+    );
+    state::store_u64(&mut h.disk, state::Meta::Compacted, 2);
+    assert!(
+        a.can_reseed(&h.disk, 1)
+            .unwrap_err()
+            .contains("log starts after slot 2"),
+        "an export older than this log is refused"
+    );
+    state::store_u64(&mut h.disk, state::Meta::Compacted, 0);
     let mut e = a.export(&h.disk).expect("paused");
     assert_eq!(e.slot, 1);
     e.slot = 2;

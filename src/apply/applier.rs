@@ -348,7 +348,7 @@ impl Applier {
                 return;
             }
             Operator::Reseed(e) => {
-                if self.can_reseed(e.slot).is_err() {
+                if self.can_reseed(&*ctx.kv, e.slot).is_err() {
                     self.dropped += 1;
                     return;
                 }
@@ -370,9 +370,18 @@ impl Applier {
     }
 
     /// Whether a reseed to `slot` may be taken now, and if not, why.
-    pub fn can_reseed(&self, slot: Slot) -> Result<(), String> {
+    pub fn can_reseed(&self, kv: &dyn Kv, slot: Slot) -> Result<(), String> {
         if self.paused_at().is_none() {
             return Err("applying is not paused at a slot boundary".into());
+        }
+        // After the reseed it applies `slot + 1` on from its own log, or
+        // fetches them: they must not be dropped here already.
+        let compacted = state::load_u64(kv, Meta::Compacted);
+        if slot < compacted {
+            return Err(format!(
+                "the export is at slot {slot}, but this node's log starts after slot \
+                 {compacted}: reseed from a node that has applied at least that far"
+            ));
         }
         if slot > self.commit && self.state.needs_reseed.is_none() {
             return Err(format!(

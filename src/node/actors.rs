@@ -354,7 +354,7 @@ impl Handler<CanReseed> for ApplierActor {
     type Result = Result<(), String>;
 
     fn handle(&mut self, m: CanReseed, _: &mut Context<Self>) -> Self::Result {
-        self.driver.role().can_reseed(m.0)
+        self.driver.role().can_reseed(&self.kv, m.0)
     }
 }
 
