@@ -158,11 +158,7 @@ impl World {
                 payload: rec.input.encode(),
             }]),
         };
-        let fenced = node
-            .group
-            .as_ref()
-            .is_some_and(|g| Fence::of(g.applier.role().node_state()).is_some());
-        if fenced {
+        if node.fenced() {
             // The gateway of a disabled or diverged node takes nothing.
             if attempt == 1 {
                 self.finish_op(op, OpStatus::Refused, None);
@@ -314,16 +310,10 @@ impl World {
         if let Some(&key) = self.clients.final_reads.first() {
             // Through a node that takes updates: a diverged one does not.
             let n = self.nodes.len();
-            let fenced = |i: usize| {
-                self.nodes[i]
-                    .group
-                    .as_ref()
-                    .is_some_and(|g| Fence::of(g.applier.role().node_state()).is_some())
-            };
             let first = key as usize % n;
             let node = (0..n)
                 .map(|k| (first + k) % n)
-                .find(|&i| !fenced(i))
+                .find(|&i| !self.nodes[i].fenced())
                 .unwrap_or(first);
             self.submit(reader, node, SimOp::Get { key }, Via::Log, None);
         }

@@ -12,6 +12,7 @@ use super::world::{Ev, World};
 use crate::apply::applier::ApplierConfig;
 use crate::driver::group::Bugs;
 use crate::driver::{Group, GroupConfig, Input, Output};
+use crate::gateway::readiness::Fence;
 use crate::paxos::acceptor::AcceptorBugs;
 use crate::paxos::ballot::{Ballot, NodeId, Slot, Update, UpdateId};
 use crate::paxos::learner::LearnerConfig;
@@ -72,6 +73,21 @@ impl SimNode {
 
     pub(super) fn up(&self) -> bool {
         self.group.is_some()
+    }
+
+    /// Its node state forbids serving (disabled, diverged, needs a
+    /// reseed): its gateway takes no reads and no updates.
+    pub(super) fn fenced(&self) -> bool {
+        self.group
+            .as_ref()
+            .is_some_and(|g| Fence::of(g.applier.role().node_state()).is_some())
+    }
+
+    /// It calls its replica diverged.
+    pub(super) fn diverged(&self) -> bool {
+        self.group
+            .as_ref()
+            .is_some_and(|g| g.applier.role().node_state().diverged.is_some())
     }
 }
 

@@ -6,7 +6,6 @@
 use super::world::World;
 use crate::apply::applier::Operator;
 use crate::driver::Input;
-use crate::gateway::readiness::Fence;
 use crate::paxos::message::Role;
 
 impl World {
@@ -37,8 +36,8 @@ impl World {
                 .filter_map(|i| {
                     let g = self.nodes[i].group.as_ref()?;
                     let a = g.applier.role();
-                    let sound = !self.nodes[i].backend.unsound();
-                    (sound && Fence::of(a.node_state()).is_none()).then_some((a.applied(), i))
+                    let n = &self.nodes[i];
+                    (!n.backend.unsound() && !n.fenced()).then_some((a.applied(), i))
                 })
                 .max();
             if let Some((_, donor)) = donor {

@@ -50,11 +50,7 @@ pub(in crate::sim) fn found(nodes: &[SimNode], now: Time) -> Result<(), String> 
         if now.since(since) < DETECT_WITHIN || n.backend.skewed_updates == 0 {
             continue;
         }
-        let noticed = n
-            .group
-            .as_ref()
-            .is_some_and(|g| g.applier.role().node_state().diverged.is_some());
-        if !noticed {
+        if !n.diverged() {
             return Err(format!(
                 "{}'s backend has answered differently since {since:?} ({} updates), \
                  and the node has not noticed",

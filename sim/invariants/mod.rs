@@ -93,11 +93,7 @@ impl super::world::World {
         self.report.diverged = self
             .nodes
             .iter()
-            .filter(|n| {
-                n.group
-                    .as_ref()
-                    .is_some_and(|g| g.applier.role().node_state().diverged.is_some())
-            })
+            .filter(|n| n.diverged())
             .map(|n| n.id)
             .collect();
         let failed = self.report.failure.is_some();
