@@ -374,15 +374,12 @@ async fn linearizable_read(gw: &Gateway, service: &Service, req: &HttpRequest) -
     let Some(_guard) = gw.admit() else {
         return gw.busy();
     };
-    let id = gw.next_id();
-    let waiting = service.waiters.register(id);
-    service.handle.proposer.do_send(Read { id });
-    let index = match waiting.outcome(gw.update_timeout).await {
-        Some(ClientOutcome::ReadReady { index, .. }) => index,
-        Some(ClientOutcome::ReadRefused { why, .. }) => {
+    let index = match read_index(gw, service, gw.update_timeout).await {
+        Ok(index) => index,
+        Err(Some(why)) => {
             return unavailable(format!("no linearizable read now: {}", why.reason()));
         }
-        _ => return unavailable("no read index from the leader in time".into()),
+        Err(None) => return unavailable("no read index from the leader in time".into()),
     };
     let mut applied = service.handle.status.watch_applied();
     // `wait_for` answers with a read guard on the watch channel: drop it
@@ -400,6 +397,24 @@ async fn linearizable_read(gw: &Gateway, service: &Service, req: &HttpRequest) -
         ));
     }
     proxy_read(service, req).await
+}
+
+/// Ask the proposer for a read index and wait for it at most `limit`:
+/// `Err(Some(why))` if refused, `Err(None)` if none came in time. The
+/// caller holds a place among the waiting requests (`Gateway::admit`).
+async fn read_index(
+    gw: &Gateway,
+    service: &Service,
+    limit: Duration,
+) -> Result<crate::paxos::ballot::Slot, Option<crate::paxos::command::Refusal>> {
+    let id = gw.next_id();
+    let waiting = service.waiters.register(id);
+    service.handle.proposer.do_send(Read { id });
+    match waiting.outcome(limit).await {
+        Some(ClientOutcome::ReadReady { index, .. }) => Ok(index),
+        Some(ClientOutcome::ReadRefused { why, .. }) => Err(Some(why)),
+        _ => Err(None),
+    }
 }
 
 /// Decrements the in-flight count when the request is done, however.
@@ -532,16 +547,13 @@ async fn probe(gw: &Gateway, s: &Service) -> Option<String> {
     let Some(_guard) = gw.admit() else {
         return Some("too many requests waiting on the log to ask for a read index".into());
     };
-    let id = gw.next_id();
-    let waiting = s.waiters.register(id);
-    s.handle.proposer.do_send(Read { id });
-    match waiting.outcome(PROBE_TIMEOUT).await {
-        Some(ClientOutcome::ReadReady { .. }) => None,
-        Some(ClientOutcome::ReadRefused { why, .. }) => Some(format!(
+    match read_index(gw, s, PROBE_TIMEOUT).await {
+        Ok(_) => None,
+        Err(Some(why)) => Some(format!(
             "no read index for linearizable reads: {}",
             why.reason()
         )),
-        _ => Some(format!(
+        Err(None) => Some(format!(
             "no read index for linearizable reads within {PROBE_TIMEOUT:?}: no leader, \
              or no quorum behind it, answers this node"
         )),
