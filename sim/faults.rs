@@ -85,6 +85,7 @@ impl World {
                 }
             }
             Fault::Heal => self.net.heal(),
+            Fault::Drop(kind) => self.net.drop_kind(kind),
             Fault::Loss(p) => self.net.loss = p,
             Fault::Dup(p) => self.net.dup = p,
             Fault::BackendFail(p) => self.backend_faults.fail = p,

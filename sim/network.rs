@@ -11,6 +11,8 @@ use std::collections::BTreeSet;
 pub(super) struct Network {
     /// Cut one-way links `(from, to)`.
     blocked: BTreeSet<(u16, u16)>,
+    /// Message kinds lost on every link (`drop KIND`).
+    dropped: BTreeSet<&'static str>,
     pub(super) loss: f64,
     pub(super) dup: f64,
 }
@@ -19,6 +21,7 @@ impl Network {
     pub(super) fn new(sc: &Scenario) -> Network {
         Network {
             blocked: BTreeSet::new(),
+            dropped: BTreeSet::new(),
             loss: sc.loss,
             dup: sc.dup,
         }
@@ -38,12 +41,17 @@ impl Network {
         }
     }
 
-    pub(super) fn heal(&mut self) {
-        self.blocked.clear();
+    pub(super) fn drop_kind(&mut self, kind: &'static str) {
+        self.dropped.insert(kind);
     }
 
-    fn connected(&self, from: NodeId, to: NodeId) -> bool {
-        !self.blocked.contains(&(from.0, to.0))
+    pub(super) fn heal(&mut self) {
+        self.blocked.clear();
+        self.dropped.clear();
+    }
+
+    fn connected(&self, from: NodeId, to: NodeId, msg: &Message) -> bool {
+        !self.blocked.contains(&(from.0, to.0)) && !self.dropped.contains(msg.kind())
     }
 }
 
@@ -53,6 +61,15 @@ impl World {
     pub(super) fn transmit(&mut self, from: NodeId, to: NodeId, role: Role, mut msg: Message) {
         if let Err((check, e)) = self.checks.on_leave(self.now, from, &msg) {
             self.fail(super::report::FailureKind::Safety, check, e);
+        }
+        let lag = self.cfg.proposer.promote_lag_max;
+        let eras = self.checks.chosen.eras().all().to_vec();
+        let promoted = self
+            .checks
+            .promotions
+            .check(from, &msg, &self.nodes, &eras, lag);
+        if let Err(e) = promoted {
+            self.fail(super::report::FailureKind::Safety, "promoted-caught-up", e);
         }
         if from == to {
             let local_inc = Some(self.nodes[from.0 as usize].inc);
@@ -66,7 +83,7 @@ impl World {
             self.push(self.now, ev);
             return;
         }
-        if !self.net.connected(from, to) || self.rng.chance(self.net.loss) {
+        if !self.net.connected(from, to, &msg) || self.rng.chance(self.net.loss) {
             return;
         }
         let copies = if self.rng.chance(self.net.dup) { 2 } else { 1 };

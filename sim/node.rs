@@ -16,6 +16,7 @@ use crate::gateway::readiness::Fence;
 use crate::paxos::acceptor::AcceptorBugs;
 use crate::paxos::ballot::{Ballot, NodeId, Slot, Update, UpdateId};
 use crate::paxos::learner::LearnerConfig;
+use crate::paxos::membership::ALPHA;
 use crate::paxos::message::{Message, Role};
 use crate::paxos::proposer::{ProposerBugs, ProposerConfig};
 use crate::rng::Rng;
@@ -104,6 +105,9 @@ pub(super) fn group_config(sc: &Scenario) -> GroupConfig {
             window: 8,
             batch_updates_max: 16,
             takeover_after: Duration::from_millis(1000),
+            membership_check: Duration::from_millis(500),
+            member_stale_after: Duration::from_millis(1500),
+            promote_lag_max: 200,
             ..ProposerConfig::default()
         },
         learner: LearnerConfig {
@@ -112,6 +116,9 @@ pub(super) fn group_config(sc: &Scenario) -> GroupConfig {
             fetch_batch: 32,
             buffer_max: 64,
             retain_slots: sc.log_retain,
+            // The deliberate bug: a change governs the very next slot, so
+            // a leader proposing ahead of its log cannot know the voters.
+            config_delay: if b.reconfig_at_once { 1 } else { ALPHA },
             ..LearnerConfig::default()
         },
         applier: ApplierConfig {
@@ -258,7 +265,15 @@ impl World {
             }
             match o {
                 Output::Send { to, role: r, msg } => {
-                    let kind = msg.kind();
+                    // A change of the active set can be waited for by
+                    // itself (`crash-after-send leader change`).
+                    let kind = match &msg {
+                        Message::Accept {
+                            value: crate::paxos::ballot::Value::Config(_),
+                            ..
+                        } => "change",
+                        m => m.kind(),
+                    };
                     self.transmit(node_id, to, r, msg);
                     if self.nodes[i].crash_point == Some(CrashPoint::AfterSend(kind)) {
                         self.crash(i);

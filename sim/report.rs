@@ -51,6 +51,8 @@ pub struct Report {
     pub partial_pages: u64,
     /// Leaderships won by a candidate that received a partial page.
     pub leaders_paged: u64,
+    /// Changes of the active set chosen (eras made).
+    pub reconfigurations: u64,
     /// Syncs started by the drivers, over all nodes.
     pub syncs: u64,
     /// Reseeds the operator model made (nodes behind the compaction).

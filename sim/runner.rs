@@ -39,6 +39,7 @@ pub struct Summary {
     /// Leaderships won, and those won over paged promises.
     pub leader_changes: u64,
     pub leaders_paged: u64,
+    pub reconfigurations: u64,
     pub wall_secs: f64,
 }
 
@@ -78,6 +79,7 @@ pub fn run_seeds_until(
     let undecided = AtomicU64::new(0);
     let leaders = AtomicU64::new(0);
     let paged = AtomicU64::new(0);
+    let reconfigs = AtomicU64::new(0);
     let failed = Mutex::new(Vec::new());
     let failures = AtomicU64::new(0);
     let total = seeds.end.saturating_sub(seeds.start);
@@ -100,6 +102,7 @@ pub fn run_seeds_until(
                     events.fetch_add(report.events, Ordering::Relaxed);
                     leaders.fetch_add(report.leader_changes, Ordering::Relaxed);
                     paged.fetch_add(report.leaders_paged, Ordering::Relaxed);
+                    reconfigs.fetch_add(report.reconfigurations, Ordering::Relaxed);
                     if report.linearizable.is_none() {
                         undecided.fetch_add(1, Ordering::Relaxed);
                     }
@@ -138,6 +141,7 @@ pub fn run_seeds_until(
         checker_unknown: undecided.into_inner(),
         leader_changes: leaders.into_inner(),
         leaders_paged: paged.into_inner(),
+        reconfigurations: reconfigs.into_inner(),
         wall_secs: start.elapsed().as_secs_f64(),
     }
 }

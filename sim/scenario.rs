@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! seed 42
-//! nodes 3
+//! nodes 5
+//! active 3                    # n0..n2 vote; n3, n4 are hot backups
 //! clients 4
 //! keys 3
 //! run 10s
@@ -26,8 +27,10 @@
 //! at 7s clock-jump n1 +2s
 //! at 7s clock-jump all-but leader +1500ms
 //! at 8s clock-drift n2 -3%            # runs 3% slow from now on
+//! at 9s drop accepted                 # every vote is lost, until heal
 //! expect answered >= 300       # availability during the faults
 //! expect leader-changes <= 4   # no flapping
+//! expect changes >= 2          # the active set changed (and back)
 //! ```
 //!
 //! Everything random during the run derives from `seed`, so a file
@@ -60,12 +63,23 @@ pub enum CrashPoint {
 
 /// Message kinds a crash can wait for (`Message::kind`).
 const SEND_KINDS: &[&str] = &[
+    "change",
     "prepare",
     "promise",
     "accept",
     "accepted",
     "decided",
     "heartbeat",
+];
+
+/// Message kinds the network can be told to drop (`drop KIND`).
+const DROP_KINDS: &[&str] = &[
+    "accepted",
+    "confirmed",
+    "decided",
+    "heartbeat",
+    "progress",
+    "promise",
 ];
 
 /// The most a node's clock may drift in the sim, in parts per million.
@@ -103,6 +117,8 @@ pub enum Fault {
     BackendDiverge(Target),
     /// The node crashes and loses its whole disk (an empty `data_dir`).
     Wipe(Target),
+    /// Every message of this kind between nodes is lost, until `heal`.
+    Drop(&'static str),
 }
 
 /// A "sometimes" property a scenario demands beyond safety: a run in
@@ -114,6 +130,8 @@ pub enum Expect {
     AnsweredAtLeast(u64),
     /// At most this many times a node became leader.
     LeaderChangesAtMost(u64),
+    /// At least this many changes of the active set took effect.
+    ChangesAtLeast(u64),
 }
 
 /// Deliberate protocol bugs, switched on by name (`bug NAME` in a file,
@@ -133,6 +151,7 @@ pub struct Bugs {
     pub vote_after_amnesia: bool,
     pub ignore_digests: bool,
     pub digest_names_node: bool,
+    pub reconfig_at_once: bool,
 }
 
 type BugSwitch = fn(&mut Bugs) -> &mut bool;
@@ -156,6 +175,7 @@ const BUGS: &[(&str, BugSwitch)] = &[
     ("vote-after-amnesia", |b| &mut b.vote_after_amnesia),
     ("ignore-digests", |b| &mut b.ignore_digests),
     ("digest-names-node", |b| &mut b.digest_names_node),
+    ("reconfig-at-once", |b| &mut b.reconfig_at_once),
 ];
 
 impl Bugs {
@@ -191,6 +211,9 @@ impl Bugs {
 pub struct Scenario {
     pub seed: u64,
     pub nodes: u16,
+    /// The first `active` nodes are the preferred voters; the others are
+    /// backups (`active N`; 0: every node votes).
+    pub active: u16,
     pub clients: u32,
     pub keys: u32,
     pub run: Duration,
@@ -224,6 +247,7 @@ impl Default for Scenario {
         Scenario {
             seed: 0,
             nodes: 3,
+            active: 0,
             clients: 3,
             keys: 2,
             run: Duration::from_secs(10),
@@ -390,6 +414,16 @@ fn parse_fault(words: &[&str], nodes: u16) -> Result<Fault, String> {
         "backend-fail" => Fault::BackendFail(parse_prob(arg(1)?)?),
         "backend-diverge" => Fault::BackendDiverge(parse_target(arg(1)?, nodes)?),
         "wipe" => Fault::Wipe(parse_target(arg(1)?, nodes)?),
+        "drop" => {
+            let kind = arg(1)?;
+            let Some(kind) = DROP_KINDS.iter().find(|k| **k == kind) else {
+                return Err(format!(
+                    "drop: unknown message kind {kind:?} (use {})",
+                    DROP_KINDS.join(", ")
+                ));
+            };
+            Fault::Drop(kind)
+        }
         "cut" => {
             if arg(2)? != "->" {
                 return Err("cut wants: cut nA -> nB".into());
@@ -481,6 +515,13 @@ impl Scenario {
                     }
                     s.nodes = n as u16;
                 }
+                "active" => {
+                    let n = num(one()?)?;
+                    if !(1..=9).contains(&n) {
+                        return Err(err(format!("active must be 1 to 9, not {n}")));
+                    }
+                    s.active = n as u16;
+                }
                 "clients" => s.clients = num(one()?)?.min(64) as u32,
                 "keys" => s.keys = num(one()?)?.clamp(1, 64) as u32,
                 "run" => s.run = parse_duration(one()?).map_err(err)?,
@@ -538,7 +579,7 @@ impl Scenario {
                 "expect" => {
                     let bad = || {
                         err(format!(
-                            "expect wants e.g. 'answered >= 300' or 'leader-changes <= 4', not {line:?}"
+                            "expect wants e.g. 'answered >= 300', 'leader-changes <= 4' or 'changes >= 1', not {line:?}"
                         ))
                     };
                     let [_, what, op, n] = words.as_slice() else {
@@ -548,6 +589,7 @@ impl Scenario {
                     s.expect.push(match (*what, *op) {
                         ("answered", ">=") => Expect::AnsweredAtLeast(n),
                         ("leader-changes", "<=") => Expect::LeaderChangesAtMost(n),
+                        ("changes", ">=") => Expect::ChangesAtLeast(n),
                         _ => return Err(bad()),
                     });
                 }
@@ -569,6 +611,12 @@ impl Scenario {
             });
         }
         s.timeline.sort_by_key(|(t, _)| *t);
+        if s.active > s.nodes {
+            return Err(ParseError {
+                line: 0,
+                message: format!("active {} is more than nodes {}", s.active, s.nodes),
+            });
+        }
         Ok(s)
     }
 
@@ -578,6 +626,9 @@ impl Scenario {
         let d = format_duration;
         let _ = writeln!(o, "seed {}", self.seed);
         let _ = writeln!(o, "nodes {}", self.nodes);
+        if self.active != 0 {
+            let _ = writeln!(o, "active {}", self.active);
+        }
         let _ = writeln!(o, "clients {}", self.clients);
         let _ = writeln!(o, "keys {}", self.keys);
         let _ = writeln!(o, "run {}", d(self.run));
@@ -621,6 +672,7 @@ impl Scenario {
             let _ = match e {
                 Expect::AnsweredAtLeast(n) => writeln!(o, "expect answered >= {n}"),
                 Expect::LeaderChangesAtMost(n) => writeln!(o, "expect leader-changes <= {n}"),
+                Expect::ChangesAtLeast(n) => writeln!(o, "expect changes >= {n}"),
             };
         }
         o
@@ -780,6 +832,24 @@ impl Scenario {
             s.timeline.push((back, Fault::RestartAll));
             s.timeline.sort_by_key(|(t, _)| *t);
         }
+        // Some seeds run hot backups: the voters are the first nodes, and
+        // up to three more learn, apply, serve, and replace a voter the
+        // leader has not heard from for a while.
+        if r.chance(0.3) {
+            s.active = s.nodes;
+            s.nodes += r.range(1, 4) as u16;
+        }
+        // Some seeds lose every message of one kind for a while: votes
+        // (slots chosen that the leader does not hear of), decisions,
+        // confirmations, heartbeats or progress reports.
+        if r.chance(0.15) {
+            let at = r.range(300, run_ms - 500);
+            let back = ms(r.range(at + 500, run_ms.min(at + 3_500)));
+            let kind = DROP_KINDS[r.below(DROP_KINDS.len() as u64) as usize];
+            s.timeline.push((ms(at), Fault::Drop(kind)));
+            s.timeline.push((back, Fault::Heal));
+            s.timeline.sort_by_key(|(t, _)| *t);
+        }
         s
     }
 }
@@ -828,6 +898,7 @@ fn render_fault(f: &Fault) -> String {
         Fault::BackendFail(p) => format!("backend-fail {p}"),
         Fault::BackendDiverge(x) => format!("backend-diverge {}", t(x)),
         Fault::Wipe(x) => format!("wipe {}", t(x)),
+        Fault::Drop(kind) => format!("drop {kind}"),
     }
 }
 

@@ -189,7 +189,10 @@ impl World {
 
     pub fn with_checks(sc: Scenario, tracing: bool, checks: Checks) -> World {
         let mut rng = Rng::new(sc.seed);
-        let members = Membership::all_voting(sc.nodes);
+        let members = match sc.active {
+            0 => Membership::all_voting(sc.nodes),
+            n => Membership::with_backups(sc.nodes, n),
+        };
         let nodes = (0..sc.nodes)
             .map(|i| SimNode::new(NodeId(i), rng.fork()))
             .collect();
@@ -209,7 +212,7 @@ impl World {
             clients: Clients::default(),
             phase: Phase::Faults,
             settle_deadline: Time::ZERO,
-            checks: Invariants::new(checks, &sc, &cfg, &limits, members.quorum()),
+            checks: Invariants::new(checks, &sc, &cfg, &limits, &members),
             members,
             report: Report {
                 trace_hash: 0xcbf2_9ce4_8422_2325,

@@ -192,3 +192,25 @@ fn an_acceptor_that_votes_right_after_losing_its_disk_is_caught() {
         f.message
     );
 }
+
+/// A change of the active set that governs the very next slot, without
+/// the ALPHA window: the nodes' eras no longer follow from the chosen
+/// log as the protocol defines them (and a leader that proposes ahead of
+/// its log may send a slot to the voters it knows while others decide
+/// it; random seeds have shown two values chosen that way).
+#[test]
+fn a_change_without_its_window_is_caught() {
+    let mut sc = shipped("lose-one-voter-of-three");
+    let fine = World::new(sc.clone(), false).run();
+    assert!(fine.failure().is_none(), "{:?}", fine.failure());
+    assert!(fine.reconfigurations >= 2, "replaced, and swapped back");
+    sc.bugs.reconfig_at_once = true;
+    let report = World::new(sc, false).run();
+    let f = report.failure().expect("the broken window is caught");
+    assert!(
+        ["eras-agree", "one-value-per-slot", "linearizable"].contains(&f.check),
+        "{}: {}",
+        f.check,
+        f.message
+    );
+}

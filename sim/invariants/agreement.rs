@@ -1,10 +1,36 @@
 //! Agreement: every node's log holds the same value in every slot it
-//! has (the logs on the simulated disks, compared at the end).
+//! has (the logs on the simulated disks, compared at the end), and every
+//! node's eras of the active set are the ones the chosen log made.
 
 use crate::paxos::ballot::NodeId;
+use crate::paxos::membership::Eras;
 use crate::sim::node::SimNode;
 use crate::storage::kv::Table;
 use std::collections::BTreeMap;
+
+/// Every running node knows the eras the chosen log made, as far as its
+/// log reaches (its learner's eras; the oracle's are `chosen`).
+pub(in crate::sim) fn eras_agree(nodes: &[SimNode], chosen: &Eras) -> Result<(), String> {
+    for n in nodes {
+        let Some(g) = &n.group else {
+            continue;
+        };
+        // The oracle keeps as many eras as a node: older ones a lagging
+        // node still holds may have left it.
+        let oldest = chosen.all().first().map_or(0, |e| e.chosen_at);
+        for era in g.learner.role().eras().all() {
+            let same = era.chosen_at < oldest || chosen.all().iter().any(|e| e == era);
+            if !same {
+                return Err(format!(
+                    "{} holds era {era:?}, which the chosen log did not make ({:?})",
+                    n.id,
+                    chosen.all()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
 
 pub(in crate::sim) fn logs_agree(nodes: &[SimNode]) -> Result<(), String> {
     let mut first: BTreeMap<&[u8], (NodeId, &[u8])> = BTreeMap::new();

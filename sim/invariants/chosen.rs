@@ -6,31 +6,52 @@
 //!
 //! It also keeps when each slot became chosen, so that other checks can
 //! ask what was chosen by a given moment (`prefix_at`).
+//!
+//! Who may vote in a slot is the active set of its era, as the chosen
+//! values up to `ALPHA` slots before it make it (`paxos::membership`, the
+//! specification's window, whatever window the nodes use): only votes
+//! of that era's voters count, a majority of them. A slot's votes are
+//! judged once the chosen prefix tells its era. Every new era must keep
+//! a majority of the one before (`era-overlap`).
 
 use crate::paxos::ballot::{Ballot, NodeId, Slot, Value};
+use crate::paxos::membership::{ALPHA, Eras, Membership, overlaps};
 use crate::paxos::message::Message;
 use crate::time::Time;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// A check's name and what broke it.
+type Checked = Result<(), (&'static str, String)>;
+
+const ONE_VALUE: &str = "one-value-per-slot";
+
 pub(in crate::sim) struct Chosen {
-    quorum: usize,
+    nodes: Vec<NodeId>,
+    /// The eras the chosen prefix made.
+    eras: Eras,
     /// The value chosen per slot, first seen.
     values: BTreeMap<Slot, Value>,
     /// The value proposed per (slot, ballot), and who voted for it.
     votes: BTreeMap<(Slot, Ballot), (Value, BTreeSet<NodeId>)>,
     /// Every slot up to this one is chosen.
     prefix: Slot,
+    /// The eras know every change chosen up to this slot.
+    era_upto: Slot,
+    reconfigurations: u64,
     /// When the contiguous chosen prefix moved, and to where.
     timeline: Vec<(Time, Slot)>,
 }
 
 impl Chosen {
-    pub(in crate::sim) fn new(quorum: usize) -> Chosen {
+    pub(in crate::sim) fn new(members: &Membership) -> Chosen {
         Chosen {
-            quorum,
+            nodes: members.nodes.clone(),
+            eras: Eras::genesis(&members.voters),
             values: BTreeMap::new(),
             votes: BTreeMap::new(),
             prefix: 0,
+            era_upto: 0,
+            reconfigurations: 0,
             timeline: Vec::new(),
         }
     }
@@ -46,12 +67,47 @@ impl Chosen {
         after.checked_sub(1).map_or(0, |i| self.timeline[i].1)
     }
 
-    pub(in crate::sim) fn observe(
-        &mut self,
-        now: Time,
-        from: NodeId,
-        msg: &Message,
-    ) -> Result<(), String> {
+    /// The eras the chosen prefix made.
+    pub(in crate::sim) fn eras(&self) -> &Eras {
+        &self.eras
+    }
+
+    /// Changes of the active set that took effect (void ones do not).
+    pub(in crate::sim) fn reconfigurations(&self) -> u64 {
+        self.reconfigurations
+    }
+
+    pub(in crate::sim) fn observe(&mut self, now: Time, from: NodeId, msg: &Message) -> Checked {
+        self.observe_one(now, from, msg)
+    }
+
+    /// Eras made by the newly chosen prefix: each must keep a majority
+    /// of the last.
+    fn learn_eras(&mut self) -> Checked {
+        while self.era_upto < self.prefix {
+            let slot = self.era_upto + 1;
+            self.era_upto = slot;
+            let Some(Value::Config(change)) = self.values.get(&slot) else {
+                continue;
+            };
+            let old = self.eras.latest().voters.clone();
+            if let Ok(era) = self.eras.learn(slot, change, &self.nodes, ALPHA) {
+                self.reconfigurations += 1;
+                if !overlaps(&old, &era.voters) {
+                    return Err((
+                        "era-overlap",
+                        format!(
+                            "the change chosen in slot {slot} makes voters {:?} from {:?}: not a majority of the old",
+                            era.voters, old
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn observe_one(&mut self, now: Time, from: NodeId, msg: &Message) -> Checked {
         match msg {
             Message::Accept {
                 ballot,
@@ -64,10 +120,11 @@ impl Chosen {
         }
     }
 
-    fn proposed(&mut self, slot: Slot, ballot: Ballot, value: &Value) -> Result<(), String> {
+    fn proposed(&mut self, slot: Slot, ballot: Ballot, value: &Value) -> Checked {
         match self.votes.get(&(slot, ballot)) {
-            Some((v, _)) if v != value => Err(format!(
-                "two values proposed for slot {slot} at ballot {ballot}"
+            Some((v, _)) if v != value => Err((
+                ONE_VALUE,
+                format!("two values proposed for slot {slot} at ballot {ballot}"),
             )),
             Some(_) => Ok(()),
             None => {
@@ -78,21 +135,38 @@ impl Chosen {
         }
     }
 
-    fn voted(&mut self, now: Time, slot: Slot, ballot: Ballot, from: NodeId) -> Result<(), String> {
-        let Some((value, voters)) = self.votes.get_mut(&(slot, ballot)) else {
+    fn voted(&mut self, now: Time, slot: Slot, ballot: Ballot, from: NodeId) -> Checked {
+        let Some((_, voters)) = self.votes.get_mut(&(slot, ballot)) else {
             return Ok(());
         };
-        if voters.insert(from) && voters.len() == self.quorum {
-            let value = value.clone();
-            return self.decided(now, slot, &value);
+        if voters.insert(from) {
+            self.judge(now, slot, ballot)?;
         }
         Ok(())
     }
 
-    fn decided(&mut self, now: Time, slot: Slot, value: &Value) -> Result<(), String> {
+    /// Whether the votes for `(slot, ballot)` are a majority of the
+    /// slot's era, once the chosen prefix tells it.
+    fn judge(&mut self, now: Time, slot: Slot, ballot: Ballot) -> Checked {
+        if slot > self.prefix + ALPHA || self.values.contains_key(&slot) {
+            return Ok(());
+        }
+        let Some((value, voters)) = self.votes.get(&(slot, ballot)) else {
+            return Ok(());
+        };
+        let era = self.eras.at(slot);
+        if era.count(voters) < era.quorum() {
+            return Ok(());
+        }
+        let value = value.clone();
+        self.decided(now, slot, &value)
+    }
+
+    fn decided(&mut self, now: Time, slot: Slot, value: &Value) -> Checked {
         match self.values.get(&slot) {
-            Some(v) if v != value => Err(format!(
-                "two values chosen for slot {slot}: {v:?} and {value:?}"
+            Some(v) if v != value => Err((
+                ONE_VALUE,
+                format!("two values chosen for slot {slot}: {v:?} and {value:?}"),
             )),
             Some(_) => Ok(()),
             None => {
@@ -103,6 +177,17 @@ impl Chosen {
                 }
                 if self.prefix > before {
                     self.timeline.push((now, self.prefix));
+                    // The eras of more slots are known now.
+                    self.learn_eras()?;
+                    let waiting: Vec<(Slot, Ballot)> = self
+                        .votes
+                        .range((before + ALPHA + 1, Ballot::ZERO)..)
+                        .map(|(k, _)| *k)
+                        .take_while(|(s, _)| *s <= self.prefix + ALPHA)
+                        .collect();
+                    for (s, b) in waiting {
+                        self.judge(now, s, b)?;
+                    }
                 }
                 Ok(())
             }

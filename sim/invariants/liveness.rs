@@ -1,7 +1,8 @@
 //! Liveness: once the faults heal, every node comes back, one leads, and
 //! every node commits and applies everything chosen, every client call
-//! ends, and the final reads through the log complete, all within
-//! `LIVENESS_LIMIT`. And a scenario's `expect` lines: a run that stalled
+//! ends, the active set is back to the preferred members (those that
+//! are fit to vote) with the preferred leader leading, and the final
+//! reads through the log complete, all within `LIVENESS_LIMIT`. And a scenario's `expect` lines: a run that stalled
 //! or flapped throughout its faults fails instead of passing vacuously.
 
 use crate::sim::clients::OpStatus;
@@ -46,6 +47,23 @@ impl World {
         };
         if !self.nodes.iter().any(leads) {
             lagging.push("no leader".into());
+        }
+        // Membership: every fit preferred member votes again, and the
+        // first of them leads (a node fenced for its replica cannot).
+        let fit = |id: crate::paxos::ballot::NodeId| !self.nodes[id.0 as usize].fenced();
+        let era = self.checks.chosen.eras().latest();
+        for &p in self.members.voters.iter().filter(|&&p| fit(p)) {
+            if !era.voters.contains(&p) {
+                lagging.push(format!(
+                    "preferred member {p} is not active ({:?})",
+                    era.voters
+                ));
+            }
+        }
+        if let Some(&first) = self.members.voters.iter().find(|&&p| fit(p)) {
+            if !leads(&self.nodes[first.0 as usize]) {
+                lagging.push(format!("preferred leader {first} does not lead"));
+            }
         }
         if lagging.is_empty() {
             Ok(())
@@ -106,6 +124,12 @@ impl World {
                     return Err(format!(
                         "expected at most {n} leader changes, got {}",
                         r.leader_changes
+                    ));
+                }
+                Expect::ChangesAtLeast(n) if self.checks.chosen.reconfigurations() < n => {
+                    return Err(format!(
+                        "expected at least {n} changes of the active set, got {}",
+                        self.checks.chosen.reconfigurations()
                     ));
                 }
                 _ => {}

@@ -5,10 +5,12 @@
 //!
 //! | check | file | what users rely on |
 //! |---|---|---|
-//! | `one-value-per-slot` | `chosen.rs` | a slot's chosen value never changes, counted from the acceptors' votes |
+//! | `one-value-per-slot` | `chosen.rs` | a slot's chosen value never changes, counted from the votes of its era's voters |
+//! | `era-overlap` | `chosen.rs` | every active set keeps a majority of the one before |
+//! | `promoted-caught-up` | `promotion.rs` | a backup is promoted only when it runs and has kept up |
 //! | `durability` | `durability.rs` | what a promise, vote or prepare said is still on disk after a crash |
 //! | `stale-plain-read` | `staleness.rs` | a plain read is at most the documented bound behind |
-//! | `logs-agree` | `agreement.rs` | every node's log holds the same value in every slot |
+//! | `logs-agree`, `eras-agree` | `agreement.rs` | every node's log holds the same value in every slot, and makes the same active sets |
 //! | `applied-prefix`, `exactly-once` | `applied.rs` | backends apply one sequence; no acknowledged update lost or applied twice |
 //! | `linearizable` | `linearizable.rs` | the client history (updates, log reads, read-index reads) |
 //! | `no-false-divergence`, `divergence-found` | `divergence.rs` | a node calls its replica diverged exactly when it differs |
@@ -21,6 +23,7 @@ pub mod divergence;
 pub mod durability;
 pub mod linearizable;
 pub mod liveness;
+pub mod promotion;
 pub mod staleness;
 
 use super::scenario::Scenario;
@@ -38,6 +41,7 @@ pub(super) struct Invariants {
     pub(super) durable: durability::Durable,
     pub(super) applied: applied::AppliedLog,
     pub(super) stale: staleness::Staleness,
+    pub(super) promotions: promotion::Promotions,
 }
 
 impl Invariants {
@@ -46,14 +50,15 @@ impl Invariants {
         sc: &Scenario,
         cfg: &GroupConfig,
         limits: &ReadLimits,
-        quorum: usize,
+        members: &crate::paxos::membership::Membership,
     ) -> Invariants {
         Invariants {
             mode,
-            chosen: chosen::Chosen::new(quorum),
+            chosen: chosen::Chosen::new(members),
             durable: durability::Durable::default(),
             applied: applied::AppliedLog::default(),
             stale: staleness::Staleness::new(sc, cfg, limits),
+            promotions: promotion::Promotions::default(),
         }
     }
 
@@ -78,9 +83,7 @@ impl Invariants {
         msg: &Message,
     ) -> Result<(), (&'static str, String)> {
         self.durable.note(from, msg);
-        self.chosen
-            .observe(now, from, msg)
-            .map_err(|e| ("one-value-per-slot", e))
+        self.chosen.observe(now, from, msg)
     }
 }
 
@@ -96,16 +99,22 @@ impl super::world::World {
             .filter(|n| n.diverged())
             .map(|n| n.id)
             .collect();
+        self.report.reconfigurations = self.checks.chosen.reconfigurations();
         let failed = self.report.failure.is_some();
         if failed && self.checks.mode() == Checks::All {
             return;
         }
         if !failed {
-            if let Err(e) = self.expectations() {
-                self.fail(Liveness, "liveness", e);
-            }
+            // Safety first: a run that broke agreement may also have
+            // missed its expectations, but that is not the news.
             if let Err(e) = agreement::logs_agree(&self.nodes) {
                 self.fail(Safety, "logs-agree", e);
+            }
+            if let Err(e) = agreement::eras_agree(&self.nodes, self.checks.chosen.eras()) {
+                self.fail(Safety, "eras-agree", e);
+            }
+            if let Err(e) = self.expectations() {
+                self.fail(Liveness, "liveness", e);
             }
             if let Err(e) = self.checks.applied.sequences_are_prefixes() {
                 self.fail(Safety, "applied-prefix", e);

@@ -406,6 +406,7 @@ impl Applier {
             recent: self.recent_order.iter().copied().collect(),
             client_keys,
             backend: Vec::new(),
+            eras: state::load_eras(kv),
         })
     }
 
@@ -444,7 +445,11 @@ impl Applier {
         }
         self.applied = e.slot;
         state::store_u64(ctx.kv, Meta::Applied, e.slot);
-        ctx.send(self.id, Role::Learner, Message::Reseeded { slot: e.slot });
+        let reseeded = Message::Reseeded {
+            slot: e.slot,
+            eras: e.eras,
+        };
+        ctx.send(self.id, Role::Learner, reseeded);
         self.state.needs_reseed = None;
         self.compare = Comparison::new(self.id, self.peers.len() + 1, self.cfg.digest_window_slots);
         self.held.clear();
@@ -829,7 +834,7 @@ impl Applier {
                 panic!("slot {slot} is committed but not in the log");
             };
             match value {
-                Value::Noop => self.finish(ctx, slot),
+                Value::Noop | Value::Config(_) => self.finish(ctx, slot),
                 Value::Batch(updates) => {
                     self.current = Some(Current {
                         slot,

@@ -27,10 +27,13 @@ pub struct Envelope {
     pub client_keys: Vec<(Vec<u8>, ClientKeyRecord)>,
     /// The backend's own export, as it gave it.
     pub backend: Vec<u8>,
+    /// The donor's eras of the active set: a target whose log jumps the
+    /// gap learns from these the changes it did not see.
+    pub eras: Option<crate::paxos::membership::Eras>,
 }
 
 /// The marker of an encoded envelope, and its version.
-const TAG: &[u8; 6] = b"ordo1\n";
+const TAG: &[u8; 6] = b"ordo2\n";
 
 impl Envelope {
     /// Encode for the wire.
@@ -75,6 +78,7 @@ mod tests {
                 },
             )],
             backend: b"{}".to_vec(),
+            eras: None,
         };
         assert_eq!(Envelope::decode(&e.encode()), Ok(e));
         assert!(

@@ -176,7 +176,7 @@ impl Group {
             ..cfg.learner.clone()
         };
         let learner = Driver::recover(now, kv, rng.fork(), |c| {
-            Learner::recover(id, &members.nodes, learner_cfg, c)
+            Learner::recover(id, &members, learner_cfg, c)
         });
         let proposer = Driver::recover(now, kv, rng.fork(), |c| {
             Proposer::recover(id, members, cfg.proposer.clone(), cfg.bugs.proposer, c)

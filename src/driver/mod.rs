@@ -77,6 +77,14 @@ pub enum Input {
     },
     /// Applier: an operator's action on the node state.
     Operator(Operator),
+    /// Proposer: an operator's request about the active set, numbered
+    /// by the caller (`Proposer::member_op`).
+    Member {
+        /// The request's number.
+        id: u64,
+        /// The request.
+        op: crate::paxos::members::MemberOp,
+    },
 }
 
 /// What the driver asks its shell to do (see the table above).
@@ -307,6 +315,7 @@ impl Driven for Proposer {
             Input::Message { from, msg } => self.on_message(ctx, from, msg),
             Input::Submit(updates) => self.submit(ctx, updates),
             Input::Read(id) => self.read(ctx, id),
+            Input::Member { id, op } => self.member_op(ctx, id, op),
             Input::BackendReply { .. } | Input::Operator(_) => self.dropped += 1,
         }
     }

@@ -91,13 +91,16 @@ pub enum Value {
     Noop,
     /// Client updates, applied in order.
     Batch(Vec<Update>),
+    /// A change of the active set (`paxos::membership`); applies nothing
+    /// to the backend.
+    Config(super::membership::ConfigChange),
 }
 
 impl Value {
     /// The updates carried (none for a no-op).
     pub fn updates(&self) -> &[Update] {
         match self {
-            Value::Noop => &[],
+            Value::Noop | Value::Config(_) => &[],
             Value::Batch(updates) => updates,
         }
     }

@@ -18,6 +18,7 @@
 
 use super::ballot::{NodeId, Slot, Value};
 use super::command::{Ctx, Timer};
+use super::membership::{ALPHA, Eras, Membership};
 use super::message::{Message, Role};
 use crate::paxos::state;
 use std::collections::BTreeMap;
@@ -45,6 +46,9 @@ pub struct LearnerConfig {
     /// Slots kept below the applied index at least (the applier's dedupe
     /// window, rebuilt from the log).
     pub keep_applied: u64,
+    /// Slots between a change of the active set and its era: `ALPHA`.
+    /// Only a deliberately broken node in the sim uses another.
+    pub config_delay: Slot,
 }
 
 impl Default for LearnerConfig {
@@ -58,6 +62,7 @@ impl Default for LearnerConfig {
             retain_slots: 1_000_000,
             retain_bytes: 1 << 30,
             keep_applied: 100_000,
+            config_delay: ALPHA,
         }
     }
 }
@@ -66,6 +71,13 @@ impl Default for LearnerConfig {
 pub struct Learner {
     id: NodeId,
     peers: Vec<NodeId>,
+    /// Every node of the group, this one included.
+    nodes: Vec<NodeId>,
+    /// The eras of the active set, as the log up to the commit index
+    /// made them (`membership`).
+    eras: Eras,
+    /// Changes the log holds that were void, for the node's events.
+    pub void_changes: u64,
     cfg: LearnerConfig,
     commit: Slot,
     buffer: BTreeMap<Slot, Value>,
@@ -93,11 +105,20 @@ pub struct Learner {
 impl Learner {
     /// Recover the commit index from the log and tell the node's other
     /// roles where it stands.
-    pub fn recover(id: NodeId, nodes: &[NodeId], cfg: LearnerConfig, ctx: &mut Ctx<'_>) -> Learner {
+    pub fn recover(
+        id: NodeId,
+        members: &Membership,
+        cfg: LearnerConfig,
+        ctx: &mut Ctx<'_>,
+    ) -> Learner {
         let commit = state::last_chosen_slot(&*ctx.kv);
+        let nodes = &members.nodes;
         let l = Learner {
             id,
             peers: nodes.iter().copied().filter(|&n| n != id).collect(),
+            nodes: nodes.clone(),
+            eras: state::load_eras(&*ctx.kv).unwrap_or_else(|| Eras::genesis(&members.voters)),
+            void_changes: 0,
             cfg,
             commit,
             buffer: BTreeMap::new(),
@@ -119,6 +140,11 @@ impl Learner {
     /// The commit index: every slot up to it is in the local log.
     pub fn commit(&self) -> Slot {
         self.commit
+    }
+
+    /// The eras of the active set the log made.
+    pub fn eras(&self) -> &Eras {
+        &self.eras
     }
 
     /// The highest slot this learner knows to be chosen anywhere.
@@ -146,7 +172,9 @@ impl Learner {
             }
             Message::Fetch { from_slot, max } => self.serve_fetch(ctx, from, from_slot, max),
             Message::Compacted { upto, commit } => self.on_compacted(ctx, from, upto, commit),
-            Message::Reseeded { slot } if from == self.id => self.on_reseeded(ctx, slot),
+            Message::Reseeded { slot, eras } if from == self.id => {
+                self.on_reseeded(ctx, slot, eras)
+            }
             Message::Entries { entries, commit } => {
                 if entries.is_empty() && commit <= self.commit {
                     self.no_further.insert(from);
@@ -231,7 +259,15 @@ impl Learner {
 
     /// A reseed put the backend at `slot`: the log up to it is not
     /// needed; commit from there if the log was behind.
-    fn on_reseeded(&mut self, ctx: &mut Ctx<'_>, slot: Slot) {
+    fn on_reseeded(&mut self, ctx: &mut Ctx<'_>, slot: Slot, eras: Option<Eras>) {
+        if let Some(theirs) = eras.filter(|_| slot > self.commit) {
+            let before = self.eras.latest().chosen_at;
+            self.eras.adopt(&theirs, slot);
+            if self.eras.latest().chosen_at != before {
+                state::store_eras(ctx.kv, &self.eras);
+                self.tell_eras(ctx);
+            }
+        }
         self.gone_at.clear();
         self.no_further.clear();
         self.reseed_from = None;
@@ -247,11 +283,7 @@ impl Learner {
             self.log_bytes = 0;
             self.commit = slot;
             self.buffer = self.buffer.split_off(&(slot + 1));
-            while let Some(v) = self.buffer.remove(&(self.commit + 1)) {
-                self.commit += 1;
-                self.log_bytes += state::log_cost(&v);
-                state::store_chosen(ctx.kv, self.commit, &v);
-            }
+            self.commit_buffered(ctx);
             state::store_u64(ctx.kv, state::Meta::LogBytes, self.log_bytes);
             self.announce(ctx);
         }
@@ -346,17 +378,43 @@ impl Learner {
         }
         self.buffer.insert(slot, value);
         let before = self.commit;
-        while let Some(v) = self.buffer.remove(&(self.commit + 1)) {
-            self.commit += 1;
-            self.log_bytes += state::log_cost(&v);
-            state::store_chosen(ctx.kv, self.commit, &v);
-        }
+        self.commit_buffered(ctx);
         if self.commit > before {
             state::store_u64(ctx.kv, state::Meta::LogBytes, self.log_bytes);
             self.gone_at.clear();
             self.no_further.clear();
             self.announce(ctx);
             self.compact(ctx);
+        }
+    }
+
+    /// Write the buffered values that continue the log; a change of the
+    /// active set among them makes a new era, which the proposer and the
+    /// applier hear of before the commit index that covers it.
+    fn commit_buffered(&mut self, ctx: &mut Ctx<'_>) {
+        let mut reconfigured = false;
+        while let Some(v) = self.buffer.remove(&(self.commit + 1)) {
+            self.commit += 1;
+            self.log_bytes += state::log_cost(&v);
+            state::store_chosen(ctx.kv, self.commit, &v);
+            if let Value::Config(change) = &v {
+                let delay = self.cfg.config_delay;
+                match self.eras.learn(self.commit, change, &self.nodes, delay) {
+                    Ok(_) => reconfigured = true,
+                    Err(_) => self.void_changes += 1,
+                }
+            }
+        }
+        if reconfigured {
+            state::store_eras(ctx.kv, &self.eras);
+            self.tell_eras(ctx);
+        }
+    }
+
+    fn tell_eras(&self, ctx: &mut Ctx<'_>) {
+        for role in [Role::Proposer, Role::Applier] {
+            let eras = self.eras.clone();
+            ctx.send(self.id, role, Message::Reconfigured { eras });
         }
     }
 

@@ -4,6 +4,8 @@
 //! the wire protocol. Append new variants at the end; never reorder.
 
 use super::ballot::{Ballot, NodeId, Slot, Update, UpdateId, Value};
+use super::members::MemberOp;
+use super::membership::Eras;
 use serde::{Deserialize, Serialize};
 
 /// The role a message is addressed to on its node.
@@ -37,7 +39,15 @@ pub struct AcceptedEntry {
 pub fn entry_cost(value: &Value) -> usize {
     const ENTRY: usize = 32;
     const UPDATE: usize = 32;
+    // A change: its node ids and its reason (bounded by REASON_MAX).
+    const CONFIG: usize = 64 + super::membership::REASON_MAX;
+    let config = if matches!(value, Value::Config(_)) {
+        CONFIG
+    } else {
+        0
+    };
     ENTRY
+        + config
         + value
             .updates()
             .iter()
@@ -255,6 +265,8 @@ pub enum Message {
     Reseeded {
         /// The slot of the reseed.
         slot: Slot,
+        /// The donor's eras, if it had any changes.
+        eras: Option<Eras>,
     },
     /// Local, proposer to acceptor: rebuilding is over; promise `ballot`
     /// (a leadership begun after every node reported its round) and vote
@@ -262,6 +274,49 @@ pub enum Message {
     StartVoting {
         /// The ballot to promise.
         ballot: Ballot,
+    },
+    /// Local, learner to proposer and applier: the eras the log holds
+    /// changed (a change was chosen, or a reseed brought them).
+    Reconfigured {
+        /// Every era known, oldest first.
+        eras: Eras,
+    },
+    /// Any node to the leader, answering its heartbeat: how far this
+    /// node is, and whether its replica may be trusted with a vote.
+    Progress {
+        /// The heartbeat's ballot.
+        ballot: Ballot,
+        /// This node's commit index.
+        commit: Slot,
+        /// This node's applied index.
+        applied: Slot,
+        /// Not diverged, disabled, needing a reseed, or rebuilding.
+        fit: bool,
+    },
+    /// Leader to a voter: "campaign now" (a leader transfer). The leader
+    /// has stopped proposing and its slots are decided.
+    TimeoutNow {
+        /// The leader's ballot.
+        ballot: Ballot,
+        /// The leader's commit index: campaign once the log reaches it.
+        commit: Slot,
+        /// An operator asked: keep leadership once won.
+        by_operator: bool,
+    },
+    /// A node to the leader: an operator's request about the active set,
+    /// numbered by the node that took it.
+    MemberOp {
+        /// The request's number at its node.
+        id: u64,
+        /// The request.
+        op: MemberOp,
+    },
+    /// The leader to the node that passed it a `MemberOp`: what it did.
+    MemberOpDone {
+        /// The request's number.
+        id: u64,
+        /// What was done, or why not.
+        result: Result<String, String>,
     },
 }
 
@@ -276,6 +331,7 @@ impl Message {
                 | Message::StartVoting { .. }
                 | Message::NeedsReseed { .. }
                 | Message::Reseeded { .. }
+                | Message::Reconfigured { .. }
         )
     }
 
@@ -307,6 +363,11 @@ impl Message {
             Message::Compacted { .. } => "compacted",
             Message::NeedsReseed { .. } => "needs-reseed",
             Message::Reseeded { .. } => "reseeded",
+            Message::Reconfigured { .. } => "reconfigured",
+            Message::Progress { .. } => "progress",
+            Message::TimeoutNow { .. } => "timeout-now",
+            Message::MemberOp { .. } => "member-op",
+            Message::MemberOpDone { .. } => "member-op-done",
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod acceptor;
 pub mod ballot;
 pub mod command;
 pub mod learner;
+pub mod members;
 pub mod membership;
 pub mod message;
 pub mod proposer;

@@ -9,12 +9,23 @@
 //! only then takes new client values. It commits a no-op of its own
 //! ballot at once, so a fresh leader has an entry of its own term.
 //!
-//! The preferred leader (`voters[0]`) takes leadership back once it has
-//! been caught up with the current leader for `takeover_after`.
+//! Who votes in a slot is the active set of its era (`membership`): the
+//! proposer proposes in slot `s` only once its log reaches `s - ALPHA`
+//! (so it knows the era) and a majority of that era promised its ballot;
+//! a leader that learns of a new era asks the era's new voters for their
+//! promises at the same ballot before it proposes there.
+//!
+//! The leader also keeps the active set healthy (`members`): it hears
+//! every node's progress in answer to its heartbeats, replaces a voter
+//! it has not heard from for `member_stale_after` with the most
+//! up-to-date healthy backup, swaps preferred members back in, and hands
+//! leadership to the preferred leader (a transfer: it stops proposing,
+//! lets its slots be decided, and tells the target to campaign at once).
 
 use super::ballot::{Ballot, NodeId, Slot, Update, UpdateId, Value};
 use super::command::{ClientOutcome, Ctx, Refusal, Timer};
-use super::membership::Membership;
+use super::members::{self, MemberOp, Peer, Transfer};
+use super::membership::{ALPHA, ConfigChange, Era, Eras, Membership, quorum};
 use super::message::{AcceptedEntry, Message, Role};
 use super::rebuild::Rebuild;
 use crate::paxos::state::{self, Meta};
@@ -42,8 +53,18 @@ pub struct ProposerConfig {
     pub queue_max: usize,
     /// How often one update may be passed between proposers.
     pub forward_hops_max: u8,
-    /// The preferred leader takes over once caught up for this long.
+    /// The leader hands leadership to the preferred leader once that
+    /// one has kept up for this long.
     pub takeover_after: Duration,
+    /// How often the leader checks the active set.
+    pub membership_check: Duration,
+    /// A voter not heard from for this long is replaced by a backup.
+    pub member_stale_after: Duration,
+    /// A backup more than this many slots behind the leader is not
+    /// promoted.
+    pub promote_lag_max: Slot,
+    /// Whether the leader changes the active set by itself.
+    pub auto_membership: bool,
 }
 
 impl ProposerConfig {
@@ -67,6 +88,10 @@ impl Default for ProposerConfig {
             queue_max: 4096,
             forward_hops_max: 3,
             takeover_after: Duration::from_millis(2000),
+            membership_check: Duration::from_secs(10),
+            member_stale_after: Duration::from_secs(30),
+            promote_lag_max: 1000,
+            auto_membership: true,
         }
     }
 }
@@ -94,39 +119,50 @@ pub struct ProposerBugs {
     pub lease_unconfirmed: bool,
 }
 
-struct Candidate {
+/// Phase 1 at one ballot: every voter's promise as its pages arrive. A
+/// leader keeps it: when the log brings a new era, its new voters are
+/// asked at the same ballot before the leader proposes in its slots.
+struct Phase1 {
     ballot: Ballot,
-    from_slot: Slot,
     takeover: bool,
-    /// Every voter's promise as its pages arrive.
+    /// Every asked voter's promise as its pages arrive.
     pages: BTreeMap<NodeId, Paging>,
     /// Voters whose every page has arrived: only these count.
-    complete: usize,
+    done: BTreeSet<NodeId>,
     /// The highest commit index any page reported.
     chosen_upto: Slot,
-    /// The highest-ballot accepted value per slot (from `from_slot` on)
-    /// across every page of every acceptor so far (P2c).
+    /// The highest-ballot accepted value per slot across every page of
+    /// every acceptor so far (P2c), not proposed yet.
     adopt: BTreeMap<Slot, (Ballot, Value)>,
 }
 
-impl Candidate {
-    fn new(ballot: Ballot, from_slot: Slot, takeover: bool) -> Candidate {
-        Candidate {
+impl Phase1 {
+    fn new(ballot: Ballot, takeover: bool) -> Phase1 {
+        Phase1 {
             ballot,
-            from_slot,
             takeover,
             pages: BTreeMap::new(),
-            complete: 0,
+            done: BTreeSet::new(),
             chosen_upto: 0,
             adopt: BTreeMap::new(),
         }
     }
+
+    /// Whether a majority of `era` promised.
+    fn covers(&self, era: &Era) -> bool {
+        era.count(&self.done) >= era.quorum()
+    }
+}
+
+struct Candidate {
+    p1: Phase1,
+    from_slot: Slot,
 }
 
 /// One acceptor's promise while it is being paged in.
 struct Paging {
-    /// The slot the next page must start at: every slot from the
-    /// candidate's `from_slot` up to it is reported. `None`: complete.
+    /// The slot the next page must start at: every slot from the first
+    /// one asked up to it is reported. `None`: complete.
     next: Option<Slot>,
     /// When the `Prepare` asking for that page was last sent.
     asked: Time,
@@ -142,12 +178,13 @@ struct Inflight {
 }
 
 struct Leading {
-    ballot: Ballot,
+    p1: Phase1,
     next_slot: Slot,
     inflight: BTreeMap<Slot, Inflight>,
-    /// The last slot this leadership proposed on taking over. Read
-    /// indexes are handed out only once it is chosen: then every value
-    /// an earlier leader may have chosen is at or below it.
+    /// The last slot this leadership re-proposes what its promises
+    /// reported (or its own first no-op). Read indexes are handed out
+    /// only once it is chosen: then every value an earlier leader may
+    /// have chosen is at or below it. A new era's promises may raise it.
     ready_slot: Slot,
     ready: bool,
     /// Highest slot this leader saw chosen.
@@ -170,10 +207,33 @@ struct Leading {
     /// The start of the latest round a quorum confirmed: the leader was
     /// still the leader, for a majority, at that moment.
     quorum_seen: Option<Time>,
+    /// A change of the active set waiting for the next slot.
+    change: Option<ConfigChange>,
+    /// The slot of the last change this leadership proposed: it fills
+    /// no-ops until the change's window has passed.
+    change_at: Option<Slot>,
+    /// What each node said in answer to the heartbeats.
+    peers: BTreeMap<NodeId, Peer>,
+    /// When the active set was last checked.
+    checked: Time,
+    /// A leader transfer under way.
+    transfer: Option<Transfer>,
+}
+
+impl Leading {
+    fn ballot(&self) -> Ballot {
+        self.p1.ballot
+    }
 }
 
 /// Confirmation rounds remembered for dating (older ones are settled).
 const ROUNDS_KEPT: usize = 64;
+
+/// Events kept until the shell drains them (older ones are dropped).
+const EVENTS_KEPT: usize = 64;
+
+/// Operator requests' results kept for the node's status.
+const OP_RESULTS_KEPT: usize = 16;
 
 /// A read waiting for its confirmation round at the leader.
 struct PendingRead {
@@ -186,7 +246,8 @@ struct PendingRead {
 enum Phase {
     Follower,
     Candidate(Candidate),
-    Leader(Leading),
+    /// Boxed: a leader's state is large, and there is one per node.
+    Leader(Box<Leading>),
 }
 
 /// An update waiting at the leader, with how often it was forwarded.
@@ -202,7 +263,10 @@ struct Queued {
 /// One node's proposer (see the module comment).
 pub struct Proposer {
     id: NodeId,
+    /// The configuration file's nodes and preferred voters.
     members: Membership,
+    /// The eras of the active set the log made.
+    eras: Eras,
     cfg: ProposerConfig,
     bugs: ProposerBugs,
     /// Highest round seen anywhere or used here. Used rounds are on disk.
@@ -217,7 +281,6 @@ pub struct Proposer {
     /// The last heartbeat that renewed this follower's read lease (one
     /// from an established leader; see `Message::Heartbeat`).
     lease_seen: Option<Time>,
-    caught_up_since: Option<Time>,
     phase: Phase,
     queue: VecDeque<Queued>,
     /// Our own updates that came back from a former leader while no
@@ -230,6 +293,16 @@ pub struct Proposer {
     /// A heartbeat's established leader and its commit index, heard while
     /// rebuilding: the rebuild may end there once the log reaches it.
     rebuild_seen: Option<(Ballot, Slot)>,
+    /// An operator made this node leader (a transfer): while it leads, it
+    /// does not hand leadership to the preferred leader.
+    chosen_by_operator: bool,
+    /// Operators' requests taken here, and what became of them.
+    op_results: VecDeque<(u64, Option<Result<String, String>>)>,
+    /// What this node did about leadership and the active set, for the
+    /// logs: drained by the shell.
+    pub events: Vec<String>,
+    /// Moves whenever what `eras`, `op_results` or `events` show changes.
+    version: u64,
 }
 
 /// A bounced update waiting for a leader, and since when.
@@ -240,8 +313,8 @@ struct Bounced {
 }
 
 impl Proposer {
-    /// Rebuild from the disk (its round, the log's last slot) and arm
-    /// the election timer.
+    /// Rebuild from the disk (its round, the log's last slot, the eras
+    /// the log made) and arm the election timer.
     pub fn recover(
         id: NodeId,
         members: Membership,
@@ -251,32 +324,69 @@ impl Proposer {
     ) -> Proposer {
         assert!(members.is_member(id), "{id} is not a member");
         assert!(cfg.window > 0 && cfg.batch_updates_max > 0);
+        let eras = state::load_eras(&*ctx.kv).unwrap_or_else(|| Eras::genesis(&members.voters));
         let mut p = Proposer {
             id,
             round: state::load_u64(&*ctx.kv, Meta::Round),
             commit: state::last_chosen_slot(&*ctx.kv),
             members,
+            eras,
             cfg,
             bugs,
             leader: None,
             leader_seen: ctx.now,
             leader_commit: 0,
             lease_seen: None,
-            caught_up_since: None,
             phase: Phase::Follower,
             queue: VecDeque::new(),
             bounced: VecDeque::new(),
             dropped: 0,
             rebuild: None,
             rebuild_seen: None,
+            chosen_by_operator: false,
+            op_results: VecDeque::new(),
+            events: Vec::new(),
+            version: 0,
         };
-        if state::load_u64(&*ctx.kv, Meta::Rebuilding) == 1 && p.members.is_voter(id) {
-            let r = Rebuild::new(id, &p.members.voters, ctx.rng.next_u64());
+        if state::load_u64(&*ctx.kv, Meta::Rebuilding) == 1 {
+            // Every node is asked, not only the voters: any of them may
+            // have led in an earlier era, with rounds this one promised.
+            let r = Rebuild::new(id, &p.members.nodes, ctx.rng.next_u64());
             p.ask_rounds(ctx, &r);
             p.rebuild = Some(r);
         }
         p.arm_election(ctx);
         p
+    }
+
+    /// The eras of the active set this node knows.
+    pub fn eras(&self) -> &Eras {
+        &self.eras
+    }
+
+    /// The active set governing the next slot.
+    pub fn active(&self) -> &Era {
+        self.eras.at(self.commit + 1)
+    }
+
+    /// Whether this node votes in any slot it may see proposed next.
+    fn votes(&self) -> bool {
+        self.eras
+            .votes_in(self.id, self.commit + 1, self.commit + ALPHA)
+    }
+
+    /// Operators' requests taken here: (number, what became of it so far).
+    pub fn op_results(&self) -> impl Iterator<Item = &(u64, Option<Result<String, String>>)> {
+        self.op_results.iter()
+    }
+
+    /// While leading: what each node last reported, and the transfer
+    /// under way if any.
+    pub fn peers(&self) -> Option<(&BTreeMap<NodeId, Peer>, Option<Transfer>)> {
+        match &self.phase {
+            Phase::Leader(l) => Some((&l.peers, l.transfer)),
+            _ => None,
+        }
     }
 
     /// While this node rebuilds: the voters it still waits for, and the
@@ -309,7 +419,9 @@ impl Proposer {
             return;
         };
         let ballot = match &self.phase {
-            Phase::Leader(l) if self.established(l) && r.after_fence(l.ballot) => Some(l.ballot),
+            Phase::Leader(l) if self.established(l) && r.after_fence(l.ballot()) => {
+                Some(l.ballot())
+            }
             Phase::Follower => self
                 .rebuild_seen
                 .filter(|(b, commit)| r.after_fence(*b) && self.commit >= *commit)
@@ -398,7 +510,7 @@ impl Proposer {
     /// The ballot this node leads at, if it leads.
     pub fn leader_ballot(&self) -> Option<Ballot> {
         match &self.phase {
-            Phase::Leader(l) => Some(l.ballot),
+            Phase::Leader(l) => Some(l.ballot()),
             _ => None,
         }
     }
@@ -430,7 +542,7 @@ impl Proposer {
                 hops: 0,
                 fresh: true,
             }));
-            self.fill_window(ctx);
+            self.advance(ctx);
         } else if let Some(leader) = self.leader(ctx.now) {
             let msg = Message::Forward { updates, hops: 0 };
             ctx.send(leader, Role::Proposer, msg);
@@ -474,10 +586,49 @@ impl Proposer {
                 self.on_forward_rejected(ctx, from, updates, hops)
             }
             Message::Committed { commit } if from == self.id => {
-                self.on_committed(commit);
+                self.on_committed(ctx, commit);
                 self.check_rebuild(ctx);
             }
-            Message::Rebuilding { nonce } if from != self.id && self.members.is_voter(from) => {
+            Message::Reconfigured { eras } if from == self.id => {
+                let before = self.eras.latest().chosen_at;
+                self.eras = eras;
+                let new: Vec<String> = self
+                    .eras
+                    .all()
+                    .iter()
+                    .filter(|e| e.chosen_at > before)
+                    .map(|e| {
+                        format!(
+                            "active set {} chosen in slot {}, voting from slot {}: {}",
+                            members::names(&e.voters),
+                            e.chosen_at,
+                            e.from,
+                            e.reason
+                        )
+                    })
+                    .collect();
+                for event in new {
+                    self.note(event);
+                }
+                self.after_commit(ctx);
+            }
+            Message::Progress {
+                ballot,
+                commit,
+                applied,
+                fit,
+            } => self.on_progress(ctx, from, ballot, commit, applied, fit),
+            Message::TimeoutNow {
+                ballot,
+                by_operator,
+                ..
+            } => self.on_timeout_now(ctx, from, ballot, by_operator),
+            Message::MemberOp { id, op } => {
+                let result = self.operate(ctx, &op);
+                ctx.send(from, Role::Proposer, Message::MemberOpDone { id, result });
+            }
+            Message::MemberOpDone { id, result } => self.record_op(id, Some(result)),
+            Message::Rebuilding { nonce } if from != self.id && self.members.is_member(from) => {
                 self.report_round(ctx, from, nonce)
             }
             Message::RebuildRound { nonce, round } if from != self.id => {
@@ -512,7 +663,7 @@ impl Proposer {
         match (timer, &self.phase) {
             (Timer::Election, Phase::Leader(_)) => {}
             (Timer::Election, Phase::Candidate(c)) => {
-                let takeover = c.takeover;
+                let takeover = c.p1.takeover;
                 self.start_election(ctx, takeover)
             }
             (Timer::Election, Phase::Follower) if self.rebuild.is_some() => {
@@ -533,13 +684,16 @@ impl Proposer {
             }
             (Timer::Election, Phase::Follower) => {
                 let quiet = ctx.now.since(self.leader_seen) >= self.cfg.election_timeout;
-                if (self.leader.is_none() || quiet) && self.members.is_voter(self.id) {
+                if (self.leader.is_none() || quiet) && self.votes() {
                     self.start_election(ctx, false);
                 } else {
                     self.arm_election(ctx);
                 }
             }
-            (Timer::Tick, Phase::Candidate(_)) => self.retransmit_prepare(ctx),
+            (Timer::Tick, Phase::Candidate(_)) => {
+                self.retransmit_prepare(ctx);
+                ctx.set_timer(Timer::Tick, ctx.now + self.cfg.retransmit_after);
+            }
             (Timer::Tick, Phase::Leader(_)) => self.leader_tick(ctx),
             _ => {}
         }
@@ -547,7 +701,7 @@ impl Proposer {
 
     fn election_timeout(&self, ctx: &mut Ctx<'_>) -> Duration {
         let base = self.cfg.election_timeout.as_micros() as u64;
-        let (lo, hi) = if self.members.preferred_leader() == Some(self.id) {
+        let (lo, hi) = if self.active().voters.first() == Some(&self.id) {
             (base / 2, base)
         } else {
             (base, 2 * base)
@@ -578,38 +732,71 @@ impl Proposer {
             node: self.id,
         };
         self.refuse_queue(ctx);
-        self.caught_up_since = None;
         let from_slot = self.commit + 1;
-        let mut c = Candidate::new(ballot, from_slot, takeover);
+        let c = Candidate {
+            p1: Phase1::new(ballot, takeover),
+            from_slot,
+        };
         if self.bugs.skip_phase1 {
             self.become_leader(ctx, c);
             return;
         }
-        for &v in &self.members.voters {
-            let msg = Message::Prepare {
-                ballot,
-                from_slot,
-                takeover,
-            };
-            send_prepare(self.bugs, ctx, v, msg);
-            let asked = ctx.now;
-            let next = Some(from_slot);
-            c.pages.insert(v, Paging { next, asked });
-        }
         self.phase = Phase::Candidate(c);
+        self.ask_missing(ctx);
         self.arm_election(ctx);
         ctx.set_timer(Timer::Tick, ctx.now + self.cfg.retransmit_after);
+    }
+
+    /// Ask for a promise at this ballot every voter of the eras governing
+    /// the slots this node may propose in next (up to `ALPHA` past its
+    /// log) that was not asked yet: a candidate's first prepares, and a
+    /// leader's when its log brings an era with new voters. A leader asks
+    /// from its next slot: it proposed below it already.
+    fn ask_missing(&mut self, ctx: &mut Ctx<'_>) {
+        let voters: BTreeSet<NodeId> = self
+            .eras
+            .governing(self.commit + 1, self.commit + ALPHA)
+            .flat_map(|e| e.voters.iter().copied())
+            .collect();
+        let bugs = self.bugs;
+        let (p1, from_slot) = match &mut self.phase {
+            Phase::Candidate(c) => (&mut c.p1, c.from_slot),
+            Phase::Leader(l) => (&mut l.p1, l.next_slot),
+            Phase::Follower => return,
+        };
+        for v in voters {
+            if p1.pages.contains_key(&v) {
+                continue;
+            }
+            let msg = Message::Prepare {
+                ballot: p1.ballot,
+                from_slot,
+                takeover: p1.takeover,
+            };
+            send_prepare(bugs, ctx, v, msg);
+            let next = Some(from_slot);
+            p1.pages.insert(
+                v,
+                Paging {
+                    next,
+                    asked: ctx.now,
+                },
+            );
+        }
     }
 
     /// Ask again every voter whose promise is incomplete and whose last
     /// request (for its first page or a later one) is unanswered for
     /// `retransmit_after`: the request or its page may have been lost.
     fn retransmit_prepare(&mut self, ctx: &mut Ctx<'_>) {
-        let Phase::Candidate(c) = &mut self.phase else {
-            return;
+        let bugs = self.bugs;
+        let p1 = match &mut self.phase {
+            Phase::Candidate(c) => &mut c.p1,
+            Phase::Leader(l) => &mut l.p1,
+            Phase::Follower => return,
         };
-        let (ballot, takeover) = (c.ballot, c.takeover);
-        for (&v, p) in c.pages.iter_mut() {
+        let (ballot, takeover) = (p1.ballot, p1.takeover);
+        for (&v, p) in p1.pages.iter_mut() {
             let Some(from_slot) = p.next else {
                 continue;
             };
@@ -622,9 +809,8 @@ impl Proposer {
                 from_slot,
                 takeover,
             };
-            send_prepare(self.bugs, ctx, v, msg);
+            send_prepare(bugs, ctx, v, msg);
         }
-        ctx.set_timer(Timer::Tick, ctx.now + self.cfg.retransmit_after);
     }
 
     /// One page of a voter's promise.
@@ -676,17 +862,22 @@ impl Proposer {
         from_slot: Slot,
         next_page: Option<Slot>,
     ) {
-        let quorum = self.members.quorum();
-        let Phase::Candidate(c) = &mut self.phase else {
-            self.dropped += 1;
-            return;
+        let bugs = self.bugs;
+        // A leader takes nothing below its next slot: it proposed there.
+        let (p1, floor, candidate) = match &mut self.phase {
+            Phase::Candidate(c) => (&mut c.p1, c.from_slot, true),
+            Phase::Leader(l) => (&mut l.p1, l.next_slot, false),
+            Phase::Follower => {
+                self.dropped += 1;
+                return;
+            }
         };
-        if c.ballot != ballot {
+        if p1.ballot != ballot {
             self.dropped += 1;
             return;
         }
-        let Some(p) = c.pages.get_mut(&from) else {
-            // Not a voter.
+        let Some(p) = p1.pages.get_mut(&from) else {
+            // Not asked: not a voter.
             self.dropped += 1;
             return;
         };
@@ -705,59 +896,92 @@ impl Proposer {
             return;
         }
         p.next = next_page;
-        c.chosen_upto = c.chosen_upto.max(chosen_upto);
+        if next_page.is_some() {
+            p.asked = ctx.now;
+        }
+        p1.chosen_upto = p1.chosen_upto.max(chosen_upto);
         for e in accepted {
-            if e.slot < c.from_slot {
+            if e.slot < floor {
                 continue;
             }
-            match c.adopt.get(&e.slot) {
+            match p1.adopt.get(&e.slot) {
                 Some((b, _)) if *b >= e.ballot => {}
                 _ => {
-                    c.adopt.insert(e.slot, (e.ballot, e.value));
+                    p1.adopt.insert(e.slot, (e.ballot, e.value));
                 }
             }
         }
         if let Some(next) = next_page {
-            p.asked = ctx.now;
             let msg = Message::Prepare {
                 ballot,
                 from_slot: next,
-                takeover: c.takeover,
+                takeover: p1.takeover,
             };
-            send_prepare(self.bugs, ctx, from, msg);
-            // The election is progressing: give it the time it needs.
-            // One acceptor has finitely many pages (by 2, it adds no
-            // entries meanwhile), so this postpones the timer boundedly.
-            self.arm_election(ctx);
+            send_prepare(bugs, ctx, from, msg);
+            if candidate {
+                // The election is progressing: give it the time it needs.
+                // One acceptor has finitely many pages (by 2, it adds no
+                // entries meanwhile), so this postpones the timer boundedly.
+                self.arm_election(ctx);
+            }
             return;
         }
-        c.complete += 1;
-        if c.complete >= quorum {
-            let Phase::Candidate(c) = std::mem::replace(&mut self.phase, Phase::Follower) else {
-                unreachable!("checked above");
-            };
-            self.become_leader(ctx, c);
+        p1.done.insert(from);
+        self.after_promise(ctx);
+    }
+
+    /// A promise is complete. A candidate leads once a majority of every
+    /// era governing its next slots promised; a leader re-proposes first
+    /// whatever a new era's voters reported.
+    fn after_promise(&mut self, ctx: &mut Ctx<'_>) {
+        let (lo, hi) = (self.commit + 1, self.commit + ALPHA);
+        match &mut self.phase {
+            Phase::Candidate(c) => {
+                if !self.eras.governing(lo, hi).all(|e| c.p1.covers(e)) {
+                    return;
+                }
+                let Phase::Candidate(c) = std::mem::replace(&mut self.phase, Phase::Follower)
+                else {
+                    unreachable!("matched above");
+                };
+                self.become_leader(ctx, c);
+            }
+            Phase::Leader(l) => {
+                let top = l.p1.adopt.keys().next_back().copied().unwrap_or(0);
+                if top > l.ready_slot {
+                    l.ready_slot = top;
+                    l.ready = false;
+                }
+                if l.p1.chosen_upto > self.commit {
+                    let msg = Message::CommitHint {
+                        commit: l.p1.chosen_upto,
+                        leader: self.id,
+                    };
+                    ctx.send(self.id, Role::Learner, msg);
+                }
+                self.advance(ctx);
+            }
+            Phase::Follower => {}
         }
     }
 
     /// Phase 1 is done: adopt what may be chosen, fill the gaps with
     /// no-ops, then lead.
     fn become_leader(&mut self, ctx: &mut Ctx<'_>, c: Candidate) {
-        let chosen_upto = c.chosen_upto.max(self.commit);
+        let mut p1 = c.p1;
+        let chosen_upto = p1.chosen_upto.max(self.commit);
         // Highest-ballot value per open slot (P2c), merged page by page.
-        let mut adopt = c.adopt;
-        adopt.retain(|&slot, _| slot > chosen_upto);
-        let top = adopt
-            .keys()
-            .next_back()
-            .copied()
-            .unwrap_or(0)
-            .max(chosen_upto);
-        self.phase = Phase::Leader(Leading {
-            ballot: c.ballot,
-            next_slot: top + 1,
+        p1.adopt.retain(|&slot, _| slot > chosen_upto);
+        let top = p1.adopt.keys().next_back().copied().unwrap_or(0);
+        // Everything reported is re-proposed first; with nothing
+        // reported, a no-op of our own ballot.
+        let ready_slot = top.max(chosen_upto + 1);
+        let ballot = p1.ballot;
+        self.phase = Phase::Leader(Box::new(Leading {
+            p1,
+            next_slot: chosen_upto + 1,
             inflight: BTreeMap::new(),
-            ready_slot: 0,
+            ready_slot,
             ready: false,
             max_decided: 0,
             confirm_seq: 0,
@@ -767,20 +991,15 @@ impl Proposer {
             since: ctx.now,
             rounds: VecDeque::new(),
             quorum_seen: None,
-        });
-        self.leader = Some((self.id, c.ballot));
+            change: None,
+            change_at: None,
+            peers: BTreeMap::new(),
+            checked: ctx.now,
+            transfer: None,
+        }));
+        self.leader = Some((self.id, ballot));
         self.leader_seen = ctx.now;
-        for slot in chosen_upto + 1..=top {
-            let value = adopt.remove(&slot).map_or(Value::Noop, |(_, v)| v);
-            self.propose(ctx, slot, value);
-        }
-        if top == chosen_upto {
-            let slot = self.take_slot();
-            self.propose(ctx, slot, Value::Noop);
-        }
-        if let Phase::Leader(l) = &mut self.phase {
-            l.ready_slot = l.next_slot - 1;
-        }
+        self.note(format!("leads at ballot {ballot}"));
         if chosen_upto > self.commit {
             let msg = Message::CommitHint {
                 commit: chosen_upto,
@@ -788,26 +1007,83 @@ impl Proposer {
             };
             ctx.send(self.id, Role::Learner, msg);
         }
+        // Voters of an era the candidate did not need yet (beyond its
+        // first slots) are asked now, so the leader can go on there.
+        if !self.bugs.skip_phase1 {
+            self.ask_missing(ctx);
+        }
+        self.advance(ctx);
         self.heartbeat(ctx);
         ctx.set_timer(Timer::Tick, ctx.now + self.cfg.heartbeat_interval);
         self.resend_bounced(ctx);
     }
 
-    fn take_slot(&mut self) -> Slot {
+    /// What the leader proposes next, if it may propose now.
+    fn next_value(&mut self) -> Option<Value> {
+        let fill_to = self.fill_to();
         let Phase::Leader(l) = &mut self.phase else {
-            unreachable!("only a leader takes slots");
+            return None;
         };
         let slot = l.next_slot;
-        l.next_slot += 1;
-        slot
+        // The era of `slot` is known only once the log reaches
+        // `slot - ALPHA`; a majority of it must have promised.
+        let promised = l.p1.covers(self.eras.at(slot)) || self.bugs.skip_phase1;
+        if slot > self.commit + ALPHA || !promised {
+            return None;
+        }
+        if slot <= l.ready_slot {
+            return Some(l.p1.adopt.remove(&slot).map_or(Value::Noop, |(_, v)| v));
+        }
+        if l.transfer.is_some() || l.inflight.len() >= self.cfg.window {
+            return None;
+        }
+        if let Some(change) = l.change.take() {
+            l.change_at = Some(slot);
+            return Some(Value::Config(change));
+        }
+        if !self.queue.is_empty() {
+            return Some(Value::Batch(self.take_batch()));
+        }
+        // A change waits for its window: no-ops bring it into effect.
+        (slot < fill_to).then_some(Value::Noop)
+    }
+
+    /// The first slot of the newest era known or proposed: until then the
+    /// leader fills idle slots with no-ops.
+    fn fill_to(&self) -> Slot {
+        let proposed = match &self.phase {
+            Phase::Leader(l) => l.change_at.map_or(0, |r| r + ALPHA),
+            _ => 0,
+        };
+        self.eras.latest().from.max(proposed)
+    }
+
+    /// Propose in the next slots while the rules allow: what phase 1
+    /// reported first, then a waiting change, then client updates, then
+    /// no-ops while a change waits for its window.
+    fn advance(&mut self, ctx: &mut Ctx<'_>) {
+        loop {
+            if let Phase::Leader(l) = &mut self.phase {
+                l.next_slot = l.next_slot.max(self.commit + 1).max(l.p1.chosen_upto + 1);
+            }
+            let Some(value) = self.next_value() else {
+                return;
+            };
+            let Phase::Leader(l) = &mut self.phase else {
+                return;
+            };
+            let slot = l.next_slot;
+            l.next_slot += 1;
+            self.propose(ctx, slot, value);
+        }
     }
 
     fn propose(&mut self, ctx: &mut Ctx<'_>, slot: Slot, value: Value) {
         let Phase::Leader(l) = &mut self.phase else {
             unreachable!("only a leader proposes");
         };
-        let ballot = l.ballot;
-        for &v in &self.members.voters {
+        let ballot = l.ballot();
+        for &v in &self.eras.at(slot).voters {
             let msg = Message::Accept {
                 ballot,
                 slot,
@@ -827,46 +1103,38 @@ impl Proposer {
         );
     }
 
-    /// Take queued updates into new slots while the window has room.
-    fn fill_window(&mut self, ctx: &mut Ctx<'_>) {
-        loop {
-            let Phase::Leader(l) = &self.phase else {
-                return;
-            };
-            if l.inflight.len() >= self.cfg.window || self.queue.is_empty() {
-                return;
+    /// Queued updates for one slot, up to the batch bounds.
+    fn take_batch(&mut self) -> Vec<Update> {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while let Some(q) = self.queue.front() {
+            let size = q.update.payload.len();
+            let full = batch.len() >= self.cfg.batch_updates_max
+                || (!batch.is_empty() && bytes + size > self.cfg.batch_bytes_max);
+            if full {
+                break;
             }
-            let mut batch = Vec::new();
-            let mut bytes = 0;
-            while let Some(q) = self.queue.front() {
-                let size = q.update.payload.len();
-                let full = batch.len() >= self.cfg.batch_updates_max
-                    || (!batch.is_empty() && bytes + size > self.cfg.batch_bytes_max);
-                if full {
-                    break;
-                }
-                bytes += size;
-                if let Some(q) = self.queue.pop_front() {
-                    batch.push(q.update);
-                }
+            bytes += size;
+            if let Some(q) = self.queue.pop_front() {
+                batch.push(q.update);
             }
-            let slot = self.take_slot();
-            self.propose(ctx, slot, Value::Batch(batch));
         }
+        batch
     }
 
     fn on_accepted(&mut self, ctx: &mut Ctx<'_>, from: NodeId, ballot: Ballot, slot: Slot) {
-        let quorum = self.members.quorum();
-        let voter = self.members.is_voter(from);
+        let era = self.eras.at(slot);
+        let (quorum, voter) = (era.quorum(), era.is_voter(from));
         let Phase::Leader(l) = &mut self.phase else {
             self.dropped += 1;
             return;
         };
+        let current = l.ballot() == ballot;
         let Some(entry) = l.inflight.get_mut(&slot) else {
             self.dropped += 1;
             return;
         };
-        if l.ballot != ballot || !voter {
+        if !current || !voter {
             self.dropped += 1;
             return;
         }
@@ -874,7 +1142,8 @@ impl Proposer {
         if entry.votes.len() < quorum {
             return;
         }
-        // Chosen: a majority accepted this ballot's value in this slot.
+        // Chosen: a majority of the slot's era accepted this ballot's
+        // value in this slot.
         let Some(entry) = l.inflight.remove(&slot) else {
             unreachable!("looked up above");
         };
@@ -893,8 +1162,9 @@ impl Proposer {
             };
             ctx.send(n, Role::Learner, msg);
         }
-        self.fill_window(ctx);
+        self.advance(ctx);
         self.complete_reads(ctx);
+        self.drive_transfer(ctx);
     }
 
     fn on_rejected(&mut self, ctx: &mut Ctx<'_>, ballot: Ballot, promised: Ballot) {
@@ -904,8 +1174,8 @@ impl Proposer {
         }
         self.round = self.round.max(promised.round);
         let mine = match &self.phase {
-            Phase::Candidate(c) => c.ballot == ballot,
-            Phase::Leader(l) => l.ballot == ballot,
+            Phase::Candidate(c) => c.p1.ballot == ballot,
+            Phase::Leader(l) => l.ballot() == ballot,
             Phase::Follower => false,
         };
         if mine {
@@ -914,8 +1184,15 @@ impl Proposer {
     }
 
     fn step_down(&mut self, ctx: &mut Ctx<'_>) {
+        self.chosen_by_operator = false;
         if let Phase::Leader(l) = &mut self.phase {
             self.leader = None;
+            let ballot = l.ballot();
+            self.version += 1;
+            if self.events.len() < EVENTS_KEPT {
+                self.events
+                    .push(format!("stops leading at ballot {ballot}"));
+            }
             // Reads have no effect, so refusing them is always safe;
             // remote ones are left to their origin's deadline.
             for r in l.reads.drain(..) {
@@ -979,8 +1256,8 @@ impl Proposer {
         }
         self.round = self.round.max(ballot.round);
         let known = match &self.phase {
-            Phase::Leader(l) => Some(l.ballot),
-            Phase::Candidate(c) => Some(c.ballot),
+            Phase::Leader(l) => Some(l.ballot()),
+            Phase::Candidate(c) => Some(c.p1.ballot),
             Phase::Follower => self.leader.map(|(_, b)| b),
         };
         if let Some(known) = known.filter(|k| *k > ballot) {
@@ -997,6 +1274,9 @@ impl Proposer {
         }
         if !matches!(self.phase, Phase::Follower) {
             self.step_down(ctx);
+        }
+        if self.leader.map(|(n, _)| n) != Some(from) {
+            self.chosen_by_operator = false;
         }
         self.leader = Some((from, ballot));
         self.leader_seen = ctx.now;
@@ -1020,26 +1300,95 @@ impl Proposer {
                 },
             );
         }
-        self.maybe_take_over(ctx, commit);
+        self.report_progress(ctx, from, ballot);
     }
 
-    /// The preferred leader takes leadership back once it has kept up
-    /// with the current leader for a while.
-    fn maybe_take_over(&mut self, ctx: &mut Ctx<'_>, leader_commit: Slot) {
-        // A rebuilding node campaigns from its election timer only (which
-        // also asks again for the rounds not reported): a takeover from
-        // here would put that timer off at every heartbeat.
-        if self.members.preferred_leader() != Some(self.id) || self.rebuild.is_some() {
+    /// Answer a leader's heartbeat with this node's progress and fitness
+    /// (the leader's membership decisions rest on these).
+    fn report_progress(&mut self, ctx: &mut Ctx<'_>, to: NodeId, ballot: Ballot) {
+        let applied = state::load_u64(&*ctx.kv, Meta::Applied);
+        let fit = self.fit(ctx);
+        let msg = Message::Progress {
+            ballot,
+            commit: self.commit,
+            applied,
+            fit,
+        };
+        ctx.send(to, Role::Proposer, msg);
+    }
+
+    /// Whether this node's replica may be trusted with a vote (and with
+    /// leadership): not diverged, disabled, needing a reseed, or
+    /// rebuilding.
+    fn fit(&self, ctx: &Ctx<'_>) -> bool {
+        let s = state::load_node_state(&*ctx.kv);
+        s.disabled.is_none()
+            && s.diverged.is_none()
+            && s.needs_reseed.is_none()
+            && self.rebuild.is_none()
+    }
+
+    fn on_progress(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: NodeId,
+        ballot: Ballot,
+        commit: Slot,
+        applied: Slot,
+        fit: bool,
+    ) {
+        let window = self.cfg.window as Slot;
+        let member = self.members.is_member(from) && from != self.id;
+        let Phase::Leader(l) = &mut self.phase else {
+            self.dropped += 1;
+            return;
+        };
+        if l.ballot() != ballot || !member {
+            self.dropped += 1;
             return;
         }
-        if self.commit < leader_commit {
-            self.caught_up_since = None;
+        let kept_up = fit && commit + window >= self.commit;
+        let since = l.peers.get(&from).and_then(|p| p.caught_up_since);
+        let peer = Peer {
+            heard: ctx.now,
+            commit,
+            applied,
+            fit,
+            caught_up_since: kept_up.then(|| since.unwrap_or(ctx.now)),
+        };
+        l.peers.insert(from, peer);
+    }
+
+    /// The leader told this node to campaign (a transfer).
+    fn on_timeout_now(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: NodeId,
+        ballot: Ballot,
+        by_operator: bool,
+    ) {
+        let from_leader = self.leader == Some((from, ballot));
+        let follower = matches!(self.phase, Phase::Follower);
+        if !from_leader || !follower || !self.votes() || self.rebuild.is_some() {
+            self.dropped += 1;
             return;
         }
-        let since = *self.caught_up_since.get_or_insert(ctx.now);
-        if ctx.now.since(since) >= self.cfg.takeover_after {
-            self.start_election(ctx, true);
+        self.chosen_by_operator = by_operator;
+        self.note(format!("{from} hands leadership over; campaigning"));
+        self.start_election(ctx, true);
+    }
+
+    fn note(&mut self, event: String) {
+        self.version += 1;
+        if self.events.len() < EVENTS_KEPT {
+            self.events.push(event);
         }
+    }
+
+    /// Moves whenever the eras, the operators' results or the events
+    /// change (the shell publishes them then).
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     fn leader_tick(&mut self, ctx: &mut Ctx<'_>) {
@@ -1062,17 +1411,18 @@ impl Proposer {
             ctx.send(self.id, Role::Learner, msg);
         }
         self.heartbeat(ctx);
+        let sets = self.confirm_sets();
         let Phase::Leader(l) = &mut self.phase else {
             return;
         };
-        Self::start_round(ctx, l, &self.members, self.bugs);
-        let ballot = l.ballot;
+        Self::start_round(ctx, l, &sets, self.bugs);
+        let ballot = l.ballot();
         for (&slot, entry) in l.inflight.iter_mut() {
             if ctx.now.since(entry.sent) < self.cfg.retransmit_after {
                 continue;
             }
             entry.sent = ctx.now;
-            for &v in &self.members.voters {
+            for &v in &self.eras.at(slot).voters {
                 if !entry.votes.contains(&v) {
                     let msg = Message::Accept {
                         ballot,
@@ -1083,7 +1433,240 @@ impl Proposer {
                 }
             }
         }
+        self.retransmit_prepare(ctx);
+        self.check_members(ctx);
+        self.drive_transfer(ctx);
         ctx.set_timer(Timer::Tick, ctx.now + self.cfg.heartbeat_interval);
+    }
+
+    /// What the leader knows for its membership decisions.
+    fn view(&self, now: Time) -> Option<members::View<'_>> {
+        let Phase::Leader(l) = &self.phase else {
+            return None;
+        };
+        Some(members::View {
+            now,
+            me: self.id,
+            commit: self.commit,
+            peers: &l.peers,
+            since: l.since,
+            stale_after: self.cfg.member_stale_after,
+            recent: self.cfg.election_timeout,
+            lag_max: self.cfg.promote_lag_max,
+            nodes: &self.members.nodes,
+            preferred: &self.members.voters,
+        })
+    }
+
+    /// Why no change of the active set may be made now, if one may not:
+    /// one is waiting for its window, or being decided.
+    fn change_pending(&self) -> Option<String> {
+        let latest = self.eras.latest();
+        if latest.from > self.commit + 1 {
+            return Some(format!(
+                "the change chosen in slot {} takes effect from slot {}",
+                latest.chosen_at, latest.from
+            ));
+        }
+        let Phase::Leader(l) = &self.phase else {
+            return None;
+        };
+        let is_change = |v: &Value| matches!(v, Value::Config(_));
+        let proposed = l.change.is_some()
+            || l.inflight.values().any(|f| is_change(&f.value))
+            || l.decided.values().any(|(v, _)| is_change(v))
+            || l.p1.adopt.values().any(|(_, v)| is_change(v));
+        proposed.then(|| "a change is being decided".to_string())
+    }
+
+    /// The leader's periodic look at the active set (module comment): a
+    /// leader that is no longer a voter hands over at once; a stale voter
+    /// is replaced, a preferred member swapped back (every
+    /// `membership_check`); the preferred leader gets leadership back.
+    fn check_members(&mut self, ctx: &mut Ctx<'_>) {
+        let Phase::Leader(l) = &self.phase else {
+            return;
+        };
+        if !self.established(l) || l.transfer.is_some() || self.change_pending().is_some() {
+            return;
+        }
+        let due = ctx.now.since(l.checked) >= self.cfg.membership_check;
+        let era = self.active().clone();
+        let Some(view) = self.view(ctx.now) else {
+            return;
+        };
+        if !era.is_voter(self.id) {
+            let to = era
+                .voters
+                .iter()
+                .copied()
+                .find(|&v| view.caught_up(v, Duration::ZERO));
+            if let Some(to) = to {
+                self.start_transfer(ctx, to, false);
+            }
+            return;
+        }
+        // The preferred leader: the first voter, in the era's order of
+        // preference, that is fit and has kept up (this node: fit).
+        let me_fit = self.fit(ctx);
+        let preferred = era.voters.iter().copied().find(|&v| {
+            if v == self.id {
+                me_fit
+            } else {
+                view.caught_up(v, self.cfg.takeover_after)
+            }
+        });
+        let hand_over = preferred.filter(|&p| p != self.id && !self.chosen_by_operator);
+        let plan = (due && self.cfg.auto_membership)
+            .then(|| view.plan(&era, self.cfg.takeover_after))
+            .flatten();
+        if due {
+            if let Phase::Leader(l) = &mut self.phase {
+                l.checked = ctx.now;
+            }
+        }
+        if let Some((voters, why)) = plan {
+            self.queue_change(ctx, voters, era.held_out.clone(), why);
+        } else if let Some(to) = hand_over {
+            self.start_transfer(ctx, to, false);
+        }
+    }
+
+    /// Put a change of the active set in the next slot.
+    fn queue_change(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        voters: Vec<NodeId>,
+        held_out: Vec<NodeId>,
+        why: String,
+    ) {
+        let change = self.eras.change(voters, held_out, &why);
+        self.note(format!(
+            "proposes active set {}: {why}",
+            members::names(&change.voters)
+        ));
+        if let Phase::Leader(l) = &mut self.phase {
+            l.change = Some(change);
+        }
+        self.advance(ctx);
+    }
+
+    /// Begin handing leadership to `to`: stop proposing new values.
+    fn start_transfer(&mut self, ctx: &mut Ctx<'_>, to: NodeId, by_operator: bool) {
+        let Phase::Leader(l) = &mut self.phase else {
+            return;
+        };
+        if to == self.id || l.transfer.is_some() {
+            return;
+        }
+        l.transfer = Some(Transfer {
+            to,
+            since: ctx.now,
+            told: false,
+            by_operator,
+        });
+        self.note(format!("hands leadership to {to}"));
+        self.drive_transfer(ctx);
+    }
+
+    /// Once every slot this leader proposed is decided, tell the target
+    /// to campaign; give up after an election timeout and lead on.
+    fn drive_transfer(&mut self, ctx: &mut Ctx<'_>) {
+        let Phase::Leader(l) = &mut self.phase else {
+            return;
+        };
+        let ballot = l.ballot();
+        let proposed = l.next_slot - 1;
+        let idle = l.inflight.is_empty() && l.next_slot > l.ready_slot;
+        let Some(t) = &mut l.transfer else {
+            return;
+        };
+        if ctx.now.since(t.since) >= self.cfg.election_timeout {
+            let to = t.to;
+            l.transfer = None;
+            self.note(format!("{to} did not take leadership; leading on"));
+            self.advance(ctx);
+            return;
+        }
+        if !t.told && idle {
+            t.told = true;
+            let msg = Message::TimeoutNow {
+                ballot,
+                commit: proposed,
+                by_operator: t.by_operator,
+            };
+            ctx.send(t.to, Role::Proposer, msg);
+        }
+    }
+
+    /// An operator's request taken by this node's admin API: acted on
+    /// here if this node leads, else passed to the leader. Its result
+    /// shows in `op_results` under `id`.
+    pub fn member_op(&mut self, ctx: &mut Ctx<'_>, id: u64, op: MemberOp) {
+        self.record_op(id, None);
+        if self.is_leader() {
+            let result = self.operate(ctx, &op);
+            self.record_op(id, Some(result));
+        } else if let Some(leader) = self.leader(ctx.now) {
+            ctx.send(leader, Role::Proposer, Message::MemberOp { id, op });
+        } else {
+            let why = "no leader is known right now; try again in a moment".to_string();
+            self.record_op(id, Some(Err(why)));
+        }
+    }
+
+    fn record_op(&mut self, id: u64, result: Option<Result<String, String>>) {
+        self.version += 1;
+        if let Some(e) = self.op_results.iter_mut().find(|(i, _)| *i == id) {
+            e.1 = result;
+            return;
+        }
+        if result.is_some() {
+            // An answer to a request this node did not take (or forgot).
+            self.dropped += 1;
+            return;
+        }
+        if self.op_results.len() >= OP_RESULTS_KEPT {
+            self.op_results.pop_front();
+        }
+        self.op_results.push_back((id, result));
+    }
+
+    /// Act on an operator's request, as the leader.
+    fn operate(&mut self, ctx: &mut Ctx<'_>, op: &MemberOp) -> Result<String, String> {
+        let Phase::Leader(l) = &self.phase else {
+            return Err(format!(
+                "{} is not the leader (any more); try again",
+                self.id
+            ));
+        };
+        if !self.established(l) {
+            return Err("the leader is still taking over; try again in a moment".into());
+        }
+        if let Some(t) = l.transfer {
+            return Err(format!("leadership is being handed to {}", t.to));
+        }
+        if let Some(why) = self.change_pending() {
+            return Err(format!("one change at a time: {why}"));
+        }
+        let era = self.active().clone();
+        let view = self.view(ctx.now).ok_or("not the leader")?;
+        match view.operate(&era, op)? {
+            members::Change::Voters {
+                voters,
+                held_out,
+                reason,
+            } => {
+                let names = members::names(&voters);
+                self.queue_change(ctx, voters, held_out, reason.clone());
+                Ok(format!("proposed active set {names}: {reason}"))
+            }
+            members::Change::Leader(n) if n == self.id => Ok(format!("{n} leads already")),
+            members::Change::Leader(n) => {
+                self.start_transfer(ctx, n, true);
+                Ok(format!("handing leadership to {n}"))
+            }
+        }
     }
 
     fn heartbeat(&mut self, ctx: &mut Ctx<'_>) {
@@ -1092,7 +1675,7 @@ impl Proposer {
         };
         let knows = self.knowledge_horizon(l).is_none_or(|h| ctx.now <= h);
         let msg = Message::Heartbeat {
-            ballot: l.ballot,
+            ballot: l.ballot(),
             commit: self.commit,
             lease: self.established(l) && knows,
         };
@@ -1114,7 +1697,7 @@ impl Proposer {
                 hops,
                 fresh: false,
             }));
-            self.fill_window(ctx);
+            self.advance(ctx);
             return;
         }
         match self.leader(ctx.now) {
@@ -1160,7 +1743,7 @@ impl Proposer {
                     hops,
                     fresh: false,
                 }));
-                self.fill_window(ctx);
+                self.advance(ctx);
             }
             return;
         }
@@ -1220,7 +1803,7 @@ impl Proposer {
                     });
                 }
             }
-            self.fill_window(ctx);
+            self.advance(ctx);
         } else {
             for (hops, updates) in by_hops {
                 let msg = Message::Forward {
@@ -1251,6 +1834,7 @@ impl Proposer {
 
     fn start_read(&mut self, ctx: &mut Ctx<'_>, id: UpdateId, origin: NodeId) {
         let commit = self.commit;
+        let sets = self.confirm_sets();
         let Phase::Leader(l) = &mut self.phase else {
             return;
         };
@@ -1260,7 +1844,7 @@ impl Proposer {
             return;
         }
         let index = commit.max(l.max_decided).max(l.ready_slot);
-        let seq = Self::start_round(ctx, l, &self.members, self.bugs);
+        let seq = Self::start_round(ctx, l, &sets, self.bugs);
         l.reads.push(PendingRead {
             id,
             origin,
@@ -1269,11 +1853,43 @@ impl Proposer {
         });
     }
 
-    /// Ask every voter's acceptor to confirm this leadership.
+    /// The voter sets a confirmation round must each hear a majority of:
+    /// the eras governing the slots up to `ALPHA` past the log, and the
+    /// active set of every change this leadership proposed or will
+    /// re-propose (its slots may be chosen already, and its era govern
+    /// slots a rival could reach). A rival leader needs a majority of
+    /// the era of every slot it chooses in, so a round that each of these
+    /// confirmed shows no rival chose anything this leader cannot see
+    /// (`docs/membership.md`).
+    fn confirm_sets(&self) -> Vec<Vec<NodeId>> {
+        let mut sets: Vec<Vec<NodeId>> = self
+            .eras
+            .governing(self.commit + 1, self.commit + ALPHA)
+            .map(|e| e.voters.clone())
+            .collect();
+        if let Phase::Leader(l) = &self.phase {
+            let values = l
+                .inflight
+                .values()
+                .map(|f| &f.value)
+                .chain(l.decided.values().map(|(v, _)| v))
+                .chain(l.p1.adopt.values().map(|(_, v)| v));
+            for v in values {
+                if let Value::Config(c) = v {
+                    if !sets.contains(&c.voters) {
+                        sets.push(c.voters.clone());
+                    }
+                }
+            }
+        }
+        sets
+    }
+
+    /// Ask every voter of `sets` to confirm this leadership.
     fn start_round(
         ctx: &mut Ctx<'_>,
         l: &mut Leading,
-        members: &Membership,
+        sets: &[Vec<NodeId>],
         bugs: ProposerBugs,
     ) -> u64 {
         l.confirm_seq += 1;
@@ -1285,8 +1901,9 @@ impl Proposer {
         if l.rounds.len() > ROUNDS_KEPT {
             l.rounds.pop_front();
         }
-        let ballot = l.ballot;
-        for &v in &members.voters {
+        let ballot = l.ballot();
+        let voters: BTreeSet<NodeId> = sets.iter().flatten().copied().collect();
+        for v in voters {
             ctx.send(v, Role::Acceptor, Message::Confirm { ballot, seq });
         }
         seq
@@ -1305,22 +1922,33 @@ impl Proposer {
     }
 
     fn on_confirmed(&mut self, ctx: &mut Ctx<'_>, from: NodeId, ballot: Ballot, seq: u64) {
-        let voter = self.members.is_voter(from);
+        let sets = self.confirm_sets();
         let Phase::Leader(l) = &mut self.phase else {
             self.dropped += 1;
             return;
         };
-        if l.ballot != ballot || !voter || seq > l.confirm_seq {
+        let voter = sets.iter().any(|set| set.contains(&from));
+        if l.ballot() != ballot || !voter || seq > l.confirm_seq {
             self.dropped += 1;
             return;
         }
         let e = l.confirmed.entry(from).or_insert(0);
         *e = (*e).max(seq);
-        // The newest round a quorum confirmed dates the leader's contact.
-        let quorum = self.members.quorum();
-        let mut seqs: Vec<u64> = l.confirmed.values().copied().collect();
-        seqs.sort_unstable_by(|a, b| b.cmp(a));
-        if let Some(&settled) = seqs.get(quorum - 1) {
+        // The newest round a majority of every set confirmed dates the
+        // leader's contact.
+        let settled = sets
+            .iter()
+            .map(|set| {
+                let mut seqs: Vec<u64> = set
+                    .iter()
+                    .filter_map(|n| l.confirmed.get(n).copied())
+                    .collect();
+                seqs.sort_unstable_by(|a, b| b.cmp(a));
+                seqs.get(quorum(set.len()) - 1).copied().unwrap_or(0)
+            })
+            .min()
+            .unwrap_or(0);
+        if settled > 0 {
             if let Some(&(_, started)) = l.rounds.iter().rev().find(|(s, _)| *s <= settled) {
                 l.quorum_seen = Some(l.quorum_seen.map_or(started, |t| t.max(started)));
             }
@@ -1328,10 +1956,10 @@ impl Proposer {
         self.complete_reads(ctx);
     }
 
-    /// Answer every read whose round a quorum confirmed, once this
-    /// leadership's first entry is chosen.
+    /// Answer every read whose round a majority of every voter set
+    /// confirmed, once this leadership's first entries are chosen.
     fn complete_reads(&mut self, ctx: &mut Ctx<'_>) {
-        let quorum = self.members.quorum();
+        let sets = self.confirm_sets();
         let me = self.id;
         let Phase::Leader(l) = &mut self.phase else {
             return;
@@ -1342,8 +1970,15 @@ impl Proposer {
         let confirmed = &l.confirmed;
         let skip_round = self.bugs.reads_skip_round;
         l.reads.retain(|r| {
-            let votes = confirmed.values().filter(|&&s| s >= r.seq).count();
-            if votes < quorum && !skip_round {
+            let confirmed_by = |set: &Vec<NodeId>| {
+                set.iter()
+                    .filter(|n| confirmed.get(n).is_some_and(|&s| s >= r.seq))
+                    .count()
+            };
+            let all = sets
+                .iter()
+                .all(|set| confirmed_by(set) >= quorum(set.len()));
+            if !all && !skip_round {
                 return true;
             }
             Self::answer_read(ctx, me, r.id, r.origin, r.index);
@@ -1351,7 +1986,7 @@ impl Proposer {
         });
     }
 
-    fn on_committed(&mut self, commit: Slot) {
+    fn on_committed(&mut self, ctx: &mut Ctx<'_>, commit: Slot) {
         if commit <= self.commit {
             return;
         }
@@ -1364,6 +1999,25 @@ impl Proposer {
             l.next_slot = l.next_slot.max(commit + 1);
             if commit >= l.ready_slot {
                 l.ready = true;
+            }
+        }
+        self.after_commit(ctx);
+    }
+
+    /// The log grew or its eras changed: a candidate may now have the
+    /// promises it needs, a leader may ask an era's new voters and
+    /// propose further.
+    fn after_commit(&mut self, ctx: &mut Ctx<'_>) {
+        match self.phase {
+            Phase::Follower => {}
+            Phase::Candidate(_) => {
+                self.ask_missing(ctx);
+                self.after_promise(ctx);
+            }
+            Phase::Leader(_) => {
+                self.ask_missing(ctx);
+                self.advance(ctx);
+                self.drive_transfer(ctx);
             }
         }
     }

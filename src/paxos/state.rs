@@ -41,6 +41,9 @@ pub enum Meta {
     /// Applier: every node of the group has applied every slot up to
     /// this one (as their digests showed): the log below it may go.
     AllApplied,
+    /// Learner: the eras of the active set the log made
+    /// (`membership::Eras`), kept past compaction.
+    Eras,
 }
 
 impl Meta {
@@ -55,7 +58,8 @@ impl Meta {
             | Meta::NodeState
             | Meta::Compacted
             | Meta::LogBytes
-            | Meta::AllApplied => Table::Node,
+            | Meta::AllApplied
+            | Meta::Eras => Table::Node,
         }
     }
 }
@@ -313,4 +317,16 @@ pub fn load_digest(kv: &dyn Kv, slot: Slot) -> Option<u64> {
 /// Forget this node's digest of `slot` (it left the window).
 pub fn forget_digest(kv: &mut dyn Kv, slot: Slot) {
     kv.delete(Table::Node, &prefixed_slot_key(DIGEST, slot));
+}
+
+/// The eras the log made; `None` before the first change was chosen
+/// (the configuration file's active set governs).
+pub fn load_eras(kv: &dyn Kv) -> Option<crate::paxos::membership::Eras> {
+    kv.get(Table::Node, &Meta::Eras.key())
+        .map(|b| decode("eras", &b))
+}
+
+/// Write the eras.
+pub fn store_eras(kv: &mut dyn Kv, eras: &crate::paxos::membership::Eras) {
+    kv.put(Table::Node, &Meta::Eras.key(), &encode("eras", eras));
 }
