@@ -160,6 +160,36 @@ impl Default for Limits {
     }
 }
 
+/// How the leader keeps the active set healthy (`docs/membership.md`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MembershipSettings {
+    /// Whether the leader replaces lost voters and swaps preferred
+    /// members back by itself. Operators' commands work either way.
+    pub automatic: bool,
+    /// How often the leader checks the active set.
+    pub check_interval_ms: u64,
+    /// A voter not heard from for this long is replaced by a backup.
+    pub stale_after_ms: u64,
+    /// A backup further behind the leader than this is not promoted.
+    pub promote_lag_max_slots: u64,
+    /// How long a preferred leader must have kept up before leadership
+    /// is handed back to it.
+    pub takeover_after_ms: u64,
+}
+
+impl Default for MembershipSettings {
+    fn default() -> Self {
+        MembershipSettings {
+            automatic: true,
+            check_interval_ms: 10_000,
+            stale_after_ms: 30_000,
+            promote_lag_max_slots: 1_000,
+            takeover_after_ms: 2_000,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Reads {
@@ -189,6 +219,8 @@ pub struct Config {
     pub reads: Reads,
     #[serde(default)]
     pub admin: Admin,
+    #[serde(default)]
+    pub membership: MembershipSettings,
 }
 
 /// A configuration problem: the key, and what is wrong with it.
@@ -403,6 +435,15 @@ impl Config {
             ("limits.lease_ms", l.lease_ms),
             ("limits.log_retain_slots", l.log_retain_slots),
             ("limits.log_retain_bytes", l.log_retain_bytes),
+            (
+                "membership.check_interval_ms",
+                self.membership.check_interval_ms,
+            ),
+            ("membership.stale_after_ms", self.membership.stale_after_ms),
+            (
+                "membership.takeover_after_ms",
+                self.membership.takeover_after_ms,
+            ),
         ] {
             if v == 0 {
                 return Err(err(k, "must be more than 0"));

@@ -105,6 +105,23 @@ enum AdminAction {
     /// The backend of SERVICE on this node was repaired: forget the
     /// divergence found so far and serve again.
     ClearDivergence { service: String },
+    /// Show the active set of SERVICE, its changes, and (asked of the
+    /// leader) what every node last reported.
+    Members { service: String },
+    /// Make NODE an active member (a voter) of SERVICE, in place of
+    /// --replace (default: a voter not heard from, else the least
+    /// preferred one). Asked of the leader through --node.
+    Promote {
+        service: String,
+        node: String,
+        #[arg(long)]
+        replace: Option<String>,
+    },
+    /// Replace voter NODE of SERVICE by the best backup, and keep NODE
+    /// out of the active set until it is promoted again.
+    Demote { service: String, node: String },
+    /// Hand leadership of SERVICE to voter NODE.
+    Transfer { service: String, node: String },
 }
 
 #[derive(clap::Args)]
@@ -204,7 +221,7 @@ fn sim_main(args: SimArgs) -> Result<i32> {
             println!("{line}");
         }
         println!(
-            "seed {}: {} events, {} ops answered, {} unknown, {} refused, {} plain reads served, {} refused as not ready, {} entries fetched, {} partial promise pages, {} leaders elected over pages, {} syncs, sim time {}, trace {:016x}",
+            "seed {}: {} events, {} ops answered, {} unknown, {} refused, {} plain reads served, {} refused as not ready, {} entries fetched, {} partial promise pages, {} leaders elected over pages, {} changes of the active set, {} syncs, sim time {}, trace {:016x}",
             sc.seed,
             report.events,
             report.ops_ok,
@@ -215,6 +232,7 @@ fn sim_main(args: SimArgs) -> Result<i32> {
             report.fetched_entries,
             report.partial_pages,
             report.leaders_paged,
+            report.reconfigurations,
             report.syncs,
             report.sim_time,
             report.trace_hash
@@ -256,8 +274,8 @@ fn sim_main(args: SimArgs) -> Result<i32> {
         summary.events as f64 / summary.wall_secs.max(1e-9)
     );
     println!(
-        "{} leaderships won, {} of them after paged promises",
-        summary.leader_changes, summary.leaders_paged
+        "{} leaderships won, {} of them after paged promises; {} changes of the active set",
+        summary.leader_changes, summary.leaders_paged, summary.reconfigurations
     );
     if summary.checker_unknown > 0 {
         println!(
@@ -416,6 +434,42 @@ fn admin_main(args: AdminArgs) -> Result<i32> {
             format!(
                 "{base}/_ordo/admin/services/{}/clear-divergence",
                 enc(service)
+            ),
+        ),
+        AdminAction::Members { service } => (
+            "GET",
+            format!("{base}/_ordo/admin/services/{}/members", enc(service)),
+        ),
+        AdminAction::Promote {
+            service,
+            node,
+            replace,
+        } => (
+            "POST",
+            format!(
+                "{base}/_ordo/admin/services/{}/members/promote?node={}{}",
+                enc(service),
+                enc(node),
+                replace
+                    .as_deref()
+                    .map(|r| format!("&replace={}", enc(r)))
+                    .unwrap_or_default()
+            ),
+        ),
+        AdminAction::Demote { service, node } => (
+            "POST",
+            format!(
+                "{base}/_ordo/admin/services/{}/members/demote?node={}",
+                enc(service),
+                enc(node)
+            ),
+        ),
+        AdminAction::Transfer { service, node } => (
+            "POST",
+            format!(
+                "{base}/_ordo/admin/services/{}/members/transfer?node={}",
+                enc(service),
+                enc(node)
             ),
         ),
     };

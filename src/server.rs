@@ -109,6 +109,12 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
             new_cluster: init,
             ..GroupConfig::default()
         };
+        let m = &cfg.membership;
+        group_cfg.proposer.auto_membership = m.automatic;
+        group_cfg.proposer.membership_check = Duration::from_millis(m.check_interval_ms);
+        group_cfg.proposer.member_stale_after = Duration::from_millis(m.stale_after_ms);
+        group_cfg.proposer.promote_lag_max = m.promote_lag_max_slots;
+        group_cfg.proposer.takeover_after = Duration::from_millis(m.takeover_after_ms);
         let retain = cfg.limits.log_retain_slots;
         group_cfg.learner.retain_slots = retain;
         group_cfg.learner.retain_bytes = cfg.limits.log_retain_bytes;

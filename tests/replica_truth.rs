@@ -47,16 +47,7 @@ fn wait_state(c: &Cluster, i: usize, state: &str) {
 }
 
 fn admin(c: &Cluster, i: usize, args: &[&str]) -> (bool, String) {
-    let out = Command::new(ordo_bin())
-        .arg("admin")
-        .arg("--node")
-        .arg(c.nodes[i].url(""))
-        .args(args)
-        .output()
-        .expect("ordo admin runs");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    c.admin(i, args)
 }
 
 /// The report: a backend that makes up a random id on POST, in

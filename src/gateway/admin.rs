@@ -57,6 +57,23 @@ pub struct Reason {
     reason: Option<String>,
 }
 
+/// The service `req` may act on, or the answer why not (401, 404).
+fn guarded<'a>(
+    gw: &'a Gateway,
+    req: &HttpRequest,
+    service: &str,
+) -> Result<&'a Service, Box<HttpResponse>> {
+    if let Some(why) = refused(gw, req) {
+        return Err(Box::new(plain(StatusCode::UNAUTHORIZED, why)));
+    }
+    gw.service(service).ok_or_else(|| {
+        Box::new(plain(
+            StatusCode::NOT_FOUND,
+            format!("ordo: no service named {service:?} on this node"),
+        ))
+    })
+}
+
 /// One admin action (see the module comment).
 pub async fn action(
     gw: web::Data<Gateway>,
@@ -64,15 +81,10 @@ pub async fn action(
     path: web::Path<(String, String)>,
     query: web::Query<Reason>,
 ) -> HttpResponse {
-    if let Some(why) = refused(&gw, &req) {
-        return plain(StatusCode::UNAUTHORIZED, why);
-    }
     let (service, action) = path.into_inner();
-    let Some(s) = gw.service(&service) else {
-        return plain(
-            StatusCode::NOT_FOUND,
-            format!("ordo: no service named {service:?} on this node"),
-        );
+    let s = match guarded(&gw, &req, &service) {
+        Ok(s) => s,
+        Err(answer) => return *answer,
     };
     let op = match action.as_str() {
         "disable" => Operator::Disable {
@@ -290,4 +302,133 @@ pub async fn import(
     };
     resume(s).await;
     answer
+}
+
+/// Which node a membership request names, and the voter it replaces.
+#[derive(serde::Deserialize)]
+pub struct MemberQuery {
+    node: Option<String>,
+    replace: Option<String>,
+}
+
+/// How long a membership request waits for the leader's answer.
+const MEMBER_WAIT: Duration = Duration::from_secs(5);
+
+/// `GET /_ordo/admin/services/{service}/members`: the active set, its
+/// eras, and (from the leader) what every node reported. Read-only, like
+/// `/_ordo/status`.
+pub async fn members(gw: web::Data<Gateway>, path: web::Path<String>) -> HttpResponse {
+    let service = path.into_inner();
+    let Some(s) = gw.service(&service) else {
+        return plain(
+            StatusCode::NOT_FOUND,
+            format!("ordo: no service named {service:?} on this node"),
+        );
+    };
+    let st = &s.handle.status;
+    HttpResponse::Ok().json(serde_json::json!({
+        "node": gw.node,
+        "service": service,
+        "leader": st.leader().map(|n| gw.node_name(n)),
+        "membership": gw.membership_json(s),
+    }))
+}
+
+/// `POST /_ordo/admin/services/{service}/members/{promote|demote|transfer}?node=NAME`
+/// (`promote` may name `&replace=VOTER`): asks the leader, through this
+/// node's proposer, and answers with what the leader did (200), why it
+/// did not (409), or that no answer came (504).
+pub async fn member_op(
+    gw: web::Data<Gateway>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    query: web::Query<MemberQuery>,
+) -> HttpResponse {
+    use crate::paxos::members::MemberOp;
+    let (service, action) = path.into_inner();
+    let s = match guarded(&gw, &req, &service) {
+        Ok(s) => s,
+        Err(answer) => return *answer,
+    };
+    let q = query.into_inner();
+    let id_of = |name: Option<&str>, what: &str| {
+        let name = name.ok_or_else(|| format!("ordo: {action} needs ?{what}=NODE"))?;
+        gw.id_of(name).ok_or_else(|| {
+            format!(
+                "ordo: no node named {name:?}; the nodes are {}",
+                gw.node_names.join(", ")
+            )
+        })
+    };
+    let node = match id_of(q.node.as_deref(), "node") {
+        Ok(n) => n,
+        Err(why) => return plain(StatusCode::BAD_REQUEST, why),
+    };
+    let replace = match q.replace.as_deref() {
+        None => None,
+        Some(r) => match id_of(Some(r), "replace") {
+            Ok(n) => Some(n),
+            Err(why) => return plain(StatusCode::BAD_REQUEST, why),
+        },
+    };
+    let op = match action.as_str() {
+        "promote" => MemberOp::Promote { node, replace },
+        "demote" => MemberOp::Demote { node },
+        "transfer" => MemberOp::Transfer { node },
+        other => {
+            return plain(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "ordo: no membership action {other:?}; there are promote, demote and transfer"
+                ),
+            );
+        }
+    };
+    let id = rand::random::<u64>();
+    let asked = s
+        .handle
+        .proposer
+        .send(crate::node::actors::Member { id, op });
+    if asked.await.is_err() {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("ordo: the proposer of {service} is not running"),
+        );
+    }
+    let deadline = Instant::now() + MEMBER_WAIT;
+    loop {
+        let m = s.handle.status.membership();
+        let done = m
+            .ops
+            .iter()
+            .find(|(i, _)| *i == id)
+            .and_then(|(_, r)| r.clone());
+        match done {
+            Some(Ok(what)) => {
+                return HttpResponse::Ok().json(serde_json::json!({
+                    "node": gw.node,
+                    "service": service,
+                    "result": gw.with_names(&what),
+                    "membership": gw.membership_json(s),
+                }));
+            }
+            Some(Err(why)) => {
+                return plain(
+                    StatusCode::CONFLICT,
+                    format!("ordo: {}", gw.with_names(&why)),
+                );
+            }
+            None if Instant::now() >= deadline => {
+                return plain(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "ordo: no answer from the leader within {}s; the request may still be \
+                         acted on: see /_ordo/status",
+                        MEMBER_WAIT.as_secs()
+                    ),
+                );
+            }
+            None => actix_web::rt::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
 }

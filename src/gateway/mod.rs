@@ -150,11 +150,93 @@ impl Gateway {
         ))
     }
 
-    fn node_name(&self, id: NodeId) -> String {
+    pub(crate) fn node_name(&self, id: NodeId) -> String {
         self.node_names
             .get(id.0 as usize)
             .cloned()
             .unwrap_or_else(|| id.to_string())
+    }
+
+    fn node_names_of(&self, ids: &[NodeId]) -> Vec<String> {
+        ids.iter().map(|&n| self.node_name(n)).collect()
+    }
+
+    /// The node a name (or an id like `n3`) means, if any.
+    pub(crate) fn id_of(&self, name: &str) -> Option<NodeId> {
+        self.node_names
+            .iter()
+            .position(|n| n == name)
+            .map(|i| NodeId(i as u16))
+            .or_else(|| {
+                let i: u16 = name.strip_prefix('n')?.parse().ok()?;
+                ((i as usize) < self.node_names.len()).then_some(NodeId(i))
+            })
+    }
+
+    /// `text` with every node id (`n3`) written as the node's name: the
+    /// protocol's events speak of ids.
+    pub(crate) fn with_names(&self, text: &str) -> String {
+        let b = text.as_bytes();
+        let mut out = String::with_capacity(text.len());
+        let mut i = 0;
+        while i < b.len() {
+            let starts_word = i == 0 || !b[i - 1].is_ascii_alphanumeric();
+            let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+            let ends_word = b
+                .get(i + 1 + digits)
+                .is_none_or(|c| !c.is_ascii_alphanumeric());
+            if b[i] == b'n' && starts_word && digits > 0 && ends_word {
+                let id = text[i + 1..i + 1 + digits].parse::<u16>().ok();
+                if let Some(id) = id.filter(|&id| (id as usize) < self.node_names.len()) {
+                    out.push_str(&self.node_name(NodeId(id)));
+                    i += 1 + digits;
+                    continue;
+                }
+            }
+            let ch = text[i..].chars().next().unwrap_or(' ');
+            out.push(ch);
+            i += ch.len_utf8();
+        }
+        out
+    }
+
+    /// The membership of `s` as JSON, with node names.
+    pub(crate) fn membership_json(&self, s: &Service) -> serde_json::Value {
+        let m = s.handle.status.membership();
+        let me = self.node_id;
+        let era = |e: &crate::paxos::membership::Era| {
+            serde_json::json!({
+                "chosen_at": e.chosen_at,
+                "from": e.from,
+                "voters": self.node_names_of(&e.voters),
+                "held_out": self.node_names_of(&e.held_out),
+                "reason": self.with_names(&e.reason),
+            })
+        };
+        let pending = m
+            .eras
+            .last()
+            .filter(|e| !m.active.is_empty() && e.voters != m.active);
+        serde_json::json!({
+            "active": self.node_names_of(&m.active),
+            "preferred_leader": m.active.first().map(|&n| self.node_name(n)),
+            "this_node": if m.active.contains(&me) { "active" } else { "backup" },
+            "pending": pending.map(era),
+            "eras": m.eras.iter().map(era).collect::<Vec<_>>(),
+            "transfer_to": m.transfer.map(|n| self.node_name(n)),
+            "nodes": m.peers.iter().map(|p| serde_json::json!({
+                "node": self.node_name(p.node),
+                "active": m.active.contains(&p.node),
+                "heard_ms_ago": p.heard_ms,
+                "commit": p.commit,
+                "applied": p.applied,
+                "fit": p.fit,
+            })).collect::<Vec<_>>(),
+            "events": m.events.iter().map(|(at, e)| serde_json::json!({
+                "at_unix_ms": at,
+                "event": self.with_names(e),
+            })).collect::<Vec<_>>(),
+        })
     }
 }
 
@@ -178,6 +260,14 @@ pub fn configure(gw: Arc<Gateway>) -> impl FnOnce(&mut web::ServiceConfig) {
             .route(
                 "/_ordo/admin/services/{service}/export",
                 web::post().to(admin::export),
+            )
+            .route(
+                "/_ordo/admin/services/{service}/members",
+                web::get().to(admin::members),
+            )
+            .route(
+                "/_ordo/admin/services/{service}/members/{action}",
+                web::post().to(admin::member_op),
             )
             .route(
                 "/_ordo/admin/services/{service}/{action}",
@@ -586,10 +676,18 @@ async fn status(gw: web::Data<Gateway>) -> HttpResponse {
             let ready = readiness::check(&st.read_state(), now, &gw.read_limits);
             let known = st.known_commit().max(st.commit());
             let node_state = st.node_state();
+            let membership = gw.membership_json(s);
+            let role = if st.is_leader() {
+                "leader"
+            } else {
+                membership["this_node"].as_str().unwrap_or("backup")
+            };
             serde_json::json!({
                 "service": s.name,
                 "prefix": s.prefix,
-                "role": if st.is_leader() { "leader" } else { "follower" },
+                "role": role,
+                "active": membership["active"],
+                "membership": membership,
                 "leader": st.leader().map(|n| gw.node_name(n)),
                 "commit": st.commit(),
                 "known_commit": known,

@@ -22,7 +22,7 @@
 
 use super::backend::Backend;
 use super::now;
-use super::status::GroupStatus;
+use super::status::{EVENTS_SHOWN, GroupStatus, PeerView};
 use super::transport::{Deliver, Inbox, Transport};
 use crate::apply::applier::{Applied, Applier, Operator};
 use crate::driver::{Driven, Driver, Input, Output};
@@ -78,6 +78,20 @@ impl actix::Message for Read {
 pub struct Operate(pub Operator);
 
 impl actix::Message for Operate {
+    type Result = ();
+}
+
+/// An operator's request about the active set, for the proposer; its
+/// result shows in the group status under `id` (`MembershipView::ops`).
+#[derive(Debug)]
+pub struct Member {
+    /// The request's number, chosen by the caller.
+    pub id: u64,
+    /// The request.
+    pub op: crate::paxos::members::MemberOp,
+}
+
+impl actix::Message for Member {
     type Result = ();
 }
 
@@ -317,6 +331,14 @@ impl Handler<Submit> for ProposerActor {
     }
 }
 
+impl Handler<Member> for ProposerActor {
+    type Result = ();
+
+    fn handle(&mut self, m: Member, ctx: &mut Context<Self>) {
+        self.step(ctx, Input::Member { id: m.id, op: m.op });
+    }
+}
+
 impl Handler<Read> for ProposerActor {
     type Result = ();
 
@@ -370,13 +392,80 @@ impl Handler<Operate> for ApplierActor {
     }
 }
 
-/// The rebuild state last published (see `paxos::rebuild`).
-pub type RebuildNotes = Option<(Vec<NodeId>, Option<u64>)>;
+/// What the proposer last published: its rebuild state (see
+/// `paxos::rebuild`), its membership version, and when it last
+/// published what the nodes reported (at most twice a second).
+#[derive(Default)]
+pub struct ProposerNotes {
+    rebuilding: Option<(Vec<NodeId>, Option<u64>)>,
+    version: Option<u64>,
+    peers_at: Option<std::time::Instant>,
+    /// The active set published: it changes when the log reaches an era.
+    active: Vec<NodeId>,
+}
+
+/// How often a leader publishes what the nodes reported.
+const PEERS_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Publish the active set, the operators' results and the events (and
+/// log the events), when they changed; what the nodes reported, at most
+/// every `PEERS_EVERY`.
+fn publish_membership(r: &mut Proposer, notes: &mut ProposerNotes, book: &Book) {
+    let changed = notes.version != Some(r.version()) || notes.active != r.active().voters;
+    let peers_due = r.is_leader() && notes.peers_at.is_none_or(|t| t.elapsed() >= PEERS_EVERY);
+    let stepped_down = notes.peers_at.is_some() && !r.is_leader();
+    if !changed && !peers_due && !stepped_down {
+        return;
+    }
+    notes.version = Some(r.version());
+    notes.active = r.active().voters.clone();
+    notes.peers_at = r.is_leader().then(std::time::Instant::now);
+    let at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let events: Vec<String> = r.events.drain(..).collect();
+    for e in &events {
+        tracing::info!(event = %e, "membership");
+    }
+    let now = now();
+    let peers: Vec<PeerView> = r
+        .peers()
+        .map(|(peers, _)| {
+            peers
+                .iter()
+                .map(|(&node, p)| PeerView {
+                    node,
+                    heard_ms: now.since(p.heard).as_millis() as u64,
+                    commit: p.commit,
+                    applied: p.applied,
+                    fit: p.fit,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let transfer = r.peers().and_then(|(_, t)| t).map(|t| t.to);
+    book.status.update_membership(|m| {
+        if changed {
+            m.eras = r.eras().all().to_vec();
+            m.active = r.active().voters.clone();
+            m.ops = r.op_results().cloned().collect();
+            for e in events {
+                if m.events.len() >= EVENTS_SHOWN {
+                    m.events.pop_front();
+                }
+                m.events.push_back((at_ms, e));
+            }
+        }
+        m.peers = peers;
+        m.transfer = transfer;
+    });
+}
 
 impl Shelled for Proposer {
-    type Notes = RebuildNotes;
+    type Notes = ProposerNotes;
 
-    fn publish(r: &mut Proposer, notes: &mut RebuildNotes, book: &Book) {
+    fn publish(r: &mut Proposer, notes: &mut ProposerNotes, book: &Book) {
+        publish_membership(r, notes, book);
         let leader = r.leader(now());
         // The commit index a heartbeat reported goes out before the lease
         // it renewed, so a reader never sees a fresh lease without it.
@@ -384,7 +473,7 @@ impl Shelled for Proposer {
         book.status
             .set_proposer(leader, r.is_leader(), r.lease_contact());
         let rebuilding = r.rebuilding();
-        if rebuilding != *notes {
+        if rebuilding != notes.rebuilding {
             match &rebuilding {
                 Some((waiting, None)) => tracing::warn!(
                     ?waiting,
@@ -397,11 +486,11 @@ impl Shelled for Proposer {
                 None => tracing::info!("rebuilt: voting again"),
             }
             book.status.set_rebuilding(rebuilding.clone());
-            *notes = rebuilding;
+            notes.rebuilding = rebuilding;
         }
     }
 
-    fn status(d: &Driver<Proposer>, _: &RebuildNotes) -> RoleStatus {
+    fn status(d: &Driver<Proposer>, _: &ProposerNotes) -> RoleStatus {
         let r = d.role();
         RoleStatus::Proposer {
             is_leader: r.is_leader(),

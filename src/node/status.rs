@@ -4,11 +4,45 @@
 
 use crate::gateway::readiness::{Fence, ReadState};
 use crate::paxos::ballot::{NodeId, Slot};
+use crate::paxos::membership::Era;
 use crate::paxos::state::NodeState;
 use crate::time::Time;
+use std::collections::VecDeque;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::watch;
+
+/// What one node last told the leader (`paxos::members::Peer`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerView {
+    pub node: NodeId,
+    /// Milliseconds since it was heard from.
+    pub heard_ms: u64,
+    pub commit: Slot,
+    pub applied: Slot,
+    /// Not diverged, disabled, needing a reseed or rebuilding.
+    pub fit: bool,
+}
+
+/// The active set and what the proposer did about it, as published.
+#[derive(Clone, Debug, Default)]
+pub struct MembershipView {
+    /// The eras of the active set this node knows, oldest first.
+    pub eras: Vec<Era>,
+    /// The active set governing the next slot, preferred leader first.
+    pub active: Vec<NodeId>,
+    /// While leading: what every node reported.
+    pub peers: Vec<PeerView>,
+    /// While leading: the voter leadership is being handed to.
+    pub transfer: Option<NodeId>,
+    /// Operators' requests taken here, and their results so far.
+    pub ops: Vec<(u64, Option<Result<String, String>>)>,
+    /// Recent events about leadership and the active set: (Unix ms, what).
+    pub events: VecDeque<(u64, String)>,
+}
+
+/// Events kept in `MembershipView::events`.
+pub const EVENTS_SHOWN: usize = 64;
 
 pub struct GroupStatus {
     applied: watch::Sender<Slot>,
@@ -27,6 +61,7 @@ pub struct GroupStatus {
     node_state: RwLock<NodeState>,
     /// While rebuilding: the voters not reported yet, and the fence.
     rebuilding: RwLock<Option<(Vec<NodeId>, Option<u64>)>>,
+    membership: RwLock<MembershipView>,
 }
 
 impl Default for GroupStatus {
@@ -42,6 +77,7 @@ impl Default for GroupStatus {
             fenced: AtomicBool::new(false),
             node_state: RwLock::new(NodeState::default()),
             rebuilding: RwLock::new(None),
+            membership: RwLock::new(MembershipView::default()),
         }
     }
 }
@@ -128,6 +164,21 @@ impl GroupStatus {
         match self.rebuilding.read() {
             Ok(r) => r.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The active set and the proposer's membership events.
+    pub fn membership(&self) -> MembershipView {
+        match self.membership.read() {
+            Ok(m) => m.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub(crate) fn update_membership(&self, f: impl FnOnce(&mut MembershipView)) {
+        match self.membership.write() {
+            Ok(mut m) => f(&mut m),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
         }
     }
 

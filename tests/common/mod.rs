@@ -13,6 +13,7 @@
 #![allow(dead_code)]
 
 pub mod kv_model;
+pub mod load;
 
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -285,6 +286,10 @@ pub struct Options {
     pub service_extra: String,
     /// Extra lines for the `[limits]` section of every node's config.
     pub limits_extra: String,
+    /// Hot backups besides the three active members (`b1`, `b2`, ...).
+    pub backups: usize,
+    /// Extra sections at the end of every node's config.
+    pub extra_toml: String,
 }
 
 impl Default for Options {
@@ -297,6 +302,8 @@ impl Default for Options {
             demo_args: Vec::new(),
             service_extra: String::new(),
             limits_extra: String::new(),
+            backups: 0,
+            extra_toml: String::new(),
         }
     }
 }
@@ -327,7 +334,8 @@ impl Node {
     }
 }
 
-/// Three `ordo run` processes, three backends, one temp folder.
+/// Three `ordo run` processes (and any backups), their backends, one
+/// temp folder.
 pub struct Cluster {
     pub opts: Options,
     pub dir: Option<tempfile::TempDir>,
@@ -377,19 +385,24 @@ impl Cluster {
             .map_err(|e| StartError::Other(format!("temp dir: {e}")))?;
         let root = dir.path().to_path_buf();
         std::fs::create_dir_all(root.join("logs")).expect("logs dir");
-        let names: Vec<String> = NODES.iter().map(|n| n.to_string()).collect();
+        let names: Vec<String> = NODES
+            .iter()
+            .map(|n| n.to_string())
+            .chain((1..=opts.backups).map(|b| format!("b{b}")))
+            .collect();
         ordo::mesh::certs::make_certs("e2e", &names, &root.join("certs"))
             .map_err(|e| StartError::Other(format!("certs: {e}")))?;
-        let ports = free_ports(3 * NODES.len());
-        let mut nodes: Vec<Node> = NODES
+        let total = names.len();
+        let ports = free_ports(3 * total);
+        let mut nodes: Vec<Node> = names
             .iter()
             .enumerate()
             .map(|(i, name)| Node {
                 name: name.to_string(),
                 index: i,
                 client: addr(ports[i]),
-                peer: addr(ports[3 + i]),
-                backend_port: ports[6 + i],
+                peer: addr(ports[total + i]),
+                backend_port: ports[2 * total + i],
                 config: root.join(format!("{name}.toml")),
                 log: root.join(format!("logs/{name}.log")),
                 proc: None,
@@ -582,6 +595,21 @@ impl Cluster {
         panic!("node {i} could not get its ports back after a restart");
     }
 
+    /// `ordo admin ARGS --node URL` against node `i`: whether it
+    /// succeeded, and its output (stdout and stderr).
+    pub fn admin(&self, i: usize, args: &[&str]) -> (bool, String) {
+        let out = Command::new(ordo_bin())
+            .arg("admin")
+            .arg("--node")
+            .arg(self.nodes[i].url(""))
+            .args(args)
+            .output()
+            .expect("ordo admin runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    }
+
     /// Node `i`'s `/_ordo/status` (the first service), or why not.
     pub fn status(&self, i: usize) -> Result<Value, String> {
         let r = call(
@@ -737,6 +765,7 @@ active = ["north", "east", "west"]
 max_body_bytes = {max_body}
 update_timeout_ms = {timeout}
 {limits_extra}
+{extra_toml}
 "#,
         name = n.name,
         client = n.client,
@@ -747,6 +776,7 @@ update_timeout_ms = {timeout}
         timeout = opts.update_timeout_ms,
         service_extra = opts.service_extra,
         limits_extra = opts.limits_extra,
+        extra_toml = opts.extra_toml,
     )
 }
 
