@@ -25,7 +25,7 @@ enum Write {
 /// One node's disk. Write marks count every put and delete since the
 /// disk was made (`Kv::write_mark`); the first `durable` of them are
 /// synced and the rest are `pending`, in order.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct SimDisk {
     /// What reads see: synced state plus every pending write.
     view: Tables,

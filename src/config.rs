@@ -633,6 +633,16 @@ active = ["north", "east", "west"]
                 "client = \"nowhere\"",
                 "invalid socket address",
             ),
+            (
+                "[[services]]",
+                "[membership]\nstale_after_ms = 0\n[[services]]",
+                "membership.stale_after_ms: must be more than 0",
+            ),
+            (
+                "[[services]]",
+                "[membership]\nautomatic = \"yes\"\n[[services]]",
+                "invalid type: string \"yes\", expected a boolean",
+            ),
         ];
         for (from, to, want) in cases {
             let got = error_of(from, to);

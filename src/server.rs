@@ -127,8 +127,34 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
                 tracing::warn!(
                     service = %s.name,
                     "empty store without --init: this node lost its state (or is new to a \
-                     running cluster); it rebuilds and does not vote until every voter has \
+                     running cluster); it rebuilds and does not vote until every other node has \
                      reported and a leadership after that has committed the log"
+                );
+            }
+        }
+        let members = cfg.membership(s);
+        if let Some(eras) = crate::paxos::state::load_eras(&kv) {
+            // The log wins: the file's list only orders preference now.
+            let in_log = &eras.latest().voters;
+            let (mut a, mut b) = (in_log.clone(), members.voters.clone());
+            a.sort();
+            b.sort();
+            if a != b {
+                let names = cfg.node_names();
+                let show = |ids: &[crate::paxos::ballot::NodeId]| {
+                    ids.iter()
+                        .map(|n| names.get(n.0 as usize).copied().unwrap_or("?"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                tracing::warn!(
+                    service = %s.name,
+                    "the active set in the log ([{}], chosen in slot {}) differs from the file's \
+                     services.active ([{}]): the log's is in force; the file's list orders \
+                     preference only",
+                    show(in_log),
+                    eras.latest().chosen_at,
+                    show(&members.voters)
                 );
             }
         }
@@ -140,7 +166,7 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
         let waiters = Waiters::default();
         let handle = start_group(
             node_id,
-            cfg.membership(s),
+            members,
             kv,
             mesh.group(&s.name),
             backend.clone(),

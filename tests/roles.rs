@@ -1891,3 +1891,134 @@ fn forwarded_updates_that_bounce_while_no_leader_is_known_go_to_the_next_leader(
     let (_, out) = h.call(|ctx| p.on_message(ctx, N0, heartbeat(5, N0)));
     assert!(sends(&out).is_empty(), "{out:?}");
 }
+
+// ---- membership: eras in the log ----
+
+/// Review: the learner wrote a change's era after the log entry that
+/// holds it, so a crash between the two writes kept the entry and lost
+/// the era, for good (the slot is never learned again). Whatever prefix
+/// of the writes survives, a log that holds the change has its era.
+#[test]
+fn a_crash_never_keeps_a_change_in_the_log_without_its_era() {
+    use ordo::paxos::membership::{ALPHA, Eras};
+    let members = Membership::with_backups(4, 3);
+    let change = Eras::genesis(&members.voters).change(
+        vec![N0, NodeId(1), NodeId(3)],
+        Vec::new(),
+        "n2 lost",
+    );
+    let mut h = Harness::new();
+    let (mut l, _) = h.call(|ctx| Learner::recover(N1, &members, LearnerConfig::default(), ctx));
+    h.call(|ctx| {
+        let value = Value::Config(change.clone());
+        l.on_message(ctx, N0, Message::Decided { slot: 1, value })
+    });
+    assert!(h.disk.unsynced() >= 2, "the entry and the era are written");
+    let mut seen_entry = false;
+    let mut seen_without = false;
+    for seed in 0..200 {
+        let mut disk = h.disk.clone();
+        disk.crash(&mut Rng::new(seed));
+        let entry = state::load_chosen(&disk, 1).is_some();
+        let eras = state::load_eras(&disk);
+        seen_entry |= entry;
+        seen_without |= !entry;
+        let era_there =
+            eras.is_some_and(|e| e.latest().chosen_at == 1 && e.latest().from == 1 + ALPHA);
+        assert_eq!(
+            entry, era_there,
+            "crash seed {seed}: entry {entry}, era {era_there}"
+        );
+    }
+    assert!(seen_entry && seen_without, "both outcomes were tried");
+}
+
+/// Review finding: a leader that learns of a new era (its log reaches a
+/// change) counted as established before the era's new voters promised
+/// its ballot, so it renewed leases and answered reads while a rival
+/// could choose in that era's slots with voters it had not heard from.
+/// Until a majority of every era governing its next slots promised, it
+/// dates no lease and answers no read; once they have, it does.
+#[test]
+fn a_leader_dates_no_lease_until_a_new_eras_voters_promised() {
+    use ordo::paxos::membership::Eras;
+    let mut h = Harness::new();
+    let members = Membership::with_backups(4, 3);
+    let (mut p, _) = h.call(|ctx| {
+        Proposer::recover(
+            N0,
+            members.clone(),
+            ProposerConfig::default(),
+            ProposerBugs::default(),
+            ctx,
+        )
+    });
+    let ballot = lead(&mut h, &mut p, [N0, N2]);
+    h.call_applier(|ctx| p.on_message(ctx, N0, Message::Committed { commit: 1 }));
+    let confirm_all = |h: &mut Harness, p: &mut Proposer, seq| {
+        for n in [N0, N1, N2, NodeId(3)] {
+            let ok = Message::Confirmed { ballot, seq };
+            h.call_applier(|ctx| p.on_message(ctx, n, ok));
+        }
+    };
+    h.now = h.now + Duration::from_millis(100);
+    h.call_applier(|ctx| p.on_timer(ctx, Timer::Tick));
+    confirm_all(&mut h, &mut p, 1);
+    assert!(p.lease_contact().is_some(), "established in the first era");
+
+    // The log brings a change chosen in slot 2: n3 votes in place of n2
+    // from slot 2 + ALPHA, within the slots this leader proposes next.
+    // Of the new voters only n0 has promised.
+    let mut eras = Eras::genesis(&members.voters);
+    let change = eras.change(vec![N0, N1, NodeId(3)], vec![], "test");
+    eras.learn(2, &change, &members.nodes, ordo::paxos::membership::ALPHA)
+        .expect("a valid change");
+    h.call_applier(|ctx| p.on_message(ctx, N0, Message::Reconfigured { eras }));
+    let (_, out) = h.call_applier(|ctx| p.on_message(ctx, N0, Message::Committed { commit: 2 }));
+    // (The leader fills idle slots with no-ops to bring the change into
+    // effect: it asks n3 from the first slot it has not proposed yet.)
+    let asked: Vec<(NodeId, Ballot, u64)> = sends(&out)
+        .into_iter()
+        .filter_map(|(n, _, m)| match m {
+            Message::Prepare {
+                ballot, from_slot, ..
+            } => Some((n, ballot, from_slot)),
+            _ => None,
+        })
+        .collect();
+    let [(NodeId(3), asked_ballot, from_slot)] = asked[..] else {
+        panic!("only the new voter is asked: {asked:?}");
+    };
+    assert_eq!(asked_ballot, ballot, "at the same ballot");
+    assert!(from_slot > 2, "from a slot not proposed yet: {from_slot}");
+    h.now = h.now + Duration::from_millis(100);
+    h.call_applier(|ctx| p.on_timer(ctx, Timer::Tick));
+    confirm_all(&mut h, &mut p, 2);
+    assert_eq!(p.lease_contact(), None, "n3 has not promised");
+    let read = update(N0, 77).id;
+    let (_, out) = h.call_applier(|ctx| p.read(ctx, read));
+    confirm_all(&mut h, &mut p, 3);
+    assert!(
+        !out.iter()
+            .any(|c| matches!(c, Command::Client(ClientOutcome::ReadReady { .. }))),
+        "no read index yet"
+    );
+
+    let promise = Message::Promise {
+        ballot,
+        chosen_upto: 2,
+        accepted: vec![],
+        from_slot,
+        next_page: None,
+    };
+    // Its confirmation of the read's round came already: the promise
+    // completes the read.
+    let (_, out) = h.call_applier(|ctx| p.on_message(ctx, NodeId(3), promise));
+    assert!(
+        out.iter().any(
+            |c| matches!(c, Command::Client(ClientOutcome::ReadReady { id, .. }) if *id == read)
+        ),
+        "the read is answered once n3 promised: {out:?}"
+    );
+    assert!(p.lease_contact().is_some());
+}

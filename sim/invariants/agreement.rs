@@ -8,23 +8,36 @@ use crate::sim::node::SimNode;
 use crate::storage::kv::Table;
 use std::collections::BTreeMap;
 
-/// Every running node knows the eras the chosen log made, as far as its
-/// log reaches (its learner's eras; the oracle's are `chosen`).
+/// Every running node knows exactly the eras the chosen log made, as far
+/// as its log reaches (its learner's and its proposer's eras; the
+/// oracle's are `chosen`), none missing, none extra.
 pub(in crate::sim) fn eras_agree(nodes: &[SimNode], chosen: &Eras) -> Result<(), String> {
+    // The oracle keeps as many eras as a node: older ones a lagging node
+    // still holds may have left it.
+    let oldest = chosen.all().first().map_or(0, |e| e.chosen_at);
     for n in nodes {
         let Some(g) = &n.group else {
             continue;
         };
-        // The oracle keeps as many eras as a node: older ones a lagging
-        // node still holds may have left it.
-        let oldest = chosen.all().first().map_or(0, |e| e.chosen_at);
-        for era in g.learner.role().eras().all() {
-            let same = era.chosen_at < oldest || chosen.all().iter().any(|e| e == era);
-            if !same {
+        let commit = g.learner.role().commit();
+        let want: Vec<_> = chosen
+            .all()
+            .iter()
+            .filter(|e| e.chosen_at <= commit)
+            .collect();
+        for (whose, eras) in [
+            ("learner", g.learner.role().eras()),
+            ("proposer", g.proposer.role().eras()),
+        ] {
+            let have: Vec<_> = eras
+                .all()
+                .iter()
+                .filter(|e| e.chosen_at >= oldest)
+                .collect();
+            if have != want {
                 return Err(format!(
-                    "{} holds era {era:?}, which the chosen log did not make ({:?})",
-                    n.id,
-                    chosen.all()
+                    "{}'s {whose} holds eras {have:?} at commit {commit}; the chosen log made {want:?}",
+                    n.id
                 ));
             }
         }

@@ -437,8 +437,19 @@ impl Applier {
         }
         if e.slot > self.commit {
             // A node that needed the reseed jumps its log past the gap.
-            // The learner's compaction point goes first on disk: a crash
-            // must not leave the applied index beyond the log.
+            // The donor's eras go first (the changes in the gap are never
+            // learned here): a crash before the compaction point is
+            // written drops them again (`state::load_eras`), one after
+            // keeps both. Then the compaction point: a crash must not
+            // leave the applied index beyond the log.
+            if let Some(theirs) = &e.eras {
+                let mut theirs = theirs.clone();
+                theirs.forget_after(e.slot);
+                let ours = state::load_eras(&*ctx.kv).map_or(0, |m| m.latest().chosen_at);
+                if theirs.latest().chosen_at > ours {
+                    state::store_eras(ctx.kv, &theirs);
+                }
+            }
             self.commit = e.slot;
             let compacted = state::load_u64(&*ctx.kv, Meta::Compacted).max(e.slot);
             state::store_u64(ctx.kv, Meta::Compacted, compacted);

@@ -477,11 +477,11 @@ impl Shelled for Proposer {
             match &rebuilding {
                 Some((waiting, None)) => tracing::warn!(
                     ?waiting,
-                    "rebuilding: not voting until every voter has reported its round"
+                    "rebuilding: not voting until every other node has reported its round"
                 ),
                 Some((_, Some(fence))) => tracing::warn!(
                     fence,
-                    "rebuilding: every voter reported; waiting for a leadership above the fence"
+                    "rebuilding: every node reported; waiting for a leadership above the fence"
                 ),
                 None => tracing::info!("rebuilt: voting again"),
             }

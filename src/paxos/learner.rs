@@ -396,17 +396,22 @@ impl Learner {
         while let Some(v) = self.buffer.remove(&(self.commit + 1)) {
             self.commit += 1;
             self.log_bytes += state::log_cost(&v);
-            state::store_chosen(ctx.kv, self.commit, &v);
             if let Value::Config(change) = &v {
                 let delay = self.cfg.config_delay;
                 match self.eras.learn(self.commit, change, &self.nodes, delay) {
-                    Ok(_) => reconfigured = true,
+                    Ok(_) => {
+                        // The era first: a crash that keeps the entry keeps
+                        // it too (and an era without its entry is dropped
+                        // at recovery, `state::load_eras`).
+                        state::store_eras(ctx.kv, &self.eras);
+                        reconfigured = true;
+                    }
                     Err(_) => self.void_changes += 1,
                 }
             }
+            state::store_chosen(ctx.kv, self.commit, &v);
         }
         if reconfigured {
-            state::store_eras(ctx.kv, &self.eras);
             self.tell_eras(ctx);
         }
     }

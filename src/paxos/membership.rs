@@ -246,6 +246,18 @@ impl Eras {
         Ok(self.latest())
     }
 
+    /// Forget the eras made by changes chosen after `slot` (the genesis
+    /// era stays).
+    pub fn forget_after(&mut self, slot: Slot) {
+        let keep = self
+            .eras
+            .iter()
+            .filter(|e| e.chosen_at <= slot)
+            .count()
+            .max(1);
+        self.eras.truncate(keep);
+    }
+
     /// Take `other`'s eras if they reach further (a reseed skipped the
     /// log that made them): only those chosen at or below `upto`.
     pub fn adopt(&mut self, other: &Eras, upto: Slot) {

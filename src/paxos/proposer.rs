@@ -218,6 +218,11 @@ struct Leading {
     checked: Time,
     /// A leader transfer under way.
     transfer: Option<Transfer>,
+    /// When the last transfer was given up: the next waits a while.
+    transfer_failed: Option<Time>,
+    /// Since when this leader has had slots to propose but its log is
+    /// too far behind to know their voters.
+    blocked_since: Option<Time>,
 }
 
 impl Leading {
@@ -303,6 +308,9 @@ pub struct Proposer {
     pub events: Vec<String>,
     /// Moves whenever what `eras`, `op_results` or `events` show changes.
     version: u64,
+    /// After stepping down for a log too far behind: until this time, do
+    /// not campaign before the log reaches within `ALPHA` of this slot.
+    hold: Option<(Time, Slot)>,
 }
 
 /// A bounced update waiting for a leader, and since when.
@@ -347,6 +355,7 @@ impl Proposer {
             op_results: VecDeque::new(),
             events: Vec::new(),
             version: 0,
+            hold: None,
         };
         if state::load_u64(&*ctx.kv, Meta::Rebuilding) == 1 {
             // Every node is asked, not only the voters: any of them may
@@ -497,8 +506,24 @@ impl Proposer {
 
     /// This leadership has committed every slot it took over: every
     /// value an earlier leadership may have chosen is in the local log.
+    ///
+    /// And a majority of every era that may govern its next slots has
+    /// promised (a leader that learned of a new era has not, until the
+    /// era's new voters answer): until then a rival may choose there
+    /// with that era's voters, and neither reads nor leases may be
+    /// dated by this leadership (`docs/membership.md`).
     fn established(&self, l: &Leading) -> bool {
-        l.ready_slot > 0 && self.commit >= l.ready_slot
+        l.ready_slot > 0 && self.commit >= l.ready_slot && self.covered(l)
+    }
+
+    /// Whether a majority of every era governing the slots this leader
+    /// may propose in next promised its ballot.
+    fn covered(&self, l: &Leading) -> bool {
+        self.bugs.skip_phase1
+            || self
+                .eras
+                .governing(self.commit + 1, self.commit + ALPHA)
+                .all(|e| l.p1.covers(e))
     }
 
     /// The highest commit index heard from a leader: what this node knows
@@ -678,13 +703,15 @@ impl Proposer {
                         }
                         self.arm_election(ctx);
                     }
-                    Some(_) if self.rebuild_seen.is_some() => self.arm_election(ctx),
+                    Some(_) if self.rebuild_seen.is_some() || self.held(ctx) => {
+                        self.arm_election(ctx)
+                    }
                     Some(_) => self.start_election(ctx, true),
                 }
             }
             (Timer::Election, Phase::Follower) => {
                 let quiet = ctx.now.since(self.leader_seen) >= self.cfg.election_timeout;
-                if (self.leader.is_none() || quiet) && self.votes() {
+                if (self.leader.is_none() || quiet) && self.votes() && !self.held(ctx) {
                     self.start_election(ctx, false);
                 } else {
                     self.arm_election(ctx);
@@ -697,6 +724,13 @@ impl Proposer {
             (Timer::Tick, Phase::Leader(_)) => self.leader_tick(ctx),
             _ => {}
         }
+    }
+
+    /// Whether this node stepped down for a lagging log lately and has
+    /// not caught up since: it lets others lead meanwhile.
+    fn held(&self, ctx: &Ctx<'_>) -> bool {
+        self.hold
+            .is_some_and(|(until, need)| ctx.now < until && self.commit + ALPHA < need)
     }
 
     fn election_timeout(&self, ctx: &mut Ctx<'_>) -> Duration {
@@ -899,7 +933,18 @@ impl Proposer {
         if next_page.is_some() {
             p.asked = ctx.now;
         }
+        let raised = chosen_upto > p1.chosen_upto;
         p1.chosen_upto = p1.chosen_upto.max(chosen_upto);
+        if candidate && raised && chosen_upto > self.commit {
+            // A candidate whose log lags may need eras it has not learned
+            // (its next slots may be governed by voters it does not know
+            // yet): its learner catches up meanwhile.
+            let msg = Message::CommitHint {
+                commit: chosen_upto,
+                leader: from,
+            };
+            ctx.send(self.id, Role::Learner, msg);
+        }
         for e in accepted {
             if e.slot < floor {
                 continue;
@@ -947,10 +992,13 @@ impl Proposer {
                 self.become_leader(ctx, c);
             }
             Phase::Leader(l) => {
+                // What the new voters reported, and what they say is
+                // chosen, is committed before reads and leases resume.
                 let top = l.p1.adopt.keys().next_back().copied().unwrap_or(0);
+                let top = top.max(l.p1.chosen_upto);
                 if top > l.ready_slot {
                     l.ready_slot = top;
-                    l.ready = false;
+                    l.ready = self.commit >= top;
                 }
                 if l.p1.chosen_upto > self.commit {
                     let msg = Message::CommitHint {
@@ -960,6 +1008,8 @@ impl Proposer {
                     ctx.send(self.id, Role::Learner, msg);
                 }
                 self.advance(ctx);
+                // Reads may have waited for these promises.
+                self.complete_reads(ctx);
             }
             Phase::Follower => {}
         }
@@ -996,6 +1046,8 @@ impl Proposer {
             peers: BTreeMap::new(),
             checked: ctx.now,
             transfer: None,
+            transfer_failed: None,
+            blocked_since: None,
         }));
         self.leader = Some((self.id, ballot));
         self.leader_seen = ctx.now;
@@ -1065,6 +1117,14 @@ impl Proposer {
         loop {
             if let Phase::Leader(l) = &mut self.phase {
                 l.next_slot = l.next_slot.max(self.commit + 1).max(l.p1.chosen_upto + 1);
+                // Reports for slots chosen meanwhile are not needed.
+                if l.p1
+                    .adopt
+                    .first_key_value()
+                    .is_some_and(|(s, _)| *s < l.next_slot)
+                {
+                    l.p1.adopt = l.p1.adopt.split_off(&l.next_slot);
+                }
             }
             let Some(value) = self.next_value() else {
                 return;
@@ -1337,7 +1397,6 @@ impl Proposer {
         applied: Slot,
         fit: bool,
     ) {
-        let window = self.cfg.window as Slot;
         let member = self.members.is_member(from) && from != self.id;
         let Phase::Leader(l) = &mut self.phase else {
             self.dropped += 1;
@@ -1347,7 +1406,8 @@ impl Proposer {
             self.dropped += 1;
             return;
         }
-        let kept_up = fit && commit + window >= self.commit;
+        // Kept up: close enough to propose at once if it led (`ALPHA`).
+        let kept_up = fit && commit + ALPHA >= self.commit;
         let since = l.peers.get(&from).and_then(|p| p.caught_up_since);
         let peer = Peer {
             heard: ctx.now,
@@ -1409,6 +1469,26 @@ impl Proposer {
                 value: value.clone(),
             };
             ctx.send(self.id, Role::Learner, msg);
+        }
+        // A leader whose log is too far behind to know the voters of the
+        // slots it must propose in next (it won an election with a
+        // lagging log: a node that lost its disk, or was cut off) holds
+        // up every write while it catches up, which may take long (or
+        // need a reseed). It lets a node with a fuller log lead.
+        let gated = l.next_slot > self.commit + ALPHA;
+        let work = l.next_slot <= l.ready_slot || !self.queue.is_empty() || l.change.is_some();
+        l.blocked_since = (gated && work).then(|| l.blocked_since.unwrap_or(ctx.now));
+        if l.blocked_since
+            .is_some_and(|t| ctx.now.since(t) >= self.cfg.election_timeout * 2)
+        {
+            let need = l.next_slot;
+            self.hold = Some((ctx.now + self.cfg.election_timeout * 10, need));
+            self.note(format!(
+                "steps down: its log ends at {} and it must propose in slot {need}; catching up first",
+                self.commit
+            ));
+            self.step_down(ctx);
+            return;
         }
         self.heartbeat(ctx);
         let sets = self.confirm_sets();
@@ -1516,7 +1596,12 @@ impl Proposer {
                 view.caught_up(v, self.cfg.takeover_after)
             }
         });
-        let hand_over = preferred.filter(|&p| p != self.id && !self.chosen_by_operator);
+        // After a transfer that did not take, wait before the next one:
+        // each holds writes back for up to an election timeout.
+        let backoff = l.transfer_failed.is_some_and(|t| {
+            ctx.now.since(t) < self.cfg.membership_check.max(self.cfg.election_timeout * 5)
+        });
+        let hand_over = preferred.filter(|&p| p != self.id && !self.chosen_by_operator && !backoff);
         let plan = (due && self.cfg.auto_membership)
             .then(|| view.plan(&era, self.cfg.takeover_after))
             .flatten();
@@ -1584,6 +1669,7 @@ impl Proposer {
         if ctx.now.since(t.since) >= self.cfg.election_timeout {
             let to = t.to;
             l.transfer = None;
+            l.transfer_failed = Some(ctx.now);
             self.note(format!("{to} did not take leadership; leading on"));
             self.advance(ctx);
             return;
@@ -1843,7 +1929,10 @@ impl Proposer {
             Self::answer_read(ctx, self.id, id, origin, index);
             return;
         }
-        let index = commit.max(l.max_decided).max(l.ready_slot);
+        let index = commit
+            .max(l.max_decided)
+            .max(l.ready_slot)
+            .max(l.p1.chosen_upto);
         let seq = Self::start_round(ctx, l, &sets, self.bugs);
         l.reads.push(PendingRead {
             id,
@@ -1961,10 +2050,14 @@ impl Proposer {
     fn complete_reads(&mut self, ctx: &mut Ctx<'_>) {
         let sets = self.confirm_sets();
         let me = self.id;
+        let covered = match &self.phase {
+            Phase::Leader(l) => self.covered(l),
+            _ => return,
+        };
         let Phase::Leader(l) = &mut self.phase else {
             return;
         };
-        if !l.ready {
+        if !l.ready || !covered {
             return;
         }
         let confirmed = &l.confirmed;

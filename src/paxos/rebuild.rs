@@ -12,7 +12,7 @@
 //! In Multi-Paxos terms, the rebuilding node (its acceptor silent, its
 //! proposer not campaigning) does this:
 //!
-//! 1. It asks every other voter for the highest round it knows
+//! 1. It asks every other node for the highest round it knows
 //!    (`Rebuilding`); each answers with the highest round its proposer
 //!    used or saw and its acceptor promised (`RebuildRound`). The
 //!    `fence` is their maximum. Every ballot that existed before the
@@ -20,8 +20,10 @@
 //!    by some proposer, which reports at least its round (used rounds are
 //!    on disk before use, so a restarted proposer reports them too); a
 //!    ballot with a higher round was made after that report, so after
-//!    the wipe. All voters must answer: with one of them down this waits,
-//!    and the service may have no quorum meanwhile. That is the price:
+//!    the wipe. Every node is asked, backups too: with the active set
+//!    in the log (`membership`), any node may have led in an earlier
+//!    era. All must answer: with one of them down this waits, and the
+//!    service may have no quorum meanwhile. That is the price:
 //!    unavailable, never wrong.
 //! 2. It waits for a leadership at a ballot whose round is above the
 //!    fence to become established: its phase 1 began after the wipe, so
@@ -42,7 +44,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The rebuilding state of one node's proposer (see the module comment).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rebuild {
-    /// Voters that have not reported their round yet.
+    /// Nodes that have not reported their round yet.
     waiting: BTreeSet<NodeId>,
     /// The rounds reported: the first answer of each voter, only.
     rounds: BTreeMap<NodeId, u64>,
@@ -54,10 +56,10 @@ pub struct Rebuild {
 }
 
 impl Rebuild {
-    /// Node `me` rebuilds among `voters`; `nonce` is fresh randomness.
-    pub fn new(me: NodeId, voters: &[NodeId], nonce: u64) -> Rebuild {
+    /// Node `me` rebuilds among `nodes` (every node of the group); `nonce` is fresh randomness.
+    pub fn new(me: NodeId, nodes: &[NodeId], nonce: u64) -> Rebuild {
         Rebuild {
-            waiting: voters.iter().copied().filter(|&v| v != me).collect(),
+            waiting: nodes.iter().copied().filter(|&v| v != me).collect(),
             rounds: BTreeMap::new(),
             nonce,
         }
@@ -81,7 +83,7 @@ impl Rebuild {
         }
     }
 
-    /// The fence, once every other voter has reported.
+    /// The fence, once every other node has reported.
     pub fn fence(&self) -> Option<u64> {
         self.waiting
             .is_empty()

@@ -320,10 +320,16 @@ pub fn forget_digest(kv: &mut dyn Kv, slot: Slot) {
 }
 
 /// The eras the log made; `None` before the first change was chosen
-/// (the configuration file's active set governs).
+/// (the configuration file's active set governs). The learner writes a
+/// change's era before the log entry that holds it, so a crash between
+/// the two can leave an era whose slot is not in the log: it is dropped
+/// here, and made again when the slot is learned again.
 pub fn load_eras(kv: &dyn Kv) -> Option<crate::paxos::membership::Eras> {
-    kv.get(Table::Node, &Meta::Eras.key())
-        .map(|b| decode("eras", &b))
+    let mut eras: crate::paxos::membership::Eras = kv
+        .get(Table::Node, &Meta::Eras.key())
+        .map(|b| decode("eras", &b))?;
+    eras.forget_after(last_chosen_slot(kv));
+    Some(eras)
 }
 
 /// Write the eras.
