@@ -30,6 +30,9 @@ pub struct Peer {
     pub fit: bool,
     /// Since when it has been fit and caught up with the leader, unbroken.
     pub caught_up_since: Option<Time>,
+    /// Since when it has reported that its acceptor does not vote
+    /// (rebuilding), unbroken.
+    pub not_voting_since: Option<Time>,
 }
 
 /// An operator's request about the active set.
@@ -104,16 +107,18 @@ impl View<'_> {
                 .is_some_and(|p| self.now.since(p.heard) < self.recent)
     }
 
-    /// Whether voter `n` has been silent for the stale time.
+    /// Whether voter `n` has been silent, or has not voted (it rebuilds
+    /// after losing its state, and may wait long), for the stale time.
     pub fn stale(&self, n: NodeId) -> bool {
         if n == self.me {
             return false;
         }
-        let last = self
-            .peers
-            .get(&n)
-            .map_or(self.since, |p| p.heard.max(self.since));
-        self.now.since(last) >= self.stale_after
+        let p = self.peers.get(&n);
+        let last = p.map_or(self.since, |p| p.heard.max(self.since));
+        let not_voting = p
+            .and_then(|p| p.not_voting_since)
+            .is_some_and(|t| self.now.since(t.max(self.since)) >= self.stale_after);
+        self.now.since(last) >= self.stale_after || not_voting
     }
 
     /// Whether `n` may vote: reachable, fit and within the lag bound.
@@ -201,8 +206,17 @@ impl View<'_> {
             let into = self.best_backup(era)?;
             let new = self.swap(era, out, into);
             self.check(&era.voters, &new).ok()?;
+            let silent = self
+                .peers
+                .get(&out)
+                .is_none_or(|p| p.not_voting_since.is_none());
+            let what = if silent {
+                "not heard from"
+            } else {
+                "not voting (rebuilding)"
+            };
             let why = format!(
-                "{out} not heard from for {}s; {into} promoted (applied {})",
+                "{out} {what} for {}s; {into} promoted (applied {})",
                 self.stale_after.as_secs(),
                 self.peers.get(&into).map_or(0, |p| p.applied)
             );
@@ -340,6 +354,7 @@ mod tests {
             applied: commit,
             fit,
             caught_up_since: Some(at(0)),
+            not_voting_since: None,
         }
     }
 
@@ -392,6 +407,24 @@ mod tests {
             None,
             "silent 20 s only"
         );
+    }
+
+    /// Review finding: a voter that lost its disk rebuilds, and waits for
+    /// every node's round; with one node down for good it never votes,
+    /// yet answers every heartbeat, so it was never replaced.
+    #[test]
+    fn a_voter_that_does_not_vote_for_the_stale_time_is_replaced() {
+        let mut f = fixture();
+        f.peers.insert(NodeId(2), peer(100, 5000, false));
+        f.peers.get_mut(&NodeId(2)).unwrap().not_voting_since = Some(at(80));
+        let era = Eras::genesis(&f.preferred).latest().clone();
+        assert_eq!(f.view(100).plan(&era, Duration::ZERO), None, "20 s only");
+        for p in f.peers.values_mut() {
+            p.heard = at(110);
+        }
+        let (voters, why) = f.view(110).plan(&era, Duration::ZERO).expect("a change");
+        assert_eq!(voters, ids(&[0, 1, 5]));
+        assert!(why.contains("not voting"), "{why}");
     }
 
     #[test]

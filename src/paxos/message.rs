@@ -292,6 +292,9 @@ pub enum Message {
         applied: Slot,
         /// Not diverged, disabled, needing a reseed, or rebuilding.
         fit: bool,
+        /// Its acceptor votes (it is not rebuilding after losing its
+        /// state): a voter that does not vote is as good as lost.
+        voting: bool,
     },
     /// Leader to a voter: "campaign now" (a leader transfer). The leader
     /// has stopped proposing and its slots are decided.

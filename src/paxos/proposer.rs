@@ -642,7 +642,8 @@ impl Proposer {
                 commit,
                 applied,
                 fit,
-            } => self.on_progress(ctx, from, ballot, commit, applied, fit),
+                voting,
+            } => self.on_progress(ctx, from, ballot, (commit, applied), fit, voting),
             Message::TimeoutNow {
                 ballot,
                 by_operator,
@@ -1373,6 +1374,7 @@ impl Proposer {
             commit: self.commit,
             applied,
             fit,
+            voting: self.rebuild.is_none(),
         };
         ctx.send(to, Role::Proposer, msg);
     }
@@ -1393,9 +1395,9 @@ impl Proposer {
         ctx: &mut Ctx<'_>,
         from: NodeId,
         ballot: Ballot,
-        commit: Slot,
-        applied: Slot,
+        (commit, applied): (Slot, Slot),
         fit: bool,
+        voting: bool,
     ) {
         let member = self.members.is_member(from) && from != self.id;
         let Phase::Leader(l) = &mut self.phase else {
@@ -1408,13 +1410,16 @@ impl Proposer {
         }
         // Kept up: close enough to propose at once if it led (`ALPHA`).
         let kept_up = fit && commit + ALPHA >= self.commit;
-        let since = l.peers.get(&from).and_then(|p| p.caught_up_since);
+        let before = l.peers.get(&from);
+        let since = before.and_then(|p| p.caught_up_since);
+        let not_voting = before.and_then(|p| p.not_voting_since);
         let peer = Peer {
             heard: ctx.now,
             commit,
             applied,
             fit,
             caught_up_since: kept_up.then(|| since.unwrap_or(ctx.now)),
+            not_voting_since: (!voting).then(|| not_voting.unwrap_or(ctx.now)),
         };
         l.peers.insert(from, peer);
     }
