@@ -76,8 +76,6 @@ pub struct Learner {
     /// The eras of the active set, as the log up to the commit index
     /// made them (`membership`).
     eras: Eras,
-    /// Changes the log holds that were void, for the node's events.
-    pub void_changes: u64,
     cfg: LearnerConfig,
     commit: Slot,
     buffer: BTreeMap<Slot, Value>,
@@ -118,7 +116,6 @@ impl Learner {
             peers: nodes.iter().copied().filter(|&n| n != id).collect(),
             nodes: nodes.clone(),
             eras: state::load_eras(&*ctx.kv).unwrap_or_else(|| Eras::genesis(&members.voters)),
-            void_changes: 0,
             cfg,
             commit,
             buffer: BTreeMap::new(),
@@ -397,16 +394,19 @@ impl Learner {
             self.commit += 1;
             self.log_bytes += state::log_cost(&v);
             if let Value::Config(change) = &v {
+                // A void change (`membership::Void`) stays in the log and
+                // changes nothing. A valid one: its era first, so a crash
+                // that keeps the entry keeps the era too (and an era
+                // without its entry is dropped at recovery,
+                // `state::load_eras`).
                 let delay = self.cfg.config_delay;
-                match self.eras.learn(self.commit, change, &self.nodes, delay) {
-                    Ok(_) => {
-                        // The era first: a crash that keeps the entry keeps
-                        // it too (and an era without its entry is dropped
-                        // at recovery, `state::load_eras`).
-                        state::store_eras(ctx.kv, &self.eras);
-                        reconfigured = true;
-                    }
-                    Err(_) => self.void_changes += 1,
+                if self
+                    .eras
+                    .learn(self.commit, change, &self.nodes, delay)
+                    .is_ok()
+                {
+                    state::store_eras(ctx.kv, &self.eras);
+                    reconfigured = true;
                 }
             }
             state::store_chosen(ctx.kv, self.commit, &v);

@@ -62,16 +62,6 @@ impl Membership {
         }
     }
 
-    /// Votes needed to decide among the preferred voters.
-    pub fn quorum(&self) -> usize {
-        quorum(self.voters.len())
-    }
-
-    /// Whether `id` is a preferred voter.
-    pub fn is_voter(&self, id: NodeId) -> bool {
-        self.voters.contains(&id)
-    }
-
     /// Whether `id` is in the group at all.
     pub fn is_member(&self, id: NodeId) -> bool {
         self.nodes.contains(&id)

@@ -646,9 +646,9 @@ impl Proposer {
             } => self.on_progress(ctx, from, ballot, (commit, applied), fit, voting),
             Message::TimeoutNow {
                 ballot,
+                commit,
                 by_operator,
-                ..
-            } => self.on_timeout_now(ctx, from, ballot, by_operator),
+            } => self.on_timeout_now(ctx, from, ballot, commit, by_operator),
             Message::MemberOp { id, op } => {
                 let result = self.operate(ctx, &op);
                 ctx.send(from, Role::Proposer, Message::MemberOpDone { id, result });
@@ -1430,11 +1430,15 @@ impl Proposer {
         ctx: &mut Ctx<'_>,
         from: NodeId,
         ballot: Ballot,
+        commit: Slot,
         by_operator: bool,
     ) {
         let from_leader = self.leader == Some((from, ballot));
         let follower = matches!(self.phase, Phase::Follower);
-        if !from_leader || !follower || !self.votes() || self.rebuild.is_some() {
+        // Too far behind the leader's last slot, it could not propose once
+        // elected (`next_value`): it does not take leadership then.
+        let close = self.commit + ALPHA >= commit;
+        if !from_leader || !follower || !self.votes() || self.rebuild.is_some() || !close {
             self.dropped += 1;
             return;
         }
