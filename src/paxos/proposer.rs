@@ -311,6 +311,8 @@ pub struct Proposer {
     /// After stepping down for a log too far behind: until this time, do
     /// not campaign before the log reaches within `ALPHA` of this slot.
     hold: Option<(Time, Slot)>,
+    /// Elections this node started since it last heard a leader.
+    campaigns: u32,
 }
 
 /// A bounced update waiting for a leader, and since when.
@@ -356,6 +358,7 @@ impl Proposer {
             events: Vec::new(),
             version: 0,
             hold: None,
+            campaigns: 0,
         };
         if state::load_u64(&*ctx.kv, Meta::Rebuilding) == 1 {
             // Every node is asked, not only the voters: any of them may
@@ -734,8 +737,14 @@ impl Proposer {
             .is_some_and(|(until, need)| ctx.now < until && self.commit + ALPHA < need)
     }
 
+    /// Randomised, and doubled after each election this node started
+    /// that brought no leader (up to eight times): an election whose
+    /// promises come in many pages can last longer than a timeout, and
+    /// candidates that keep pre-empting each other would otherwise
+    /// never let one finish.
     fn election_timeout(&self, ctx: &mut Ctx<'_>) -> Duration {
-        let base = self.cfg.election_timeout.as_micros() as u64;
+        let backoff = 1u64 << self.campaigns.saturating_sub(1).min(3);
+        let base = self.cfg.election_timeout.as_micros() as u64 * backoff;
         let (lo, hi) = if self.active().voters.first() == Some(&self.id) {
             (base / 2, base)
         } else {
@@ -759,6 +768,7 @@ impl Proposer {
             self.round = self.round.max(fence);
         }
         self.round += 1;
+        self.campaigns += 1;
         if !self.bugs.round_not_persisted {
             state::store_u64(ctx.kv, Meta::Round, self.round);
         }
@@ -1052,6 +1062,7 @@ impl Proposer {
         }));
         self.leader = Some((self.id, ballot));
         self.leader_seen = ctx.now;
+        self.campaigns = 0;
         self.note(format!("leads at ballot {ballot}"));
         if chosen_upto > self.commit {
             let msg = Message::CommitHint {
@@ -1339,6 +1350,7 @@ impl Proposer {
         if self.leader.map(|(n, _)| n) != Some(from) {
             self.chosen_by_operator = false;
         }
+        self.campaigns = 0;
         self.leader = Some((from, ballot));
         self.leader_seen = ctx.now;
         self.leader_commit = self.leader_commit.max(commit);
