@@ -71,6 +71,8 @@ struct Cluster {
     next_seq: u64,
     pending: HashMap<UpdateId, (usize, SimOp)>,
     answered: Vec<(SimOp, u16, String)>,
+    /// Every node's handshake timeout (a test may stretch it).
+    handshake: Duration,
 }
 
 impl Cluster {
@@ -99,6 +101,7 @@ impl Cluster {
             next_seq: 0,
             pending: HashMap::new(),
             answered: Vec::new(),
+            handshake: Duration::from_secs(2),
         }
     }
 
@@ -117,7 +120,7 @@ impl Cluster {
         );
         cfg.backoff_max = Duration::from_millis(500);
         cfg.connect_timeout = Duration::from_secs(2);
-        cfg.handshake_timeout = Duration::from_secs(2);
+        cfg.handshake_timeout = self.handshake;
         cfg
     }
 
@@ -547,4 +550,47 @@ async fn a_node_that_goes_away_and_comes_back_is_reconnected() {
     assert_eq!(c.answered.len(), 60);
     let s = c.mesh(2).stats();
     assert!(s.frames_received > 0 && s.frames_sent > 0, "{s:?}");
+}
+
+/// Tried as a new user would (issue 16): about 300 idle TCP connections
+/// to a node's peer port filled its 256 incoming slots, so a restarted
+/// member could not reconnect (its updates got 504) while it reported
+/// ready; anyone who can reach the port could do this, with no
+/// certificate. A connection that has not authenticated yet now gives
+/// its place to a newer one when the slots are full, so a peer that
+/// completes its handshake at once always gets in.
+#[actix::test]
+async fn idle_connections_to_the_peer_port_do_not_lock_a_peer_out() {
+    let mut c = Cluster::new();
+    // The idle connections would otherwise be closed after 2 s: hold
+    // them for as long as the test runs, as someone who keeps
+    // reconnecting would.
+    c.handshake = Duration::from_secs(120);
+    c.start_all().await;
+    c.appends("a", 10, &[0, 1, 2]).await;
+    c.wait_converged().await;
+
+    c.kill(2).await;
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        if let Ok(s) = TcpStream::connect(c.addrs[0]).await {
+            idle.push(s);
+        }
+    }
+    assert!(idle.len() >= 290, "{} idle connections made", idle.len());
+    let before = c.mesh(0).stats().connections_in;
+    c.start(2).await;
+    wait_for!("west to reconnect to north", {
+        c.mesh(0).stats().connections_in > before
+    });
+    c.wait_for_leader().await;
+    c.appends("b", 10, &[0, 1, 2]).await;
+    c.wait_converged().await;
+    assert_eq!(c.answered.len(), 20);
+    assert!(
+        c.mesh(0).stats().refused(Refusal::Evicted) > 0,
+        "idle connections were closed to make room: {:?}",
+        c.mesh(0).stats()
+    );
+    drop(idle);
 }

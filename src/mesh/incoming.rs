@@ -1,31 +1,45 @@
-//! Incoming connections: at most `max_incoming` open at once (beyond,
-//! refused and counted). Each must finish its TLS handshake (the client
+//! Incoming connections. Each must finish its TLS handshake (the client
 //! certificate chained to the cluster CA and valid for exactly one
 //! configured node) and a Hello naming that node and this cluster within
 //! the handshake timeout; then its frames are delivered as that node's
 //! messages. Anything else closes that connection only, with a `warn!`.
-//! A newer connection from the same peer replaces the older one.
+//! A newer connection from the same peer replaces the older one, so
+//! authenticated connections are at most one per peer.
+//!
+//! At most `max_incoming` connections wait to authenticate at once. When
+//! a new one comes and they are full, the oldest waiting one is closed
+//! (`evicted`) rather than the new one refused: anyone who can reach the
+//! port can open idle connections, and refusing newcomers would let them
+//! lock out a real peer, whose handshake takes a round trip or two.
 
 use super::frame::{self, Frame, FrameError, MAX_HELLO_BYTES};
 use super::stats::{Refusal, bump};
 use super::{Shared, Timing, tls};
 use crate::paxos::ballot::NodeId;
 use rustls::pki_types::CertificateDer;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
+
+/// Connections waiting to authenticate, oldest first: each with the
+/// sender that closes it.
+type Waiting = Arc<Mutex<VecDeque<(u64, oneshot::Sender<()>)>>>;
 
 pub(super) async fn accept_loop(
     shared: Arc<Shared>,
     listener: TcpListener,
     acceptor: TlsAcceptor,
     timing: Timing,
-    slots: Arc<Semaphore>,
+    max_waiting: usize,
 ) {
+    let waiting: Waiting = Arc::default();
+    let mut next = 0u64;
     loop {
         let (tcp, addr) = match listener.accept().await {
             Ok(x) => x,
@@ -36,17 +50,30 @@ pub(super) async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            shared.counters.refuse(Refusal::TooMany);
-            tracing::warn!(node = shared.my_name(), %addr, "connection refused: too many incoming connections");
-            continue;
-        };
+        next += 1;
+        let id = next;
+        let (evict_tx, evict) = oneshot::channel();
+        {
+            let mut w = waiting.lock().unwrap_or_else(|e| e.into_inner());
+            while w.len() >= max_waiting {
+                // Dropping its sender closes the oldest waiting one.
+                w.pop_front();
+            }
+            w.push_back((id, evict_tx));
+        }
         let _ = tcp.set_nodelay(true);
         let shared = shared.clone();
         let acceptor = acceptor.clone();
+        let waiting = waiting.clone();
         tokio::spawn(async move {
-            incoming(&shared, tcp, addr, acceptor, timing).await;
-            drop(permit);
+            let done = |waiting: &Waiting| {
+                let mut w = waiting.lock().unwrap_or_else(|e| e.into_inner());
+                w.retain(|(i, _)| *i != id);
+            };
+            incoming(&shared, tcp, addr, acceptor, timing, evict, || {
+                done(&waiting)
+            })
+            .await;
         });
     }
 }
@@ -58,19 +85,27 @@ async fn incoming(
     addr: SocketAddr,
     acceptor: TlsAcceptor,
     timing: Timing,
+    evict: oneshot::Receiver<()>,
+    authenticated_or_not: impl FnOnce(),
 ) {
     let me = shared.my_name();
-    let authenticated = tokio::time::timeout(
+    let handshake = tokio::time::timeout(
         timing.handshake,
         authenticate(shared, tcp, &acceptor, timing),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err((
-            Refusal::Timeout,
-            format!("handshake not done within {:?}", timing.handshake),
-        ))
-    });
+    );
+    let authenticated = tokio::select! {
+        done = handshake => done.unwrap_or_else(|_| {
+            Err((
+                Refusal::Timeout,
+                format!("handshake not done within {:?}", timing.handshake),
+            ))
+        }),
+        _ = evict => Err((
+            Refusal::Evicted,
+            "closed before it authenticated, to make room for a newer connection".to_string(),
+        )),
+    };
+    authenticated_or_not();
     let (peer, mut stream) = match authenticated {
         Ok(x) => x,
         Err((kind, why)) => {

@@ -43,7 +43,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tls::TlsPaths;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// How one node joins the mesh.
@@ -73,7 +73,8 @@ pub struct MeshConfig {
     /// half of it off).
     pub backoff_min: Duration,
     pub backoff_max: Duration,
-    /// Incoming connections open at once (authenticated or not).
+    /// Incoming connections waiting to authenticate at once; beyond, the
+    /// oldest waiting one is closed (authenticated ones are one per peer).
     pub max_incoming: usize,
 }
 
@@ -298,7 +299,7 @@ impl Mesh {
             listener,
             TlsAcceptor::from(server),
             timing,
-            Arc::new(Semaphore::new(cfg.max_incoming)),
+            cfg.max_incoming,
         ));
         let connector = TlsConnector::from(client);
         for (peer, addr, rx) in receivers {

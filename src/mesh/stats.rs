@@ -29,8 +29,9 @@ pub enum Refusal {
     SelfConnection,
     /// The first frame was not a readable Hello.
     BadHello,
-    /// Too many incoming connections open.
-    TooMany,
+    /// Not authenticated yet when the unauthenticated slots were full:
+    /// closed to make room for a newer connection.
+    Evicted,
 }
 
 impl Refusal {
@@ -44,7 +45,7 @@ impl Refusal {
             Refusal::ClusterMismatch => "cluster-mismatch",
             Refusal::SelfConnection => "self-connection",
             Refusal::BadHello => "bad-hello",
-            Refusal::TooMany => "too-many-connections",
+            Refusal::Evicted => "evicted",
         }
     }
 }
