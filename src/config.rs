@@ -131,6 +131,9 @@ pub struct Limits {
     pub update_timeout_ms: u64,
     /// Timeout of every call to the backend.
     pub backend_timeout_ms: u64,
+    /// How long a client may take to send a request body (beyond: 408,
+    /// and the connection is closed).
+    pub body_timeout_ms: u64,
     /// A node whose applied index is more than this many slots behind
     /// the commit index it knows refuses reads (503).
     pub max_lag_slots: u64,
@@ -152,6 +155,7 @@ impl Default for Limits {
             max_inflight_updates: 1024,
             update_timeout_ms: 10_000,
             backend_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
             max_lag_slots: 100,
             lease_ms: 2_000,
             log_retain_slots: 1_000_000,
@@ -432,6 +436,7 @@ impl Config {
             ("limits.max_inflight_updates", l.max_inflight_updates as u64),
             ("limits.update_timeout_ms", l.update_timeout_ms),
             ("limits.backend_timeout_ms", l.backend_timeout_ms),
+            ("limits.body_timeout_ms", l.body_timeout_ms),
             ("limits.lease_ms", l.lease_ms),
             ("limits.log_retain_slots", l.log_retain_slots),
             ("limits.log_retain_bytes", l.log_retain_bytes),

@@ -201,6 +201,7 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
         cfg.limits.max_inflight_updates,
     );
     gw.admin_token = admin_token;
+    gw.body_timeout = Duration::from_millis(cfg.limits.body_timeout_ms);
     let gw = Arc::new(gw);
     let app_gw = gw.clone();
     let mut server =

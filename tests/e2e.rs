@@ -569,3 +569,71 @@ fn nginx_webdav_files_are_replicated_through_every_node() {
         assert_eq!(*files, want, "the files in {}'s nginx root", NODES[i]);
     }
 }
+
+/// Send `request` on a raw connection to `addr` and read the answer's
+/// status line, waiting at most `wait` (a hang is an error).
+fn raw_status(
+    addr: std::net::SocketAddr,
+    request: &[u8],
+    wait: Duration,
+) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(wait)).map_err(|e| e.to_string())?;
+    s.write_all(request).map_err(|e| e.to_string())?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(2).any(|w| w == b"\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(format!("no answer within {wait:?}: {e}")),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    Ok(text.lines().next().unwrap_or("").to_string())
+}
+
+/// Tried as a new user would (issue 16): a request with `Upgrade:` or a
+/// `CONNECT` hung until the client gave up, and a client that announced a
+/// 4 MiB body and never finished it held its connection and memory for
+/// good. Now: 501 at once for the first two, 408 after
+/// `limits.body_timeout_ms` for the last, and nothing is applied.
+#[test]
+fn tunnels_upgrades_and_unfinished_bodies_are_answered_not_held() {
+    let c = Cluster::start(Options {
+        limits_extra: "body_timeout_ms = 1000".into(),
+        ..Options::default()
+    });
+    let addr = c.nodes[0].client;
+    let wait = Duration::from_secs(5);
+    let connect = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n";
+    assert_eq!(
+        raw_status(addr, connect, wait).as_deref(),
+        Ok("HTTP/1.1 501 Not Implemented")
+    );
+    let upgrade = b"GET /kv/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                    Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    assert_eq!(
+        raw_status(addr, upgrade, wait).as_deref(),
+        Ok("HTTP/1.1 501 Not Implemented")
+    );
+    let started = Instant::now();
+    let unfinished = b"PUT /kv/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                       Content-Length: 4194304\r\n\r\n\"abc";
+    assert_eq!(
+        raw_status(addr, unfinished, wait).as_deref(),
+        Ok("HTTP/1.1 408 Request Timeout")
+    );
+    eprintln!(
+        "e2e: an unfinished body was answered after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        get_fresh(&c.nodes[1].url("/kv/slow")).status,
+        404,
+        "nothing applied"
+    );
+    // The node serves on.
+    assert_eq!(put_json(&c.nodes[0].url("/kv/after"), "1").status, 201);
+}

@@ -64,6 +64,8 @@ pub struct Gateway {
     pub read_limits: ReadLimits,
     pub update_timeout: Duration,
     pub max_body_bytes: usize,
+    /// How long a request body may take to arrive.
+    pub body_timeout: Duration,
     pub max_inflight: usize,
     inflight: AtomicUsize,
     /// The bearer token the admin API wants; without one, the admin API
@@ -97,6 +99,7 @@ impl Gateway {
             read_limits,
             update_timeout,
             max_body_bytes,
+            body_timeout: Duration::from_millis(crate::config::Limits::default().body_timeout_ms),
             max_inflight,
             inflight: AtomicUsize::new(0),
             admin_token: None,
@@ -332,7 +335,66 @@ fn path_and_query(req: &HttpRequest) -> String {
         .unwrap_or_else(|| req.path().to_string())
 }
 
-async fn handle(gw: web::Data<Gateway>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+/// Why a request is refused before anything is read of it: a tunnel or a
+/// protocol upgrade (a connection ordo would have to hand over whole,
+/// which cannot be ordered or replicated). Without this the body read
+/// below waits for the end of a stream that never ends.
+fn unproxiable(req: &HttpRequest) -> Option<HttpResponse> {
+    let why = if req.method() == actix_web::http::Method::CONNECT {
+        "ordo: CONNECT is not proxied: ordo is not a tunnel".to_string()
+    } else if let Some(up) = req.headers().get(actix_web::http::header::UPGRADE) {
+        format!(
+            "ordo: protocol upgrades are not proxied (Upgrade: {})",
+            String::from_utf8_lossy(up.as_bytes())
+        )
+    } else {
+        return None;
+    };
+    let mut r = plain(StatusCode::NOT_IMPLEMENTED, why);
+    r.head_mut()
+        .set_connection_type(actix_web::http::ConnectionType::Close);
+    Some(r)
+}
+
+/// The whole request body, within `limit` bytes and `timeout`; else the
+/// answer why not (the connection is closed: the rest of the body is not
+/// read). A client that announces a body and never finishes it would
+/// otherwise hold its connection and the memory for good.
+async fn read_body(
+    payload: web::Payload,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, HttpResponse> {
+    let close = |status, why: String| {
+        let mut r = plain(status, why);
+        r.head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+        r
+    };
+    match tokio::time::timeout(timeout, payload.to_bytes_limited(limit)).await {
+        Ok(Ok(Ok(body))) => Ok(body),
+        Ok(Ok(Err(e))) => Err(close(
+            StatusCode::BAD_REQUEST,
+            format!("ordo: cannot read the request body: {e}"),
+        )),
+        Ok(Err(_)) => Err(close(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("ordo: the request body is larger than max_body_bytes ({limit} bytes)"),
+        )),
+        Err(_) => Err(close(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "ordo: the request body did not arrive within {} ms (limits.body_timeout_ms)",
+                timeout.as_millis()
+            ),
+        )),
+    }
+}
+
+async fn handle(gw: web::Data<Gateway>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+    if let Some(refusal) = unproxiable(&req) {
+        return refusal;
+    }
     if is_reserved(req.path()) {
         // ordo's own paths are never proxied, let alone replicated.
         return plain(
@@ -376,6 +438,10 @@ async fn handle(gw: web::Data<Gateway>, req: HttpRequest, body: web::Bytes) -> H
             return linearizable_read(&gw, service, &req).await;
         }
     }
+    let body = match read_body(payload, gw.max_body_bytes, gw.body_timeout).await {
+        Ok(b) => b,
+        Err(answer) => return answer,
+    };
     update(&gw, service, &req, body).await
 }
 
