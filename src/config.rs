@@ -639,6 +639,11 @@ active = ["north", "east", "west"]
                 "invalid socket address",
             ),
             (
+                "backend = \"http://127.0.0.1:8000\"",
+                "backend = \"http://127.0.0.1:8000/api?x=1\"",
+                "a backend URL has no query or fragment",
+            ),
+            (
                 "[[services]]",
                 "[membership]\nstale_after_ms = 0\n[[services]]",
                 "membership.stale_after_ms: must be more than 0",

@@ -378,10 +378,17 @@ fn limits_and_errors() {
             "{method} {path} was replicated: {r:?}"
         );
     }
-    assert_eq!(
-        must("HEAD", &c.nodes[a].url("/_ordo/status"), &[], None).status,
-        200
-    );
+    // GET and HEAD of them are ordo's own answers (docs/operations.md,
+    // Health: they once said HEAD went to the service).
+    for path in ["/_ordo/status", "/healthz", "/readyz"] {
+        let r = must("HEAD", &c.nodes[a].url(path), &[], None);
+        assert_eq!(r.status, 200, "HEAD {path}: {r:?}");
+        assert!(r.header("ordo-slot").is_none());
+    }
+    // Prefixes match whole path segments: /kv/ does not serve /kvx/1
+    // (docs/configuration.md once said a plain string prefix).
+    let r = must("GET", &c.nodes[a].url("/kvx/1"), &[], None);
+    assert_eq!(r.status, 404, "{r:?}");
 
     // A proxied read keeps the backend's length: HEAD included.
     let w = put_json(&c.nodes[a].url("/kv/sized"), "\"twelve chars\"");
