@@ -10,7 +10,7 @@
 mod common;
 
 use common::kv_model::{ArrayKv, KvOp};
-use common::load::{self, ClientLog, Op, converged_backends, load_client};
+use common::load::{self, ClientLog, Load, Op, converged_backends};
 use common::{
     Backends, Cluster, NODES, Options, Proc, Resp, WAIT, call, get, get_fresh, must, put_json,
     wait_until,
@@ -20,8 +20,6 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 fn value_of(r: &Resp) -> Value {
@@ -118,16 +116,8 @@ fn pause(d: Duration) {
 #[test]
 fn killed_node_under_load_catches_up_and_history_is_linearizable() {
     let mut c = Cluster::start(Options::default());
-    let urls: Vec<String> = c.nodes.iter().map(|n| n.url("")).collect();
-    let alive: Arc<Vec<AtomicBool>> = Arc::new((0..3).map(|_| AtomicBool::new(true)).collect());
-    let stop = Arc::new(AtomicBool::new(false));
-    let t0 = Instant::now();
-    let clients: Vec<_> = (1..=4u64)
-        .map(|id| {
-            let (urls, alive, stop) = (urls.clone(), alive.clone(), stop.clone());
-            std::thread::spawn(move || load_client(id, urls, alive, stop, t0))
-        })
-        .collect();
+    let load = Load::start(&c, 4);
+    let t0 = load.t0;
 
     pause(Duration::from_millis(800));
     // Round 1: the leader; round 2: a follower (not the node of round 1).
@@ -152,11 +142,11 @@ fn killed_node_under_load_catches_up_and_history_is_linearizable() {
                 "a follower"
             }
         );
-        alive[victim].store(false, Ordering::SeqCst);
+        load.set_alive(victim, false);
         c.kill_node(victim);
         pause(Duration::from_secs(2));
         c.restart_node(victim);
-        alive[victim].store(true, Ordering::SeqCst);
+        load.set_alive(victim, true);
         killed.push(victim);
         pause(Duration::from_secs(2));
         if round == 0 {
@@ -166,11 +156,7 @@ fn killed_node_under_load_catches_up_and_history_is_linearizable() {
             }
         }
     }
-    stop.store(true, Ordering::SeqCst);
-    let logs: Vec<ClientLog> = clients
-        .into_iter()
-        .map(|h| h.join().expect("a load client panicked"))
-        .collect();
+    let logs: Vec<ClientLog> = load.stop();
 
     for i in 0..3 {
         c.wait_ready(i);

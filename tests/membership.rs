@@ -12,11 +12,9 @@
 
 mod common;
 
-use common::load::{self, ClientLog, load_client};
+use common::load::{self, ClientLog, Load};
 use common::{Cluster, NODES, Options, call, wait_until};
 use serde_json::Value;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// The active set a running node reports for the service.
@@ -61,21 +59,12 @@ fn a_lost_voter_is_replaced_by_a_backup_and_the_preferred_leader_returns() {
     let r = common::put_json(&c.nodes[4].url("/kv/via-backup"), "[1]");
     assert_eq!(r.status, 201, "an update through a backup: {r:?}");
 
-    let urls: Vec<String> = c.nodes.iter().map(|n| n.url("")).collect();
-    let alive: Arc<Vec<AtomicBool>> =
-        Arc::new((0..urls.len()).map(|_| AtomicBool::new(true)).collect());
-    let stop = Arc::new(AtomicBool::new(false));
-    let t0 = Instant::now();
-    let clients: Vec<_> = (1..=3u64)
-        .map(|id| {
-            let (urls, alive, stop) = (urls.clone(), alive.clone(), stop.clone());
-            std::thread::spawn(move || load_client(id, urls, alive, stop, t0))
-        })
-        .collect();
+    let load = Load::start(&c, 3);
+    let t0 = load.t0;
     std::thread::sleep(Duration::from_secs(2));
 
     // kill -9 the leader, which is also the preferred one.
-    alive[north].store(false, Ordering::SeqCst);
+    load.set_alive(north, false);
     let killed = Instant::now();
     let killed_us = t0.elapsed().as_micros() as u64;
     c.kill_node(north);
@@ -101,7 +90,7 @@ fn a_lost_voter_is_replaced_by_a_backup_and_the_preferred_leader_returns() {
     // north returns: swapped back in, and it leads again.
     std::thread::sleep(Duration::from_secs(2));
     c.restart_node(north);
-    alive[north].store(true, Ordering::SeqCst);
+    load.set_alive(north, true);
 
     let back = Instant::now();
     wait_until("north is active again and leads", LONG, || {
@@ -116,11 +105,7 @@ fn a_lost_voter_is_replaced_by_a_backup_and_the_preferred_leader_returns() {
     let leads_after = back.elapsed();
     eprintln!("membership: north active and leading {leads_after:?} after its restart");
     std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::SeqCst);
-    let logs: Vec<ClientLog> = clients
-        .into_iter()
-        .map(|h| h.join().expect("a load client panicked"))
-        .collect();
+    let logs: Vec<ClientLog> = load.stop();
 
     // From the kill to the first update acknowledged that was sent after.
     let first_write = logs

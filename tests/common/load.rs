@@ -291,3 +291,50 @@ pub fn judge(c: &Cluster, logs: Vec<ClientLog>, t0: Instant) {
         }
     }
 }
+
+/// `clients` load clients running against every node of a cluster.
+pub struct Load {
+    /// Which nodes the clients may call (a killed node is marked down).
+    pub alive: Arc<Vec<AtomicBool>>,
+    stop: Arc<AtomicBool>,
+    /// The clients' time origin: operation times are micros since it.
+    pub t0: Instant,
+    clients: Vec<std::thread::JoinHandle<ClientLog>>,
+}
+
+impl Load {
+    /// Start `clients` clients (ids from 1) against every node of `c`.
+    pub fn start(c: &Cluster, clients: u64) -> Load {
+        let urls: Vec<String> = c.nodes.iter().map(|n| n.url("")).collect();
+        let alive: Arc<Vec<AtomicBool>> =
+            Arc::new((0..urls.len()).map(|_| AtomicBool::new(true)).collect());
+        let stop = Arc::new(AtomicBool::new(false));
+        let t0 = Instant::now();
+        let clients = (1..=clients)
+            .map(|id| {
+                let (urls, alive, stop) = (urls.clone(), alive.clone(), stop.clone());
+                std::thread::spawn(move || load_client(id, urls, alive, stop, t0))
+            })
+            .collect();
+        Load {
+            alive,
+            stop,
+            t0,
+            clients,
+        }
+    }
+
+    /// Mark node `i` up or down for the clients.
+    pub fn set_alive(&self, i: usize, up: bool) {
+        self.alive[i].store(up, Ordering::SeqCst);
+    }
+
+    /// Stop the clients and collect what each saw.
+    pub fn stop(self) -> Vec<ClientLog> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.clients
+            .into_iter()
+            .map(|h| h.join().expect("a load client panicked"))
+            .collect()
+    }
+}
