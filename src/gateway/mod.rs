@@ -350,10 +350,16 @@ fn unproxiable(req: &HttpRequest) -> Option<HttpResponse> {
     } else {
         return None;
     };
-    let mut r = plain(StatusCode::NOT_IMPLEMENTED, why);
+    Some(closing(StatusCode::NOT_IMPLEMENTED, why))
+}
+
+/// `plain`, and the connection is closed after it (what is left of the
+/// request on it is not read).
+fn closing(status: StatusCode, why: String) -> HttpResponse {
+    let mut r = plain(status, why);
     r.head_mut()
         .set_connection_type(actix_web::http::ConnectionType::Close);
-    Some(r)
+    r
 }
 
 /// The whole request body, within `limit` bytes and `timeout`; else the
@@ -365,23 +371,17 @@ async fn read_body(
     limit: usize,
     timeout: Duration,
 ) -> Result<Bytes, HttpResponse> {
-    let close = |status, why: String| {
-        let mut r = plain(status, why);
-        r.head_mut()
-            .set_connection_type(actix_web::http::ConnectionType::Close);
-        r
-    };
     match tokio::time::timeout(timeout, payload.to_bytes_limited(limit)).await {
         Ok(Ok(Ok(body))) => Ok(body),
-        Ok(Ok(Err(e))) => Err(close(
+        Ok(Ok(Err(e))) => Err(closing(
             StatusCode::BAD_REQUEST,
             format!("ordo: cannot read the request body: {e}"),
         )),
-        Ok(Err(_)) => Err(close(
+        Ok(Err(_)) => Err(closing(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("ordo: the request body is larger than max_body_bytes ({limit} bytes)"),
         )),
-        Err(_) => Err(close(
+        Err(_) => Err(closing(
             StatusCode::REQUEST_TIMEOUT,
             format!(
                 "ordo: the request body did not arrive within {} ms (limits.body_timeout_ms)",

@@ -1257,14 +1257,12 @@ impl Proposer {
 
     fn step_down(&mut self, ctx: &mut Ctx<'_>) {
         self.chosen_by_operator = false;
+        if let Phase::Leader(l) = &self.phase {
+            let ballot = l.ballot();
+            self.note(format!("stops leading at ballot {ballot}"));
+        }
         if let Phase::Leader(l) = &mut self.phase {
             self.leader = None;
-            let ballot = l.ballot();
-            self.version += 1;
-            if self.events.len() < EVENTS_KEPT {
-                self.events
-                    .push(format!("stops leading at ballot {ballot}"));
-            }
             // Reads have no effect, so refusing them is always safe;
             // remote ones are left to their origin's deadline.
             for r in l.reads.drain(..) {
@@ -2069,12 +2067,14 @@ impl Proposer {
     /// Answer every read whose round a majority of every voter set
     /// confirmed, once this leadership's first entries are chosen.
     fn complete_reads(&mut self, ctx: &mut Ctx<'_>) {
-        let sets = self.confirm_sets();
-        let me = self.id;
+        // Called at every chosen slot: the voter sets are worked out only
+        // when a read waits.
         let covered = match &self.phase {
-            Phase::Leader(l) => self.covered(l),
+            Phase::Leader(l) if !l.reads.is_empty() && l.ready => self.covered(l),
             _ => return,
         };
+        let sets = self.confirm_sets();
+        let me = self.id;
         let Phase::Leader(l) = &mut self.phase else {
             return;
         };
