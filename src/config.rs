@@ -42,15 +42,83 @@ pub struct Listen {
     pub console: Option<SocketAddr>,
 }
 
+/// The mesh's TLS: reloaded on SIGHUP.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
-    /// The cluster CA certificate (PEM); peers must present a
-    /// certificate it signed.
-    pub ca: PathBuf,
+    /// The cluster CA certificate bundle (PEM); peers must present a
+    /// certificate it signed, unless their entry in `nodes` lists pins.
+    /// May be left out when every node has pins.
+    pub ca: Option<PathBuf>,
     /// This node's certificate and key (PEM), for its name.
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// TLS on the client port (and so for the admin API): reloaded on SIGHUP.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTls {
+    /// The certificate (chain) and key the client port presents.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// With it, clients must present a certificate this CA bundle signed.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// How a service's `https://` backend is reached.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendTls {
+    /// Trust this CA bundle (PEM) instead of the system's roots.
+    pub ca: Option<PathBuf>,
+    /// A client certificate and key to present to the backend.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// One entry of `nodes`: its peer address, as `"host:port"`, or a table
+/// `{ addr = "host:port", pins = ["key-sha256:..."] }`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeEntry {
+    pub addr: SocketAddr,
+    /// The node is trusted by these pins instead of the CA; two while
+    /// its certificate is being replaced.
+    pub pins: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for NodeEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            addr: SocketAddr,
+            #[serde(default)]
+            pins: Vec<String>,
+        }
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = NodeEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"an address "host:port", or a table { addr = "host:port", pins = [...] }"#)
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<NodeEntry, E> {
+                let addr = s.parse().map_err(|e| E::custom(format!("{s:?}: {e}")))?;
+                Ok(NodeEntry {
+                    addr,
+                    pins: Vec::new(),
+                })
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, m: M) -> Result<NodeEntry, M::Error> {
+                let t = Table::deserialize(serde::de::value::MapAccessDeserializer::new(m))?;
+                Ok(NodeEntry {
+                    addr: t.addr,
+                    pins: t.pins,
+                })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -76,6 +144,8 @@ pub struct Service {
     /// The backend's path for reseeding: `GET` exports its whole state,
     /// `PUT` imports one (the demo backend's is `/_snapshot`).
     pub snapshot: Option<String>,
+    /// TLS settings of an `https://` backend.
+    pub backend_tls: Option<BackendTls>,
     /// When the origin answers an update: `agreed` (the default: once a
     /// majority of the nodes' backends answered the same; 502 if they did
     /// not) or `local` (as soon as its own backend answered).
@@ -213,9 +283,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub listen: Listen,
     pub tls: Tls,
-    /// Every node of the cluster: name = peer address. Node ids are the
-    /// positions in name order, so every node derives the same ids.
-    pub nodes: BTreeMap<String, SocketAddr>,
+    /// TLS on the client port; plain HTTP without it.
+    pub client_tls: Option<ClientTls>,
+    /// Every node of the cluster: name = peer address (or a table with
+    /// its pins). Node ids are the positions in name order, so every node
+    /// derives the same ids.
+    pub nodes: BTreeMap<String, NodeEntry>,
     pub services: Vec<Service>,
     #[serde(default)]
     pub limits: Limits,
@@ -304,18 +377,26 @@ impl Config {
         let mut cfg = Config::parse(&text)
             .map_err(|e| err(e.key, format!("{} (in {})", e.reason, path.display())))?;
         if let Some(dir) = path.parent() {
-            for p in [
-                &mut cfg.data_dir,
-                &mut cfg.tls.ca,
-                &mut cfg.tls.cert,
-                &mut cfg.tls.key,
-            ] {
+            let mut paths: Vec<&mut PathBuf> =
+                vec![&mut cfg.data_dir, &mut cfg.tls.cert, &mut cfg.tls.key];
+            paths.extend(cfg.tls.ca.as_mut());
+            paths.extend(cfg.admin.token_file.as_mut());
+            if let Some(c) = cfg.client_tls.as_mut() {
+                paths.push(&mut c.cert);
+                paths.push(&mut c.key);
+                paths.extend(c.client_ca.as_mut());
+            }
+            for s in &mut cfg.services {
+                if let Some(b) = s.backend_tls.as_mut() {
+                    paths.extend(b.ca.as_mut());
+                    paths.extend(b.cert.as_mut());
+                    paths.extend(b.key.as_mut());
+                }
+            }
+            for p in paths {
                 if p.is_relative() {
                     *p = dir.join(&*p);
                 }
-            }
-            if let Some(p) = cfg.admin.token_file.as_mut().filter(|p| p.is_relative()) {
-                *p = dir.join(&*p);
             }
         }
         Ok(cfg)
@@ -340,6 +421,7 @@ impl Config {
                 format!("{:?} is not in nodes ({})", self.node, known.join(", ")),
             ));
         };
+        let me = me.addr;
         if me.port() != self.listen.peer.port() {
             return Err(err(
                 "listen.peer",
@@ -351,7 +433,18 @@ impl Config {
             ));
         }
         let mut seen = BTreeMap::new();
-        for (name, addr) in &self.nodes {
+        for (name, entry) in &self.nodes {
+            let addr = &entry.addr;
+            for (j, pin) in entry.pins.iter().enumerate() {
+                pin.parse::<crate::tls::pins::Pin>()
+                    .map_err(|why| err(format!("nodes.{name}.pins[{j}]"), why))?;
+            }
+            if self.tls.ca.is_none() && entry.pins.is_empty() {
+                return Err(err(
+                    format!("nodes.{name}"),
+                    "has no pins, and there is no tls.ca to trust it by: give one or the other",
+                ));
+            }
             if let Some(other) = seen.insert(*addr, name) {
                 return Err(err(
                     format!("nodes.{name}"),
@@ -382,7 +475,18 @@ impl Config {
                     format!("{:?} is another service's prefix", s.prefix),
                 ));
             }
-            check_backend_url(&key("backend"), &s.backend)?;
+            let https = check_backend_url(&key("backend"), &s.backend)?;
+            if let Some(b) = &s.backend_tls {
+                if !https {
+                    return Err(err(
+                        key("backend_tls"),
+                        format!("is set, but the backend {:?} is not https://", s.backend),
+                    ));
+                }
+                if b.cert.is_some() != b.key.is_some() {
+                    return Err(err(key("backend_tls"), "cert and key go together"));
+                }
+            }
             if let Some(p) = &s.snapshot {
                 if !p.starts_with('/') {
                     return Err(err(key("snapshot"), format!("{p:?} must start with /")));
@@ -507,16 +611,159 @@ impl Config {
     pub fn update_timeout(&self) -> Duration {
         Duration::from_millis(self.limits.update_timeout_ms)
     }
+
+    /// The mesh's TLS files and pins (pins were checked by `validate`).
+    pub fn mesh_tls(&self) -> crate::mesh::tls::TlsPaths {
+        let pins = self
+            .nodes
+            .iter()
+            .filter(|(_, e)| !e.pins.is_empty())
+            .map(|(n, e)| (n.clone(), e.pins.iter().filter_map(|p| p.parse().ok()).collect()))
+            .collect();
+        crate::mesh::tls::TlsPaths {
+            ca: self.tls.ca.clone(),
+            cert: self.tls.cert.clone(),
+            key: self.tls.key.clone(),
+            pins,
+        }
+    }
+
+    /// The client port's TLS files, if it speaks TLS.
+    pub fn client_tls_files(&self) -> Option<crate::tls::client_port::ClientTlsFiles> {
+        self.client_tls
+            .as_ref()
+            .map(|c| crate::tls::client_port::ClientTlsFiles {
+                cert: c.cert.clone(),
+                key: c.key.clone(),
+                client_ca: c.client_ca.clone(),
+            })
+    }
+
+    /// A service's backend TLS settings (defaults: the system's roots, no
+    /// client certificate).
+    pub fn backend_tls_files(&self, s: &Service) -> crate::tls::backend::BackendTlsFiles {
+        let b = s.backend_tls.clone().unwrap_or_default();
+        crate::tls::backend::BackendTlsFiles {
+            ca: b.ca,
+            cert: b.cert,
+            key: b.key,
+        }
+    }
+
+    /// The key whose value is `path` (for errors about a file).
+    fn key_of(&self, path: &Path) -> String {
+        let mut keys: Vec<(String, &Path)> = vec![
+            ("tls.cert".into(), &self.tls.cert),
+            ("tls.key".into(), &self.tls.key),
+        ];
+        keys.extend(self.tls.ca.as_deref().map(|p| ("tls.ca".into(), p)));
+        if let Some(c) = &self.client_tls {
+            keys.push(("client_tls.cert".into(), &c.cert));
+            keys.push(("client_tls.key".into(), &c.key));
+            keys.extend(c.client_ca.as_deref().map(|p| ("client_tls.client_ca".into(), p)));
+        }
+        for (i, s) in self.services.iter().enumerate() {
+            if let Some(b) = &s.backend_tls {
+                for (k, p) in [("ca", &b.ca), ("cert", &b.cert), ("key", &b.key)] {
+                    if let Some(p) = p {
+                        keys.push((format!("services[{i}].backend_tls.{k}"), p));
+                    }
+                }
+            }
+        }
+        keys.into_iter()
+            .find(|(_, p)| *p == path)
+            .map(|(k, _)| k)
+            .unwrap_or_default()
+    }
+
+    fn tls_error(&self, fallback: &str, e: crate::tls::TlsError) -> ConfigError {
+        let key = e.path().map(|p| self.key_of(p)).unwrap_or_default();
+        err(if key.is_empty() { fallback.to_string() } else { key }, e.to_string())
+    }
+
+    /// What `validate` cannot see without reading files: every TLS file
+    /// exists and parses, every certificate goes with its key, the mesh
+    /// certificate names this node and is trusted as its peers will
+    /// trust it, backends' CA bundles load, and the admin token file
+    /// reads. Errors name the key and the reason.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        let names: Vec<String> = self.nodes.keys().cloned().collect();
+        let me = self.node_id().0 as usize;
+        crate::mesh::tls::PeerTls::load(&self.mesh_tls(), &names, me)
+            .map_err(|e| self.tls_error("tls", e))?;
+        if let Some(files) = self.client_tls_files() {
+            crate::tls::client_port::ClientPortTls::new(&files)
+                .map_err(|e| self.tls_error("client_tls", e))?;
+        }
+        for (i, s) in self.services.iter().enumerate() {
+            if s.backend.starts_with("https://") {
+                crate::tls::backend::client_config(&self.backend_tls_files(s))
+                    .map_err(|e| self.tls_error(&format!("services[{i}].backend_tls"), e))?;
+            }
+        }
+        self.admin_token()?;
+        Ok(())
+    }
+
+    /// What a reload (SIGHUP) does not apply: every difference from
+    /// `next` outside the TLS settings, by top-level key.
+    pub fn needs_restart(&self, next: &Config) -> Vec<&'static str> {
+        let mut a = self.clone();
+        let mut b = next.clone();
+        for c in [&mut a, &mut b] {
+            c.tls = Tls {
+                ca: None,
+                cert: PathBuf::new(),
+                key: PathBuf::new(),
+            };
+            c.client_tls = None;
+            for e in c.nodes.values_mut() {
+                e.pins.clear();
+            }
+        }
+        let mut out = Vec::new();
+        let (a, b) = (&a, &b);
+        if a.cluster != b.cluster || a.node != b.node || a.data_dir != b.data_dir {
+            out.push("cluster, node or data_dir");
+        }
+        if a.listen != b.listen {
+            out.push("listen");
+        }
+        if a.nodes != b.nodes {
+            out.push("nodes");
+        }
+        if a.services != b.services {
+            out.push("services");
+        }
+        if a.limits != b.limits || a.reads != b.reads || a.membership != b.membership {
+            out.push("limits, reads or membership");
+        }
+        if a.admin != b.admin {
+            out.push("admin");
+        }
+        if self.client_tls.is_some() != next.client_tls.is_some() {
+            out.push("client_tls (turning TLS on or off)");
+        }
+        out
+    }
 }
 
-fn check_backend_url(key: &str, url: &str) -> Result<(), ConfigError> {
+/// Whether the backend URL is https.
+fn check_backend_url(key: &str, url: &str) -> Result<bool, ConfigError> {
     let bad = || {
         err(
             key,
-            format!("not an http URL like http://127.0.0.1:8000: {url:?}"),
+            format!(
+                "not an http(s) URL like http://127.0.0.1:8000 or https://backend.example:443: {url:?}"
+            ),
         )
     };
-    let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+    let (https, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => return Err(bad()),
+    };
     if rest.contains('?') || rest.contains('#') {
         return Err(err(
             key,
@@ -528,7 +775,7 @@ fn check_backend_url(key: &str, url: &str) -> Result<(), ConfigError> {
     if host.is_empty() || port.parse::<u16>().is_err() {
         return Err(bad());
     }
-    Ok(())
+    Ok(https)
 }
 
 #[cfg(test)]
@@ -572,6 +819,29 @@ active = ["north", "east", "west"]
         assert_eq!(c.limits, Limits::default());
     }
 
+    #[test]
+    fn nodes_may_list_pins_and_tls_sections_are_optional() {
+        let pin = format!("key-sha256:{}", "ab".repeat(32));
+        let text = GOOD.replace(
+            "west = \"127.0.0.1:9082\"",
+            &format!("west = {{ addr = \"127.0.0.1:9082\", pins = [\"{pin}\"] }}"),
+        ) + "[client_tls]\ncert = \"c.pem\"\nkey = \"c.key\"\n";
+        let c = Config::parse(&text).expect("valid");
+        assert_eq!(c.nodes["west"].addr.port(), 9082);
+        let tls = c.mesh_tls();
+        assert_eq!(tls.pins.len(), 1);
+        assert_eq!(tls.pins["west"][0].to_string(), pin);
+        let files = c.client_tls_files().expect("client TLS");
+        assert_eq!(files.client_ca, None);
+        // Only TLS settings changed: a reload applies all of it.
+        let plain = Config::parse(GOOD).expect("valid");
+        assert_eq!(plain.needs_restart(&c), vec!["client_tls (turning TLS on or off)"]);
+        let mut other = c.clone();
+        other.tls.cert = "new.pem".into();
+        other.limits.lease_ms += 1;
+        assert_eq!(c.needs_restart(&other), vec!["limits, reads or membership"]);
+    }
+
     fn error_of(from: &str, to: &str) -> String {
         let text = GOOD.replace(from, to);
         assert_ne!(text, GOOD, "test edit {from:?} did not apply");
@@ -586,7 +856,7 @@ active = ["north", "east", "west"]
             (
                 "http://127.0.0.1:8000",
                 "htp://x",
-                "services[0].backend: not an http URL",
+                "services[0].backend: not an http(s) URL",
             ),
             (
                 "node = \"north\"",
@@ -652,6 +922,36 @@ active = ["north", "east", "west"]
                 "[[services]]",
                 "[membership]\nautomatic = \"yes\"\n[[services]]",
                 "invalid type: string \"yes\", expected a boolean",
+            ),
+            (
+                "west = \"127.0.0.1:9082\"",
+                "west = { addr = \"127.0.0.1:9082\", pins = [\"sha1:00\"] }",
+                "nodes.west.pins[0]: \"sha1:00\" is not a pin",
+            ),
+            (
+                "west = \"127.0.0.1:9082\"",
+                "west = { addr = \"127.0.0.1:9082\", pin = [] }",
+                "unknown field `pin`",
+            ),
+            (
+                "west = \"127.0.0.1:9082\"",
+                "west = 9082",
+                "expected an address \"host:port\", or a table",
+            ),
+            (
+                "ca = \"certs/ca.pem\"\n",
+                "",
+                "nodes.east: has no pins, and there is no tls.ca",
+            ),
+            (
+                "active = [\"north\", \"east\", \"west\"]",
+                "active = [\"north\", \"east\", \"west\"]\nbackend_tls = { ca = \"ca.pem\" }",
+                "services[0].backend_tls: is set, but the backend \"http://127.0.0.1:8000\" is not https://",
+            ),
+            (
+                "backend = \"http://127.0.0.1:8000\"",
+                "backend = \"https://b.example:8443\"\nbackend_tls = { cert = \"c.pem\" }",
+                "services[0].backend_tls: cert and key go together",
             ),
         ];
         for (from, to, want) in cases {

@@ -5,7 +5,7 @@
 //! store, `node` the actix actors that shell the driver in production,
 //! `http` the update encoding and the HTTP backend client, `gateway` the
 //! client-facing HTTP server, `demo` the built-in demo service, `mesh` the
-//! TLS peer transport; `sim` (in the top-level `sim/` folder) shells the
+//! TLS peer transport, `tls` TLS material for every hop; `sim` (in the top-level `sim/` folder) shells the
 //! same driver with a seeded deterministic scheduler.
 
 pub mod apply;
@@ -21,6 +21,7 @@ pub mod rng;
 pub mod server;
 pub mod storage;
 pub mod time;
+pub mod tls;
 
 #[path = "../sim/mod.rs"]
 pub mod sim;

@@ -49,8 +49,15 @@ enum Command {
     },
     /// Run the built-in demo backend (a JSON key-value REST service).
     DemoBackend(DemoBackendArgs),
-    /// Make a CA for a new cluster and a certificate for each node.
+    /// Make a CA for a new cluster and a certificate for each node, or
+    /// (with --ca) new node certificates signed by an existing CA.
     Certs(CertsArgs),
+    /// Print a certificate's pins (for `nodes.NAME.pins`): the SHA-256 of
+    /// the certificate and of its public key.
+    Fingerprint {
+        /// A PEM certificate file (the first certificate in it).
+        cert: PathBuf,
+    },
     /// Act on a running node: show its state, disable or enable it for a
     /// service, clear a divergence after repair.
     Admin(AdminArgs),
@@ -71,9 +78,39 @@ struct ReseedArgs {
     /// The target's client address.
     #[arg(long)]
     to: String,
-    /// A file holding the admin token (both nodes use the same).
+    #[command(flatten)]
+    access: AccessArgs,
+}
+
+/// How `ordo admin` and `ordo reseed` reach nodes.
+#[derive(clap::Args)]
+struct AccessArgs {
+    /// A file holding the admin token (the nodes' admin.token_file); not
+    /// needed on a node's own machine when it has no token.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// For https:// nodes: the CA (PEM) that signed their client-port
+    /// certificate (default: the system's trust roots).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// For nodes that ask for a client certificate: it, and its key.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+}
+
+impl AccessArgs {
+    fn access(&self) -> Result<ordo::http::admin_client::Access> {
+        Ok(ordo::http::admin_client::Access {
+            token: read_token(self.token_file.as_ref())?,
+            tls: ordo::tls::backend::BackendTlsFiles {
+                ca: self.ca.clone(),
+                cert: self.cert.clone(),
+                key: self.key.clone(),
+            },
+        })
+    }
 }
 
 #[derive(clap::Args)]
@@ -81,10 +118,8 @@ struct AdminArgs {
     /// The node's client address.
     #[arg(long, default_value = "http://127.0.0.1:7000")]
     node: String,
-    /// A file holding the admin token (the node's admin.token_file); not
-    /// needed on the node's own machine when it has no token.
-    #[arg(long)]
-    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    access: AccessArgs,
     #[command(subcommand)]
     action: AdminAction,
 }
@@ -157,6 +192,11 @@ struct CertsArgs {
     /// (created if missing; existing files are never overwritten).
     #[arg(long)]
     out: PathBuf,
+    /// Sign with the CA `ordo certs` made in this folder (its ca.pem and
+    /// ca.key) instead of making a new one: new certificates for a
+    /// rotation, or for nodes added later. Writes only NODE.pem and NODE.key.
+    #[arg(long)]
+    ca: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -301,8 +341,8 @@ fn sim_main(args: SimArgs) -> Result<i32> {
 
 fn check_config(file: &std::path::Path) -> Result<i32> {
     let cfg = ordo::config::Config::load(file).map_err(|e| anyhow::anyhow!("config: {e}"))?;
-    cfg.admin_token()
-        .map_err(|e| anyhow::anyhow!("config: {e}"))?;
+    cfg.check_files()
+        .map_err(|e| anyhow::anyhow!("config: {e} (in {})", file.display()))?;
     println!(
         "{}: ok: node {} of cluster {} ({} nodes, {} services)",
         file.display(),
@@ -334,6 +374,19 @@ fn demo_backend_main(args: DemoBackendArgs) -> Result<i32> {
 }
 
 fn certs_main(args: CertsArgs) -> Result<i32> {
+    if let Some(ca) = &args.ca {
+        ordo::mesh::certs::issue(ca, &args.cluster, &args.nodes, &args.out)?;
+        println!(
+            "wrote certificates for {} signed by the CA in {} into {}",
+            args.nodes.join(", "),
+            ca.display(),
+            args.out.display()
+        );
+        for n in &args.nodes {
+            println!("  {n}.pem, {n}.key: node {n}'s new certificate and key");
+        }
+        return Ok(0);
+    }
     ordo::mesh::certs::make_certs(&args.cluster, &args.nodes, &args.out)?;
     println!(
         "wrote a CA for cluster {:?} and certificates for {} into {}",
@@ -362,7 +415,7 @@ fn read_token(file: Option<&PathBuf>) -> Result<Option<String>> {
 }
 
 fn reseed_main(args: ReseedArgs) -> Result<i32> {
-    let token = read_token(args.token_file.as_ref())?;
+    let access = args.access.access()?;
     let url = |base: &str, what: &str| {
         format!(
             "{}/_ordo/admin/services/{}/{what}",
@@ -374,7 +427,7 @@ fn reseed_main(args: ReseedArgs) -> Result<i32> {
     let (status, body) = ordo::http::admin_client::call_bytes(
         "POST",
         &export,
-        token.as_deref(),
+        &access,
         Default::default(),
     )?;
     if status != 200 {
@@ -393,7 +446,7 @@ fn reseed_main(args: ReseedArgs) -> Result<i32> {
     );
     let import = url(&args.to, "import");
     let (status, answer) =
-        ordo::http::admin_client::call_bytes("POST", &import, token.as_deref(), body)?;
+        ordo::http::admin_client::call_bytes("POST", &import, &access, body)?;
     let answer = String::from_utf8_lossy(&answer);
     if status != 200 {
         bail!("{import}: {status}: {}", answer.trim_end());
@@ -403,7 +456,7 @@ fn reseed_main(args: ReseedArgs) -> Result<i32> {
 }
 
 fn admin_main(args: AdminArgs) -> Result<i32> {
-    let token = read_token(args.token_file.as_ref())?;
+    let access = args.access.access()?;
     let base = args.node.trim_end_matches('/');
     let enc = |s: &str| -> String {
         s.bytes()
@@ -473,7 +526,7 @@ fn admin_main(args: AdminArgs) -> Result<i32> {
             ),
         ),
     };
-    let (status, body) = ordo::http::admin_client::call(method, &url, token.as_deref())?;
+    let (status, body) = ordo::http::admin_client::call(method, &url, &access)?;
     println!("{}", body.trim_end());
     if !(200..300).contains(&status) {
         bail!("{method} {url}: {status}");
@@ -493,14 +546,63 @@ fn init_logs(default: &str) {
         .try_init();
 }
 
+fn fingerprint_main(cert: &std::path::Path) -> Result<i32> {
+    let certs = ordo::tls::load_certs(cert)?;
+    let (whole, key) = ordo::tls::pins::Pin::of(&certs[0]);
+    println!("{whole}");
+    if let Some(key) = key {
+        println!("{key}");
+    }
+    Ok(0)
+}
+
 fn run_node(file: &std::path::Path, init: bool) -> Result<i32> {
     init_logs("ordo=info");
     let cfg = ordo::config::Config::load(file).map_err(|e| anyhow::anyhow!("config: {e}"))?;
+    let file = file.to_path_buf();
     actix::System::new().block_on(async move {
+        // Before the node starts: SIGHUP's default action ends the process.
+        let mut hangups =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("cannot handle SIGHUP")?;
         let node = ordo::server::start(&cfg, true, init).await?;
+        let tls = node.tls();
+        actix_web::rt::spawn(async move {
+            while hangups.recv().await.is_some() {
+                reload(&tls, &cfg, &file);
+            }
+        });
         node.wait().await?;
         Ok(0)
     })
+}
+
+/// SIGHUP: read the configuration file again and apply its TLS settings
+/// (mesh and client port); say what else changed and needs a restart. A
+/// file with an error changes nothing.
+fn reload(tls: &ordo::server::TlsReloader, running: &ordo::config::Config, file: &std::path::Path) {
+    tracing::info!(file = %file.display(), "SIGHUP: reloading TLS settings");
+    let next = match ordo::config::Config::load(file) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("reload refused, nothing changed: config: {e}");
+            return;
+        }
+    };
+    match tls.reload(&next) {
+        Ok(()) => tracing::info!("TLS settings reloaded"),
+        Err(e) => {
+            tracing::error!("reload refused, nothing changed: {e:#}");
+            return;
+        }
+    }
+    let ignored = running.needs_restart(&next);
+    if !ignored.is_empty() {
+        tracing::warn!(
+            "the file also changed {}: those take effect at the next restart",
+            ignored.join("; ")
+        );
+    }
 }
 
 fn main() {
@@ -522,6 +624,7 @@ fn main() {
         }
         Command::DemoBackend(args) => demo_backend_main(args),
         Command::Certs(args) => certs_main(args),
+        Command::Fingerprint { cert } => fingerprint_main(&cert),
         Command::Admin(args) => admin_main(args),
         Command::Reseed(args) => reseed_main(args),
     };

@@ -8,8 +8,8 @@ use crate::gateway::readiness::ReadLimits;
 use crate::gateway::waiters::Waiters;
 use crate::gateway::{self, Gateway, Service};
 use crate::http::client::{HttpBackend, HttpBackendConfig};
-use crate::mesh::tls::TlsPaths;
 use crate::mesh::{Mesh, MeshConfig};
+use crate::tls::client_port::ClientPortTls;
 use crate::node::{NodeHandle, start_group};
 use crate::storage::fjall_kv::FjallStore;
 use actix_web::{App, HttpServer};
@@ -35,6 +35,7 @@ pub struct RunningNode {
     task: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
     mesh: Option<Mesh>,
     handles: Vec<NodeHandle>,
+    client_tls: Option<ClientPortTls>,
 }
 
 impl RunningNode {
@@ -52,12 +53,67 @@ impl RunningNode {
             .with_context(|| format!("node {name}: HTTP server failed"))
     }
 
+    /// A handle that reloads the node's TLS settings (SIGHUP).
+    pub fn tls(&self) -> TlsReloader {
+        TlsReloader {
+            mesh: self.mesh.as_ref().map(Mesh::tls),
+            client: self.client_tls.clone(),
+        }
+    }
+
     pub async fn stop(self) {
         self.server.stop(true).await;
         for h in &self.handles {
             h.stop();
         }
         let _ = self.wait().await;
+    }
+}
+
+/// Reloads a running node's TLS files (mesh and client port); cheap to
+/// clone.
+#[derive(Clone)]
+pub struct TlsReloader {
+    mesh: Option<crate::mesh::MeshTls>,
+    client: Option<ClientPortTls>,
+}
+
+impl TlsReloader {
+    /// Load the TLS files named in `cfg` again and use them for new
+    /// connections; the mesh reconnects under them. All or nothing: a
+    /// bad file changes neither. Other settings in `cfg` are not applied
+    /// (they need a restart: `Config::needs_restart`).
+    pub fn reload(&self, cfg: &Config) -> Result<()> {
+        let names: Vec<String> = cfg.nodes.keys().cloned().collect();
+        let mesh_tls = cfg.mesh_tls();
+        // Load everything first, so a bad file changes nothing.
+        crate::mesh::tls::PeerTls::load(&mesh_tls, &names, cfg.node_id().0 as usize)
+            .context("tls")?;
+        let client_files = cfg.client_tls_files();
+        if let (Some(files), Some(_)) = (&client_files, &self.client) {
+            ClientPortTls::new(files).context("client_tls")?;
+        }
+        if let Some(m) = &self.mesh {
+            m.reload(&mesh_tls).context("tls")?;
+        }
+        if let (Some(files), Some(tls)) = (&client_files, &self.client) {
+            tls.reload(files).context("client_tls")?;
+        }
+        Ok(())
+    }
+
+    /// The certificates presented now: the mesh's, and the client
+    /// port's if it speaks TLS.
+    pub fn certificates(
+        &self,
+    ) -> (
+        Option<rustls::pki_types::CertificateDer<'static>>,
+        Option<rustls::pki_types::CertificateDer<'static>>,
+    ) {
+        (
+            self.mesh.as_ref().map(crate::mesh::MeshTls::certificate),
+            self.client.as_ref().map(ClientPortTls::certificate),
+        )
     }
 }
 
@@ -80,18 +136,13 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
         .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?;
     let node_id = cfg.node_id();
     let nodes: Vec<(String, std::net::SocketAddr)> =
-        cfg.nodes.iter().map(|(n, a)| (n.clone(), *a)).collect();
-    let mesh_cfg = MeshConfig::new(
-        &cfg.cluster,
-        &cfg.node,
-        nodes,
-        cfg.listen.peer,
-        TlsPaths {
-            ca: cfg.tls.ca.clone(),
-            cert: cfg.tls.cert.clone(),
-            key: cfg.tls.key.clone(),
-        },
-    );
+        cfg.nodes.iter().map(|(n, e)| (n.clone(), e.addr)).collect();
+    // The client port's TLS first: a bad file stops the start here.
+    let client_tls = match cfg.client_tls_files() {
+        Some(files) => Some(ClientPortTls::new(&files).context("client_tls")?),
+        None => None,
+    };
+    let mesh_cfg = MeshConfig::new(&cfg.cluster, &cfg.node, nodes, cfg.listen.peer, cfg.mesh_tls());
     let mesh = Mesh::start(mesh_cfg).context("cannot start the peer mesh")?;
 
     let mut services = Vec::new();
@@ -100,9 +151,18 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
         let kv = store
             .group(&s.name)
             .with_context(|| format!("cannot open the tables of service {}", s.name))?;
+        let tls = if s.backend.starts_with("https://") {
+            Some(
+                crate::tls::backend::client_config(&cfg.backend_tls_files(s))
+                    .with_context(|| format!("service {}: backend_tls", s.name))?,
+            )
+        } else {
+            None
+        };
         let backend_cfg = HttpBackendConfig {
             request_timeout: Duration::from_millis(cfg.limits.backend_timeout_ms),
             digest_headers: s.digest_headers.clone(),
+            tls,
             ..HttpBackendConfig::default()
         };
         let mut group_cfg = GroupConfig {
@@ -212,14 +272,22 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
     if !handle_signals {
         server = server.disable_signals();
     }
-    let server = server
-        .listen(client_listener)
-        .with_context(|| format!("cannot serve clients on {}", cfg.listen.client))?;
+    let server = match &client_tls {
+        Some(tls) => server.listen_rustls_0_23(client_listener, tls.server_config()),
+        None => server.listen(client_listener),
+    }
+    .with_context(|| format!("cannot serve clients on {}", cfg.listen.client))?;
     let client_addr = server.addrs().first().copied().unwrap_or(cfg.listen.client);
     let server = server.run();
     let handle = server.handle();
     let task = actix_web::rt::spawn(server);
-    tracing::info!(node = %cfg.node, client = %client_addr, peer = %cfg.listen.peer, "node started");
+    tracing::info!(
+        node = %cfg.node,
+        client = %client_addr,
+        client_tls = client_tls.is_some(),
+        peer = %cfg.listen.peer,
+        "node started"
+    );
     Ok(RunningNode {
         name: cfg.node.clone(),
         client_addr,
@@ -228,5 +296,6 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
         task,
         mesh: Some(mesh),
         handles,
+        client_tls,
     })
 }

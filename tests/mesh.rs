@@ -283,8 +283,9 @@ impl Cluster {
         to: usize,
     ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let mut paths = TlsPaths::in_dir(dir, cert_of);
-        paths.ca = ca.to_path_buf();
-        let config = tls::client_config(&paths).unwrap();
+        paths.ca = Some(ca.to_path_buf());
+        let names: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
+        let config = tls::client_config(&paths, &tls::Trust::load(&paths, &names).unwrap()).unwrap();
         let tcp = TcpStream::connect(self.addrs[to]).await?;
         TlsConnector::from(config)
             .connect(tls::server_name(NAMES[to]).unwrap(), tcp)

@@ -14,27 +14,43 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest answer read, a reseed export included.
 const ANSWER_BYTES_MAX: usize = crate::gateway::admin::RESEED_BYTES_MAX;
 
-/// Send `method url` with the bearer `token`, if any; the status and
-/// the body of the answer, as text.
-pub fn call(method: &str, url: &str, token: Option<&str>) -> Result<(u16, String)> {
-    let (status, body) = call_bytes(method, url, token, Bytes::new())?;
+/// How `ordo admin` reaches a node: its admin token, and for an
+/// `https://` node the CA to trust (default: the system's roots) and a
+/// client certificate, if the node asks for one.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    pub token: Option<String>,
+    pub tls: crate::tls::backend::BackendTlsFiles,
+}
+
+/// Send `method url`; the status and the body of the answer, as text.
+pub fn call(method: &str, url: &str, access: &Access) -> Result<(u16, String)> {
+    let (status, body) = call_bytes(method, url, access, Bytes::new())?;
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// Send `method url` with `body` and the bearer `token`, if any; the
-/// status and the body of the answer.
-pub fn call_bytes(
-    method: &str,
-    url: &str,
-    token: Option<&str>,
-    body: Bytes,
-) -> Result<(u16, Bytes)> {
+/// Send `method url` with `body`; the status and the body of the answer.
+pub fn call_bytes(method: &str, url: &str, access: &Access, body: Bytes) -> Result<(u16, Bytes)> {
+    let token = access.token.as_deref();
+    let tls = if url.starts_with("https://") {
+        crate::tls::backend::client_config(&access.tls).context("TLS to the node")?
+    } else {
+        // Never used: the URL is http.
+        rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .context("TLS defaults")?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start a runtime")?;
     rt.block_on(async {
-        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnector::from((http, tls));
+        let client = Client::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(connector);
         let mut req = http::Request::builder()
             .method(method)
             .uri(url)

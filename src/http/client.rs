@@ -34,6 +34,7 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -76,6 +77,9 @@ pub struct HttpBackendConfig {
     /// (`apply::digest`), besides status and body: for example `etag`,
     /// when clients send it back in `If-Match`.
     pub digest_headers: Vec<String>,
+    /// TLS for an `https://` backend (`crate::tls::backend`); required
+    /// for one.
+    pub tls: Option<rustls::ClientConfig>,
 }
 
 impl Default for HttpBackendConfig {
@@ -87,6 +91,7 @@ impl Default for HttpBackendConfig {
             pool_idle_timeout: Duration::from_secs(60),
             pool_max_idle: 4,
             digest_headers: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -111,8 +116,8 @@ pub enum HttpBackendError {
 /// node (the futures it returns are `Send`, but pooled connections die
 /// with the runtime that opened them).
 pub struct HttpBackend {
-    client: Client<HttpConnector, Full<Bytes>>,
-    /// `http://authority[/prefix]`, without a trailing `/`.
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// `http(s)://authority[/prefix]`, without a trailing `/`.
     base: String,
     /// `{cluster}/{service}/`.
     key_prefix: String,
@@ -120,8 +125,10 @@ pub struct HttpBackend {
 }
 
 impl HttpBackend {
-    /// A backend at `base_url` (`http://host:port` with an optional path
-    /// prefix) for service `service` of cluster `cluster`.
+    /// A backend at `base_url` (`http://host:port` or `https://host:port`
+    /// with an optional path prefix) for service `service` of cluster
+    /// `cluster`. An https backend needs `cfg.tls`; its name is sent as
+    /// SNI and checked against its certificate.
     pub fn new(
         base_url: &str,
         cluster: &str,
@@ -131,10 +138,31 @@ impl HttpBackend {
         let base = parse_base(base_url)?;
         check_name("cluster", cluster)?;
         check_name("service", service)?;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(cfg.connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
+        let https = base.starts_with("https://");
+        let tls = match (&cfg.tls, https) {
+            (Some(tls), _) => tls.clone(),
+            (None, true) => {
+                return Err(HttpBackendError::BadUrl {
+                    url: base_url.to_string(),
+                    why: "an https backend needs TLS settings".into(),
+                });
+            }
+            // Never used: the scheme is http.
+            (None, false) => rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| HttpBackendError::BadUrl {
+                    url: base_url.to_string(),
+                    why: e.to_string(),
+                })?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        };
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        http.set_nodelay(true);
+        // The TLS layer above takes https; the base URL's scheme decides.
+        http.enforce_http(false);
+        let connector = HttpsConnector::from((http, tls));
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(cfg.pool_idle_timeout)
@@ -325,7 +353,7 @@ impl Backend for HttpBackend {
 
 /// Send one request and read the whole response.
 async fn exchange(
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     req: Request<Full<Bytes>>,
     limit: usize,
     digest_headers: &[String],
@@ -437,11 +465,10 @@ fn parse_base(url: &str) -> Result<String, HttpBackendError> {
     let uri: Uri = url
         .parse()
         .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err(bad("https is not supported yet; use http://")),
-        _ => return Err(bad("expected http://host:port")),
-    }
+    let scheme = match uri.scheme_str() {
+        Some(s @ ("http" | "https")) => s,
+        _ => return Err(bad("expected http://host:port or https://host:port")),
+    };
     let Some(authority) = uri.authority() else {
         return Err(bad("no host"));
     };
@@ -449,7 +476,7 @@ fn parse_base(url: &str) -> Result<String, HttpBackendError> {
         return Err(bad("a base URL has no query"));
     }
     let prefix = uri.path().trim_end_matches('/');
-    Ok(format!("http://{authority}{prefix}"))
+    Ok(format!("{scheme}://{authority}{prefix}"))
 }
 
 fn check_name(what: &'static str, name: &str) -> Result<(), HttpBackendError> {
@@ -498,6 +525,7 @@ mod tests {
     fn base_urls() {
         assert_eq!(backend("http://127.0.0.1:80").base(), "http://127.0.0.1:80");
         assert_eq!(backend("http://h:8/api/").base(), "http://h:8/api");
+        // https needs TLS settings; with them it is a base like another.
         for bad in ["https://h", "h:80", "ftp://h", "http://h/?q", "/x"] {
             assert!(
                 HttpBackend::new(bad, "c", "s", HttpBackendConfig::default()).is_err(),

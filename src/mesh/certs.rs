@@ -10,6 +10,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
+use rustls::pki_types::pem::PemObject;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -37,6 +38,8 @@ pub enum CertError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot sign with this CA: {0}")]
+    NotOurCa(String),
     #[error("cannot make a certificate: {0}")]
     Rcgen(#[from] rcgen::Error),
 }
@@ -111,24 +114,8 @@ pub fn make_certs(cluster: &str, nodes: &[String], out: &Path) -> Result<(), Cer
     }
 
     let now = OffsetDateTime::now_utc();
-    let not_before = now - Duration::days(1);
-    let not_after = now + Duration::days(VALID_DAYS);
-
     let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, format!("ordo cluster {cluster} CA"));
-    dn.push(DnType::OrganizationName, format!("ordo cluster {cluster}"));
-    ca_params.distinguished_name = dn;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca_params.not_before = not_before;
-    ca_params.not_after = not_after;
-    let ca = ca_params.self_signed(&ca_key)?;
+    let ca = ca_params(cluster, now).self_signed(&ca_key)?;
 
     let mut written = Vec::new();
     write_file(&files[0], ca.pem().as_bytes(), false, &mut written)?;
@@ -140,36 +127,133 @@ pub fn make_certs(cluster: &str, nodes: &[String], out: &Path) -> Result<(), Cer
     )?;
 
     for name in nodes {
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(vec![name.clone()])?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, name.as_str());
-        dn.push(DnType::OrganizationName, format!("ordo cluster {cluster}"));
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.use_authority_key_identifier_extension = true;
-        params.not_before = not_before;
-        params.not_after = not_after;
-        let cert = params.signed_by(&key, &ca, &ca_key)?;
-        write_file(
-            &out.join(format!("{name}.pem")),
-            cert.pem().as_bytes(),
-            false,
-            &mut written,
-        )?;
-        write_file(
-            &out.join(format!("{name}.key")),
-            key.serialize_pem().as_bytes(),
-            true,
-            &mut written,
-        )?;
+        let (cert, key) = node_cert(cluster, name, &ca, &ca_key)?;
+        write_node(out, name, &cert, &key, &mut written)?;
     }
     Ok(())
+}
+
+/// Certificates for `nodes` signed by the CA that `ordo certs` made in
+/// `ca_dir` (its `ca.pem` and `ca.key`), written into `out`: a node's new
+/// certificate for a rotation, or a node added to the cluster. Existing
+/// files are never overwritten.
+pub fn issue(ca_dir: &Path, cluster: &str, nodes: &[String], out: &Path) -> Result<(), CertError> {
+    validate_cluster_name(cluster)?;
+    if nodes.is_empty() {
+        return Err(CertError::NoNodes);
+    }
+    for (i, name) in nodes.iter().enumerate() {
+        validate_node_name(name)?;
+        if nodes[..i].contains(name) {
+            return Err(CertError::DuplicateNode(name.clone()));
+        }
+    }
+    let read = |f: &str| {
+        let path = ca_dir.join(f);
+        std::fs::read_to_string(&path).map_err(|source| CertError::Io { path, source })
+    };
+    let ca_key = KeyPair::from_pem(&read("ca.key")?)?;
+    // The CA as an issuer: the name `make_certs` gave it and its key, so
+    // what it signs chains to ca.pem (checked below, before writing).
+    let now = OffsetDateTime::now_utc();
+    let ca = ca_params(cluster, now).self_signed(&ca_key)?;
+    let roots = crate::tls::files::roots(&ca_dir.join("ca.pem"))
+        .map_err(|e| CertError::NotOurCa(format!("{e}")))?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots,
+        crate::tls::provider(),
+    )
+    .build()
+    .map_err(|e| CertError::NotOurCa(format!("{}: {e}", ca_dir.join("ca.pem").display())))?;
+    let mut made = Vec::new();
+    for name in nodes {
+        let (cert, key) = node_cert(cluster, name, &ca, &ca_key)?;
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(cert.as_bytes())
+            .map_err(|e| CertError::NotOurCa(e.to_string()))?;
+        verifier
+            .verify_client_cert(&der, &[], rustls::pki_types::UnixTime::now())
+            .map_err(|e| {
+                CertError::NotOurCa(format!(
+                    "{}: what its key signs does not chain to it ({e}): is {cluster:?} the \
+                     cluster it was made for?",
+                    ca_dir.join("ca.pem").display()
+                ))
+            })?;
+        made.push((name, cert, key));
+    }
+    std::fs::create_dir_all(out).map_err(|source| CertError::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    for name in nodes {
+        for f in [format!("{name}.pem"), format!("{name}.key")] {
+            if out.join(&f).exists() {
+                return Err(CertError::Exists(out.join(f)));
+            }
+        }
+    }
+    let mut written = Vec::new();
+    for (name, cert, key) in made {
+        write_node(out, name, &cert, &key, &mut written)?;
+    }
+    Ok(())
+}
+
+/// The cluster CA's name, usages and validity.
+fn ca_params(cluster: &str, now: OffsetDateTime) -> CertificateParams {
+    let mut ca_params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, format!("ordo cluster {cluster} CA"));
+    dn.push(DnType::OrganizationName, format!("ordo cluster {cluster}"));
+    ca_params.distinguished_name = dn;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    ca_params.not_before = now - Duration::days(1);
+    ca_params.not_after = now + Duration::days(VALID_DAYS);
+    ca_params
+}
+
+/// One node's certificate (valid for its name, signed by the CA) and
+/// key, as PEM.
+fn node_cert(
+    cluster: &str,
+    name: &str,
+    ca: &rcgen::Certificate,
+    ca_key: &KeyPair,
+) -> Result<(String, String), CertError> {
+    let now = OffsetDateTime::now_utc();
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(vec![name.to_string()])?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    dn.push(DnType::OrganizationName, format!("ordo cluster {cluster}"));
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = now - Duration::days(1);
+    params.not_after = now + Duration::days(VALID_DAYS);
+    let cert = params.signed_by(&key, ca, ca_key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+fn write_node(
+    out: &Path,
+    name: &str,
+    cert: &str,
+    key: &str,
+    written: &mut Vec<PathBuf>,
+) -> Result<(), CertError> {
+    write_file(&out.join(format!("{name}.pem")), cert.as_bytes(), false, written)?;
+    write_file(&out.join(format!("{name}.key")), key.as_bytes(), true, written)
 }
 
 /// Write a new file (never an existing one); keys are 0600 from the
@@ -244,5 +328,29 @@ mod tests {
         let err = make_certs("test", &["a".into(), "a".into()], other.path()).unwrap_err();
         assert!(matches!(err, CertError::DuplicateNode(_)), "{err}");
         assert_eq!(std::fs::read_dir(other.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn issue_signs_with_the_existing_ca_and_refuses_another_clusters() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["north".to_string(), "east".to_string()];
+        make_certs("test", &names, dir.path()).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        issue(dir.path(), "test", &["north".into()], out.path()).unwrap();
+        let mut paths = crate::mesh::tls::TlsPaths::in_dir(dir.path(), "north");
+        paths.cert = out.path().join("north.pem");
+        paths.key = out.path().join("north.key");
+        // Accepted as north by the cluster's trust, and a new certificate.
+        crate::mesh::tls::PeerTls::load(&paths, &names, 0).unwrap();
+        let old = std::fs::read(dir.path().join("north.pem")).unwrap();
+        assert_ne!(std::fs::read(&paths.cert).unwrap(), old);
+        // Never overwrites; another cluster's name does not chain.
+        assert!(matches!(
+            issue(dir.path(), "test", &["north".into()], out.path()),
+            Err(CertError::Exists(_))
+        ));
+        let err = issue(dir.path(), "other", &["east".into()], out.path()).unwrap_err();
+        assert!(matches!(err, CertError::NotOurCa(_)), "{err}");
+        assert!(!out.path().join("east.pem").exists());
     }
 }

@@ -1,5 +1,5 @@
 //! Incoming connections. Each must finish its TLS handshake (the client
-//! certificate chained to the cluster CA and valid for exactly one
+//! certificate trusted, by the cluster CA or by pins, for exactly one
 //! configured node) and a Hello naming that node and this cluster within
 //! the handshake timeout; then its frames are delivered as that node's
 //! messages. Anything else closes that connection only, with a `warn!`.
@@ -16,7 +16,6 @@ use super::frame::{self, Frame, FrameError, MAX_HELLO_BYTES};
 use super::stats::{Refusal, bump};
 use super::{Shared, Timing, tls};
 use crate::paxos::ballot::NodeId;
-use rustls::pki_types::CertificateDer;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,7 +24,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
-use tokio_rustls::TlsAcceptor;
 
 /// Connections waiting to authenticate, oldest first: each with the
 /// sender that closes it.
@@ -34,7 +32,6 @@ type Waiting = Arc<Mutex<VecDeque<(u64, oneshot::Sender<()>)>>>;
 pub(super) async fn accept_loop(
     shared: Arc<Shared>,
     listener: TcpListener,
-    acceptor: TlsAcceptor,
     timing: Timing,
     max_waiting: usize,
 ) {
@@ -63,14 +60,13 @@ pub(super) async fn accept_loop(
         }
         let _ = tcp.set_nodelay(true);
         let shared = shared.clone();
-        let acceptor = acceptor.clone();
         let waiting = waiting.clone();
         tokio::spawn(async move {
             let done = |waiting: &Waiting| {
                 let mut w = waiting.lock().unwrap_or_else(|e| e.into_inner());
                 w.retain(|(i, _)| *i != id);
             };
-            incoming(&shared, tcp, addr, acceptor, timing, evict, || {
+            incoming(&shared, tcp, addr, timing, evict, || {
                 done(&waiting)
             })
             .await;
@@ -83,15 +79,17 @@ async fn incoming(
     shared: &Shared,
     tcp: TcpStream,
     addr: SocketAddr,
-    acceptor: TlsAcceptor,
     timing: Timing,
     evict: oneshot::Receiver<()>,
     authenticated_or_not: impl FnOnce(),
 ) {
     let me = shared.my_name();
+    // The generation first: a reload after it is seen below.
+    let generation = *shared.tls_generation.borrow();
+    let tls = shared.peer_tls();
     let handshake = tokio::time::timeout(
         timing.handshake,
-        authenticate(shared, tcp, &acceptor, timing),
+        authenticate(shared, tcp, &tls, timing),
     );
     let authenticated = tokio::select! {
         done = handshake => done.unwrap_or_else(|_| {
@@ -122,6 +120,12 @@ async fn incoming(
     let (replaced_tx, mut replaced) = oneshot::channel::<()>();
     {
         let mut inbound = shared.inbound.lock().unwrap_or_else(|e| e.into_inner());
+        // Under the reload's lock: a reload either sees this connection
+        // or has bumped the generation before it.
+        if *shared.tls_generation.borrow() != generation {
+            tracing::info!(node = me, peer = peer_name, %addr, "peer connection closed: TLS settings were reloaded during its handshake");
+            return;
+        }
         // Dropping the older sender closes the older connection.
         inbound[peer.0 as usize] = Some((conn, replaced_tx));
     }
@@ -168,46 +172,16 @@ async fn incoming(
 async fn authenticate(
     shared: &Shared,
     tcp: TcpStream,
-    acceptor: &TlsAcceptor,
+    peer_tls: &tls::PeerTls,
     timing: Timing,
 ) -> Result<(NodeId, tokio_rustls::server::TlsStream<TcpStream>), (Refusal, String)> {
-    let mut stream = acceptor
+    let mut stream = peer_tls
+        .acceptor
         .accept(tcp)
         .await
         .map_err(|e| tls::handshake_reason(&e))?;
-    let cert: CertificateDer<'static> = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .cloned()
-        .ok_or((Refusal::Handshake, "no client certificate".to_string()))?;
-    let presented = tls::presented_names(&cert);
-    let matches = tls::cert_node(&cert, &shared.names);
-    let peer = match matches.as_slice() {
-        [one] => NodeId(*one as u16),
-        [] => {
-            return Err((
-                Refusal::UnknownName,
-                format!(
-                    "certificate name {presented:?} does not match configured node names {:?}",
-                    shared.names
-                ),
-            ));
-        }
-        several => {
-            return Err((
-                Refusal::UnknownName,
-                format!(
-                    "certificate name {presented:?} matches several configured nodes {:?}",
-                    several
-                        .iter()
-                        .map(|i| shared.name(NodeId(*i as u16)))
-                        .collect::<Vec<_>>()
-                ),
-            ));
-        }
-    };
+    let chain = stream.get_ref().1.peer_certificates().unwrap_or(&[]);
+    let peer = NodeId(peer_tls.trust.identify(chain)? as u16);
     let peer_name = shared.name(peer);
     if peer == shared.me {
         return Err((

@@ -11,11 +11,16 @@
 //!   timeouts on connecting (TCP, TLS and Hello together) and writing.
 //!   Any error drops the connection and starts over.
 //! - Incoming: the TLS handshake verifies the client certificate against
-//!   the cluster CA; the certificate must be valid for exactly one
-//!   configured node name, and the Hello frame must name that node and
+//!   the cluster CA or a node's pins (`tls`); the certificate must be
+//!   trusted for exactly one configured node name, and the Hello frame must name that node and
 //!   this cluster. The sender of every later frame is that node: frames
 //!   never say who sent them. Anything else closes that connection only,
 //!   with a `warn!` naming the reason, and is counted.
+//!
+//! - Reload (`Mesh::reload`, on SIGHUP): the node's certificate, the CA
+//!   and the pins are loaded again and swapped in at once; every
+//!   connection, both ways, is closed and made again under the new ones,
+//!   so none lives on under a trust that was withdrawn.
 //!
 //! The mesh runs on its own tokio runtime (a thread that owns it), so it
 //! works the same under actix, tokio or no runtime at all.
@@ -41,10 +46,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tls::TlsPaths;
+use tls::{PeerTls, TlsPaths};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// How one node joins the mesh.
 #[derive(Clone, Debug)]
@@ -139,6 +143,10 @@ struct Shared {
     inbound: Mutex<Vec<Option<LiveConn>>>,
     next_conn: AtomicU64,
     counters: Counters,
+    /// What this node presents and trusts; swapped by a reload.
+    tls: RwLock<PeerTls>,
+    /// Bumped by every reload: connections made before it close.
+    tls_generation: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -148,6 +156,10 @@ impl Shared {
 
     fn my_name(&self) -> &str {
         self.name(self.me)
+    }
+
+    fn peer_tls(&self) -> PeerTls {
+        self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn hello(&self) -> Frame {
@@ -225,18 +237,7 @@ impl Mesh {
                     cfg.node
                 ))
             })?;
-        let server = tls::server_config(&cfg.tls)?;
-        let client = tls::client_config(&cfg.tls)?;
-        tls::check_own_cert(&cfg.tls)?;
-        let own = tls::load_certs(&cfg.tls.cert)?;
-        if !tls::cert_node(&own[0], &names).contains(&(me.0 as usize)) {
-            return Err(MeshError::Config(format!(
-                "{}: the certificate is for {:?}, not for this node {:?}",
-                cfg.tls.cert.display(),
-                tls::presented_names(&own[0]),
-                cfg.node
-            )));
-        }
+        let peer_tls = PeerTls::load(&cfg.tls, &names, me.0 as usize)?;
 
         let local_addr = listener.local_addr().map_err(|source| MeshError::Bind {
             addr: cfg.listen,
@@ -278,6 +279,8 @@ impl Mesh {
             inbound: Mutex::new((0..names.len()).map(|_| None).collect()),
             next_conn: AtomicU64::new(0),
             counters: Counters::default(),
+            tls: RwLock::new(peer_tls),
+            tls_generation: watch::Sender::new(0),
         });
         let timing = Timing {
             connect: cfg.connect_timeout,
@@ -297,20 +300,11 @@ impl Mesh {
         rt.spawn(accept_loop(
             shared.clone(),
             listener,
-            TlsAcceptor::from(server),
             timing,
             cfg.max_incoming,
         ));
-        let connector = TlsConnector::from(client);
         for (peer, addr, rx) in receivers {
-            rt.spawn(peer_loop(
-                shared.clone(),
-                peer,
-                addr,
-                connector.clone(),
-                rx,
-                timing,
-            ));
+            rt.spawn(peer_loop(shared.clone(), peer, addr, rx, timing));
         }
 
         let (stop, stopped) = oneshot::channel::<()>();
@@ -356,6 +350,13 @@ impl Mesh {
         self.shared.counters.snapshot()
     }
 
+    /// A handle that reloads this mesh's TLS settings (`MeshTls::reload`).
+    pub fn tls(&self) -> MeshTls {
+        MeshTls {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Close every connection and the listener, and wait for the mesh's
     /// thread to end. Dropping the mesh does the same.
     pub fn shutdown(mut self) {
@@ -375,6 +376,42 @@ impl Mesh {
 impl Drop for Mesh {
     fn drop(&mut self) {
         self.stop_now();
+    }
+}
+
+/// Reloads a running mesh's TLS settings; cheap to clone.
+#[derive(Clone)]
+pub struct MeshTls {
+    shared: Arc<Shared>,
+}
+
+impl MeshTls {
+    /// Load this node's certificate, key, CA and pins again (the node
+    /// list stays) and use them from now on: every connection is closed
+    /// and made again under them. On error nothing changes.
+    pub fn reload(&self, paths: &TlsPaths) -> Result<(), MeshError> {
+        let s = &self.shared;
+        let next = PeerTls::load(paths, &s.names, s.me.0 as usize)?;
+        *s.tls.write().unwrap_or_else(|e| e.into_inner()) = next;
+        s.tls_generation.send_modify(|g| *g += 1);
+        // Dropping their senders closes the incoming connections; the
+        // outgoing ones see the generation change.
+        for conn in s
+            .inbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter_mut()
+        {
+            conn.take();
+        }
+        bump(&s.counters.tls_reloads);
+        tracing::info!(node = s.my_name(), "mesh TLS reloaded; reconnecting to every peer");
+        Ok(())
+    }
+
+    /// The certificate this node presents to its peers now.
+    pub fn certificate(&self) -> rustls::pki_types::CertificateDer<'static> {
+        self.shared.peer_tls().own
     }
 }
 

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsConnector;
 
 /// Bytes gathered into one write before flushing.
@@ -34,7 +34,6 @@ pub(super) async fn peer_loop(
     shared: Arc<Shared>,
     peer: NodeId,
     addr: SocketAddr,
-    connector: TlsConnector,
     mut rx: mpsc::Receiver<Vec<u8>>,
     timing: Timing,
 ) {
@@ -44,6 +43,11 @@ pub(super) async fn peer_loop(
     let mut backoff = timing.backoff_min;
     let mut last_problem: Option<String> = None;
     loop {
+        // Subscribed before the settings are read: a reload after this
+        // closes the connection made with them.
+        let mut reloaded = shared.tls_generation.subscribe();
+        reloaded.borrow_and_update();
+        let connector = shared.peer_tls().connector;
         let attempt = tokio::time::timeout(
             timing.connect,
             connect(&shared, peer, addr, &connector, timing),
@@ -61,7 +65,7 @@ pub(super) async fn peer_loop(
                 tracing::info!(node = me, peer = peer_name, %addr, "connected to peer");
                 backoff = timing.backoff_min;
                 last_problem = None;
-                let why = write_queue(&shared, stream, &mut rx, timing).await;
+                let why = write_queue(&shared, stream, &mut rx, &mut reloaded, timing).await;
                 tracing::info!(node = me, peer = peer_name, %addr, "connection to peer closed: {why}");
             }
             Err(e) => {
@@ -175,12 +179,16 @@ async fn write_queue<S: AsyncRead + AsyncWrite>(
     shared: &Shared,
     stream: S,
     rx: &mut mpsc::Receiver<Vec<u8>>,
+    reloaded: &mut watch::Receiver<u64>,
     timing: Timing,
 ) -> String {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut probe = [0u8; 64];
     loop {
         tokio::select! {
+            _ = reloaded.changed() => {
+                return "TLS settings reloaded: reconnecting under them".into();
+            }
             first = rx.recv() => {
                 let Some(first) = first else {
                     return "mesh stopped".into();

@@ -32,6 +32,9 @@ pub enum Refusal {
     /// Not authenticated yet when the unauthenticated slots were full:
     /// closed to make room for a newer connection.
     Evicted,
+    /// The certificate of a node whose entry lists pins matches none of
+    /// them (or the peer said ours does not match its pins).
+    Unpinned,
 }
 
 impl Refusal {
@@ -46,6 +49,7 @@ impl Refusal {
             Refusal::SelfConnection => "self-connection",
             Refusal::BadHello => "bad-hello",
             Refusal::Evicted => "evicted",
+            Refusal::Unpinned => "unpinned",
         }
     }
 }
@@ -85,6 +89,8 @@ pub struct MeshStats {
     pub bad_frames: u64,
     /// Connections refused, by reason.
     pub refused: BTreeMap<Refusal, u64>,
+    /// TLS settings reloaded (each closes every connection).
+    pub tls_reloads: u64,
 }
 
 impl MeshStats {
@@ -119,6 +125,7 @@ pub(super) struct Counters {
     pub(super) connections_in: AtomicU64,
     pub(super) connect_failures: AtomicU64,
     pub(super) bad_frames: AtomicU64,
+    pub(super) tls_reloads: AtomicU64,
     pub(super) refused: Mutex<BTreeMap<Refusal, u64>>,
 }
 
@@ -150,6 +157,7 @@ impl Counters {
             connections_in: get(&self.connections_in),
             connect_failures: get(&self.connect_failures),
             bad_frames: get(&self.bad_frames),
+            tls_reloads: get(&self.tls_reloads),
             refused: self
                 .refused
                 .lock()
