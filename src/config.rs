@@ -100,7 +100,9 @@ impl<'de> Deserialize<'de> for NodeEntry {
         impl<'de> serde::de::Visitor<'de> for Visitor {
             type Value = NodeEntry;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(r#"an address "host:port", or a table { addr = "host:port", pins = [...] }"#)
+                f.write_str(
+                    r#"an address "host:port", or a table { addr = "host:port", pins = [...] }"#,
+                )
             }
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<NodeEntry, E> {
                 let addr = s.parse().map_err(|e| E::custom(format!("{s:?}: {e}")))?;
@@ -618,7 +620,12 @@ impl Config {
             .nodes
             .iter()
             .filter(|(_, e)| !e.pins.is_empty())
-            .map(|(n, e)| (n.clone(), e.pins.iter().filter_map(|p| p.parse().ok()).collect()))
+            .map(|(n, e)| {
+                (
+                    n.clone(),
+                    e.pins.iter().filter_map(|p| p.parse().ok()).collect(),
+                )
+            })
             .collect();
         crate::mesh::tls::TlsPaths {
             ca: self.tls.ca.clone(),
@@ -660,7 +667,11 @@ impl Config {
         if let Some(c) = &self.client_tls {
             keys.push(("client_tls.cert".into(), &c.cert));
             keys.push(("client_tls.key".into(), &c.key));
-            keys.extend(c.client_ca.as_deref().map(|p| ("client_tls.client_ca".into(), p)));
+            keys.extend(
+                c.client_ca
+                    .as_deref()
+                    .map(|p| ("client_tls.client_ca".into(), p)),
+            );
         }
         for (i, s) in self.services.iter().enumerate() {
             if let Some(b) = &s.backend_tls {
@@ -679,7 +690,14 @@ impl Config {
 
     fn tls_error(&self, fallback: &str, e: crate::tls::TlsError) -> ConfigError {
         let key = e.path().map(|p| self.key_of(p)).unwrap_or_default();
-        err(if key.is_empty() { fallback.to_string() } else { key }, e.to_string())
+        err(
+            if key.is_empty() {
+                fallback.to_string()
+            } else {
+                key
+            },
+            e.to_string(),
+        )
     }
 
     /// What `validate` cannot see without reading files: every TLS file
@@ -835,7 +853,10 @@ active = ["north", "east", "west"]
         assert_eq!(files.client_ca, None);
         // Only TLS settings changed: a reload applies all of it.
         let plain = Config::parse(GOOD).expect("valid");
-        assert_eq!(plain.needs_restart(&c), vec!["client_tls (turning TLS on or off)"]);
+        assert_eq!(
+            plain.needs_restart(&c),
+            vec!["client_tls (turning TLS on or off)"]
+        );
         let mut other = c.clone();
         other.tls.cert = "new.pem".into();
         other.limits.lease_ms += 1;

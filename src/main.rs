@@ -424,12 +424,8 @@ fn reseed_main(args: ReseedArgs) -> Result<i32> {
         )
     };
     let export = url(&args.from, "export");
-    let (status, body) = ordo::http::admin_client::call_bytes(
-        "POST",
-        &export,
-        &access,
-        Default::default(),
-    )?;
+    let (status, body) =
+        ordo::http::admin_client::call_bytes("POST", &export, &access, Default::default())?;
     if status != 200 {
         bail!(
             "{export}: {status}: {}",
@@ -445,8 +441,7 @@ fn reseed_main(args: ReseedArgs) -> Result<i32> {
         args.from
     );
     let import = url(&args.to, "import");
-    let (status, answer) =
-        ordo::http::admin_client::call_bytes("POST", &import, &access, body)?;
+    let (status, answer) = ordo::http::admin_client::call_bytes("POST", &import, &access, body)?;
     let answer = String::from_utf8_lossy(&answer);
     if status != 200 {
         bail!("{import}: {status}: {}", answer.trim_end());
@@ -562,9 +557,8 @@ fn run_node(file: &std::path::Path, init: bool) -> Result<i32> {
     let file = file.to_path_buf();
     actix::System::new().block_on(async move {
         // Before the node starts: SIGHUP's default action ends the process.
-        let mut hangups =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                .context("cannot handle SIGHUP")?;
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot handle SIGHUP")?;
         let node = ordo::server::start(&cfg, true, init).await?;
         let tls = node.tls();
         actix_web::rt::spawn(async move {

@@ -9,9 +9,9 @@ use crate::gateway::waiters::Waiters;
 use crate::gateway::{self, Gateway, Service};
 use crate::http::client::{HttpBackend, HttpBackendConfig};
 use crate::mesh::{Mesh, MeshConfig};
-use crate::tls::client_port::ClientPortTls;
 use crate::node::{NodeHandle, start_group};
 use crate::storage::fjall_kv::FjallStore;
+use crate::tls::client_port::ClientPortTls;
 use actix_web::{App, HttpServer};
 use anyhow::{Context, Result};
 use std::sync::Arc;
@@ -142,7 +142,13 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
         Some(files) => Some(ClientPortTls::new(&files).context("client_tls")?),
         None => None,
     };
-    let mesh_cfg = MeshConfig::new(&cfg.cluster, &cfg.node, nodes, cfg.listen.peer, cfg.mesh_tls());
+    let mesh_cfg = MeshConfig::new(
+        &cfg.cluster,
+        &cfg.node,
+        nodes,
+        cfg.listen.peer,
+        cfg.mesh_tls(),
+    );
     let mesh = Mesh::start(mesh_cfg).context("cannot start the peer mesh")?;
 
     let mut services = Vec::new();

@@ -470,27 +470,6 @@ fn limits_and_errors() {
 // 7: nginx with WebDAV as the backend
 // ---------------------------------------------------------------------
 
-/// Every file under `root`: relative path -> content.
-fn files_under(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for entry in std::fs::read_dir(dir).expect("read_dir") {
-            let p = entry.expect("dir entry").path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                let rel = p.strip_prefix(root).expect("under root");
-                out.insert(
-                    rel.to_string_lossy().into_owned(),
-                    std::fs::read(&p).expect("read file"),
-                );
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
-}
-
 #[test]
 fn nginx_webdav_files_are_replicated_through_every_node() {
     let c = Cluster::start(Options {
@@ -549,7 +528,7 @@ fn nginx_webdav_files_are_replicated_through_every_node() {
     c.wait_caught_up();
     let roots: Vec<BTreeMap<String, Vec<u8>>> = NODES
         .iter()
-        .map(|n| files_under(&common::nginx_root(c.dir(), n)))
+        .map(|n| common::files_under(&common::nginx_root(c.dir(), n)))
         .collect();
     let want: BTreeMap<String, Vec<u8>> = [
         ("files/a.txt", "alpha again\n"),

@@ -1,10 +1,12 @@
 //! The HTTP backend seam over real sockets on 127.0.0.1: the demo
 //! backend's REST semantics and idempotency, `HttpBackend` against it and
-//! against tiny hand-written servers, and a three-node cluster applying
-//! HTTP updates to three demo backends.
+//! against tiny hand-written servers (over TLS too), and a three-node
+//! cluster applying HTTP updates to three demo backends.
 
 mod support;
 use support::{Collector, fast_config};
+#[path = "common/pki.rs"]
+mod pki;
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use bytes::Bytes;
@@ -835,4 +837,154 @@ async fn the_applier_retries_until_the_backend_comes_up() {
     assert_eq!(d.applied(), 1);
     nodes[0].stop();
     d.stop().await;
+}
+
+// ---------------------------------------------------------------------
+// https backends
+
+/// Records the SNI of every handshake, then resolves the one certificate.
+#[derive(Debug)]
+struct SniRecorder {
+    seen: std::sync::Mutex<Vec<Option<String>>>,
+    key: Arc<rustls::sign::CertifiedKey>,
+}
+
+impl rustls::server::ResolvesServerCert for SniRecorder {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.seen
+            .lock()
+            .unwrap()
+            .push(hello.server_name().map(str::to_string));
+        Some(self.key.clone())
+    }
+}
+
+/// An echo server on 127.0.0.1 over TLS with a certificate for
+/// `localhost` only, from `pki`; with `client_ca`, clients must present a
+/// certificate it signed.
+fn tls_echo(
+    pki: &pki::Pki,
+    client_ca: bool,
+) -> (SocketAddr, Arc<SniRecorder>, actix_web::dev::ServerHandle) {
+    let issued = pki.server_for(if client_ca { "echo-mtls" } else { "echo" }, &["localhost"]);
+    let key = ordo::tls::files::certified_key(&issued.cert, &issued.key).unwrap();
+    let sni = Arc::new(SniRecorder {
+        seen: Default::default(),
+        key,
+    });
+    let builder = rustls::ServerConfig::builder_with_provider(ordo::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = if client_ca {
+        let roots = ordo::tls::files::roots(&pki.ca()).unwrap();
+        builder.with_client_cert_verifier(
+            rustls::server::WebPkiClientVerifier::builder_with_provider(
+                roots,
+                ordo::tls::provider(),
+            )
+            .build()
+            .unwrap(),
+        )
+    } else {
+        builder.with_no_client_auth()
+    };
+    let config = builder.with_cert_resolver(sni.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = HttpServer::new(|| App::new().default_service(web::to(echo)))
+        .workers(1)
+        .disable_signals()
+        .listen_rustls_0_23(listener, config)
+        .unwrap()
+        .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    (addr, sni, handle)
+}
+
+fn https_backend(url: &str, files: ordo::tls::backend::BackendTlsFiles) -> HttpBackend {
+    backend_with(
+        url,
+        HttpBackendConfig {
+            tls: Some(ordo::tls::backend::client_config(&files).unwrap()),
+            ..HttpBackendConfig::default()
+        },
+    )
+}
+
+/// An https backend: SNI is the URL's host, the certificate is checked
+/// against it and against the configured CA (never only "some CA"), and
+/// a client certificate is presented where the backend asks for one.
+#[actix::test]
+async fn https_backends_get_sni_and_a_checked_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki::Pki::new(dir.path());
+    let (addr, sni, server) = tls_echo(&pki, false);
+    let trust_pki = ordo::tls::backend::BackendTlsFiles {
+        ca: Some(pki.ca()),
+        ..Default::default()
+    };
+    let put = request("PUT", "/kv/a", &[], b"over https").encode();
+
+    // By name: SNI sent, certificate valid for it.
+    let url = format!("https://localhost:{}", addr.port());
+    let b = https_backend(&url, trust_pki.clone());
+    let (status, answer) = response(b.call(1, 0, update(put.clone())).await);
+    assert_eq!(status, 200);
+    let echoed: Value = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(echoed["body"], "over https");
+    assert_eq!(
+        *sni.seen.lock().unwrap(),
+        vec![Some("localhost".to_string())]
+    );
+
+    // The same server by an address its certificate is not for: the
+    // name check stays on.
+    let wrong_name = format!("https://127.0.0.1:{}", addr.port());
+    let reason = unreachable(
+        https_backend(&wrong_name, trust_pki.clone())
+            .call(2, 0, update(put.clone()))
+            .await,
+    );
+    assert!(
+        reason.contains("certificate not valid for name"),
+        "{reason}"
+    );
+    // Another CA does not trust it.
+    let other = pki::Pki::new(&dir.path().join("other"));
+    let reason = unreachable(
+        https_backend(
+            &url,
+            ordo::tls::backend::BackendTlsFiles {
+                ca: Some(other.ca()),
+                ..Default::default()
+            },
+        )
+        .call(3, 0, update(put.clone()))
+        .await,
+    );
+    assert!(reason.contains("invalid peer certificate"), "{reason}");
+    server.stop(false).await;
+
+    // A backend that wants a client certificate.
+    let (addr, _, server) = tls_echo(&pki, true);
+    let url = format!("https://localhost:{}", addr.port());
+    let reason = unreachable(
+        https_backend(&url, trust_pki.clone())
+            .call(4, 0, update(put.clone()))
+            .await,
+    );
+    assert!(!reason.is_empty());
+    let client = pki.client("ordo-node");
+    let with_cert = ordo::tls::backend::BackendTlsFiles {
+        ca: Some(pki.ca()),
+        cert: Some(client.cert.clone()),
+        key: Some(client.key.clone()),
+    };
+    let (status, _) = response(https_backend(&url, with_cert).call(5, 0, update(put)).await);
+    assert_eq!(status, 200);
+    server.stop(false).await;
 }

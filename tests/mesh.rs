@@ -2,7 +2,8 @@
 //! by `make_certs`: a three-node cluster of real actors replicates over
 //! it; peers with a foreign CA, a lying Hello or garbage frames are
 //! refused without disturbing the cluster; a node that goes away and
-//! comes back on the same port is reconnected.
+//! comes back on the same port is reconnected; pinned nodes are trusted
+//! by their pins only (with a CA, or with none).
 
 mod support;
 use support::{Collector, LIMIT, MemoryBackend, fast_config};
@@ -18,7 +19,8 @@ use ordo::paxos::membership::Membership;
 use ordo::paxos::message::{Message, Role};
 use ordo::sim::workload::SimOp;
 use ordo::storage::fjall_kv::FjallStore;
-use std::collections::HashMap;
+use ordo::tls::pins::Pin;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -73,6 +75,10 @@ struct Cluster {
     answered: Vec<(SimOp, u16, String)>,
     /// Every node's handshake timeout (a test may stretch it).
     handshake: Duration,
+    /// What every node trusts besides (or instead of) the CA.
+    pins: BTreeMap<String, Vec<Pin>>,
+    /// No CA at all: every node trusted by its pins.
+    no_ca: bool,
 }
 
 impl Cluster {
@@ -102,7 +108,15 @@ impl Cluster {
             pending: HashMap::new(),
             answered: Vec::new(),
             handshake: Duration::from_secs(2),
+            pins: BTreeMap::new(),
+            no_ca: false,
         }
+    }
+
+    /// The key pin of node `name`'s certificate in `dir`.
+    fn key_pin(dir: &Path, name: &str) -> Pin {
+        let cert = tls::load_certs(&dir.join(format!("{name}.pem"))).unwrap();
+        Pin::of(&cert[0]).1.unwrap()
     }
 
     fn mesh_config(&self, i: usize) -> MeshConfig {
@@ -111,13 +125,12 @@ impl Cluster {
             .zip(&self.addrs)
             .map(|(n, a)| (n.to_string(), *a))
             .collect();
-        let mut cfg = MeshConfig::new(
-            CLUSTER,
-            NAMES[i],
-            nodes,
-            self.addrs[i],
-            TlsPaths::in_dir(self.certs.path(), NAMES[i]),
-        );
+        let mut paths = TlsPaths::in_dir(self.certs.path(), NAMES[i]);
+        paths.pins = self.pins.clone();
+        if self.no_ca {
+            paths.ca = None;
+        }
+        let mut cfg = MeshConfig::new(CLUSTER, NAMES[i], nodes, self.addrs[i], paths);
         cfg.backoff_max = Duration::from_millis(500);
         cfg.connect_timeout = Duration::from_secs(2);
         cfg.handshake_timeout = self.handshake;
@@ -273,7 +286,8 @@ impl Cluster {
         top
     }
 
-    /// A hand-made TLS client: trusts `ca`, presents `cert_of`'s files
+    /// A hand-made TLS client: trusts `ca` (and the cluster's pins),
+    /// presents `cert_of`'s files
     /// from `dir`, connects to node `to`.
     async fn raw_client(
         &self,
@@ -283,9 +297,12 @@ impl Cluster {
         to: usize,
     ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let mut paths = TlsPaths::in_dir(dir, cert_of);
-        paths.ca = Some(ca.to_path_buf());
+        // It trusts servers as the cluster's nodes do.
+        paths.ca = (!self.no_ca).then(|| ca.to_path_buf());
+        paths.pins = self.pins.clone();
         let names: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
-        let config = tls::client_config(&paths, &tls::Trust::load(&paths, &names).unwrap()).unwrap();
+        let config =
+            tls::client_config(&paths, &tls::Trust::load(&paths, &names).unwrap()).unwrap();
         let tcp = TcpStream::connect(self.addrs[to]).await?;
         TlsConnector::from(config)
             .connect(tls::server_name(NAMES[to]).unwrap(), tcp)
@@ -594,4 +611,119 @@ async fn idle_connections_to_the_peer_port_do_not_lock_a_peer_out() {
         c.mesh(0).stats()
     );
     drop(idle);
+}
+
+/// A node whose entry lists pins is trusted by them, not by the CA: a
+/// certificate the cluster CA signed for its very name is refused, both
+/// when it connects (the server's check) and when it is connected to (the
+/// client's check), and counted as `unpinned`.
+#[actix::test]
+async fn a_peer_with_the_right_name_but_an_unpinned_certificate_is_refused() {
+    let mut c = Cluster::new();
+    for n in NAMES {
+        c.pins
+            .insert(n.into(), vec![Cluster::key_pin(c.certs.path(), n)]);
+    }
+    c.start_all().await;
+    c.appends("a", 10, &[0, 1, 2]).await;
+    c.wait_converged().await;
+
+    // Same CA, same name, another key: what a stolen CA key, or a CA
+    // shared with other clusters, would give an attacker.
+    let evil = tempfile::tempdir().unwrap();
+    ordo::mesh::certs::issue(c.certs.path(), CLUSTER, &["west".into()], evil.path()).unwrap();
+    let ca = c.certs.path().join("ca.pem");
+    for victim in 0..2 {
+        let before = c.mesh(victim).stats().refused(Refusal::Unpinned);
+        if let Ok(mut s) = c.raw_client(evil.path(), &ca, "west", victim).await {
+            let _ = s.write_all(&hello(CLUSTER, "west")).await;
+            let _ = s.flush().await;
+            let got = closed_by_server(&mut s).await;
+            assert!(got.is_empty(), "the impostor got {} bytes", got.len());
+        }
+        wait_for!(
+            format!("node {victim} to refuse an unpinned certificate"),
+            c.mesh(victim).stats().refused(Refusal::Unpinned) > before
+        );
+    }
+
+    // The other way: west restarts pinning north to east's key, so the
+    // real north (CA-signed, its own name) is not whom west trusts.
+    c.kill(2).await;
+    c.pins.insert(
+        "north".into(),
+        vec![Cluster::key_pin(c.certs.path(), "east")],
+    );
+    c.start(2).await;
+    wait_for!(
+        "west to refuse north's server certificate",
+        c.mesh(2).stats().refused(Refusal::Unpinned) > 0
+    );
+    // Two pins, as during a certificate change: both are accepted.
+    c.kill(2).await;
+    c.pins.insert(
+        "north".into(),
+        vec![
+            Cluster::key_pin(c.certs.path(), "east"),
+            Cluster::key_pin(c.certs.path(), "north"),
+        ],
+    );
+    c.start(2).await;
+    c.wait_for_leader().await;
+    c.appends("b", 10, &[0, 1, 2]).await;
+    c.wait_converged().await;
+}
+
+/// Pins instead of a CA: self-signed node certificates, each node trusted
+/// by its pin alone. The cluster works; a certificate from a CA (even one
+/// for a node's name) is refused.
+#[actix::test]
+async fn a_cluster_trusted_by_pins_alone_needs_no_ca() {
+    let mut c = Cluster::new();
+    // Self-signed certificates replace the CA-signed ones.
+    let own = tempfile::tempdir().unwrap();
+    for n in NAMES {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![n.to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(own.path().join(format!("{n}.pem")), cert.pem()).unwrap();
+        std::fs::write(own.path().join(format!("{n}.key")), key.serialize_pem()).unwrap();
+    }
+    let ca_signed = std::mem::replace(&mut c.certs, own);
+    c.no_ca = true;
+    for n in NAMES {
+        c.pins
+            .insert(n.into(), vec![Cluster::key_pin(c.certs.path(), n)]);
+    }
+    c.start_all().await;
+    c.appends("a", 20, &[0, 1, 2]).await;
+    c.wait_converged().await;
+
+    // west's certificate from the (unconfigured) CA: refused.
+    let before = c.mesh(0).stats().refused(Refusal::Unpinned);
+    if let Ok(mut s) = c
+        .raw_client(
+            ca_signed.path(),
+            &ca_signed.path().join("ca.pem"),
+            "west",
+            0,
+        )
+        .await
+    {
+        let _ = s.write_all(&hello(CLUSTER, "west")).await;
+        let _ = s.flush().await;
+        assert!(closed_by_server(&mut s).await.is_empty());
+    }
+    wait_for!(
+        "north to refuse a certificate that is not west's pin",
+        c.mesh(0).stats().refused(Refusal::Unpinned) > before
+    );
+    // A mesh with neither a CA nor a pin for some node does not start.
+    let mut cfg = c.mesh_config(0);
+    cfg.tls.pins.remove("south");
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    let err = Mesh::start(cfg).err().expect("south is trusted by nothing");
+    assert!(err.to_string().contains("south"), "{err}");
 }

@@ -341,12 +341,20 @@ impl Backend for HttpBackend {
         let total = self.cfg.request_timeout;
         let named = self.cfg.digest_headers.clone();
         Box::pin(async move {
-            match tokio::time::timeout(total, exchange(client, req, limit, &named)).await {
-                Ok(reply) => reply,
-                Err(_) => BackendReply::Unreachable {
-                    reason: format!("no complete response within {total:?}"),
-                },
+            let reply =
+                match tokio::time::timeout(total, exchange(client, req, limit, &named)).await {
+                    Ok(reply) => reply,
+                    Err(_) => BackendReply::Unreachable {
+                        reason: format!("no complete response within {total:?}"),
+                    },
+                };
+            // Retries back off to one every few seconds: one line each
+            // says why the node is not applying (a refused certificate,
+            // a backend down).
+            if let BackendReply::Unreachable { reason } = &reply {
+                tracing::warn!(slot, index, %reason, "backend unreachable; the update is retried");
             }
+            reply
         })
     }
 }

@@ -85,12 +85,8 @@ pub fn check_label(name: &str, max: usize) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Make a CA for `cluster` and a certificate for each of `nodes` in
-/// `out` (created if missing): `ca.pem`, `ca.key`, `<node>.pem`,
-/// `<node>.key`. Key files are mode 0600. Existing files are never
-/// overwritten: the call fails before writing anything.
-pub fn make_certs(cluster: &str, nodes: &[String], out: &Path) -> Result<(), CertError> {
-    validate_cluster_name(cluster)?;
+/// At least one node, each a valid name, none twice.
+fn check_nodes(nodes: &[String]) -> Result<(), CertError> {
     if nodes.is_empty() {
         return Err(CertError::NoNodes);
     }
@@ -100,6 +96,16 @@ pub fn make_certs(cluster: &str, nodes: &[String], out: &Path) -> Result<(), Cer
             return Err(CertError::DuplicateNode(name.clone()));
         }
     }
+    Ok(())
+}
+
+/// Make a CA for `cluster` and a certificate for each of `nodes` in
+/// `out` (created if missing): `ca.pem`, `ca.key`, `<node>.pem`,
+/// `<node>.key`. Key files are mode 0600. Existing files are never
+/// overwritten: the call fails before writing anything.
+pub fn make_certs(cluster: &str, nodes: &[String], out: &Path) -> Result<(), CertError> {
+    validate_cluster_name(cluster)?;
+    check_nodes(nodes)?;
     std::fs::create_dir_all(out).map_err(|source| CertError::Io {
         path: out.to_path_buf(),
         source,
@@ -139,15 +145,7 @@ pub fn make_certs(cluster: &str, nodes: &[String], out: &Path) -> Result<(), Cer
 /// files are never overwritten.
 pub fn issue(ca_dir: &Path, cluster: &str, nodes: &[String], out: &Path) -> Result<(), CertError> {
     validate_cluster_name(cluster)?;
-    if nodes.is_empty() {
-        return Err(CertError::NoNodes);
-    }
-    for (i, name) in nodes.iter().enumerate() {
-        validate_node_name(name)?;
-        if nodes[..i].contains(name) {
-            return Err(CertError::DuplicateNode(name.clone()));
-        }
-    }
+    check_nodes(nodes)?;
     let read = |f: &str| {
         let path = ca_dir.join(f);
         std::fs::read_to_string(&path).map_err(|source| CertError::Io { path, source })
@@ -159,12 +157,12 @@ pub fn issue(ca_dir: &Path, cluster: &str, nodes: &[String], out: &Path) -> Resu
     let ca = ca_params(cluster, now).self_signed(&ca_key)?;
     let roots = crate::tls::files::roots(&ca_dir.join("ca.pem"))
         .map_err(|e| CertError::NotOurCa(format!("{e}")))?;
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        roots,
-        crate::tls::provider(),
-    )
-    .build()
-    .map_err(|e| CertError::NotOurCa(format!("{}: {e}", ca_dir.join("ca.pem").display())))?;
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots, crate::tls::provider())
+            .build()
+            .map_err(|e| {
+                CertError::NotOurCa(format!("{}: {e}", ca_dir.join("ca.pem").display()))
+            })?;
     let mut made = Vec::new();
     for name in nodes {
         let (cert, key) = node_cert(cluster, name, &ca, &ca_key)?;
@@ -252,8 +250,18 @@ fn write_node(
     key: &str,
     written: &mut Vec<PathBuf>,
 ) -> Result<(), CertError> {
-    write_file(&out.join(format!("{name}.pem")), cert.as_bytes(), false, written)?;
-    write_file(&out.join(format!("{name}.key")), key.as_bytes(), true, written)
+    write_file(
+        &out.join(format!("{name}.pem")),
+        cert.as_bytes(),
+        false,
+        written,
+    )?;
+    write_file(
+        &out.join(format!("{name}.key")),
+        key.as_bytes(),
+        true,
+        written,
+    )
 }
 
 /// Write a new file (never an existing one); keys are 0600 from the

@@ -66,10 +66,7 @@ pub(super) async fn accept_loop(
                 let mut w = waiting.lock().unwrap_or_else(|e| e.into_inner());
                 w.retain(|(i, _)| *i != id);
             };
-            incoming(&shared, tcp, addr, timing, evict, || {
-                done(&waiting)
-            })
-            .await;
+            incoming(&shared, tcp, addr, timing, evict, || done(&waiting)).await;
         });
     }
 }
@@ -87,10 +84,7 @@ async fn incoming(
     // The generation first: a reload after it is seen below.
     let generation = *shared.tls_generation.borrow();
     let tls = shared.peer_tls();
-    let handshake = tokio::time::timeout(
-        timing.handshake,
-        authenticate(shared, tcp, &tls, timing),
-    );
+    let handshake = tokio::time::timeout(timing.handshake, authenticate(shared, tcp, &tls, timing));
     let authenticated = tokio::select! {
         done = handshake => done.unwrap_or_else(|_| {
             Err((

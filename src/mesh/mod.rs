@@ -405,7 +405,10 @@ impl MeshTls {
             conn.take();
         }
         bump(&s.counters.tls_reloads);
-        tracing::info!(node = s.my_name(), "mesh TLS reloaded; reconnecting to every peer");
+        tracing::info!(
+            node = s.my_name(),
+            "mesh TLS reloaded; reconnecting to every peer"
+        );
         Ok(())
     }
 

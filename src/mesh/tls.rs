@@ -85,7 +85,9 @@ impl Trust {
     pub fn load(paths: &TlsPaths, names: &[String]) -> Result<Arc<Trust>, TlsError> {
         for n in paths.pins.keys() {
             if !names.contains(n) {
-                return Err(TlsError::Config(format!("pins for {n:?}, which is not a node")));
+                return Err(TlsError::Config(format!(
+                    "pins for {n:?}, which is not a node"
+                )));
             }
         }
         let pins: Vec<Vec<Pin>> = names
@@ -191,6 +193,40 @@ impl Trust {
     }
 }
 
+/// The handshake signature checks both verifiers share: the provider's
+/// algorithms, on a `Trust` in field 0 (both traits name these methods
+/// alike).
+macro_rules! handshake_signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            let algorithms = &self.0.provider.signature_verification_algorithms;
+            verify_tls12_signature(message, cert, dss, algorithms)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            let algorithms = &self.0.provider.signature_verification_algorithms;
+            verify_tls13_signature(message, cert, dss, algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0
+                .provider
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    };
+}
+
 /// The server side of the mesh: accepts a client certificate that some
 /// node's pins or the CA accept (who it is is decided after).
 #[derive(Debug)]
@@ -221,40 +257,7 @@ impl ClientCertVerifier for AnyPeer {
         }
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0
-            .provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    handshake_signatures!();
 }
 
 /// The client side of the mesh: the server must be the node it meant to
@@ -290,7 +293,9 @@ impl ServerCertVerifier for NamedPeer {
             let ee = webpki::EndEntityCert::try_from(end_entity)
                 .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
             ee.verify_is_valid_for_subject_name(server_name)
-                .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::NotValidForName))?;
+                .map_err(|_| {
+                    rustls::Error::InvalidCertificate(CertificateError::NotValidForName)
+                })?;
             return Ok(ServerCertVerified::assertion());
         }
         match &t.ca_servers {
@@ -303,40 +308,7 @@ impl ServerCertVerifier for NamedPeer {
         }
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0
-            .provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    handshake_signatures!();
 }
 
 /// The server side: requires a client certificate that `trust` accepts.
@@ -585,6 +557,9 @@ mod tests {
         // Without a CA every node needs pins.
         paths.ca = None;
         let err = Trust::load(&paths, &names()).unwrap_err().to_string();
-        assert!(err.contains("no cluster CA") && err.contains("north"), "{err}");
+        assert!(
+            err.contains("no cluster CA") && err.contains("north"),
+            "{err}"
+        );
     }
 }

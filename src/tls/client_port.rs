@@ -39,7 +39,9 @@ fn load(files: &ClientTlsFiles) -> Result<Current, TlsError> {
     let verifier = match &files.client_ca {
         Some(ca) => WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider())
             .build()
-            .map_err(|e| super::files::file_error(ca, format!("cannot verify clients with it: {e}")))?,
+            .map_err(|e| {
+                super::files::file_error(ca, format!("cannot verify clients with it: {e}"))
+            })?,
         None => WebPkiClientVerifier::no_client_auth(),
     };
     Ok(Current { key, verifier })

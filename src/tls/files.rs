@@ -122,6 +122,9 @@ mod tests {
         let err = load_certs(&p("north.key")).unwrap_err().to_string();
         assert!(err.contains("no CERTIFICATE"), "{err}");
         let err = load_key(&p("missing.key")).unwrap_err().to_string();
-        assert!(err.contains("missing.key") && err.contains("cannot read"), "{err}");
+        assert!(
+            err.contains("missing.key") && err.contains("cannot read"),
+            "{err}"
+        );
     }
 }

@@ -134,7 +134,11 @@ mod tests {
         let hex: Vec<String> = whole.sha256.iter().map(|b| format!("{b:02X}")).collect();
         let pasted: Pin = format!("cert-sha256:{}", hex.join(":")).parse().unwrap();
         assert_eq!(pasted, whole);
-        for bad in ["sha256:00", "cert-sha256:abc", &format!("key-sha256:{}", "g".repeat(64))] {
+        for bad in [
+            "sha256:00",
+            "cert-sha256:abc",
+            &format!("key-sha256:{}", "g".repeat(64)),
+        ] {
             let err = bad.parse::<Pin>().unwrap_err();
             assert!(err.contains(bad) || err.contains("64 hex"), "{err}");
         }

@@ -54,6 +54,9 @@ pub struct ClientLog {
     pub refused: Vec<u64>,
     /// Answers no correct node gives.
     pub unexpected: Vec<String>,
+    /// Every call that did not succeed (refused, timed out, cut, any
+    /// status but 2xx and a read's 404), with why.
+    pub failures: Vec<String>,
 }
 
 pub fn parse_array(body: &str) -> Option<Vec<u64>> {
@@ -111,6 +114,13 @@ pub fn load_client(
                 timeout,
             );
             let end = micros(t0);
+            match &r {
+                Ok(r) if r.status == 200 || r.status == 201 => {}
+                Ok(r) => log
+                    .failures
+                    .push(format!("POST {url}: {} {}", r.status, r.body.trim())),
+                Err(e) => log.failures.push(e.clone()),
+            }
             let input = KvOp::Append {
                 key: key.clone(),
                 value,
@@ -147,6 +157,13 @@ pub fn load_client(
             let start = micros(t0);
             let r = call("GET", &url, &[("cache-control", "no-cache")], None, timeout);
             let end = micros(t0);
+            match &r {
+                Ok(r) if r.status == 200 || r.status == 404 => {}
+                Ok(r) => log
+                    .failures
+                    .push(format!("GET {url}: {} {}", r.status, r.body.trim())),
+                Err(e) => log.failures.push(e.clone()),
+            }
             let seen = match r {
                 Ok(r) if r.status == 200 => match parse_array(&r.body) {
                     Some(a) => Some(a),

@@ -14,6 +14,7 @@
 
 pub mod kv_model;
 pub mod load;
+pub mod pki;
 
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -23,6 +24,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The node names of every test cluster, in the order tests index them.
@@ -165,6 +167,22 @@ impl Resp {
 /// One HTTP/1.1 call on a fresh connection (no pooling: a killed and
 /// restarted process never meets a stale connection), no redirects, no
 /// `Expect: 100-continue`. `Err` is a transport failure or a timeout.
+/// How `call` speaks TLS to an `https://` authority (`host:port`): set
+/// by the clusters that serve clients or backends over TLS.
+fn tls_registry() -> &'static Mutex<std::collections::HashMap<String, ureq::tls::TlsConfig>> {
+    static REG: OnceLock<Mutex<std::collections::HashMap<String, ureq::tls::TlsConfig>>> =
+        OnceLock::new();
+    REG.get_or_init(Default::default)
+}
+
+/// Calls to `https://AUTHORITY/...` trust and present what `tls` says.
+pub fn use_tls_for(authority: &str, tls: ureq::tls::TlsConfig) {
+    tls_registry()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(authority.to_string(), tls);
+}
+
 pub fn call(
     method: &str,
     url: &str,
@@ -172,7 +190,19 @@ pub fn call(
     body: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<Resp, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    let tls = url.strip_prefix("https://").and_then(|rest| {
+        let authority = rest.split('/').next().unwrap_or("");
+        tls_registry()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(authority)
+            .cloned()
+    });
+    let mut config = ureq::Agent::config_builder();
+    if let Some(tls) = tls {
+        config = config.tls_config(tls);
+    }
+    let agent: ureq::Agent = config
         .http_status_as_error(false)
         .max_redirects(0)
         .max_idle_connections(0)
@@ -270,6 +300,9 @@ pub enum Backends {
     Demo,
     /// nginx with WebDAV, one process per node, each with its own root.
     Nginx,
+    /// The same, over TLS (`https://127.0.0.1:PORT`, a certificate from
+    /// the cluster's test PKI, which the nodes trust by `backend_tls.ca`).
+    NginxTls,
 }
 
 /// How to build a test cluster.
@@ -290,6 +323,11 @@ pub struct Options {
     pub backups: usize,
     /// Extra sections at the end of every node's config.
     pub extra_toml: String,
+    /// Clients reach nodes over TLS (`[client_tls]`, certificates from
+    /// the cluster's test PKI).
+    pub client_tls: bool,
+    /// ...and must present a client certificate (`client_ca`).
+    pub require_client_cert: bool,
 }
 
 impl Default for Options {
@@ -304,6 +342,8 @@ impl Default for Options {
             limits_extra: String::new(),
             backups: 0,
             extra_toml: String::new(),
+            client_tls: false,
+            require_client_cert: false,
         }
     }
 }
@@ -320,17 +360,21 @@ pub struct Node {
     pub proc: Option<Proc>,
     pub backend: Option<Proc>,
     pub backend_log: PathBuf,
+    /// `http` or `https` (client TLS).
+    pub scheme: &'static str,
+    /// `http://127.0.0.1:PORT` or `https://127.0.0.1:PORT`.
+    pub backend_base: String,
 }
 
 impl Node {
-    /// `http://client/` + `path` (path starts with `/`).
+    /// `http(s)://client/` + `path` (path starts with `/`).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.client)
+        format!("{}://{}{path}", self.scheme, self.client)
     }
 
     /// The backend, directly (not through ordo).
     pub fn backend_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.backend_port)
+        format!("{}{path}", self.backend_base)
     }
 }
 
@@ -344,6 +388,8 @@ pub struct Cluster {
     pub extra_logs: Vec<(String, PathBuf)>,
     /// Extra processes to kill with the cluster.
     pub extra: Vec<Proc>,
+    /// The client-port and backend PKI (`DIR/pki`), when used.
+    pub pki: Option<pki::Pki>,
 }
 
 /// Why a start attempt failed.
@@ -376,9 +422,10 @@ impl Cluster {
 
     fn try_start(opts: Options) -> Result<Cluster, StartError> {
         let nginx = match opts.backends {
-            Backends::Nginx => Some(nginx_binary()),
+            Backends::Nginx | Backends::NginxTls => Some(nginx_binary()),
             Backends::Demo => None,
         };
+        let backend_tls = opts.backends == Backends::NginxTls;
         let dir = tempfile::Builder::new()
             .prefix("ordo-e2e-")
             .tempdir()
@@ -392,6 +439,8 @@ impl Cluster {
             .collect();
         ordo::mesh::certs::make_certs("e2e", &names, &root.join("certs"))
             .map_err(|e| StartError::Other(format!("certs: {e}")))?;
+        let pki = (opts.client_tls || backend_tls).then(|| pki::Pki::new(&root.join("pki")));
+        let client_cert = pki.as_ref().map(|p| p.client("load-client"));
         let total = names.len();
         let ports = free_ports(3 * total);
         let mut nodes: Vec<Node> = names
@@ -408,8 +457,32 @@ impl Cluster {
                 proc: None,
                 backend: None,
                 backend_log: root.join(format!("logs/{name}-backend.log")),
+                scheme: if opts.client_tls { "https" } else { "http" },
+                backend_base: if backend_tls {
+                    format!("https://127.0.0.1:{}", ports[2 * total + i])
+                } else {
+                    format!("http://127.0.0.1:{}", ports[2 * total + i])
+                },
             })
             .collect();
+        if let Some(pki) = &pki {
+            for n in &nodes {
+                if opts.client_tls {
+                    pki.server(&format!("{}-client-port", n.name));
+                    use_tls_for(
+                        &n.client.to_string(),
+                        pki::ureq_tls(&pki.ca(), client_cert.as_ref()),
+                    );
+                }
+                if backend_tls {
+                    pki.server(&format!("{}-backend", n.name));
+                    use_tls_for(
+                        &format!("127.0.0.1:{}", n.backend_port),
+                        pki::ureq_tls(&pki.ca(), None),
+                    );
+                }
+            }
+        }
         for n in &nodes {
             let text = node_config(&opts, &nodes, n.index, "certs");
             std::fs::write(&n.config, text).expect("write config");
@@ -420,10 +493,11 @@ impl Cluster {
             nodes: Vec::new(),
             extra_logs: Vec::new(),
             extra: Vec::new(),
+            pki,
         };
         for n in &mut nodes {
             n.backend = Some(match &nginx {
-                Some(bin) => start_nginx(bin, &root, n),
+                Some(bin) => start_nginx(bin, &root, n, backend_tls),
                 None => start_demo_backend(n, &cluster.opts),
             });
         }
@@ -598,13 +672,15 @@ impl Cluster {
     /// `ordo admin ARGS --node URL` against node `i`: whether it
     /// succeeded, and its output (stdout and stderr).
     pub fn admin(&self, i: usize, args: &[&str]) -> (bool, String) {
-        let out = Command::new(ordo_bin())
-            .arg("admin")
-            .arg("--node")
-            .arg(self.nodes[i].url(""))
-            .args(args)
-            .output()
-            .expect("ordo admin runs");
+        let mut cmd = Command::new(ordo_bin());
+        cmd.arg("admin").arg("--node").arg(self.nodes[i].url(""));
+        if let (true, Some(pki)) = (self.opts.client_tls, &self.pki) {
+            let dir = &pki.dir;
+            cmd.arg("--ca").arg(pki.ca());
+            cmd.arg("--cert").arg(dir.join("load-client.pem"));
+            cmd.arg("--key").arg(dir.join("load-client.key"));
+        }
+        let out = cmd.args(args).output().expect("ordo admin runs");
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
         (out.status.success(), text)
@@ -738,6 +814,25 @@ fn node_config(opts: &Options, nodes: &[Node], i: usize, certs: &str) -> String 
     for m in nodes {
         let _ = writeln!(peers, "{} = \"{}\"", m.name, m.peer);
     }
+    let mut tls_sections = String::new();
+    if opts.client_tls {
+        let _ = writeln!(
+            tls_sections,
+            "[client_tls]\ncert = \"pki/{0}-client-port.pem\"\nkey = \"pki/{0}-client-port.key\"",
+            n.name
+        );
+        if opts.require_client_cert {
+            let _ = writeln!(tls_sections, "client_ca = \"pki/ca.pem\"");
+        }
+    }
+    let backend = if opts.backends == Backends::NginxTls {
+        format!(
+            "backend = \"https://127.0.0.1:{}\"\nbackend_tls = {{ ca = \"pki/ca.pem\" }}",
+            n.backend_port
+        )
+    } else {
+        format!("backend = \"http://127.0.0.1:{}\"", n.backend_port)
+    };
     format!(
         r#"cluster = "e2e"
 node = "{name}"
@@ -752,12 +847,13 @@ ca = "{certs}/ca.pem"
 cert = "{certs}/{name}.pem"
 key = "{certs}/{name}.key"
 
+{tls_sections}
 [nodes]
 {peers}
 [[services]]
 name = "kv"
 prefix = "{prefix}"
-backend = "http://127.0.0.1:{backend}"
+{backend}
 active = ["north", "east", "west"]
 {service_extra}
 
@@ -771,7 +867,6 @@ update_timeout_ms = {timeout}
         client = n.client,
         peer = n.peer,
         prefix = opts.prefix,
-        backend = n.backend_port,
         max_body = opts.max_body_bytes,
         timeout = opts.update_timeout_ms,
         service_extra = opts.service_extra,
@@ -816,6 +911,27 @@ pub fn nginx_binary() -> PathBuf {
         })
 }
 
+/// Every file under `root`: relative path -> content.
+pub fn files_under(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<String, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).expect("read_dir") {
+            let p = entry.expect("dir entry").path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).expect("under root");
+                out.insert(
+                    rel.to_string_lossy().into_owned(),
+                    std::fs::read(&p).expect("read file"),
+                );
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
 /// The WebDAV root of node `i`'s nginx.
 pub fn nginx_root(cluster_dir: &Path, name: &str) -> PathBuf {
     cluster_dir.join(format!("nginx-{name}/root"))
@@ -823,7 +939,7 @@ pub fn nginx_root(cluster_dir: &Path, name: &str) -> PathBuf {
 
 /// One nginx in the foreground, one process, everything under
 /// `DIR/nginx-NAME/`: works as root and as any other user.
-fn start_nginx(bin: &Path, dir: &Path, n: &Node) -> Proc {
+fn start_nginx(bin: &Path, dir: &Path, n: &Node, tls: bool) -> Proc {
     let prefix = dir.join(format!("nginx-{}", n.name));
     std::fs::create_dir_all(prefix.join("root")).expect("nginx root");
     let p = prefix.display();
@@ -843,7 +959,8 @@ http {{
     scgi_temp_path {p}/scgi;
     client_max_body_size 1m;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{ssl};
+        {certs}
         root {p}/root;
         location / {{
             dav_methods PUT DELETE MKCOL COPY MOVE;
@@ -854,6 +971,16 @@ http {{
 "#,
         log = n.backend_log.display(),
         port = n.backend_port,
+        ssl = if tls { " ssl" } else { "" },
+        certs = if tls {
+            format!(
+                "ssl_certificate {pki}/{name}-backend.pem; ssl_certificate_key {pki}/{name}-backend.key;",
+                pki = dir.join("pki").display(),
+                name = n.name
+            )
+        } else {
+            String::new()
+        },
     );
     let conf_path = prefix.join("nginx.conf");
     let mut f = File::create(&conf_path).expect("nginx.conf");
