@@ -132,6 +132,7 @@ pub(super) fn group_config(sc: &Scenario) -> GroupConfig {
         },
         promise_bytes_max: sc.promise_bytes,
         new_cluster: true,
+        name: "svc".into(),
         bugs: Bugs {
             proposer: ProposerBugs {
                 skip_phase1: b.skip_phase1,

@@ -78,10 +78,11 @@ pub struct BackendTls {
 }
 
 /// One entry of `nodes`: its peer address, as `"host:port"`, or a table
-/// `{ addr = "host:port", pins = ["key-sha256:..."] }`.
+/// `{ addr = "host:port", pins = ["key-sha256:..."] }`. The host is an IP
+/// address or a DNS name, looked up at every connection attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeEntry {
-    pub addr: SocketAddr,
+    pub addr: String,
     /// The node is trusted by these pins instead of the CA; two while
     /// its certificate is being replaced.
     pub pins: Vec<String>,
@@ -92,7 +93,7 @@ impl<'de> Deserialize<'de> for NodeEntry {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Table {
-            addr: SocketAddr,
+            addr: String,
             #[serde(default)]
             pins: Vec<String>,
         }
@@ -105,9 +106,8 @@ impl<'de> Deserialize<'de> for NodeEntry {
                 )
             }
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<NodeEntry, E> {
-                let addr = s.parse().map_err(|e| E::custom(format!("{s:?}: {e}")))?;
                 Ok(NodeEntry {
-                    addr,
+                    addr: s.to_string(),
                     pins: Vec::new(),
                 })
             }
@@ -423,19 +423,21 @@ impl Config {
                 format!("{:?} is not in nodes ({})", self.node, known.join(", ")),
             ));
         };
-        let me = me.addr;
-        if me.port() != self.listen.peer.port() {
+        let my_port = peer_port(&format!("nodes.{}", self.node), &me.addr)?;
+        if my_port != self.listen.peer.port() {
             return Err(err(
                 "listen.peer",
                 format!(
-                    "port {} differs from this node's address in nodes.{} ({me})",
+                    "port {} differs from this node's address in nodes.{} ({})",
                     self.listen.peer.port(),
-                    self.node
+                    self.node,
+                    me.addr
                 ),
             ));
         }
         let mut seen = BTreeMap::new();
         for (name, entry) in &self.nodes {
+            peer_port(&format!("nodes.{name}"), &entry.addr)?;
             let addr = &entry.addr;
             for (j, pin) in entry.pins.iter().enumerate() {
                 pin.parse::<crate::tls::pins::Pin>()
@@ -447,7 +449,7 @@ impl Config {
                     "has no pins, and there is no tls.ca to trust it by: give one or the other",
                 ));
             }
-            if let Some(other) = seen.insert(*addr, name) {
+            if let Some(other) = seen.insert(addr.to_ascii_lowercase(), name) {
                 return Err(err(
                     format!("nodes.{name}"),
                     format!("address {addr} is also nodes.{other}'s"),
@@ -623,7 +625,18 @@ impl Config {
             .map(|(n, e)| {
                 (
                     n.clone(),
-                    e.pins.iter().filter_map(|p| p.parse().ok()).collect(),
+                    // `validate` refused bad pins; should one get here
+                    // anyway, it fails closed (a pin nothing matches),
+                    // never open (the node trusted by the CA instead).
+                    e.pins
+                        .iter()
+                        .map(|p| {
+                            p.parse().unwrap_or(crate::tls::pins::Pin {
+                                kind: crate::tls::pins::PinKind::Cert,
+                                sha256: [0; 32],
+                            })
+                        })
+                        .collect(),
                 )
             })
             .collect();
@@ -767,6 +780,39 @@ impl Config {
     }
 }
 
+/// A peer address, `ip:port`, `[ipv6]:port` or `dns-name:port`: its port.
+fn peer_port(key: &str, addr: &str) -> Result<u16, ConfigError> {
+    if let Ok(a) = addr.parse::<SocketAddr>() {
+        return Ok(a.port());
+    }
+    let bad = |why: &str| {
+        err(
+            key,
+            format!(
+                "{addr:?} is not a peer address like \"10.0.1.10:9080\" or \"north.ordo.svc:9080\": {why}"
+            ),
+        )
+    };
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| bad("the port is not a number up to 65535"))?;
+    if port == 0 {
+        return Err(bad("port 0"));
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if host.is_empty() || host.len() > 253 || !host.trim_end_matches('.').split('.').all(label_ok) {
+        return Err(bad("the host is neither an IP address nor a DNS name"));
+    }
+    Ok(port)
+}
+
 /// Whether the backend URL is https.
 fn check_backend_url(key: &str, url: &str) -> Result<bool, ConfigError> {
     let bad = || {
@@ -845,7 +891,7 @@ active = ["north", "east", "west"]
             &format!("west = {{ addr = \"127.0.0.1:9082\", pins = [\"{pin}\"] }}"),
         ) + "[client_tls]\ncert = \"c.pem\"\nkey = \"c.key\"\n";
         let c = Config::parse(&text).expect("valid");
-        assert_eq!(c.nodes["west"].addr.port(), 9082);
+        assert_eq!(c.nodes["west"].addr, "127.0.0.1:9082");
         let tls = c.mesh_tls();
         assert_eq!(tls.pins.len(), 1);
         assert_eq!(tls.pins["west"][0].to_string(), pin);
@@ -861,6 +907,19 @@ active = ["north", "east", "west"]
         other.tls.cert = "new.pem".into();
         other.limits.lease_ms += 1;
         assert_eq!(c.needs_restart(&other), vec!["limits, reads or membership"]);
+    }
+
+    #[test]
+    fn node_addresses_may_be_dns_names() {
+        let text = GOOD
+            .replace("127.0.0.1:9082", "west-0.ordo.shop.svc.cluster.local:9082")
+            .replace("north = \"127.0.0.1:9080\"", "north = \"[::1]:9080\"");
+        let c = Config::parse(&text).expect("valid");
+        assert_eq!(
+            c.nodes["west"].addr,
+            "west-0.ordo.shop.svc.cluster.local:9082"
+        );
+        assert_eq!(c.nodes["north"].addr, "[::1]:9080");
     }
 
     fn error_of(from: &str, to: &str) -> String {
@@ -953,6 +1012,16 @@ active = ["north", "east", "west"]
                 "west = \"127.0.0.1:9082\"",
                 "west = { addr = \"127.0.0.1:9082\", pin = [] }",
                 "unknown field `pin`",
+            ),
+            (
+                "west = \"127.0.0.1:9082\"",
+                "west = \"west ordo:9082\"",
+                "nodes.west: \"west ordo:9082\" is not a peer address",
+            ),
+            (
+                "west = \"127.0.0.1:9082\"",
+                "west = \"west.ordo.svc\"",
+                "nodes.west: \"west.ordo.svc\" is not a peer address like",
             ),
             (
                 "west = \"127.0.0.1:9082\"",

@@ -41,6 +41,10 @@ enum Command {
         /// never in a unit file that restarts the node.
         #[arg(long)]
         init: bool,
+        /// `text` (default) or `json`: one JSON object per line, with the
+        /// node, and the service where there is one, on every line.
+        #[arg(long, value_enum, default_value_t = ordo::logs::LogFormat::Text)]
+        log_format: ordo::logs::LogFormat,
     },
     /// Validate a node's configuration file; every error names the key.
     CheckConfig {
@@ -530,15 +534,7 @@ fn admin_main(args: AdminArgs) -> Result<i32> {
 }
 
 fn init_logs(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // Colours only on a terminal: a log file or journal gets plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init();
+    ordo::logs::init(default, ordo::logs::LogFormat::Text, None);
 }
 
 fn fingerprint_main(cert: &std::path::Path) -> Result<i32> {
@@ -551,9 +547,9 @@ fn fingerprint_main(cert: &std::path::Path) -> Result<i32> {
     Ok(0)
 }
 
-fn run_node(file: &std::path::Path, init: bool) -> Result<i32> {
-    init_logs("ordo=info");
+fn run_node(file: &std::path::Path, init: bool, log_format: ordo::logs::LogFormat) -> Result<i32> {
     let cfg = ordo::config::Config::load(file).map_err(|e| anyhow::anyhow!("config: {e}"))?;
+    ordo::logs::init("ordo=info", log_format, Some(&cfg.node));
     let file = file.to_path_buf();
     actix::System::new().block_on(async move {
         // Before the node starts: SIGHUP's default action ends the process.
@@ -608,7 +604,11 @@ fn main() {
             sim_main(args)
         }
         Command::CheckConfig { file } => check_config(&file),
-        Command::Run { config, init } => run_node(&config, init),
+        Command::Run {
+            config,
+            init,
+            log_format,
+        } => run_node(&config, init, log_format),
         Command::Demo { dir, base_port } => {
             init_logs("ordo=error");
             let opts = ordo::demo::cluster::DemoOptions { dir, base_port };

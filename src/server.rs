@@ -56,7 +56,7 @@ impl RunningNode {
     /// A handle that reloads the node's TLS settings (SIGHUP).
     pub fn tls(&self) -> TlsReloader {
         TlsReloader {
-            mesh: self.mesh.as_ref().map(Mesh::tls),
+            mesh: self.mesh.as_ref().map(Mesh::handle),
             client: self.client_tls.clone(),
         }
     }
@@ -74,7 +74,7 @@ impl RunningNode {
 /// clone.
 #[derive(Clone)]
 pub struct TlsReloader {
-    mesh: Option<crate::mesh::MeshTls>,
+    mesh: Option<crate::mesh::MeshHandle>,
     client: Option<ClientPortTls>,
 }
 
@@ -84,20 +84,23 @@ impl TlsReloader {
     /// bad file changes neither. Other settings in `cfg` are not applied
     /// (they need a restart: `Config::needs_restart`).
     pub fn reload(&self, cfg: &Config) -> Result<()> {
-        let names: Vec<String> = cfg.nodes.keys().cloned().collect();
-        let mesh_tls = cfg.mesh_tls();
-        // Load everything first, so a bad file changes nothing.
-        crate::mesh::tls::PeerTls::load(&mesh_tls, &names, cfg.node_id().0 as usize)
-            .context("tls")?;
-        let client_files = cfg.client_tls_files();
-        if let (Some(files), Some(_)) = (&client_files, &self.client) {
-            ClientPortTls::new(files).context("client_tls")?;
+        // Load and check everything first, once; then use exactly that.
+        // A bad file changes nothing.
+        let mesh = match &self.mesh {
+            Some(m) => Some((m, m.prepare(&cfg.mesh_tls()).context("tls")?)),
+            None => None,
+        };
+        let client = match (cfg.client_tls_files(), &self.client) {
+            (Some(files), Some(tls)) => {
+                Some((tls, ClientPortTls::prepare(&files).context("client_tls")?))
+            }
+            _ => None,
+        };
+        if let Some((m, next)) = mesh {
+            m.apply(next);
         }
-        if let Some(m) = &self.mesh {
-            m.reload(&mesh_tls).context("tls")?;
-        }
-        if let (Some(files), Some(tls)) = (&client_files, &self.client) {
-            tls.reload(files).context("client_tls")?;
+        if let Some((tls, next)) = client {
+            tls.apply(next);
         }
         Ok(())
     }
@@ -111,7 +114,7 @@ impl TlsReloader {
         Option<rustls::pki_types::CertificateDer<'static>>,
     ) {
         (
-            self.mesh.as_ref().map(crate::mesh::MeshTls::certificate),
+            self.mesh.as_ref().map(crate::mesh::MeshHandle::certificate),
             self.client.as_ref().map(ClientPortTls::certificate),
         )
     }
@@ -135,8 +138,11 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
     let store = FjallStore::open(&cfg.data_dir)
         .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?;
     let node_id = cfg.node_id();
-    let nodes: Vec<(String, std::net::SocketAddr)> =
-        cfg.nodes.iter().map(|(n, e)| (n.clone(), e.addr)).collect();
+    let nodes: Vec<(String, String)> = cfg
+        .nodes
+        .iter()
+        .map(|(n, e)| (n.clone(), e.addr.clone()))
+        .collect();
     // The client port's TLS first: a bad file stops the start here.
     let client_tls = match cfg.client_tls_files() {
         Some(files) => Some(ClientPortTls::new(&files).context("client_tls")?),
@@ -173,6 +179,7 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
         };
         let mut group_cfg = GroupConfig {
             new_cluster: init,
+            name: s.name.clone(),
             ..GroupConfig::default()
         };
         let m = &cfg.membership;
@@ -267,6 +274,18 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
         cfg.limits.max_inflight_updates,
     );
     gw.admin_token = admin_token;
+    gw.metrics = Some(Arc::new(crate::metrics::NodeMetrics::new(
+        &cfg.node,
+        gw.services()
+            .iter()
+            .map(|s| crate::metrics::ServiceSource {
+                name: s.name.clone(),
+                status: s.handle.status.clone(),
+            })
+            .collect(),
+        Some(Box::new(mesh.handle())),
+        gw.read_limits,
+    )));
     gw.body_timeout = Duration::from_millis(cfg.limits.body_timeout_ms);
     let gw = Arc::new(gw);
     let app_gw = gw.clone();

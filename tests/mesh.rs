@@ -120,10 +120,15 @@ impl Cluster {
     }
 
     fn mesh_config(&self, i: usize) -> MeshConfig {
+        // east by a DNS name, looked up at every connection attempt; the
+        // others by IP address.
         let nodes = NAMES
             .iter()
             .zip(&self.addrs)
-            .map(|(n, a)| (n.to_string(), *a))
+            .map(|(n, a)| match *n {
+                "east" => (n.to_string(), format!("localhost:{}", a.port())),
+                _ => (n.to_string(), a.to_string()),
+            })
             .collect();
         let mut paths = TlsPaths::in_dir(self.certs.path(), NAMES[i]);
         paths.pins = self.pins.clone();
@@ -301,8 +306,11 @@ impl Cluster {
         paths.ca = (!self.no_ca).then(|| ca.to_path_buf());
         paths.pins = self.pins.clone();
         let names: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
-        let config =
-            tls::client_config(&paths, &tls::Trust::load(&paths, &names).unwrap()).unwrap();
+        let config = tls::client_config(
+            ordo::tls::files::certified_key(&paths.cert, &paths.key).unwrap(),
+            &tls::Trust::load(&paths, &names).unwrap(),
+        )
+        .unwrap();
         let tcp = TcpStream::connect(self.addrs[to]).await?;
         TlsConnector::from(config)
             .connect(tls::server_name(NAMES[to]).unwrap(), tcp)
@@ -726,4 +734,57 @@ async fn a_cluster_trusted_by_pins_alone_needs_no_ca() {
     cfg.listen = "127.0.0.1:0".parse().unwrap();
     let err = Mesh::start(cfg).err().expect("south is trusted by nothing");
     assert!(err.to_string().contains("south"), "{err}");
+}
+
+/// A reload withdraws trust at once: north stops trusting west's key, and
+/// west's open connection is closed and its new ones refused (it would
+/// not reconnect had its old connection survived); reloading the old
+/// settings lets it back in.
+#[actix::test]
+async fn a_reload_cuts_off_a_peer_that_is_no_longer_trusted() {
+    let mut c = Cluster::new();
+    c.start_all().await;
+    c.appends("a", 10, &[0, 1, 2]).await;
+    c.wait_converged().await;
+    assert_eq!(c.mesh(0).stats().refused_total(), 0);
+
+    let mut paths = TlsPaths::in_dir(c.certs.path(), "north");
+    paths.pins.insert(
+        "west".into(),
+        vec![Cluster::key_pin(c.certs.path(), "east")],
+    );
+    c.mesh(0).handle().reload(&paths).unwrap();
+    assert_eq!(c.mesh(0).stats().tls_reloads, 1);
+    let west_up = |c: &Cluster| {
+        c.mesh(0)
+            .peers()
+            .into_iter()
+            .find(|(n, _, _)| n == "west")
+            .map(|(_, i, o)| (i, o))
+    };
+    wait_for!(
+        "west's connections to and from north to be gone",
+        west_up(&c) == Some((false, false))
+    );
+    wait_for!(
+        "west's reconnections to be refused as unpinned",
+        c.mesh(0).stats().refused(Refusal::Unpinned) > 1
+    );
+    assert_eq!(west_up(&c), Some((false, false)), "west got back in");
+    // north and east go on (through east: west may be the leader).
+    c.appends("b", 10, &[1]).await;
+
+    // A reload with a file that does not load changes nothing.
+    let mut broken = TlsPaths::in_dir(c.certs.path(), "north");
+    broken.key = c.certs.path().join("east.key");
+    assert!(c.mesh(0).handle().reload(&broken).is_err());
+    assert_eq!(c.mesh(0).stats().tls_reloads, 1);
+
+    c.mesh(0)
+        .handle()
+        .reload(&TlsPaths::in_dir(c.certs.path(), "north"))
+        .unwrap();
+    wait_for!("west back in", west_up(&c) == Some((true, true)));
+    c.appends("c", 10, &[0, 1, 2]).await;
+    c.wait_converged().await;
 }

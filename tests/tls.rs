@@ -339,7 +339,8 @@ fn certificates_rotated_by_sighup_under_load_fail_no_request() {
         let me = (i + 1) % NODES.len();
         let paths = ordo::mesh::tls::TlsPaths::in_dir(&dir.join("certs"), NODES[me]);
         let trust = ordo::mesh::tls::Trust::load(&paths, &names).expect("trust");
-        let mesh = ordo::mesh::tls::client_config(&paths, &trust).expect("mesh client");
+        let key = ordo::tls::files::certified_key(&paths.cert, &paths.key).expect("key");
+        let mesh = ordo::mesh::tls::client_config(key, &trust).expect("mesh client");
         wait_until(
             &format!("{}'s peer port to present its new certificate", n.name),
             WAIT,

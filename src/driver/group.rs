@@ -41,6 +41,9 @@ pub struct GroupConfig {
     /// Deliberate protocol bugs, for showing that the checks catch them.
     /// Only the sim and tests set any.
     pub bugs: Bugs,
+    /// The service's name, for the shells' logs (`service=` on every
+    /// line of its actors).
+    pub name: String,
 }
 
 impl Default for GroupConfig {
@@ -52,6 +55,7 @@ impl Default for GroupConfig {
             promise_bytes_max: PROMISE_BYTES_MAX_DEFAULT,
             new_cluster: true,
             bugs: Bugs::default(),
+            name: String::new(),
         }
     }
 }

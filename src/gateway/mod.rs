@@ -74,6 +74,8 @@ pub struct Gateway {
     /// Request ids: a random boot nonce and a counter.
     boot: u64,
     seq: AtomicU64,
+    /// What `/metrics` shows; requests are counted into it.
+    pub metrics: Option<Arc<crate::metrics::NodeMetrics>>,
 }
 
 impl Gateway {
@@ -105,6 +107,7 @@ impl Gateway {
             admin_token: None,
             boot: crate::node::os_rng().next_u64(),
             seq: AtomicU64::new(0),
+            metrics: None,
         }
     }
 
@@ -255,6 +258,7 @@ pub fn configure(gw: Arc<Gateway>) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/readyz", web::head().to(readyz))
             .route("/_ordo/status", web::get().to(status))
             .route("/_ordo/status", web::head().to(status))
+            .route("/_ordo/metrics", web::get().to(metrics))
             .service(
                 web::resource("/_ordo/admin/services/{service}/import")
                     .app_data(web::PayloadConfig::new(admin::RESEED_BYTES_MAX))
@@ -391,7 +395,27 @@ async fn read_body(
     }
 }
 
+/// A client request: answered by [`serve`], and counted.
 async fn handle(gw: web::Data<Gateway>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+    let Some(m) = gw.metrics.clone() else {
+        return serve(gw, req, payload).await;
+    };
+    let start = std::time::Instant::now();
+    let kind = match (is_read(req.method()), wants_fresh(&req)) {
+        (true, false) => crate::metrics::Kind::Read,
+        (true, true) => crate::metrics::Kind::FreshRead,
+        (false, _) => crate::metrics::Kind::Update,
+    };
+    let service = gw
+        .route(req.path())
+        .map_or("", |s| s.name.as_str())
+        .to_string();
+    let resp = serve(gw, req, payload).await;
+    m.request(&service, kind, resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+async fn serve(gw: web::Data<Gateway>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
     if let Some(refusal) = unproxiable(&req) {
         return refusal;
     }
@@ -732,6 +756,30 @@ async fn readyz(gw: web::Data<Gateway>) -> HttpResponse {
 }
 
 /// The node's view of each service, as JSON.
+/// `GET /_ordo/metrics`: the Prometheus (OpenMetrics) text exposition
+/// (read-only, like
+/// `/_ordo/status`).
+async fn metrics(gw: web::Data<Gateway>) -> HttpResponse {
+    let Some(m) = &gw.metrics else {
+        return plain(
+            StatusCode::NOT_FOUND,
+            "ordo: no metrics on this node".into(),
+        );
+    };
+    let text = m.render(
+        |name| {
+            gw.services
+                .iter()
+                .find(|s| s.name == name)
+                .map_or(0, |s| s.waiters.waiting())
+        },
+        gw.inflight.load(Ordering::Relaxed),
+    );
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(text)
+}
+
 async fn status(gw: web::Data<Gateway>) -> HttpResponse {
     let now = crate::node::now();
     let services: Vec<serde_json::Value> = gw

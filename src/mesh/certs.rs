@@ -361,4 +361,34 @@ mod tests {
         assert!(matches!(err, CertError::NotOurCa(_)), "{err}");
         assert!(!out.path().join("east.pem").exists());
     }
+
+    /// A node certificate its peers would refuse as a server (no
+    /// serverAuth usage) is refused at start, not by every peer later.
+    #[test]
+    fn a_node_certificate_without_server_usage_is_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["north".to_string(), "east".to_string()];
+        make_certs("test", &names, dir.path()).unwrap();
+        let ca_key =
+            KeyPair::from_pem(&std::fs::read_to_string(dir.path().join("ca.key")).unwrap())
+                .unwrap();
+        let ca = ca_params("test", OffsetDateTime::now_utc())
+            .self_signed(&ca_key)
+            .unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["north".to_string()]).unwrap();
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        std::fs::write(out.path().join("north.pem"), cert.pem()).unwrap();
+        std::fs::write(out.path().join("north.key"), key.serialize_pem()).unwrap();
+        let mut paths = crate::mesh::tls::TlsPaths::in_dir(dir.path(), "north");
+        paths.cert = out.path().join("north.pem");
+        paths.key = out.path().join("north.key");
+        let err = crate::mesh::tls::PeerTls::load(&paths, &names, 0)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("as a server certificate"), "{err}");
+    }
 }

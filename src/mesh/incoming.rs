@@ -114,8 +114,9 @@ async fn incoming(
     let (replaced_tx, mut replaced) = oneshot::channel::<()>();
     {
         let mut inbound = shared.inbound.lock().unwrap_or_else(|e| e.into_inner());
-        // Under the reload's lock: a reload either sees this connection
-        // or has bumped the generation before it.
+        // A reload bumps the generation before it takes this lock to close
+        // what is registered: so it either finds this connection here, or
+        // has bumped the generation that this check sees.
         if *shared.tls_generation.borrow() != generation {
             tracing::info!(node = me, peer = peer_name, %addr, "peer connection closed: TLS settings were reloaded during its handshake");
             return;

@@ -43,7 +43,7 @@ use outgoing::peer_loop;
 use stats::{Counters, bump};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tls::{PeerTls, TlsPaths};
@@ -58,8 +58,10 @@ pub struct MeshConfig {
     /// This node's name; its certificate must be valid for it.
     pub node: String,
     /// Every node of the cluster, this one included, in configuration
-    /// order: a node's [`NodeId`] is its index here.
-    pub nodes: Vec<(String, SocketAddr)>,
+    /// order: a node's [`NodeId`] is its index here. Addresses are
+    /// `host:port`; a host name is resolved at every connection attempt,
+    /// so a peer that moves (a Kubernetes pod rescheduled) is found again.
+    pub nodes: Vec<(String, String)>,
     /// Where to accept peers' connections (port 0: any free port).
     pub listen: SocketAddr,
     pub tls: TlsPaths,
@@ -87,7 +89,7 @@ impl MeshConfig {
     pub fn new(
         cluster: impl Into<String>,
         node: impl Into<String>,
-        nodes: Vec<(String, SocketAddr)>,
+        nodes: Vec<(String, String)>,
         listen: SocketAddr,
         tls: TlsPaths,
     ) -> MeshConfig {
@@ -147,6 +149,8 @@ struct Shared {
     tls: RwLock<PeerTls>,
     /// Bumped by every reload: connections made before it close.
     tls_generation: watch::Sender<u64>,
+    /// Per peer: whether this node's outgoing connection to it is up.
+    outbound_up: Vec<std::sync::atomic::AtomicBool>,
 }
 
 impl Shared {
@@ -266,7 +270,7 @@ impl Mesh {
             } else {
                 let (tx, rx) = mpsc::channel(cfg.queue_bound);
                 peers.push(Some(tx));
-                receivers.push((NodeId(i as u16), *addr, rx));
+                receivers.push((NodeId(i as u16), addr.clone(), rx));
             }
         }
         let shared = Arc::new(Shared {
@@ -281,6 +285,9 @@ impl Mesh {
             counters: Counters::default(),
             tls: RwLock::new(peer_tls),
             tls_generation: watch::Sender::new(0),
+            outbound_up: (0..names.len())
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
         });
         let timing = Timing {
             connect: cfg.connect_timeout,
@@ -350,9 +357,15 @@ impl Mesh {
         self.shared.counters.snapshot()
     }
 
-    /// A handle that reloads this mesh's TLS settings (`MeshTls::reload`).
-    pub fn tls(&self) -> MeshTls {
-        MeshTls {
+    /// Every other node's connections now (`MeshHandle::peers`).
+    pub fn peers(&self) -> Vec<(String, bool, bool)> {
+        self.handle().peers()
+    }
+
+    /// A handle on this mesh: reloads its TLS settings
+    /// (`MeshHandle::reload`), reads its counters and connections.
+    pub fn handle(&self) -> MeshHandle {
+        MeshHandle {
             shared: self.shared.clone(),
         }
     }
@@ -379,19 +392,56 @@ impl Drop for Mesh {
     }
 }
 
-/// Reloads a running mesh's TLS settings; cheap to clone.
+/// A handle on a running mesh: reloads its TLS settings, reads its
+/// counters and connections; cheap to clone.
 #[derive(Clone)]
-pub struct MeshTls {
+pub struct MeshHandle {
     shared: Arc<Shared>,
 }
 
-impl MeshTls {
+impl MeshHandle {
+    pub fn stats(&self) -> MeshStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Every other node's connections now: (name, incoming authenticated
+    /// connection up, outgoing connection up).
+    pub fn peers(&self) -> Vec<(String, bool, bool)> {
+        let s = &self.shared;
+        let inbound = s.inbound.lock().unwrap_or_else(|e| e.into_inner());
+        s.names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != s.me.0 as usize)
+            .map(|(i, name)| {
+                (
+                    name.clone(),
+                    inbound[i].is_some(),
+                    s.outbound_up[i].load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+
     /// Load this node's certificate, key, CA and pins again (the node
     /// list stays) and use them from now on: every connection is closed
     /// and made again under them. On error nothing changes.
     pub fn reload(&self, paths: &TlsPaths) -> Result<(), MeshError> {
+        let next = self.prepare(paths)?;
+        self.apply(next);
+        Ok(())
+    }
+
+    /// Load and check what [`MeshHandle::apply`] would use, for this node
+    /// of this mesh, without using it yet.
+    pub fn prepare(&self, paths: &TlsPaths) -> Result<PeerTls, MeshError> {
         let s = &self.shared;
-        let next = PeerTls::load(paths, &s.names, s.me.0 as usize)?;
+        Ok(PeerTls::load(paths, &s.names, s.me.0 as usize)?)
+    }
+
+    /// Use `next` from now on; close every connection.
+    pub fn apply(&self, next: PeerTls) {
+        let s = &self.shared;
         *s.tls.write().unwrap_or_else(|e| e.into_inner()) = next;
         s.tls_generation.send_modify(|g| *g += 1);
         // Dropping their senders closes the incoming connections; the
@@ -409,7 +459,6 @@ impl MeshTls {
             node = s.my_name(),
             "mesh TLS reloaded; reconnecting to every peer"
         );
-        Ok(())
     }
 
     /// The certificate this node presents to its peers now.

@@ -9,7 +9,6 @@ use super::frame::{self, Frame, FrameError, MAX_HELLO_BYTES};
 use super::stats::{Refusal, bump};
 use super::{Shared, Timing, tls};
 use crate::paxos::ballot::NodeId;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -33,7 +32,7 @@ enum ConnectError {
 pub(super) async fn peer_loop(
     shared: Arc<Shared>,
     peer: NodeId,
-    addr: SocketAddr,
+    addr: String,
     mut rx: mpsc::Receiver<Vec<u8>>,
     timing: Timing,
 ) {
@@ -50,7 +49,7 @@ pub(super) async fn peer_loop(
         let connector = shared.peer_tls().connector;
         let attempt = tokio::time::timeout(
             timing.connect,
-            connect(&shared, peer, addr, &connector, timing),
+            connect(&shared, peer, &addr, &connector, timing),
         )
         .await
         .unwrap_or_else(|_| {
@@ -65,7 +64,10 @@ pub(super) async fn peer_loop(
                 tracing::info!(node = me, peer = peer_name, %addr, "connected to peer");
                 backoff = timing.backoff_min;
                 last_problem = None;
+                let up = &shared.outbound_up[peer.0 as usize];
+                up.store(true, Ordering::Relaxed);
                 let why = write_queue(&shared, stream, &mut rx, &mut reloaded, timing).await;
+                up.store(false, Ordering::Relaxed);
                 tracing::info!(node = me, peer = peer_name, %addr, "connection to peer closed: {why}");
             }
             Err(e) => {
@@ -104,11 +106,12 @@ pub(super) async fn peer_loop(
 async fn connect(
     shared: &Shared,
     peer: NodeId,
-    addr: SocketAddr,
+    addr: &str,
     connector: &TlsConnector,
     timing: Timing,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConnectError> {
     let peer_name = shared.name(peer);
+    // A host name is looked up again at every attempt.
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| ConnectError::Unreachable(e.to_string()))?;

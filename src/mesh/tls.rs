@@ -25,6 +25,7 @@ use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signat
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig,
     SignatureScheme,
@@ -275,15 +276,24 @@ impl ServerCertVerifier for NamedPeer {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let t = &self.0;
-        let pins = match server_name {
-            ServerName::DnsName(d) => t
-                .names
-                .iter()
-                .position(|n| n == d.as_ref())
-                .map(|i| t.pins[i].as_slice())
-                .unwrap_or(&[]),
-            _ => &[],
+        // Only ever a node's name (`outgoing` dials nodes); anything else
+        // is refused rather than trusted by the CA.
+        let node = match server_name {
+            ServerName::DnsName(d) => t.names.iter().position(|n| n == d.as_ref()),
+            _ => None,
         };
+        let Some(node) = node else {
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName,
+            ));
+        };
+        // As the server side does: one certificate, one node.
+        if cert_node(end_entity, &t.names).len() > 1 {
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName,
+            ));
+        }
+        let pins = t.pins[node].as_slice();
         if !pins.is_empty() {
             if !any_matches(pins, end_entity) {
                 return Err(rustls::Error::InvalidCertificate(
@@ -312,8 +322,10 @@ impl ServerCertVerifier for NamedPeer {
 }
 
 /// The server side: requires a client certificate that `trust` accepts.
-pub fn server_config(paths: &TlsPaths, trust: &Arc<Trust>) -> Result<Arc<ServerConfig>, TlsError> {
-    let key = certified_key(&paths.cert, &paths.key)?;
+pub fn server_config(
+    key: Arc<CertifiedKey>,
+    trust: &Arc<Trust>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Config(e.to_string()))?
@@ -328,8 +340,10 @@ pub fn server_config(paths: &TlsPaths, trust: &Arc<Trust>) -> Result<Arc<ServerC
 
 /// The client side: presents this node's certificate and verifies the
 /// server as the node it connects to.
-pub fn client_config(paths: &TlsPaths, trust: &Arc<Trust>) -> Result<Arc<ClientConfig>, TlsError> {
-    let key = certified_key(&paths.cert, &paths.key)?;
+pub fn client_config(
+    key: Arc<CertifiedKey>,
+    trust: &Arc<Trust>,
+) -> Result<Arc<ClientConfig>, TlsError> {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Config(e.to_string()))?
@@ -357,9 +371,12 @@ impl PeerTls {
     /// told at start (or at reload), not by its peers' refusals.
     pub fn load(paths: &TlsPaths, names: &[String], me: usize) -> Result<PeerTls, TlsError> {
         let trust = Trust::load(paths, names)?;
-        let chain = load_certs(&paths.cert)?;
-        certified_key(&paths.cert, &paths.key)?;
-        let own = chain[0].clone();
+        // Read once: what is checked here is what is presented.
+        let key = certified_key(&paths.cert, &paths.key)?;
+        let chain = key.cert.clone();
+        let Some(own) = chain.first().cloned() else {
+            return Err(file_error(&paths.cert, "no certificate"));
+        };
         let name = &names[me];
         if !cert_node(&own, names).contains(&me) {
             return Err(file_error(
@@ -385,16 +402,36 @@ impl PeerTls {
                     ),
                 ));
             }
-        } else if !trust.ca_accepts(&chain) {
+        } else {
+            // As its peers will check it: as a client certificate, and as
+            // a server certificate for its name (another key usage).
             let ca = paths.ca.as_deref().unwrap_or(Path::new("tls.ca"));
-            return Err(file_error(
-                &paths.cert,
-                format!("not accepted by the CA in {}", ca.display()),
-            ));
+            let as_server = trust.ca_servers.as_ref().map(|v| {
+                v.verify_server_cert(&own, &chain[1..], &server_name(name)?, &[], UnixTime::now())
+                    .map_err(|e| TlsError::Config(e.to_string()))
+            });
+            if !trust.ca_accepts(&chain) {
+                return Err(file_error(
+                    &paths.cert,
+                    format!(
+                        "not accepted by the CA in {} (as a client certificate)",
+                        ca.display()
+                    ),
+                ));
+            }
+            if let Some(Err(e)) = as_server {
+                return Err(file_error(
+                    &paths.cert,
+                    format!(
+                        "not accepted by the CA in {} as a server certificate for {name:?}: {e}",
+                        ca.display()
+                    ),
+                ));
+            }
         }
         Ok(PeerTls {
-            acceptor: TlsAcceptor::from(server_config(paths, &trust)?),
-            connector: TlsConnector::from(client_config(paths, &trust)?),
+            acceptor: TlsAcceptor::from(server_config(key.clone(), &trust)?),
+            connector: TlsConnector::from(client_config(key, &trust)?),
             trust,
             own,
         })
@@ -560,6 +597,61 @@ mod tests {
         assert!(
             err.contains("no cluster CA") && err.contains("north"),
             "{err}"
+        );
+    }
+
+    /// The client side alone (the server may refuse for its own reasons
+    /// too): a pinned node's server certificate must match its pin and be
+    /// valid for its name; the CA alone is not enough, a name that is no
+    /// node's is refused.
+    #[test]
+    fn the_client_side_checks_pins_and_names_of_the_node_it_dialled() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::mesh::certs::make_certs("t", &names(), dir.path()).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        crate::mesh::certs::issue(dir.path(), "t", &["west".to_string()], other.path()).unwrap();
+        let cert = |d: &Path, n: &str| load_certs(&d.join(format!("{n}.pem"))).unwrap().remove(0);
+        let west = cert(dir.path(), "west");
+        let east = cert(dir.path(), "east");
+        let mut paths = TlsPaths::in_dir(dir.path(), "north");
+        // west pinned; east pinned to its own key, so its pin matches but
+        // only for the name "east".
+        paths
+            .pins
+            .insert("west".into(), vec![Pin::of(&west).1.unwrap()]);
+        let verifier = NamedPeer(Trust::load(&paths, &names()).unwrap());
+        let check = |c: &CertificateDer<'_>, name: &str| {
+            let sn = ServerName::try_from(name.to_string()).unwrap();
+            verifier.verify_server_cert(c, &[], &sn, &[], UnixTime::now())
+        };
+        assert!(check(&west, "west").is_ok());
+        // CA-signed for west's name, not west's pin.
+        let err = check(&cert(other.path(), "west"), "west").unwrap_err();
+        assert_eq!(
+            err,
+            rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
+        );
+        // west's pin only pins west: east's certificate as west fails, and
+        // west's certificate for another (pinned) name fails on the name.
+        assert!(check(&east, "west").is_err());
+        paths
+            .pins
+            .insert("east".into(), vec![Pin::of(&west).1.unwrap()]);
+        let verifier = NamedPeer(Trust::load(&paths, &names()).unwrap());
+        let sn = ServerName::try_from("east").unwrap();
+        let err = verifier
+            .verify_server_cert(&west, &[], &sn, &[], UnixTime::now())
+            .unwrap_err();
+        assert_eq!(
+            err,
+            rustls::Error::InvalidCertificate(CertificateError::NotValidForName)
+        );
+        // Not a node: refused, not left to the CA.
+        let sn = ServerName::try_from("south").unwrap();
+        assert!(
+            verifier
+                .verify_server_cert(&east, &[], &sn, &[], UnixTime::now())
+                .is_err()
         );
     }
 }

@@ -148,6 +148,9 @@ pub struct Book {
     pub(crate) clients: Arc<dyn Clients>,
     pub(crate) status: Arc<GroupStatus>,
     pub(crate) backend: Arc<dyn Backend>,
+    /// Entered while the actors work: every line they log names the
+    /// service.
+    pub(crate) span: tracing::Span,
 }
 
 impl Book {
@@ -214,11 +217,15 @@ impl<R: Shelled> RoleActor<R> {
     }
 
     fn after(&mut self, ctx: &mut Context<Self>, out: Vec<Output>) {
+        let span = self.book.span.clone();
+        let _in_span = span.enter();
         R::publish(self.driver.role_mut(), &mut self.notes, &self.book);
         self.execute(ctx, out);
     }
 
     fn execute(&mut self, ctx: &mut Context<Self>, out: Vec<Output>) {
+        let span = self.book.span.clone();
+        let _in_span = span.enter();
         for o in out {
             match o {
                 Output::Send { to, role, msg } => self.book.route(to, role, msg),
@@ -264,7 +271,12 @@ impl<R: Shelled> RoleActor<R> {
     /// Sync on the blocking pool; the driver releases what it covered.
     fn sync(&mut self, ctx: &mut Context<Self>) {
         let mut kv = self.kv.clone();
-        let job = tokio::task::spawn_blocking(move || crate::storage::kv::Kv::sync(&mut kv));
+        let fsync = self.book.status.counters.fsync_seconds.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            let start = std::time::Instant::now();
+            crate::storage::kv::Kv::sync(&mut kv);
+            fsync.observe(start.elapsed().as_secs_f64());
+        });
         ctx.spawn(
             fut::wrap_future::<_, Self>(job).map(|res, act: &mut Self, ctx| match res {
                 Ok(()) => {
@@ -402,6 +414,9 @@ pub struct ProposerNotes {
     peers_at: Option<std::time::Instant>,
     /// The active set published: it changes when the log reaches an era.
     active: Vec<NodeId>,
+    /// The counts already added to the metrics, and the leader last seen.
+    counted: crate::paxos::proposer::ProposerCounts,
+    leader: Option<NodeId>,
 }
 
 /// How often a leader publishes what the nodes reported.
@@ -467,6 +482,25 @@ impl Shelled for Proposer {
     fn publish(r: &mut Proposer, notes: &mut ProposerNotes, book: &Book) {
         publish_membership(r, notes, book);
         let leader = r.leader(now());
+        let c = &book.status.counters;
+        let counts = &mut r.counts;
+        c.campaigns
+            .inc_by(counts.campaigns - notes.counted.campaigns);
+        c.values_proposed
+            .inc_by(counts.values - notes.counted.values);
+        c.updates_proposed
+            .inc_by(counts.updates - notes.counted.updates);
+        for n in counts.recent_values.drain(..) {
+            c.batch_updates.observe(n as f64);
+        }
+        notes.counted = crate::paxos::proposer::ProposerCounts {
+            recent_values: Default::default(),
+            ..counts.clone()
+        };
+        if leader.is_some() && leader != notes.leader {
+            c.leader_changes.inc();
+        }
+        notes.leader = leader;
         // The commit index a heartbeat reported goes out before the lease
         // it renewed, so a reader never sees a fresh lease without it.
         book.status.raise_known_commit(r.leader_commit());
@@ -565,10 +599,17 @@ impl Shelled for Applier {
 
     /// The journal is for observers; keep only counts.
     fn publish(r: &mut Applier, notes: &mut ApplierNotes, book: &Book) {
+        let c = &book.status.counters;
         for a in r.journal.drain(..) {
             match a {
-                Applied::Update { .. } => notes.updates += 1,
-                Applied::Duplicate { .. } => notes.duplicates += 1,
+                Applied::Update { .. } => {
+                    notes.updates += 1;
+                    c.updates_applied.inc();
+                }
+                Applied::Duplicate { .. } => {
+                    notes.duplicates += 1;
+                    c.duplicates_skipped.inc();
+                }
             }
         }
         book.status.set_applied(r.applied(), r.stuck_attempts());

@@ -143,6 +143,7 @@ pub fn start_group(
         clients,
         status: status.clone(),
         backend,
+        span: tracing::info_span!("group", service = %cfg.name),
     };
     let sync_stats = kv.stats().clone();
     // In recovery order: the acceptor and learner are up before the

@@ -62,6 +62,8 @@ pub struct GroupStatus {
     /// While rebuilding: the voters not reported yet, and the fence.
     rebuilding: RwLock<Option<(Vec<NodeId>, Option<u64>)>>,
     membership: RwLock<MembershipView>,
+    /// What the actors count, for `/metrics`.
+    pub counters: crate::metrics::GroupCounters,
 }
 
 impl Default for GroupStatus {
@@ -78,6 +80,7 @@ impl Default for GroupStatus {
             node_state: RwLock::new(NodeState::default()),
             rebuilding: RwLock::new(None),
             membership: RwLock::new(MembershipView::default()),
+            counters: Default::default(),
         }
     }
 }

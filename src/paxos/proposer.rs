@@ -265,6 +265,34 @@ struct Queued {
     fresh: bool,
 }
 
+/// A proposer's counts, for observers; the shells read and drain them.
+#[derive(Clone, Debug, Default)]
+pub struct ProposerCounts {
+    /// Elections started.
+    pub campaigns: u64,
+    /// Values proposed (first proposals, not retransmissions).
+    pub values: u64,
+    /// Client updates in them.
+    pub updates: u64,
+    /// Updates per value of the latest proposals (at most
+    /// `RECENT_VALUES_MAX`; the oldest go first when no shell drains it).
+    pub recent_values: VecDeque<u32>,
+}
+
+/// Sizes of proposed values kept for a shell that drains them.
+pub const RECENT_VALUES_MAX: usize = 256;
+
+impl ProposerCounts {
+    fn note_value(&mut self, updates: usize) {
+        self.values += 1;
+        self.updates += updates as u64;
+        if self.recent_values.len() >= RECENT_VALUES_MAX {
+            self.recent_values.pop_front();
+        }
+        self.recent_values.push_back(updates as u32);
+    }
+}
+
 /// One node's proposer (see the module comment).
 pub struct Proposer {
     id: NodeId,
@@ -293,6 +321,9 @@ pub struct Proposer {
     bounced: VecDeque<Bounced>,
     /// Messages dropped as stale, duplicated or misaddressed.
     pub dropped: u64,
+    /// What this proposer did, for observers (metrics): counts only, and
+    /// the sizes of the latest proposed values, bounded.
+    pub counts: ProposerCounts,
     /// This node lost its state and rebuilds (`paxos::rebuild`).
     rebuild: Option<Rebuild>,
     /// A heartbeat's established leader and its commit index, heard while
@@ -351,6 +382,7 @@ impl Proposer {
             queue: VecDeque::new(),
             bounced: VecDeque::new(),
             dropped: 0,
+            counts: ProposerCounts::default(),
             rebuild: None,
             rebuild_seen: None,
             chosen_by_operator: false,
@@ -786,6 +818,7 @@ impl Proposer {
             self.become_leader(ctx, c);
             return;
         }
+        self.counts.campaigns += 1;
         self.phase = Phase::Candidate(c);
         self.ask_missing(ctx);
         self.arm_election(ctx);
@@ -1155,6 +1188,7 @@ impl Proposer {
             unreachable!("only a leader proposes");
         };
         let ballot = l.ballot();
+        self.counts.note_value(value.updates().len());
         for &v in &self.eras.at(slot).voters {
             let msg = Message::Accept {
                 ballot,

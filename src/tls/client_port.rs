@@ -28,6 +28,9 @@ pub struct ClientTlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
+/// Loaded and checked files, ready for [`ClientPortTls::apply`].
+pub struct Prepared(Current);
+
 /// What a reload swaps.
 struct Current {
     key: Arc<CertifiedKey>,
@@ -42,7 +45,7 @@ fn load(files: &ClientTlsFiles) -> Result<Current, TlsError> {
             .map_err(|e| {
                 super::files::file_error(ca, format!("cannot verify clients with it: {e}"))
             })?,
-        None => WebPkiClientVerifier::no_client_auth(),
+        None => Arc::new(NoClients),
     };
     Ok(Current { key, verifier })
 }
@@ -89,15 +92,79 @@ impl ClientPortTls {
     /// Load the files again; new handshakes use them. On error nothing
     /// changes.
     pub fn reload(&self, files: &ClientTlsFiles) -> Result<(), TlsError> {
-        let next = load(files)?;
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = next;
+        let next = Self::prepare(files)?;
+        self.apply(next);
         Ok(())
+    }
+
+    /// Load and check what [`ClientPortTls::apply`] would use.
+    pub fn prepare(files: &ClientTlsFiles) -> Result<Prepared, TlsError> {
+        load(files).map(Prepared)
+    }
+
+    /// Use `next` for new handshakes from now on.
+    pub fn apply(&self, next: Prepared) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = next.0;
     }
 
     /// The certificate new handshakes present (for tests and logs).
     pub fn certificate(&self) -> CertificateDer<'static> {
         let cur = self.current.read().unwrap_or_else(|e| e.into_inner());
         cur.key.cert[0].clone()
+    }
+}
+
+/// No client certificates: not offered, and anything that would check
+/// one fails. rustls's own `no_client_auth()` verifier panics in those
+/// methods, and a reload that drops `client_ca` can reach them: a
+/// handshake that was offered client authentication before the swap
+/// verifies after it.
+#[derive(Debug)]
+struct NoClients;
+
+const NOT_ASKED: &str = "client certificates are no longer asked for";
+
+impl ClientCertVerifier for NoClients {
+    fn offer_client_auth(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Err(rustls::Error::General(NOT_ASKED.into()))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General(NOT_ASKED.into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General(NOT_ASKED.into()))
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        // Never empty: rustls may ask even when it offered nothing.
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -171,5 +238,22 @@ impl ClientCertVerifier for Delegate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.verifier().supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reload that drops `client_ca` while a handshake that was offered
+    /// client authentication is under way: the verifier it then reaches
+    /// refuses, it does not panic (rustls's `no_client_auth()` would).
+    #[test]
+    fn no_client_verifier_refuses_instead_of_panicking() {
+        let v = NoClients;
+        assert!(!v.offer_client_auth());
+        let cert = CertificateDer::from(vec![0u8; 8]);
+        assert!(v.verify_client_cert(&cert, &[], UnixTime::now()).is_err());
+        assert!(!v.supported_verify_schemes().is_empty());
     }
 }

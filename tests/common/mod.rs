@@ -328,6 +328,8 @@ pub struct Options {
     pub client_tls: bool,
     /// ...and must present a client certificate (`client_ca`).
     pub require_client_cert: bool,
+    /// Nodes log JSON lines (`--log-format json`).
+    pub json_logs: bool,
 }
 
 impl Default for Options {
@@ -344,6 +346,7 @@ impl Default for Options {
             extra_toml: String::new(),
             client_tls: false,
             require_client_cert: false,
+            json_logs: false,
         }
     }
 }
@@ -586,6 +589,9 @@ impl Cluster {
         if init {
             cmd.arg("--init");
         }
+        if self.opts.json_logs {
+            cmd.args(["--log-format", "json"]);
+        }
         n.proc = Some(Proc::spawn(&n.name, cmd, &n.log));
     }
 
@@ -810,9 +816,15 @@ impl Drop for Cluster {
 /// Node `i`'s configuration file (paths relative to the cluster folder).
 fn node_config(opts: &Options, nodes: &[Node], i: usize, certs: &str) -> String {
     let n = &nodes[i];
+    // west by a DNS name (looked up at every connection attempt), the
+    // others by IP address.
     let mut peers = String::new();
     for m in nodes {
-        let _ = writeln!(peers, "{} = \"{}\"", m.name, m.peer);
+        if m.name == "west" {
+            let _ = writeln!(peers, "west = \"localhost:{}\"", m.peer.port());
+        } else {
+            let _ = writeln!(peers, "{} = \"{}\"", m.name, m.peer);
+        }
     }
     let mut tls_sections = String::new();
     if opts.client_tls {
