@@ -38,7 +38,8 @@ pub struct Listen {
     pub client: SocketAddr,
     /// Where peers connect (TLS).
     pub peer: SocketAddr,
-    /// The console and admin API: accepted, not served yet.
+    /// The web console (and the admin API, also on the client port);
+    /// with `[client_tls]`, over the same TLS.
     pub console: Option<SocketAddr>,
 }
 

@@ -26,7 +26,7 @@ enum Command {
         /// Certificates, configuration files and data go here.
         #[arg(long, default_value = "ordo-demo")]
         dir: PathBuf,
-        /// Clients use ports BASE..BASE+2, peers BASE+10.., backends BASE+20..
+        /// Clients use ports BASE..BASE+2, peers BASE+10.., backends BASE+20.., consoles BASE+30..
         #[arg(long, default_value_t = 7000, value_parser = clap::value_parser!(u16).range(1024..=65000))]
         base_port: u16,
     },

@@ -36,15 +36,26 @@ pub struct RunningNode {
     mesh: Option<Mesh>,
     handles: Vec<NodeHandle>,
     client_tls: Option<ClientPortTls>,
+    /// The console's server, when `listen.console` is set, and where it
+    /// listens.
+    console: Option<actix_web::dev::ServerHandle>,
+    pub console_addr: Option<std::net::SocketAddr>,
 }
 
 impl RunningNode {
     /// Until the HTTP server stops (a signal, or `stop`).
     pub async fn wait(self) -> Result<()> {
         let RunningNode {
-            task, mesh, name, ..
+            task,
+            mesh,
+            name,
+            console,
+            ..
         } = self;
         let served = task.await;
+        if let Some(c) = console {
+            c.stop(true).await;
+        }
         if let Some(m) = mesh {
             m.shutdown();
         }
@@ -132,9 +143,17 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
         node: cfg.node.clone(),
     };
     identity.claim(&cfg.data_dir)?;
-    // Take the client port first: failing here leaves nothing started.
+    // Take the client port (and the console's) first: failing here leaves
+    // nothing started.
     let client_listener = std::net::TcpListener::bind(cfg.listen.client)
         .with_context(|| format!("cannot listen for clients on {}", cfg.listen.client))?;
+    let console_listener = match cfg.listen.console {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .with_context(|| format!("cannot listen for the console on {addr}"))?,
+        ),
+        None => None,
+    };
     let store = FjallStore::open(&cfg.data_dir)
         .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?;
     let node_id = cfg.node_id();
@@ -163,6 +182,7 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
         let kv = store
             .group(&s.name)
             .with_context(|| format!("cannot open the tables of service {}", s.name))?;
+        let kv_view = kv.clone();
         let tls = if s.backend.starts_with("https://") {
             Some(
                 crate::tls::backend::client_config(&cfg.backend_tls_files(s))
@@ -255,6 +275,7 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
             handle,
             backend,
             waiters,
+            kv: kv_view,
         });
     }
     let admin_token = cfg.admin_token().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -306,6 +327,30 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
     let server = server.run();
     let handle = server.handle();
     let task = actix_web::rt::spawn(server);
+    // The console: its pages and the admin API, with the client port's TLS.
+    let (console, console_addr) = match console_listener {
+        Some(listener) => {
+            let console_gw = gw.clone();
+            let console = HttpServer::new(move || {
+                App::new().configure(gateway::console::configure(console_gw.clone()))
+            })
+            .workers(1)
+            .disable_signals()
+            .shutdown_timeout(2);
+            let console = match &client_tls {
+                Some(tls) => console.listen_rustls_0_23(listener, tls.server_config()),
+                None => console.listen(listener),
+            }
+            .context("cannot serve the console")?;
+            let addr = console.addrs().first().copied();
+            let console = console.run();
+            let handle = console.handle();
+            actix_web::rt::spawn(console);
+            tracing::info!(node = %cfg.node, console = ?addr, "console started");
+            (Some(handle), addr)
+        }
+        None => (None, None),
+    };
     tracing::info!(
         node = %cfg.node,
         client = %client_addr,
@@ -322,5 +367,7 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
         mesh: Some(mesh),
         handles,
         client_tls,
+        console,
+        console_addr,
     })
 }

@@ -35,6 +35,7 @@ data_dir = "data/{name}"
 [listen]
 client = "127.0.0.1:{client}"
 peer = "127.0.0.1:{peer}"
+console = "127.0.0.1:{console}"
 
 [tls]
 ca = "certs/ca.pem"
@@ -53,6 +54,7 @@ active = ["north", "east", "west"]
         client = p + i as u16,
         peer = p + 10 + i as u16,
         backend = p + 20 + i as u16,
+        console = p + 30 + i as u16,
     )
 }
 
@@ -136,10 +138,11 @@ fn print_tour(dir: &Path, nodes: &[RunningNode], backends: &[super::DemoBackend]
     println!("ordo demo: cluster \"demo\", three nodes on this machine\n");
     for (i, n) in nodes.iter().enumerate() {
         println!(
-            "  {:<6} {}   (its backend: {})",
+            "  {:<6} {}   (its backend: {}, its console: http://{})",
             n.name,
             url(i),
-            backends[i].url()
+            backends[i].url(),
+            n.console_addr.map_or("-".into(), |a| a.to_string())
         );
     }
     println!(

@@ -17,6 +17,7 @@
 //! `/readyz` at the root.
 
 pub mod admin;
+pub mod console;
 pub mod readiness;
 pub mod waiters;
 
@@ -50,6 +51,9 @@ pub struct Service {
     pub handle: NodeHandle,
     pub backend: Arc<HttpBackend>,
     pub waiters: Waiters,
+    /// The service's store, read (never written) by the console's log
+    /// pages.
+    pub kv: crate::storage::fjall_kv::FjallKv,
 }
 
 /// Everything a request handler needs; shared by all HTTP workers.
@@ -246,13 +250,23 @@ impl Gateway {
     }
 }
 
-/// Mount the gateway on an actix-web app.
+/// Mount the gateway on an actix-web app: ordo's own endpoints, and
+/// every other request proxied to a service.
 pub fn configure(gw: Arc<Gateway>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
         let limit = gw.max_body_bytes;
         cfg.app_data(web::Data::from(gw))
             .app_data(web::PayloadConfig::new(limit))
-            .route("/healthz", web::get().to(healthz))
+            .configure(own_endpoints)
+            .default_service(web::to(handle));
+    }
+}
+
+/// The endpoints ordo answers itself: health, status, metrics, admin
+/// (on the client port and on the console's).
+pub(crate) fn own_endpoints(cfg: &mut web::ServiceConfig) {
+    {
+        cfg.route("/healthz", web::get().to(healthz))
             .route("/healthz", web::head().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/readyz", web::head().to(readyz))
@@ -279,8 +293,7 @@ pub fn configure(gw: Arc<Gateway>) -> impl FnOnce(&mut web::ServiceConfig) {
             .route(
                 "/_ordo/admin/services/{service}/{action}",
                 web::post().to(admin::action),
-            )
-            .default_service(web::to(handle));
+            );
     }
 }
 
@@ -759,7 +772,7 @@ async fn readyz(gw: web::Data<Gateway>) -> HttpResponse {
 /// `GET /_ordo/metrics`: the Prometheus (OpenMetrics) text exposition
 /// (read-only, like
 /// `/_ordo/status`).
-async fn metrics(gw: web::Data<Gateway>) -> HttpResponse {
+pub(crate) async fn metrics(gw: web::Data<Gateway>) -> HttpResponse {
     let Some(m) = &gw.metrics else {
         return plain(
             StatusCode::NOT_FOUND,
@@ -781,6 +794,11 @@ async fn metrics(gw: web::Data<Gateway>) -> HttpResponse {
 }
 
 async fn status(gw: web::Data<Gateway>) -> HttpResponse {
+    HttpResponse::Ok().json(status_json(&gw))
+}
+
+/// What `/_ordo/status` shows (the console renders the same).
+pub(crate) fn status_json(gw: &Gateway) -> serde_json::Value {
     let now = crate::node::now();
     let services: Vec<serde_json::Value> = gw
         .services
@@ -824,9 +842,9 @@ async fn status(gw: web::Data<Gateway>) -> HttpResponse {
             })
         })
         .collect();
-    HttpResponse::Ok().json(serde_json::json!({
+    serde_json::json!({
         "node": gw.node,
         "updates_in_flight": gw.inflight.load(Ordering::Relaxed),
         "services": services,
-    }))
+    })
 }

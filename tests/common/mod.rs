@@ -330,6 +330,8 @@ pub struct Options {
     pub require_client_cert: bool,
     /// Nodes log JSON lines (`--log-format json`).
     pub json_logs: bool,
+    /// Nodes serve the web console (`listen.console`).
+    pub console: bool,
 }
 
 impl Default for Options {
@@ -347,6 +349,7 @@ impl Default for Options {
             client_tls: false,
             require_client_cert: false,
             json_logs: false,
+            console: false,
         }
     }
 }
@@ -367,6 +370,8 @@ pub struct Node {
     pub scheme: &'static str,
     /// `http://127.0.0.1:PORT` or `https://127.0.0.1:PORT`.
     pub backend_base: String,
+    /// The web console's address (`Options::console`).
+    pub console: Option<SocketAddr>,
 }
 
 impl Node {
@@ -445,7 +450,7 @@ impl Cluster {
         let pki = (opts.client_tls || backend_tls).then(|| pki::Pki::new(&root.join("pki")));
         let client_cert = pki.as_ref().map(|p| p.client("load-client"));
         let total = names.len();
-        let ports = free_ports(3 * total);
+        let ports = free_ports(4 * total);
         let mut nodes: Vec<Node> = names
             .iter()
             .enumerate()
@@ -461,6 +466,7 @@ impl Cluster {
                 backend: None,
                 backend_log: root.join(format!("logs/{name}-backend.log")),
                 scheme: if opts.client_tls { "https" } else { "http" },
+                console: opts.console.then(|| addr(ports[3 * total + i])),
                 backend_base: if backend_tls {
                     format!("https://127.0.0.1:{}", ports[2 * total + i])
                 } else {
@@ -837,6 +843,10 @@ fn node_config(opts: &Options, nodes: &[Node], i: usize, certs: &str) -> String 
             let _ = writeln!(tls_sections, "client_ca = \"pki/ca.pem\"");
         }
     }
+    let console = match n.console {
+        Some(a) => format!("console = \"{a}\""),
+        None => String::new(),
+    };
     let backend = if opts.backends == Backends::NginxTls {
         format!(
             "backend = \"https://127.0.0.1:{}\"\nbackend_tls = {{ ca = \"pki/ca.pem\" }}",
@@ -853,6 +863,7 @@ data_dir = "data/{name}"
 [listen]
 client = "{client}"
 peer = "{peer}"
+{console}
 
 [tls]
 ca = "{certs}/ca.pem"
