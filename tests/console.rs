@@ -220,6 +220,13 @@ fn the_console_shows_the_cluster_and_disables_a_node_with_the_token() {
         let row = browser.text(&format!("#node-{}", NODES[target]))?;
         row.contains("disabled").then_some(()).ok_or(row)
     });
+    wait_until("the event on the page", WAIT, || {
+        let events = browser.text("#events-kv")?;
+        events
+            .contains("disabled: disabled from the console")
+            .then_some(())
+            .ok_or(events)
+    });
 
     // The log page lists the updates, newest first.
     browser.go(&format!("{}services/kv/log", console(target)));

@@ -7,6 +7,7 @@ use crate::server::{self, RunningNode};
 use anyhow::{Context, Result};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub const NODES: [&str; 3] = ["north", "east", "west"];
 
@@ -118,6 +119,19 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         // The demo's cluster is new the first time; a later run finds
         // its stores and recovers them (`init` only acts on empty ones).
         nodes.push(server::start(cfg, false, true).await?);
+    }
+    // The tour's first command is an update: print it once a leader is
+    // known everywhere, not while the first election is still under way
+    // (an update then gets 503). Bounded: the tour comes anyway.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline
+        && !nodes.iter().all(|n| {
+            n.gateway.services().iter().all(|s| {
+                s.handle.status.leader().is_some() && s.handle.status.lease_contact().is_some()
+            })
+        })
+    {
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     }
     print_tour(&opts.dir, &nodes, &backends);
     actix_web::rt::signal::ctrl_c()

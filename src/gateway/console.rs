@@ -265,7 +265,11 @@ fn service_section(gw: &Gateway, s: &Value, out: &mut String) {
         }
         out.push_str("</td></tr>");
     }
-    out.push_str("</tbody></table></div><h3>Events</h3><ul>");
+    let _ = write!(
+        out,
+        "</tbody></table></div><h3>Events</h3><ul id='events-{}'>",
+        esc(name)
+    );
     let events: Vec<&Value> = m["events"].as_array().into_iter().flatten().collect();
     if events.is_empty() {
         out.push_str("<li><small>none yet</small></li>");

@@ -594,6 +594,33 @@ pub struct ApplierNotes {
     state: crate::paxos::state::NodeState,
 }
 
+/// What changed between two node states, as events for the console.
+fn state_events(
+    old: &crate::paxos::state::NodeState,
+    new: &crate::paxos::state::NodeState,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    match (&old.disabled, &new.disabled) {
+        (None, Some(why)) => out.push(format!("disabled: {why}")),
+        (Some(_), None) => out.push("enabled".to_string()),
+        _ => {}
+    }
+    match (&old.diverged, &new.diverged) {
+        (None, Some(d)) => out.push(format!("diverged at slot {}", d.slot)),
+        (Some(_), None) => out.push(format!(
+            "divergence cleared (up to slot {})",
+            new.cleared_upto
+        )),
+        _ => {}
+    }
+    match (old.needs_reseed, new.needs_reseed) {
+        (None, Some(s)) => out.push(format!("needs a reseed: slot {s} on was compacted away")),
+        (Some(_), None) => out.push("reseeded".to_string()),
+        _ => {}
+    }
+    out
+}
+
 impl Shelled for Applier {
     type Notes = ApplierNotes;
 
@@ -614,6 +641,10 @@ impl Shelled for Applier {
         }
         book.status.set_applied(r.applied(), r.stuck_attempts());
         if notes.state != *r.node_state() {
+            for e in state_events(&notes.state, r.node_state()) {
+                tracing::info!(event = %e, "node state");
+                book.status.push_event(e);
+            }
             notes.state = r.node_state().clone();
             if let Some(d) = &notes.state.diverged {
                 tracing::error!(

@@ -178,6 +178,20 @@ impl GroupStatus {
         }
     }
 
+    /// Add an event to the ones shown (the oldest go beyond
+    /// `EVENTS_SHOWN`), stamped now.
+    pub(crate) fn push_event(&self, event: String) {
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.update_membership(|m| {
+            if m.events.len() >= EVENTS_SHOWN {
+                m.events.pop_front();
+            }
+            m.events.push_back((at_ms, event));
+        });
+    }
+
     pub(crate) fn update_membership(&self, f: impl FnOnce(&mut MembershipView)) {
         match self.membership.write() {
             Ok(mut m) => f(&mut m),
