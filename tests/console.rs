@@ -232,6 +232,24 @@ fn the_console_shows_the_cluster_and_disables_a_node_with_the_token() {
     browser.go(&format!("{}services/kv/log", console(target)));
     let table = browser.text("table").expect("the log table");
     assert!(table.contains("/kv/c4") && table.contains("PUT"), "{table}");
+    // Every node's digest of the newest update, all equal.
+    let api = format!("{}api/services/kv/log", console(target));
+    wait_until("every node's digest of the newest update", WAIT, || {
+        let r = call("GET", &api, &[], None, Duration::from_secs(5))?;
+        let v: Value = serde_json::from_str(&r.body).map_err(|e| e.to_string())?;
+        let newest = v["entries"]
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["kind"] == "updates"))
+            .cloned()
+            .ok_or("no update in the log")?;
+        let digests: Vec<&Value> = newest["digests"]
+            .as_object()
+            .map(|m| m.values().collect())
+            .unwrap_or_default();
+        (digests.len() == 3 && digests.iter().all(|d| *d == digests[0]))
+            .then_some(())
+            .ok_or(newest.to_string())
+    });
 
     // The leader's console knows every node's progress: the screenshot.
     let leader_index = NODES.iter().position(|n| *n == leader).expect("a node");

@@ -369,6 +369,12 @@ impl Applier {
         (self.paused && self.current.is_none()).then_some(self.applied)
     }
 
+    /// Every node's digest of `slot` this node still holds (for the
+    /// console).
+    pub fn digests(&self, slot: Slot) -> Vec<(NodeId, u64)> {
+        self.compare.digests(slot)
+    }
+
     /// Whether a reseed to `slot` may be taken now, and if not, why.
     pub fn can_reseed(&self, kv: &dyn Kv, slot: Slot) -> Result<(), String> {
         if self.paused_at().is_none() {

@@ -38,12 +38,18 @@ struct SlotDigests {
     peers: BTreeMap<NodeId, u64>,
 }
 
+/// Settled slots kept for observers (the console) after `prune`.
+const SETTLED_KEPT: usize = 256;
+
 /// The digest table of one node (see the module comment).
 pub struct Comparison {
     me: NodeId,
     nodes: usize,
     window: u64,
     slots: BTreeMap<Slot, SlotDigests>,
+    /// The latest slots every node reported, oldest first: for observers
+    /// only, no verdict reads them.
+    settled: std::collections::VecDeque<(Slot, SlotDigests)>,
 }
 
 impl Comparison {
@@ -54,7 +60,29 @@ impl Comparison {
             nodes: nodes.max(1),
             window: window.max(1),
             slots: BTreeMap::new(),
+            settled: Default::default(),
         }
+    }
+
+    /// Every node's digest of `slot` this node knows (its own included),
+    /// if it still holds them: the slot is in the window, or one of the
+    /// latest settled ones.
+    pub fn digests(&self, slot: Slot) -> Vec<(NodeId, u64)> {
+        let e = self.slots.get(&slot).or_else(|| {
+            self.settled
+                .iter()
+                .find(|(s, _)| *s == slot)
+                .map(|(_, e)| e)
+        });
+        let Some(e) = e else {
+            return Vec::new();
+        };
+        let mut out: Vec<(NodeId, u64)> = e.peers.iter().map(|(n, d)| (*n, *d)).collect();
+        if let Some(own) = e.own {
+            out.push((self.me, own));
+        }
+        out.sort();
+        out
     }
 
     fn majority(&self) -> usize {
@@ -135,8 +163,20 @@ impl Comparison {
         let oldest = applied.saturating_sub(self.window);
         self.slots = self.slots.split_off(&oldest.max(1));
         let nodes = self.nodes;
-        self.slots
-            .retain(|_, e| !(e.own.is_some() && e.peers.len() + 1 >= nodes));
+        let settled: Vec<Slot> = self
+            .slots
+            .iter()
+            .filter(|(_, e)| e.own.is_some() && e.peers.len() + 1 >= nodes)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in settled {
+            if let Some(e) = self.slots.remove(&s) {
+                if self.settled.len() >= SETTLED_KEPT {
+                    self.settled.pop_front();
+                }
+                self.settled.push_back((s, e));
+            }
+        }
     }
 
     /// Slots held (for bounds checks).
@@ -198,5 +238,25 @@ mod tests {
         c.peer(5, n(2), 5, 7);
         c.prune(5);
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn observers_see_every_digest_of_the_latest_settled_slots_bounded() {
+        let mut c = Comparison::new(n(0), 3, 10);
+        c.own(5, 7);
+        c.peer(5, n(1), 5, 7);
+        c.peer(5, n(2), 5, 8);
+        assert_eq!(c.digests(5), vec![(n(0), 7), (n(1), 7), (n(2), 8)]);
+        c.prune(5);
+        assert!(c.is_empty(), "verdicts no longer hold it");
+        assert_eq!(c.digests(5).len(), 3, "observers still see it");
+        for slot in 6..6 + SETTLED_KEPT as u64 {
+            c.own(slot, 1);
+            c.peer(slot, n(1), slot, 1);
+            c.peer(slot, n(2), slot, 1);
+            c.prune(slot);
+        }
+        assert!(c.digests(5).is_empty(), "the oldest went first");
+        assert_eq!(c.settled.len(), SETTLED_KEPT);
     }
 }

@@ -7,8 +7,9 @@
 //!   (promote, demote, transfer), each asking for confirmation; the
 //!   membership events. The page reloads its content every 2 s.
 //! - `GET /services/{service}/log[?before=SLOT]`: the log, newest first,
-//!   50 entries a page: slot, method, path, size, origin node, and this
-//!   node's response digest.
+//!   50 entries a page: slot, method, path, size, origin node, and every
+//!   node's digest of its backend's answer (while the applier holds them:
+//!   the digest window and the latest settled slots).
 //! - `GET /api/services/{service}/log`: the same as JSON.
 //! - The admin API and status/metrics endpoints of the client port
 //!   (`/_ordo/...`, `/healthz`, `/readyz`), and `/metrics`.
@@ -299,8 +300,30 @@ struct Page {
     before: Option<u64>,
 }
 
-/// One log entry, as the console shows it.
-fn entries(gw: &Gateway, service: &str, before: Option<u64>) -> Option<(Vec<Value>, u64)> {
+/// A page of log entries, as the console shows them, with every node's
+/// digest of each as far as this node still holds them.
+async fn entries(gw: &Gateway, service: &str, before: Option<u64>) -> Option<(Vec<Value>, u64)> {
+    let (mut out, first) = chosen_entries(gw, service, before)?;
+    let s = gw.service(service)?;
+    let slots: Vec<u64> = out.iter().filter_map(|e| e["slot"].as_u64()).collect();
+    let digests = s
+        .handle
+        .applier
+        .send(crate::node::actors::Digests(slots))
+        .await
+        .unwrap_or_default();
+    for (e, (_, by_node)) in out.iter_mut().zip(digests) {
+        let nodes: serde_json::Map<String, Value> = by_node
+            .into_iter()
+            .map(|(n, d)| (gw.node_name(n), Value::String(format!("{d:016x}"))))
+            .collect();
+        e["digests"] = Value::Object(nodes);
+    }
+    Some((out, first))
+}
+
+/// A page of the chosen log, newest first.
+fn chosen_entries(gw: &Gateway, service: &str, before: Option<u64>) -> Option<(Vec<Value>, u64)> {
     use crate::paxos::ballot::Value as Chosen;
     let s = gw.service(service)?;
     let last = crate::paxos::state::last_chosen_slot(&s.kv);
@@ -341,12 +364,42 @@ fn entries(gw: &Gateway, service: &str, before: Option<u64>) -> Option<(Vec<Valu
     Some((out, from))
 }
 
+/// Every node's digest, a differing one marked; this node's alone when
+/// the others' are not held (any more).
+fn digests_cell(e: &Value) -> String {
+    let by_node = e["digests"].as_object().cloned().unwrap_or_default();
+    if by_node.is_empty() {
+        return format!("<code>{}</code>", text(&e["digest"]));
+    }
+    let mut count: std::collections::BTreeMap<String, usize> = Default::default();
+    for d in by_node.values() {
+        *count
+            .entry(d.as_str().unwrap_or("").to_string())
+            .or_default() += 1;
+    }
+    let most = count.values().copied().max().unwrap_or(0);
+    by_node
+        .iter()
+        .map(|(n, d)| {
+            let d = d.as_str().unwrap_or("");
+            let odd = count.get(d).copied().unwrap_or(0) < most;
+            format!(
+                "<small>{}</small> <code{}>{}</code>",
+                esc(n),
+                if odd { " style='color:#b3261e'" } else { "" },
+                esc(d)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("<br>")
+}
+
 async fn log_json(
     gw: web::Data<Gateway>,
     path: web::Path<String>,
     q: web::Query<Page>,
 ) -> HttpResponse {
-    match entries(&gw, &path, q.before) {
+    match entries(&gw, &path, q.before).await {
         Some((e, _)) => HttpResponse::Ok().json(serde_json::json!({
             "node": gw.node,
             "service": *path,
@@ -364,7 +417,7 @@ async fn log_page(
     path: web::Path<String>,
     q: web::Query<Page>,
 ) -> HttpResponse {
-    let Some((entries, first)) = entries(&gw, &path, q.before) else {
+    let Some((entries, first)) = entries(&gw, &path, q.before).await else {
         return super::plain(
             actix_web::http::StatusCode::NOT_FOUND,
             format!("ordo: no service {}", *path),
@@ -373,9 +426,10 @@ async fn log_page(
     let name = esc(&path);
     let mut body = format!(
         "<section><p><a href='/'>overview</a> · log of <b>{name}</b> on this node, newest \
-         first; the digest is of this node's backend's answer</p><div class=scroll><table>\
-         <thead><tr><th>slot</th><th>what</th><th>method</th><th>path</th><th>size</th>\
-         <th>origin</th><th>digest</th></tr></thead><tbody>"
+         first. A digest covers a backend's answer (status, body, digest headers); every \
+         node's is shown while this node still holds it, a differing one in red</p>\
+         <div class=scroll><table><thead><tr><th>slot</th><th>what</th><th>method</th>\
+         <th>path</th><th>size</th><th>origin</th><th>digests</th></tr></thead><tbody>"
     );
     for e in &entries {
         let updates = e["updates"].as_array().cloned().unwrap_or_default();
@@ -410,11 +464,7 @@ async fn log_page(
                 None => body.push_str("<td>—</td><td>—</td><td>—</td><td>—</td>"),
             }
             if i == 0 {
-                let _ = write!(
-                    body,
-                    "<td rowspan={rows}><code>{}</code></td>",
-                    text(&e["digest"])
-                );
+                let _ = write!(body, "<td rowspan={rows}>{}</td>", digests_cell(e));
             }
             body.push_str("</tr>");
         }

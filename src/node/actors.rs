@@ -378,6 +378,23 @@ impl Handler<Export> for ApplierActor {
 
 /// For a reseed import: whether the applier may take one at `slot` now.
 #[derive(Debug)]
+/// Every node's digests of these slots, as far as this node still holds
+/// them (the console's log pages).
+pub struct Digests(pub Vec<Slot>);
+
+impl actix::Message for Digests {
+    type Result = Vec<(Slot, Vec<(NodeId, u64)>)>;
+}
+
+impl Handler<Digests> for ApplierActor {
+    type Result = Vec<(Slot, Vec<(NodeId, u64)>)>;
+
+    fn handle(&mut self, m: Digests, _: &mut Context<Self>) -> Self::Result {
+        let r = self.driver.role();
+        m.0.into_iter().map(|s| (s, r.digests(s))).collect()
+    }
+}
+
 pub struct CanReseed(pub Slot);
 
 impl actix::Message for CanReseed {
