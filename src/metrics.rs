@@ -190,6 +190,9 @@ pub struct NodeMetrics {
     services: Vec<ServiceSource>,
     mesh: Option<Box<dyn MeshSource>>,
     read_limits: ReadLimits,
+    /// One scrape at a time: `catch_up` reads then adds, and two scrapes
+    /// at once would both add the same difference.
+    scraping: std::sync::Mutex<()>,
 }
 
 impl NodeMetrics {
@@ -346,6 +349,7 @@ impl NodeMetrics {
             services,
             mesh,
             read_limits,
+            scraping: std::sync::Mutex::new(()),
         }
     }
 
@@ -370,6 +374,7 @@ impl NodeMetrics {
     /// The text exposition of every metric now. `waiting(service)` and
     /// `inflight` are the gateway's own levels.
     pub fn render(&self, waiting: impl Fn(&str) -> usize, inflight: usize) -> String {
+        let _one_at_a_time = self.scraping.lock().unwrap_or_else(|e| e.into_inner());
         let now = crate::node::now();
         for s in &self.services {
             let l = ServiceLabels {

@@ -264,3 +264,56 @@ fn the_console_shows_the_cluster_and_disables_a_node_with_the_token() {
     std::fs::create_dir_all(out.parent().expect("a folder")).expect("docs/images");
     std::fs::write(&out, png).expect("write the screenshot");
 }
+
+/// A page of another site open in a browser on a node's machine cannot
+/// act through the "loopback without a token" rule (nor with a token):
+/// the browser names its origin, and ordo refuses a foreign one.
+#[test]
+fn admin_actions_from_a_page_of_another_origin_are_refused() {
+    let c = Cluster::start(Options {
+        console: true,
+        ..Options::default()
+    });
+    let console = c.nodes[1].console.expect("a console");
+    let disable = format!("http://{console}/_ordo/admin/services/kv/disable?reason=csrf");
+    let readyz = c.nodes[1].url("/readyz");
+    let r = call(
+        "POST",
+        &disable,
+        &[("origin", "http://evil.example")],
+        None,
+        Duration::from_secs(5),
+    )
+    .expect("an answer");
+    assert_eq!(r.status, 401, "{r:?}");
+    assert!(r.body.contains("another origin"), "{}", r.body);
+    assert_eq!(get(&readyz).status, 200, "nothing changed");
+    // DNS rebinding: a foreign name pointed at 127.0.0.1, so that Origin
+    // and Host agree. Without a token, only loopback names may act.
+    let rebound = format!("evil.example:{}", console.port());
+    let r = call(
+        "POST",
+        &disable,
+        &[("host", &rebound), ("origin", &format!("http://{rebound}"))],
+        None,
+        Duration::from_secs(5),
+    )
+    .expect("an answer");
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(get(&readyz).status, 200, "nothing changed");
+    // The console's own page (same origin), on this machine, may.
+    let own = format!("http://{console}");
+    let r = call(
+        "POST",
+        &disable,
+        &[("origin", &own)],
+        None,
+        Duration::from_secs(5),
+    )
+    .expect("an answer");
+    assert_eq!(r.status, 200, "{r:?}");
+    wait_until("the node to be disabled", WAIT, || {
+        let r = call("GET", &readyz, &[], None, Duration::from_secs(5))?;
+        (r.status == 503).then_some(()).ok_or(r.status.to_string())
+    });
+}

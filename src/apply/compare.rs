@@ -163,20 +163,17 @@ impl Comparison {
         let oldest = applied.saturating_sub(self.window);
         self.slots = self.slots.split_off(&oldest.max(1));
         let nodes = self.nodes;
-        let settled: Vec<Slot> = self
-            .slots
-            .iter()
-            .filter(|(_, e)| e.own.is_some() && e.peers.len() + 1 >= nodes)
-            .map(|(s, _)| *s)
-            .collect();
-        for s in settled {
-            if let Some(e) = self.slots.remove(&s) {
-                if self.settled.len() >= SETTLED_KEPT {
-                    self.settled.pop_front();
+        let kept = &mut self.settled;
+        self.slots.retain(|&s, e| {
+            let complete = e.own.is_some() && e.peers.len() + 1 >= nodes;
+            if complete {
+                if kept.len() >= SETTLED_KEPT {
+                    kept.pop_front();
                 }
-                self.settled.push_back((s, e));
+                kept.push_back((s, std::mem::take(e)));
             }
-        }
+            !complete
+        });
     }
 
     /// Slots held (for bounds checks).

@@ -29,6 +29,23 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 /// Why `req` may not act, if it may not.
 fn refused(gw: &Gateway, req: &HttpRequest) -> Option<String> {
+    // A browser says where a request comes from: a page of another site
+    // (one that the operator happens to have open on this machine) must
+    // not act through the loopback rule, nor ride a token. The console's
+    // own requests come from its own origin; `ordo admin` sends none.
+    if let Some(origin) = req.headers().get("origin") {
+        let host = req.connection_info().host().to_string();
+        let origin = origin.to_str().unwrap_or("");
+        let same = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .is_some_and(|o| o.eq_ignore_ascii_case(&host));
+        if !same {
+            return Some(format!(
+                "ordo: admin actions are not taken for a page of another origin ({origin:?})"
+            ));
+        }
+    }
     match &gw.admin_token {
         Some(token) => {
             let given = req
@@ -42,7 +59,16 @@ fn refused(gw: &Gateway, req: &HttpRequest) -> Option<String> {
             })
         }
         None => {
-            let local = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
+            // Loopback, and addressed by a loopback name: a page whose DNS
+            // name was rebound to 127.0.0.1 arrives with its own name as
+            // Host (and as Origin, so the check above passes it).
+            let host = req.connection_info().host().to_ascii_lowercase();
+            let name = host
+                .rsplit_once(':')
+                .filter(|(_, port)| port.parse::<u16>().is_ok())
+                .map_or(host.as_str(), |(name, _)| name);
+            let loopback_name = matches!(name, "127.0.0.1" | "[::1]" | "localhost");
+            let local = loopback_name && req.peer_addr().is_some_and(|a| a.ip().is_loopback());
             (!local).then(|| {
                 "ordo: no admin token is configured, so admin actions are taken only from \
                  this machine"

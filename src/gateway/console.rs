@@ -16,8 +16,9 @@
 //!
 //! Actions go to the admin API with the bearer token, which the page asks
 //! for once and keeps for the browser tab (`sessionStorage`); without it
-//! the API answers 401 and nothing changes. The pages themselves show
-//! what `/_ordo/status` shows, which needs no token.
+//! the API answers 401 and nothing changes. The pages need no token:
+//! they show what `/_ordo/status` shows, and the log's paths without
+//! their query strings. They may not be framed by another site.
 
 use super::{Gateway, own_endpoints, status_json};
 use actix_web::{HttpResponse, web};
@@ -116,6 +117,9 @@ fn page(title: &str, node: &str, body: &str) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header(("Cache-Control", "no-store"))
+        // Never inside another site's frame (clickjacking the actions).
+        .insert_header(("X-Frame-Options", "DENY"))
+        .insert_header(("Content-Security-Policy", "frame-ancestors 'none'"))
         .body(html)
 }
 
@@ -302,8 +306,12 @@ struct Page {
 
 /// A page of log entries, as the console shows them, with every node's
 /// digest of each as far as this node still holds them.
-async fn entries(gw: &Gateway, service: &str, before: Option<u64>) -> Option<(Vec<Value>, u64)> {
-    let (mut out, first) = chosen_entries(gw, service, before)?;
+async fn entries(
+    gw: &Gateway,
+    service: &str,
+    before: Option<u64>,
+) -> Option<(Vec<Value>, u64, bool)> {
+    let (mut out, first, older) = chosen_entries(gw, service, before)?;
     let s = gw.service(service)?;
     let slots: Vec<u64> = out.iter().filter_map(|e| e["slot"].as_u64()).collect();
     let digests = s
@@ -319,16 +327,25 @@ async fn entries(gw: &Gateway, service: &str, before: Option<u64>) -> Option<(Ve
             .collect();
         e["digests"] = Value::Object(nodes);
     }
-    Some((out, first))
+    Some((out, first, older))
 }
 
 /// A page of the chosen log, newest first.
-fn chosen_entries(gw: &Gateway, service: &str, before: Option<u64>) -> Option<(Vec<Value>, u64)> {
+fn chosen_entries(
+    gw: &Gateway,
+    service: &str,
+    before: Option<u64>,
+) -> Option<(Vec<Value>, u64, bool)> {
     use crate::paxos::ballot::Value as Chosen;
     let s = gw.service(service)?;
     let last = crate::paxos::state::last_chosen_slot(&s.kv);
+    // The log may be compacted below some slot: page down to it, no
+    // further.
+    let oldest = crate::paxos::state::load_chosen_range(&s.kv, 1, 1)
+        .first()
+        .map_or(1, |(slot, _)| *slot);
     let top = before.map_or(last, |b| b.saturating_sub(1)).min(last);
-    let from = top.saturating_sub(LOG_PAGE - 1).max(1);
+    let from = top.saturating_sub(LOG_PAGE - 1).max(oldest).max(1);
     let mut out = Vec::new();
     for (slot, value) in crate::paxos::state::load_chosen_range(&s.kv, from, LOG_PAGE as usize)
         .into_iter()
@@ -348,7 +365,12 @@ fn chosen_entries(gw: &Gateway, service: &str, before: Option<u64>) -> Option<(V
                 let req = crate::http::ProxiedRequest::decode(&u.payload).ok();
                 serde_json::json!({
                     "method": req.as_ref().map(|r| r.method.clone()),
-                    "path": req.as_ref().map(|r| r.path_and_query.clone()),
+                    // The path only: a query string may carry secrets,
+                    // and these pages need no token.
+                    "path": req.as_ref().map(|r| match r.path_and_query.split_once('?') {
+                        Some((path, _)) => format!("{path}?…"),
+                        None => r.path_and_query.clone(),
+                    }),
                     "size": u.payload.len(),
                     "origin": gw.node_name(u.id.origin),
                 })
@@ -361,7 +383,7 @@ fn chosen_entries(gw: &Gateway, service: &str, before: Option<u64>) -> Option<(V
             "digest": digest,
         }));
     }
-    Some((out, from))
+    Some((out, from, from > oldest))
 }
 
 /// Every node's digest, a differing one marked; this node's alone when
@@ -400,7 +422,7 @@ async fn log_json(
     q: web::Query<Page>,
 ) -> HttpResponse {
     match entries(&gw, &path, q.before).await {
-        Some((e, _)) => HttpResponse::Ok().json(serde_json::json!({
+        Some((e, _, _)) => HttpResponse::Ok().json(serde_json::json!({
             "node": gw.node,
             "service": *path,
             "entries": e,
@@ -417,7 +439,7 @@ async fn log_page(
     path: web::Path<String>,
     q: web::Query<Page>,
 ) -> HttpResponse {
-    let Some((entries, first)) = entries(&gw, &path, q.before).await else {
+    let Some((entries, first, older)) = entries(&gw, &path, q.before).await else {
         return super::plain(
             actix_web::http::StatusCode::NOT_FOUND,
             format!("ordo: no service {}", *path),
@@ -470,7 +492,7 @@ async fn log_page(
         }
     }
     body.push_str("</tbody></table></div>");
-    if first > 1 {
+    if older {
         let _ = write!(
             body,
             "<p><a href='/services/{name}/log?before={first}'>older</a></p>"

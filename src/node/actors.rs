@@ -376,10 +376,9 @@ impl Handler<Export> for ApplierActor {
     }
 }
 
-/// For a reseed import: whether the applier may take one at `slot` now.
-#[derive(Debug)]
 /// Every node's digests of these slots, as far as this node still holds
 /// them (the console's log pages).
+#[derive(Debug)]
 pub struct Digests(pub Vec<Slot>);
 
 impl actix::Message for Digests {
@@ -395,6 +394,8 @@ impl Handler<Digests> for ApplierActor {
     }
 }
 
+/// For a reseed import: whether the applier may take one at `slot` now.
+#[derive(Debug)]
 pub struct CanReseed(pub Slot);
 
 impl actix::Message for CanReseed {
@@ -514,10 +515,14 @@ impl Shelled for Proposer {
             recent_values: Default::default(),
             ..counts.clone()
         };
-        if leader.is_some() && leader != notes.leader {
-            c.leader_changes.inc();
+        // A change between two known leaders (a lapse between them, an
+        // election that re-elects the same node, is no change).
+        if let Some(l) = leader {
+            if notes.leader.is_some_and(|old| old != l) || notes.leader.is_none() {
+                c.leader_changes.inc();
+            }
+            notes.leader = Some(l);
         }
-        notes.leader = leader;
         // The commit index a heartbeat reported goes out before the lease
         // it renewed, so a reader never sees a fresh lease without it.
         book.status.raise_known_commit(r.leader_commit());
