@@ -246,9 +246,13 @@ fn the_console_shows_the_cluster_and_disables_a_node_with_the_token() {
             .as_object()
             .map(|m| m.values().collect())
             .unwrap_or_default();
-        (digests.len() == 3 && digests.iter().all(|d| *d == digests[0]))
-            .then_some(())
-            .ok_or(newest.to_string())
+        (digests.len() == 3
+            && digests.iter().all(|d| *d == digests[0])
+            && newest["chosen_at"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("UTC")))
+        .then_some(())
+        .ok_or(newest.to_string())
     });
 
     // The leader's console knows every node's progress: the screenshot.

@@ -7,7 +7,8 @@
 //!   (promote, demote, transfer), each asking for confirmation; the
 //!   membership events. The page reloads its content every 2 s.
 //! - `GET /services/{service}/log[?before=SLOT]`: the log, newest first,
-//!   50 entries a page: slot, method, path, size, origin node, and every
+//!   50 entries a page: slot, method, path, size, origin node, when this
+//!   node learned it was chosen (while it remembers), and every
 //!   node's digest of its backend's answer (while the applier holds them:
 //!   the digest window and the latest settled slots).
 //! - `GET /api/services/{service}/log`: the same as JSON.
@@ -280,23 +281,28 @@ fn service_section(gw: &Gateway, s: &Value, out: &mut String) {
         out.push_str("<li><small>none yet</small></li>");
     }
     for e in events.iter().rev() {
-        let at = e["at_unix_ms"].as_u64().unwrap_or(0);
-        let when = time::OffsetDateTime::from_unix_timestamp_nanos(at as i128 * 1_000_000)
-            .map(|t| {
-                format!(
-                    "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-                    t.year(),
-                    u8::from(t.month()),
-                    t.day(),
-                    t.hour(),
-                    t.minute(),
-                    t.second()
-                )
-            })
-            .unwrap_or_default();
+        let when = unix_ms_text(e["at_unix_ms"].as_u64().unwrap_or(0));
         let _ = write!(out, "<li><small>{when}</small> {}</li>", text(&e["event"]));
     }
     out.push_str("</ul></section>");
+}
+
+/// A Unix time in ms as `YYYY-MM-DD hh:mm:ss.mmm UTC`.
+fn unix_ms_text(at: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(at as i128 * 1_000_000)
+        .map(|t| {
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03} UTC",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+                t.millisecond()
+            )
+        })
+        .unwrap_or_default()
 }
 
 #[derive(serde::Deserialize)]
@@ -376,8 +382,10 @@ fn chosen_entries(
                 })
             })
             .collect();
+        let chosen_at = s.handle.status.chosen_at(slot).map(unix_ms_text);
         out.push(serde_json::json!({
             "slot": slot,
+            "chosen_at": chosen_at,
             "kind": kind,
             "updates": updates,
             "digest": digest,
@@ -451,7 +459,7 @@ async fn log_page(
          first. A digest covers a backend's answer (status, body, digest headers); every \
          node's is shown while this node still holds it, a differing one in red</p>\
          <div class=scroll><table><thead><tr><th>slot</th><th>what</th><th>method</th>\
-         <th>path</th><th>size</th><th>origin</th><th>digests</th></tr></thead><tbody>"
+         <th>path</th><th>size</th><th>origin</th><th>chosen (seen here)</th><th>digests</th></tr></thead><tbody>"
     );
     for e in &entries {
         let updates = e["updates"].as_array().cloned().unwrap_or_default();
@@ -486,7 +494,12 @@ async fn log_page(
                 None => body.push_str("<td>—</td><td>—</td><td>—</td><td>—</td>"),
             }
             if i == 0 {
-                let _ = write!(body, "<td rowspan={rows}>{}</td>", digests_cell(e));
+                let _ = write!(
+                    body,
+                    "<td rowspan={rows}><small>{}</small></td><td rowspan={rows}>{}</td>",
+                    text(&e["chosen_at"]),
+                    digests_cell(e)
+                );
             }
             body.push_str("</tr>");
         }

@@ -135,7 +135,7 @@ pub fn start_group(
         apctx.address().recipient(),
     );
     let status = Arc::new(GroupStatus::default());
-    status.set_learner(learner.role().commit(), learner.role().known_commit());
+    status.recovered(learner.role().commit(), learner.role().known_commit());
     status.set_applied(applier.role().applied(), 0);
     let book = Book {
         local: inbox.clone(),

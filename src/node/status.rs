@@ -8,8 +8,8 @@ use crate::paxos::membership::Era;
 use crate::paxos::state::NodeState;
 use crate::time::Time;
 use std::collections::VecDeque;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 use tokio::sync::watch;
 
 /// What one node last told the leader (`paxos::members::Peer`).
@@ -64,7 +64,17 @@ pub struct GroupStatus {
     membership: RwLock<MembershipView>,
     /// What the actors count, for `/metrics`.
     pub counters: crate::metrics::GroupCounters,
+    /// When this node learned its commit index reached a slot: (commit,
+    /// Unix ms), oldest first, at most `COMMIT_TIMES_KEPT`. In memory
+    /// only: the console's "chosen at" (the log stores no times).
+    commit_times: Mutex<VecDeque<(Slot, u64)>>,
+    /// Slots up to here have no time: recovered from disk, or their
+    /// advance was forgotten.
+    untimed_upto: AtomicU64,
 }
+
+/// Commit advances remembered for the console.
+pub const COMMIT_TIMES_KEPT: usize = 4096;
 
 impl Default for GroupStatus {
     fn default() -> Self {
@@ -81,6 +91,8 @@ impl Default for GroupStatus {
             rebuilding: RwLock::new(None),
             membership: RwLock::new(MembershipView::default()),
             counters: Default::default(),
+            commit_times: Mutex::new(VecDeque::new()),
+            untimed_upto: AtomicU64::new(0),
         }
     }
 }
@@ -226,8 +238,38 @@ impl GroupStatus {
     }
 
     pub(crate) fn set_learner(&self, commit: Slot, known: Slot) {
+        let before = self.commit.swap(commit, Ordering::Relaxed);
+        if commit > before {
+            let at_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let mut times = self.commit_times.lock().unwrap_or_else(|e| e.into_inner());
+            if times.len() >= COMMIT_TIMES_KEPT {
+                if let Some((forgotten, _)) = times.pop_front() {
+                    self.untimed_upto.fetch_max(forgotten, Ordering::Relaxed);
+                }
+            }
+            times.push_back((commit, at_ms));
+        }
+        self.known_commit.fetch_max(known, Ordering::Relaxed);
+    }
+
+    /// When this node learned `slot` was chosen (Unix ms), if it still
+    /// remembers: the first commit advance that reached it.
+    pub fn chosen_at(&self, slot: Slot) -> Option<u64> {
+        let times = self.commit_times.lock().unwrap_or_else(|e| e.into_inner());
+        if slot <= self.untimed_upto.load(Ordering::Relaxed) {
+            return None;
+        }
+        let i = times.partition_point(|(c, _)| *c < slot);
+        times.get(i).map(|(_, at)| *at)
+    }
+
+    /// The commit index recovered at start: its slots have no time.
+    pub(crate) fn recovered(&self, commit: Slot, known: Slot) {
         self.commit.store(commit, Ordering::Relaxed);
         self.known_commit.fetch_max(known, Ordering::Relaxed);
+        self.untimed_upto.fetch_max(commit, Ordering::Relaxed);
     }
 
     pub(crate) fn raise_known_commit(&self, known: Slot) {
@@ -246,5 +288,27 @@ impl GroupStatus {
         // Release, last: see `read_state`.
         self.lease_contact
             .store(lease.map_or(0, |t| t.0 + 1), Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod commit_time_tests {
+    use super::*;
+
+    #[test]
+    fn chosen_times_are_known_for_advances_seen_here_only() {
+        let s = GroupStatus::default();
+        s.recovered(5, 5);
+        s.set_learner(8, 8);
+        assert_eq!(s.chosen_at(3), None, "recovered from disk: no time");
+        assert_eq!(s.chosen_at(5), None);
+        let t = s.chosen_at(6).expect("learned here");
+        assert_eq!(s.chosen_at(8), Some(t));
+        assert_eq!(s.chosen_at(9), None, "not chosen yet");
+        for c in 9..9 + COMMIT_TIMES_KEPT as u64 {
+            s.set_learner(c, c);
+        }
+        assert_eq!(s.chosen_at(8), None, "forgotten, not guessed");
+        assert!(s.chosen_at(9 + COMMIT_TIMES_KEPT as u64 - 1).is_some());
     }
 }
