@@ -115,20 +115,6 @@ impl TlsReloader {
         }
         Ok(())
     }
-
-    /// The certificates presented now: the mesh's, and the client
-    /// port's if it speaks TLS.
-    pub fn certificates(
-        &self,
-    ) -> (
-        Option<rustls::pki_types::CertificateDer<'static>>,
-        Option<rustls::pki_types::CertificateDer<'static>>,
-    ) {
-        (
-            self.mesh.as_ref().map(crate::mesh::MeshHandle::certificate),
-            self.client.as_ref().map(ClientPortTls::certificate),
-        )
-    }
 }
 
 /// Start a node inside the current actix system. `init`: a service whose

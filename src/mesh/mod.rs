@@ -460,11 +460,6 @@ impl MeshHandle {
             "mesh TLS reloaded; reconnecting to every peer"
         );
     }
-
-    /// The certificate this node presents to its peers now.
-    pub fn certificate(&self) -> rustls::pki_types::CertificateDer<'static> {
-        self.shared.peer_tls().own
-    }
 }
 
 /// The node names, checked.

@@ -4,7 +4,7 @@
 //!
 //! Rotation: the server's configuration never changes; its certificate
 //! comes from a resolver and its client verifier from a delegate, both of
-//! which [`ClientPortTls::reload`] swaps. Connections already open keep
+//! which [`ClientPortTls::apply`] swaps. Connections already open keep
 //! their session; new handshakes get the new files. A reload that fails
 //! (a missing file, a key that does not match) changes nothing.
 
@@ -89,14 +89,6 @@ impl ClientPortTls {
         (*self.config).clone()
     }
 
-    /// Load the files again; new handshakes use them. On error nothing
-    /// changes.
-    pub fn reload(&self, files: &ClientTlsFiles) -> Result<(), TlsError> {
-        let next = Self::prepare(files)?;
-        self.apply(next);
-        Ok(())
-    }
-
     /// Load and check what [`ClientPortTls::apply`] would use.
     pub fn prepare(files: &ClientTlsFiles) -> Result<Prepared, TlsError> {
         load(files).map(Prepared)
@@ -105,12 +97,6 @@ impl ClientPortTls {
     /// Use `next` for new handshakes from now on.
     pub fn apply(&self, next: Prepared) {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = next.0;
-    }
-
-    /// The certificate new handshakes present (for tests and logs).
-    pub fn certificate(&self) -> CertificateDer<'static> {
-        let cur = self.current.read().unwrap_or_else(|e| e.into_inner());
-        cur.key.cert[0].clone()
     }
 }
 
