@@ -453,9 +453,7 @@ fn publish_membership(r: &mut Proposer, notes: &mut ProposerNotes, book: &Book) 
     notes.version = Some(r.version());
     notes.active = r.active().voters.clone();
     notes.peers_at = r.is_leader().then(std::time::Instant::now);
-    let at_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let at_ms = super::status::unix_ms();
     let events: Vec<String> = r.events.drain(..).collect();
     for e in &events {
         tracing::info!(event = %e, "membership");

@@ -73,6 +73,14 @@ pub struct GroupStatus {
     untimed_upto: AtomicU64,
 }
 
+/// Wall-clock time in Unix ms, for what operators read (events, chosen
+/// times); 0 if the clock is before 1970.
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Commit advances remembered for the console.
 pub const COMMIT_TIMES_KEPT: usize = 4096;
 
@@ -193,9 +201,7 @@ impl GroupStatus {
     /// Add an event to the ones shown (the oldest go beyond
     /// `EVENTS_SHOWN`), stamped now.
     pub(crate) fn push_event(&self, event: String) {
-        let at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let at_ms = unix_ms();
         self.update_membership(|m| {
             if m.events.len() >= EVENTS_SHOWN {
                 m.events.pop_front();
@@ -240,9 +246,7 @@ impl GroupStatus {
     pub(crate) fn set_learner(&self, commit: Slot, known: Slot) {
         let before = self.commit.swap(commit, Ordering::Relaxed);
         if commit > before {
-            let at_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
+            let at_ms = unix_ms();
             let mut times = self.commit_times.lock().unwrap_or_else(|e| e.into_inner());
             if times.len() >= COMMIT_TIMES_KEPT {
                 if let Some((forgotten, _)) = times.pop_front() {

@@ -59,6 +59,23 @@ pub struct ClientLog {
     pub failures: Vec<String>,
 }
 
+/// Record `r` among the failures unless it is one of the `ok` statuses.
+fn note_failure(
+    log: &mut ClientLog,
+    method: &str,
+    url: &str,
+    r: &Result<super::Resp, String>,
+    ok: &[u16],
+) {
+    match r {
+        Ok(r) if ok.contains(&r.status) => {}
+        Ok(r) => log
+            .failures
+            .push(format!("{method} {url}: {} {}", r.status, r.body.trim())),
+        Err(e) => log.failures.push(e.clone()),
+    }
+}
+
 pub fn parse_array(body: &str) -> Option<Vec<u64>> {
     let v: Value = serde_json::from_str(body).ok()?;
     v.as_array()?.iter().map(Value::as_u64).collect()
@@ -114,13 +131,7 @@ pub fn load_client(
                 timeout,
             );
             let end = micros(t0);
-            match &r {
-                Ok(r) if r.status == 200 || r.status == 201 => {}
-                Ok(r) => log
-                    .failures
-                    .push(format!("POST {url}: {} {}", r.status, r.body.trim())),
-                Err(e) => log.failures.push(e.clone()),
-            }
+            note_failure(&mut log, "POST", &url, &r, &[200, 201]);
             let input = KvOp::Append {
                 key: key.clone(),
                 value,
@@ -157,13 +168,7 @@ pub fn load_client(
             let start = micros(t0);
             let r = call("GET", &url, &[("cache-control", "no-cache")], None, timeout);
             let end = micros(t0);
-            match &r {
-                Ok(r) if r.status == 200 || r.status == 404 => {}
-                Ok(r) => log
-                    .failures
-                    .push(format!("GET {url}: {} {}", r.status, r.body.trim())),
-                Err(e) => log.failures.push(e.clone()),
-            }
+            note_failure(&mut log, "GET", &url, &r, &[200, 404]);
             let seen = match r {
                 Ok(r) if r.status == 200 => match parse_array(&r.body) {
                     Some(a) => Some(a),
