@@ -7,9 +7,10 @@ use super::clock::Clock;
 use super::disk::SimDisk;
 use super::report::FailureKind;
 use super::scenario::{CrashPoint, Scenario};
-use super::workload::SimBackend;
+use super::workload::{SimBackend, SimOp};
 use super::world::{Ev, World};
 use crate::apply::applier::ApplierConfig;
+use crate::apply::resource::{Resources, Touches};
 use crate::driver::group::Bugs;
 use crate::driver::{Group, GroupConfig, Input, Output};
 use crate::gateway::readiness::Fence;
@@ -50,6 +51,8 @@ pub(super) struct SimNode {
     /// The latest ballot for which its proposer received a partial
     /// promise page (for `Report::leaders_paged`).
     pub(super) paged: Option<Ballot>,
+    /// Applier calls sent to the backend and not executed yet.
+    pub(super) backend_calls_out: u64,
 }
 
 impl SimNode {
@@ -69,6 +72,7 @@ impl SimNode {
             waiting: BTreeMap::new(),
             parked: Vec::new(),
             paged: None,
+            backend_calls_out: 0,
         }
     }
 
@@ -128,6 +132,15 @@ pub(super) fn group_config(sc: &Scenario) -> GroupConfig {
             answer_after_agreement: sc.answer_agreed,
             bug_ignore_digests: b.ignore_digests,
             bug_digest_names_node: b.digest_names_node,
+            resources: match sc.apply_keyed {
+                Some(_) => Resources::custom(|u: &Update| match SimOp::decode(&u.payload) {
+                    Some(op) => Touches::Paths(vec![format!("/{}/", op.key())]),
+                    None => Touches::Everything,
+                }),
+                None => Resources::sequential(),
+            },
+            concurrency: sc.apply_keyed.unwrap_or(1),
+            bug_ignore_resource_order: b.ignore_resource_order,
             ..ApplierConfig::default()
         },
         promise_bytes_max: sc.promise_bytes,
@@ -323,6 +336,9 @@ impl World {
                     index,
                     update,
                 } => {
+                    let out = &mut self.nodes[i].backend_calls_out;
+                    *out += 1;
+                    self.report.apply_calls_max = self.report.apply_calls_max.max(*out);
                     let at = self.now + self.draw(self.sc.backend_delay);
                     let ev = Ev::Backend {
                         node: node_id,
@@ -422,6 +438,11 @@ impl World {
         let reply = self.nodes[i]
             .backend
             .execute(slot, index, &update, faults, &mut self.rng);
+        let node = &mut self.nodes[i];
+        node.backend_calls_out -= 1;
+        if let Some(e) = node.backend.out_of_order.take() {
+            self.fail(FailureKind::Safety, "same-key-order", e);
+        }
         let node = &mut self.nodes[i];
         if node.backend.skewed_updates > 0 && node.skewed_since.is_none() {
             node.skewed_since = Some(self.now);

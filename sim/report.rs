@@ -55,6 +55,8 @@ pub struct Report {
     pub reconfigurations: u64,
     /// Syncs started by the drivers, over all nodes.
     pub syncs: u64,
+    /// The most applier calls one node had out to its backend at once.
+    pub apply_calls_max: u64,
     /// Reseeds the operator model made (nodes behind the compaction).
     pub reseeds: u64,
     /// The nodes that call their replica diverged at the end.

@@ -152,6 +152,7 @@ pub struct Bugs {
     pub ignore_digests: bool,
     pub digest_names_node: bool,
     pub reconfig_at_once: bool,
+    pub ignore_resource_order: bool,
 }
 
 type BugSwitch = fn(&mut Bugs) -> &mut bool;
@@ -176,6 +177,7 @@ const BUGS: &[(&str, BugSwitch)] = &[
     ("ignore-digests", |b| &mut b.ignore_digests),
     ("digest-names-node", |b| &mut b.digest_names_node),
     ("reconfig-at-once", |b| &mut b.reconfig_at_once),
+    ("ignore-resource-order", |b| &mut b.ignore_resource_order),
 ];
 
 impl Bugs {
@@ -237,6 +239,10 @@ pub struct Scenario {
     pub answer_agreed: bool,
     /// Slots of log kept (`log retain=N`); older ones are compacted.
     pub log_retain: u64,
+    /// Updates to different keys commute and apply side by side, this
+    /// many at once (`apply keyed concurrency=N`); `None`: one at a time
+    /// in slot order (`apply sequential`, the default).
+    pub apply_keyed: Option<usize>,
     pub bugs: Bugs,
     pub timeline: Vec<(Duration, Fault)>,
     pub expect: Vec<Expect>,
@@ -264,6 +270,7 @@ impl Default for Scenario {
             promise_bytes: 160,
             answer_agreed: false,
             log_retain: LOG_RETAIN_DEFAULT,
+            apply_keyed: None,
             bugs: Bugs::default(),
             timeline: Vec::new(),
             expect: Vec::new(),
@@ -547,6 +554,20 @@ impl Scenario {
                         }
                     }
                 }
+                "apply" => match words.get(1..) {
+                    Some(["sequential"]) => s.apply_keyed = None,
+                    Some(["keyed", n]) => match n.strip_prefix("concurrency=") {
+                        Some(v) if num(v)? > 0 => s.apply_keyed = Some(num(v)? as usize),
+                        _ => {
+                            return Err(err(format!("apply keyed wants concurrency=N, not {n:?}")));
+                        }
+                    },
+                    _ => {
+                        return Err(err(
+                            "apply is `sequential` or `keyed concurrency=N`".to_string()
+                        ));
+                    }
+                },
                 "answer" => {
                     s.answer_agreed = match one()? {
                         "agreed" => true,
@@ -658,6 +679,9 @@ impl Scenario {
         let _ = writeln!(o, "promise-bytes {}", self.promise_bytes);
         if self.answer_agreed {
             let _ = writeln!(o, "answer agreed");
+        }
+        if let Some(n) = self.apply_keyed {
+            let _ = writeln!(o, "apply keyed concurrency={n}");
         }
         if self.log_retain != LOG_RETAIN_DEFAULT {
             let _ = writeln!(o, "log retain={}", self.log_retain);
@@ -849,6 +873,12 @@ impl Scenario {
             s.timeline.push((ms(at), Fault::Drop(kind)));
             s.timeline.push((back, Fault::Heal));
             s.timeline.sort_by_key(|(t, _)| *t);
+        }
+        // Half the seeds declare that updates to different keys commute:
+        // the applier runs them side by side (drawn last, so the other
+        // draws of a seed stay what they were).
+        if r.chance(0.5) {
+            s.apply_keyed = Some([2, 4, 16][r.below(3) as usize]);
         }
         s
     }

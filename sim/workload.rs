@@ -54,6 +54,11 @@ pub struct BackendFaults {
 pub struct SimBackend {
     data: BTreeMap<u32, String>,
     done: BTreeMap<(Slot, u32), (u16, Bytes)>,
+    /// The last update executed on each key: updates to one key must
+    /// reach it in log order, whatever runs beside them.
+    last: BTreeMap<u32, (Slot, u32)>,
+    /// The first update that reached its key after a later one.
+    pub out_of_order: Option<String>,
     pub calls: u64,
     /// A fault made this instance differ from the others: every update
     /// it executes from now on stores and answers something else (a
@@ -82,6 +87,19 @@ impl SimBackend {
         let (status, body) = match self.done.get(&(slot, index)) {
             Some(done) => done.clone(),
             None => {
+                if let Some(key) = SimOp::decode(&update.payload).map(|op| op.key()) {
+                    let at = (slot, index);
+                    match self.last.insert(key, at) {
+                        Some(later) if later > at && self.out_of_order.is_none() => {
+                            self.out_of_order = Some(format!(
+                                "key {key}: the update of slot {slot} index {index} ran after \
+                                 the one of slot {} index {}",
+                                later.0, later.1
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
                 let reply = self.apply(&update.payload);
                 self.done.insert((slot, index), reply.clone());
                 reply
@@ -134,6 +152,7 @@ impl SimBackend {
     pub fn copy_from(&mut self, donor: &SimBackend) {
         self.data = donor.data.clone();
         self.done = donor.done.clone();
+        self.last = donor.last.clone();
         self.tainted = donor.skewed || donor.tainted;
     }
 

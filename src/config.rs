@@ -154,6 +154,38 @@ pub struct Service {
     /// not) or `local` (as soon as its own backend answered).
     #[serde(default)]
     pub answer: Answer,
+    /// Which updates commute, so that the applier may run them side by
+    /// side: `none` (the default: strictly one at a time, in slot order)
+    /// or `path` (updates to unrelated paths commute; see
+    /// docs/configuration.md before turning it on).
+    #[serde(default)]
+    pub resource_key: ResourceKey,
+    /// With `resource_key = "path"`: only the first this many path
+    /// segments name a resource (e.g. 2 for `/kv/<key>/...`).
+    pub resource_key_depth: Option<u32>,
+    /// With a resource key rule: backend calls the applier has out at
+    /// once, at most.
+    #[serde(default = "default_apply_concurrency")]
+    pub apply_concurrency: usize,
+}
+
+fn default_apply_concurrency() -> usize {
+    32
+}
+
+/// The largest `apply_concurrency`.
+pub const APPLY_CONCURRENCY_MAX: usize = 1024;
+
+/// How a service's paths name the resources its updates touch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResourceKey {
+    /// Nothing commutes: updates apply one at a time.
+    #[default]
+    None,
+    /// Updates to unrelated paths (neither is a prefix of the other,
+    /// segment by segment) commute.
+    Path,
 }
 
 /// When the node that took an update answers its client.
@@ -496,6 +528,27 @@ impl Config {
                 if !p.starts_with('/') {
                     return Err(err(key("snapshot"), format!("{p:?} must start with /")));
                 }
+            }
+            if s.resource_key_depth.is_some() && s.resource_key != ResourceKey::Path {
+                return Err(err(
+                    key("resource_key_depth"),
+                    "is set, but resource_key is not \"path\"",
+                ));
+            }
+            if s.resource_key_depth == Some(0) {
+                return Err(err(
+                    key("resource_key_depth"),
+                    "0 would make every path one resource: leave resource_key out instead",
+                ));
+            }
+            if !(1..=APPLY_CONCURRENCY_MAX).contains(&s.apply_concurrency) {
+                return Err(err(
+                    key("apply_concurrency"),
+                    format!(
+                        "{} is not between 1 and {APPLY_CONCURRENCY_MAX}",
+                        s.apply_concurrency
+                    ),
+                ));
             }
             for (j, h) in s.digest_headers.iter().enumerate() {
                 if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
@@ -953,6 +1006,21 @@ active = ["north", "east", "west"]
                 "name = \"kv\"",
                 "name = \"KV\"",
                 "services[0].name: \"KV\" is not a valid name",
+            ),
+            (
+                "name = \"kv\"",
+                "name = \"kv\"\nresource_key_depth = 2",
+                "services[0].resource_key_depth: is set, but resource_key is not \"path\"",
+            ),
+            (
+                "name = \"kv\"",
+                "name = \"kv\"\nresource_key = \"path\"\napply_concurrency = 0",
+                "services[0].apply_concurrency: 0 is not between 1 and 1024",
+            ),
+            (
+                "name = \"kv\"",
+                "name = \"kv\"\nresource_key = \"paths\"",
+                "unknown variant `paths`",
             ),
             (
                 "peer = \"127.0.0.1:9080\"",

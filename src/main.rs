@@ -223,7 +223,8 @@ struct SimArgs {
     /// skip-phase1, forget-promise, stale-reads, ignore-idempotency-keys,
     /// read-index-without-round, round-not-persisted, promise-before-sync,
     /// prepare-before-sync, lease-without-quorum, lease-beyond-knowledge,
-    /// vote-after-amnesia, ignore-digests or digest-names-node.
+    /// vote-after-amnesia, ignore-digests, digest-names-node,
+    /// reconfig-at-once or ignore-resource-order.
     #[arg(long)]
     bug: Option<String>,
 }

@@ -238,6 +238,13 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
             }
         }
         group_cfg.applier.answer_after_agreement = s.answer == crate::config::Answer::Agreed;
+        if s.resource_key == crate::config::ResourceKey::Path {
+            let rule = crate::apply::resource::PathRule {
+                depth: s.resource_key_depth,
+            };
+            group_cfg.applier.resources = crate::apply::resource::Resources::by_path(rule);
+            group_cfg.applier.concurrency = s.apply_concurrency;
+        }
         let backend = Arc::new(
             HttpBackend::new(&s.backend, &cfg.cluster, &s.name, backend_cfg)
                 .with_context(|| format!("services.{}.backend", s.name))?,

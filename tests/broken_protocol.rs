@@ -86,6 +86,32 @@ fn an_applier_that_ignores_idempotency_keys_is_caught() {
     );
 }
 
+/// An applier that runs updates to one key side by side (as if every
+/// update commuted) lets a later one reach the backend first; the
+/// backends' order check must say so, and so must the history checker
+/// on its own (a client reads the older value back).
+#[test]
+fn an_applier_that_ignores_resource_order_is_caught() {
+    let summary = run_seeds(0..100, 2, None, false, &|sc: &mut Scenario| {
+        sc.bugs.ignore_resource_order = true;
+        sc.apply_keyed = Some(4);
+    });
+    assert!(
+        summary.failed.iter().any(|f| f.check == "same-key-order"),
+        "updates to one key out of order went unnoticed in 100 seeds: {:?}",
+        summary.failed.first().map(|f| &f.message)
+    );
+    let found = (0..300).find(|&seed| {
+        let mut sc = Scenario::generate(seed);
+        sc.bugs.ignore_resource_order = true;
+        sc.apply_keyed = Some(4);
+        World::with_checks(sc, false, Checks::HistoryOnly)
+            .run()
+            .history_violated()
+    });
+    assert!(found.is_some(), "no history violation in 300 seeds");
+}
+
 /// A safety failure ends the run at once: it does not run on to the end
 /// of its timeline (where more failures would pile up).
 #[test]

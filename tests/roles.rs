@@ -716,6 +716,160 @@ fn the_log_drops_what_every_node_applied_before_its_bound() {
 
 // ---- applier ----
 
+/// An update `PUT path` from `origin`, encoded as the gateway does.
+fn put(origin: NodeId, seq: u64, path: &str) -> Update {
+    let request = ordo::http::request::ProxiedRequest {
+        method: "PUT".into(),
+        path_and_query: path.into(),
+        headers: Vec::new(),
+        body: Bytes::from(format!("v{seq}")),
+    };
+    Update {
+        payload: request.encode(),
+        ..update(origin, seq)
+    }
+}
+
+fn keyed(concurrency: usize) -> ApplierConfig {
+    let rule = ordo::apply::resource::PathRule { depth: None };
+    ApplierConfig {
+        resources: ordo::apply::resource::Resources::by_path(rule),
+        concurrency,
+        ..ApplierConfig::default()
+    }
+}
+
+fn ok(status: u16) -> BackendReply {
+    BackendReply::Response {
+        status,
+        body: Bytes::new(),
+        digest: status as u64,
+    }
+}
+
+/// The backend calls among `out`, as (slot, index).
+fn calls(out: &[Command]) -> Vec<(u64, u32)> {
+    out.iter()
+        .filter_map(|c| match c {
+            Command::Apply { slot, index, .. } => Some((*slot, *index)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn answered(out: &[Command]) -> Vec<u64> {
+    out.iter()
+        .filter_map(|c| match c {
+            Command::Client(ClientOutcome::Answer { slot, .. }) => Some(*slot),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn keyed_applier_runs_other_resources_while_one_retries_and_keeps_each_in_order() {
+    let mut h = Harness::new();
+    let slots = [
+        vec![put(N1, 1, "/kv/a")],
+        vec![put(N1, 2, "/kv/b"), put(N1, 3, "/kv/a/x")],
+        vec![put(N1, 4, "/kv/a?v=2")],
+        vec![put(N1, 5, "/kv/c")],
+    ];
+    for (i, batch) in slots.iter().enumerate() {
+        state::store_chosen(&mut h.disk, i as u64 + 1, &Value::Batch(batch.clone()));
+    }
+    let (mut a, out) = h.call_applier(|ctx| Applier::recover(N1, &[N0, N1, N2], keyed(8), ctx));
+    // /kv/a/x and the second /kv/a wait for the first /kv/a; the rest go.
+    assert_eq!(calls(&out), vec![(1, 0), (2, 0), (4, 0)]);
+    let (_, out) = h.call_applier(|ctx| a.on_backend_reply(ctx, 1, 0, ok(503)));
+    assert!(calls(&out).is_empty(), "nothing new may start: {out:?}");
+    let (_, out) = h.call_applier(|ctx| {
+        a.on_backend_reply(ctx, 4, 0, ok(201));
+        a.on_backend_reply(ctx, 2, 0, ok(201))
+    });
+    assert_eq!(answered(&out), vec![4, 2], "answered while /kv/a retries");
+    assert_eq!(a.applied(), 0, "the applied index is the contiguous prefix");
+    let (_, out) = h.call_applier(|ctx| a.on_timer(ctx, Timer::ApplyRetry));
+    assert_eq!(calls(&out), vec![(1, 0)], "the retry");
+    let (_, out) = h.call_applier(|ctx| a.on_backend_reply(ctx, 1, 0, ok(204)));
+    assert_eq!(answered(&out), vec![1]);
+    assert_eq!(
+        calls(&out),
+        vec![(2, 1)],
+        "then /kv/a/x, before the next /kv/a"
+    );
+    assert_eq!(a.applied(), 1);
+    let (_, out) = h.call_applier(|ctx| a.on_backend_reply(ctx, 2, 1, ok(201)));
+    assert_eq!(calls(&out), vec![(3, 0)]);
+    assert_eq!(a.applied(), 2);
+    h.call_applier(|ctx| a.on_backend_reply(ctx, 3, 0, ok(204)));
+    assert_eq!(a.applied(), 4, "slot 4 was done already");
+    let order: Vec<u64> = a
+        .journal
+        .iter()
+        .map(|j| match j {
+            ordo::apply::applier::Applied::Update { slot, .. } => *slot,
+            ordo::apply::applier::Applied::Duplicate { slot, .. } => *slot,
+        })
+        .collect();
+    assert_eq!(order, vec![1, 2, 2, 3, 4], "the journal is in log order");
+}
+
+#[test]
+fn keyed_applier_keeps_to_its_concurrency_and_unkeyed_runs_one_at_a_time() {
+    for (cfg, first) in [(keyed(3), 3), (ApplierConfig::default(), 1)] {
+        let mut h = Harness::new();
+        for slot in 1..=10 {
+            let u = put(N0, slot, &format!("/kv/{slot}"));
+            state::store_chosen(&mut h.disk, slot, &Value::Batch(vec![u]));
+        }
+        let (mut a, out) = h.call_applier(|ctx| Applier::recover(N1, &[N0, N1, N2], cfg, ctx));
+        let mut out_now = calls(&out);
+        assert_eq!(out_now.len(), first);
+        let mut done = Vec::new();
+        while let Some((slot, index)) = out_now.pop() {
+            let (_, out) = h.call_applier(|ctx| a.on_backend_reply(ctx, slot, index, ok(201)));
+            done.push(slot);
+            out_now.extend(calls(&out));
+            assert!(out_now.len() <= first, "{} calls out", out_now.len());
+        }
+        assert_eq!(a.applied(), 10);
+        done.sort();
+        assert_eq!(done, (1..=10).collect::<Vec<_>>(), "each applied once");
+    }
+}
+
+/// A client's `Idempotency-Key` orders across resources: the retry must
+/// find the first use's record, so it waits for it.
+#[test]
+fn keyed_applier_answers_a_client_retry_on_another_path_with_the_first_answer() {
+    let mut h = Harness::new();
+    let key = Some(Bytes::from_static(b"client-key"));
+    let first = Update {
+        key: key.clone(),
+        ..put(N1, 1, "/kv/a")
+    };
+    let retry = Update {
+        key,
+        ..put(N1, 2, "/kv/b")
+    };
+    state::store_chosen(&mut h.disk, 1, &Value::Batch(vec![first]));
+    state::store_chosen(&mut h.disk, 2, &Value::Batch(vec![retry.clone()]));
+    let (mut a, out) = h.call_applier(|ctx| Applier::recover(N1, &[N0, N1, N2], keyed(8), ctx));
+    assert_eq!(
+        calls(&out),
+        vec![(1, 0)],
+        "the retry waits for the first use"
+    );
+    let (_, out) = h.call_applier(|ctx| a.on_backend_reply(ctx, 1, 0, ok(201)));
+    assert!(calls(&out).is_empty(), "the retry is not applied: {out:?}");
+    let again = out.iter().any(|c| {
+        matches!(c, Command::Client(ClientOutcome::Answer { id, slot: 1, status: 201, .. }) if *id == retry.id)
+    });
+    assert!(again, "the retry gets the first answer: {out:?}");
+    assert_eq!(a.applied(), 2);
+}
+
 #[test]
 fn applier_retries_a_retryable_failure_and_never_skips_the_slot() {
     let mut h = Harness::new();

@@ -69,9 +69,10 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         1u64..30,
         0.0f64..0.05,
         prop::collection::vec(fault(), 0..6),
+        prop::option::of(1usize..8),
     )
         .prop_map(
-            |(seed, clients, keys, loss, dup, delay_max, backend_fail, faults)| {
+            |(seed, clients, keys, loss, dup, delay_max, backend_fail, faults, apply_keyed)| {
                 let mut timeline: Vec<(Duration, Fault)> = faults
                     .into_iter()
                     .flatten()
@@ -89,6 +90,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     backend_fail,
                     backend_fail_after_apply: backend_fail,
                     timeline,
+                    apply_keyed,
                     ..Scenario::default()
                 }
             },
@@ -143,4 +145,38 @@ fn generated_seeds_pass() {
         );
     }
     assert!(summary.ops > n * 10, "runs must do real work");
+}
+
+/// Updates to different keys run side by side when the service declared
+/// that they commute, and one at a time when it did not. (Runs without
+/// crashes: a call of a crashed incarnation may still be out.)
+#[test]
+fn keyed_runs_apply_side_by_side_and_sequential_ones_never_do() {
+    let most = |keyed: Option<usize>| {
+        (0..20)
+            .map(|seed| {
+                let sc = Scenario {
+                    seed,
+                    clients: 6,
+                    keys: 4,
+                    apply_keyed: keyed,
+                    ..Scenario::default()
+                };
+                let report = World::new(sc, false).run();
+                assert!(
+                    report.failure().is_none(),
+                    "seed {seed}: {:?}",
+                    report.failure()
+                );
+                report.apply_calls_max
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    assert_eq!(most(None), 1);
+    let keyed = most(Some(4));
+    assert!(
+        (2..=4).contains(&keyed),
+        "at most {keyed} calls out at once"
+    );
 }

@@ -1,12 +1,21 @@
-//! The applier: applies chosen slots to the local backend, in slot
-//! order, one update at a time, and never skips one.
+//! The applier: applies chosen slots to the local backend in slot order,
+//! and never skips one.
+//!
+//! In slot order means: an update runs only once every earlier update it
+//! does not commute with is done. A service that declared no resource
+//! key rule commutes nothing, so its updates run one at a time, strictly
+//! in order. One that did (`resource_key`, see [`super::resource`]) has
+//! its updates to unrelated resources run side by side, up to
+//! `concurrency` calls at once, while the applied index stays the
+//! contiguous prefix of slots whose every update is done: reads and
+//! read-index waits use it unchanged. [`super::order`] keeps the order.
 //!
 //! A retryable failure (no answer, 408, 429, 500, 502, 503, 504) is
 //! retried with capped exponential backoff, forever: skipping would make
 //! this backend differ from every other. Any other response is that
 //! update's deterministic result. The applied index is written after each
-//! slot but not synced on its own: after a crash a slot may be applied
-//! again, which the `Idempotency-Key` (cluster, service, slot, index)
+//! slot but not synced on its own: after a crash the slots after it may
+//! be applied again (with resource keys, any of them may have been), which the `Idempotency-Key` (cluster, service, slot, index)
 //! makes harmless.
 //!
 //! Duplicate updates (the same `UpdateId` chosen twice, which forwarding
@@ -35,6 +44,8 @@
 
 use super::compare::{Comparison, Verdict};
 use super::digest;
+use super::order::{Order, Pos};
+use super::resource::{Resources, Touches};
 use crate::paxos::ballot::{NodeId, Slot, Update, UpdateId, Value};
 use crate::paxos::command::{BackendReply, ClientOutcome, Command, Ctx, Timer};
 use crate::paxos::message::{Message, Role};
@@ -70,6 +81,18 @@ pub struct ApplierConfig {
     /// Test-only breakage: every node's digests differ (a digest that
     /// covers something node-specific, like a `Date` header).
     pub bug_digest_names_node: bool,
+    /// Which updates commute (the service's resource key rule).
+    pub resources: Resources,
+    /// Backend calls out at once, at most (retry waits included).
+    pub concurrency: usize,
+    /// Updates taken from the log ahead of the applied index, at most
+    /// (at least one slot is always taken).
+    pub window_updates_max: usize,
+    /// Their payload bytes, at most.
+    pub window_bytes_max: usize,
+    /// Test-only breakage: every update commutes with every other, even
+    /// two on the same resource.
+    pub bug_ignore_resource_order: bool,
 }
 
 impl Default for ApplierConfig {
@@ -86,6 +109,11 @@ impl Default for ApplierConfig {
             answer_after_agreement: false,
             bug_ignore_digests: false,
             bug_digest_names_node: false,
+            resources: Resources::sequential(),
+            concurrency: 32,
+            window_updates_max: 4096,
+            window_bytes_max: 64 << 20,
+            bug_ignore_resource_order: false,
         }
     }
 }
@@ -103,20 +131,29 @@ pub fn is_retryable(status: u16) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
 }
 
-struct Current {
+/// A slot taken from the log and not yet applied in full.
+struct InSlot {
     slot: Slot,
+    /// Not an update batch (a no-op, a configuration): nothing to apply,
+    /// no digest.
+    empty: bool,
     updates: Vec<Update>,
-    index: usize,
-    /// A call is out to the backend (else a retry timer is pending).
-    calling: bool,
-    attempts: u32,
-    /// The slot's digest so far.
-    digest: u64,
+    /// Each update's outcome once it has one: its journal entry and the
+    /// digest of the backend's answer (`None`: skipped).
+    done: Vec<Option<(Applied, Option<u64>)>>,
+    left: usize,
     /// The origin's answers to this slot's updates, if they wait for
     /// agreement.
     answers: Vec<ClientOutcome>,
     /// Stored first answers to client retries, with their first slots.
     retries: Vec<(Slot, ClientOutcome)>,
+}
+
+/// An update whose backend call is out, or waits to be tried again.
+struct Call {
+    attempts: u32,
+    /// When to try again; `None` while the call is out.
+    retry_at: Option<Time>,
 }
 
 /// An operator's action on this node's state (admin API, `ordo` CLI).
@@ -180,7 +217,14 @@ pub struct Applier {
     cfg: ApplierConfig,
     applied: Slot,
     commit: Slot,
-    current: Option<Current>,
+    /// Slots after the applied index taken from the log, in order.
+    window: VecDeque<InSlot>,
+    window_updates: usize,
+    window_bytes: usize,
+    order: Order,
+    calls: BTreeMap<Pos, Call>,
+    /// The retry timer is set for this time.
+    retry_armed: Option<Time>,
     /// Update ids applied in recent slots, oldest first, for dedupe.
     recent: BTreeMap<UpdateId, Slot>,
     recent_order: VecDeque<(Slot, UpdateId)>,
@@ -241,7 +285,12 @@ impl Applier {
             cfg,
             applied,
             commit,
-            current: None,
+            window: VecDeque::new(),
+            window_updates: 0,
+            window_bytes: 0,
+            order: Order::default(),
+            calls: BTreeMap::new(),
+            retry_armed: None,
             recent: BTreeMap::new(),
             recent_order: VecDeque::new(),
             client_keys: VecDeque::new(),
@@ -278,7 +327,7 @@ impl Applier {
 
     /// Retrying a slot the backend keeps refusing.
     pub fn stuck_attempts(&self) -> u32 {
-        self.current.as_ref().map_or(0, |c| c.attempts)
+        self.calls.values().map(|c| c.attempts).max().unwrap_or(0)
     }
 
     /// The durable node state: operator switch and divergence.
@@ -313,11 +362,19 @@ impl Applier {
     pub fn on_timer(&mut self, ctx: &mut Ctx<'_>, timer: Timer) {
         match timer {
             Timer::ApplyRetry => {
-                if let Some(c) = &self.current {
-                    if !c.calling {
-                        self.call(ctx);
-                    }
+                // The timer was set for the earliest retry: those due by
+                // then go (the firing, not this node's clock, says when).
+                let by = self.retry_armed.take().unwrap_or(ctx.now).max(ctx.now);
+                let due: Vec<Pos> = self
+                    .calls
+                    .iter()
+                    .filter(|(_, c)| c.retry_at.is_some_and(|at| at <= by))
+                    .map(|(p, _)| *p)
+                    .collect();
+                for pos in due {
+                    self.call(ctx, pos);
                 }
+                self.arm_retry(ctx);
                 self.send_digests(ctx);
             }
             Timer::Digests => {
@@ -366,7 +423,7 @@ impl Applier {
     /// The slot at which applying is paused, once it is (no slot half
     /// applied).
     pub fn paused_at(&self) -> Option<Slot> {
-        (self.paused && self.current.is_none()).then_some(self.applied)
+        (self.paused && self.window.is_empty()).then_some(self.applied)
     }
 
     /// Every node's digest of `slot` this node still holds (for the
@@ -676,69 +733,79 @@ impl Applier {
         index: u32,
         reply: BackendReply,
     ) {
-        let Some(c) = self.current.as_mut() else {
+        let pos = (slot, index);
+        let Some(call) = self.calls.get_mut(&pos).filter(|c| c.retry_at.is_none()) else {
             self.dropped += 1;
             return;
         };
-        if c.slot != slot || c.index != index as usize || !c.calling {
+        let Some(front) = self.window.front().map(|w| w.slot) else {
             self.dropped += 1;
             return;
-        }
-        c.calling = false;
-        let status = match &reply {
+        };
+        let (status, body, d) = match reply {
             BackendReply::Response {
                 status,
                 body,
                 digest: d,
-            } if !is_retryable(*status) => {
-                let id = c.updates[c.index].id;
-                c.digest = digest::fold(c.digest, *d);
-                if id.origin == self.id {
-                    let answer = ClientOutcome::Answer {
-                        id,
-                        slot,
-                        status: *status,
-                        body: body.clone(),
-                    };
-                    if self.cfg.answer_after_agreement {
-                        c.answers.push(answer);
-                    } else {
-                        ctx.client(answer);
-                    }
-                }
-                *status
-            }
+            } if !is_retryable(status) => (status, body, d),
             _ => {
-                c.attempts += 1;
+                call.attempts += 1;
                 let base = self.cfg.retry_base.as_micros() as u64;
                 let cap = self.cfg.retry_max.as_micros() as u64;
-                let backoff = base.saturating_mul(1 << c.attempts.min(20)).min(cap);
+                let backoff = base.saturating_mul(1 << call.attempts.min(20)).min(cap);
                 let wait = Duration::from_micros(ctx.rng.range(backoff / 2, backoff));
-                ctx.set_timer(Timer::ApplyRetry, ctx.now + wait);
+                call.retry_at = Some(ctx.now + wait);
+                self.arm_retry(ctx);
                 self.send_digests(ctx);
                 return;
             }
         };
-        let id = c.updates[c.index].id;
-        if let (Some(key), BackendReply::Response { body, .. }) = (&c.updates[c.index].key, &reply)
-        {
+        self.calls.remove(&pos);
+        let Some(w) = self.window.get_mut((slot - front) as usize) else {
+            self.dropped += 1;
+            return;
+        };
+        let u = &w.updates[index as usize];
+        let id = u.id;
+        if id.origin == self.id {
+            let answer = ClientOutcome::Answer {
+                id,
+                slot,
+                status,
+                body: body.clone(),
+            };
+            if self.cfg.answer_after_agreement {
+                w.answers.push(answer);
+            } else {
+                ctx.client(answer);
+            }
+        }
+        if let Some(key) = &u.key {
             let rec = state::ClientKeyRecord {
                 slot,
                 index,
                 status,
-                body: body.clone(),
+                body,
             };
             state::store_client_key(ctx.kv, key, &rec);
             self.client_keys.push_back((slot, key.to_vec()));
         }
-        self.remember(slot, id);
-        self.journal.push(Applied::Update { slot, id, status });
-        if let Some(c) = self.current.as_mut() {
-            c.index += 1;
-            c.attempts = 0;
-        }
+        w.done[index as usize] = Some((Applied::Update { slot, id, status }, Some(d)));
+        w.left -= 1;
+        self.order.done(pos);
         self.resume(ctx);
         self.send_digests(ctx);
+    }
+
+    /// Set the retry timer for the earliest call that waits for one.
+    fn arm_retry(&mut self, ctx: &mut Ctx<'_>) {
+        let next = self.calls.values().filter_map(|c| c.retry_at).min();
+        if let Some(at) = next {
+            if self.retry_armed.is_none_or(|armed| at < armed) {
+                self.retry_armed = Some(at);
+                ctx.set_timer(Timer::ApplyRetry, at);
+            }
+        }
     }
 
     /// The rule, live and on rebuild alike: an id is a duplicate at slot
@@ -749,9 +816,13 @@ impl Applier {
         self.recent_order.push_back((slot, id));
     }
 
-    /// Forget ids from slots that left the window before `slot` applies.
-    fn expire(&mut self, slot: Slot, kv: &mut dyn Kv) {
-        let oldest_key = slot.saturating_sub(self.cfg.client_key_window_slots);
+    /// Forget client keys no pending update can count any more: those
+    /// from before the window of the earliest slot not applied. (Not of
+    /// the latest slot taken from the log: an earlier one still waiting
+    /// may count them, and how far ahead a node reads must not change
+    /// what it decides.)
+    fn expire_client_keys(&mut self, kv: &mut dyn Kv) {
+        let oldest_key = (self.applied + 1).saturating_sub(self.cfg.client_key_window_slots);
         while let Some((s, _)) = self.client_keys.front() {
             if *s >= oldest_key {
                 break;
@@ -763,6 +834,10 @@ impl Applier {
                 }
             }
         }
+    }
+
+    /// Forget ids from slots that left the dedupe window of `slot`.
+    fn expire_ids(&mut self, slot: Slot) {
         let oldest = slot.saturating_sub(self.cfg.dedupe_window_slots);
         while let Some(&(s, id)) = self.recent_order.front() {
             if s >= oldest {
@@ -775,108 +850,195 @@ impl Applier {
         }
     }
 
-    /// Apply as far as the commit index allows, or until a backend call
-    /// is out.
+    /// Take slots from the log, start what may run, and finish the
+    /// slots that are done, until none of these can go further.
     fn resume(&mut self, ctx: &mut Ctx<'_>) {
         loop {
-            if let Some(c) = self.current.as_mut() {
-                if c.calling || c.attempts > 0 {
-                    return;
-                }
-                // Skip duplicates, then call for the next update.
-                while c.index < c.updates.len() {
-                    let u = &c.updates[c.index];
-                    let id = u.id;
-                    if self.recent.contains_key(&id) {
-                        // Seen within the window: remember this latest
-                        // copy too, as a rebuild from the log would.
-                        self.recent.insert(id, c.slot);
-                        self.recent_order.push_back((c.slot, id));
-                    } else {
-                        let window = self.cfg.client_key_window_slots;
-                        let first = u
-                            .key
-                            .as_ref()
-                            .filter(|_| !self.cfg.bug_ignore_client_keys)
-                            .and_then(|k| first_use(&*ctx.kv, k, window, c.slot, c.index));
-                        let Some(first) = first else {
-                            break;
-                        };
-                        // A client retry: answered with the first answer.
-                        if id.origin == self.id {
-                            let answer = ClientOutcome::Answer {
-                                id,
-                                slot: first.slot,
-                                status: first.status,
-                                body: first.body,
-                            };
-                            // The first answer is judged by its own
-                            // slot, not by this retry's (skipped alike
-                            // everywhere).
-                            c.retries.push((first.slot, answer));
-                        }
-                        self.recent.insert(id, c.slot);
-                        self.recent_order.push_back((c.slot, id));
-                    }
-                    self.journal.push(Applied::Duplicate { slot: c.slot, id });
-                    c.digest = digest::fold_skipped(c.digest);
-                    c.index += 1;
-                }
-                if c.index < c.updates.len() {
-                    self.call(ctx);
-                    return;
-                }
-                let (slot, d) = (c.slot, c.digest);
-                let answers = std::mem::take(&mut c.answers);
-                let retries = std::mem::take(&mut c.retries);
-                self.current = None;
-                // The digest is written before the applied index passes
-                // the slot: a crash keeps a prefix of the writes, so a
-                // slot known applied after a restart has its digest on
-                // disk (a client retry's stored answer is judged by it).
-                self.digested(ctx, slot, d, answers);
-                self.finish(ctx, slot);
-                for (first, answer) in retries {
-                    self.answer_stored(ctx, first, answer);
-                }
-                continue;
-            }
-            if self.applied >= self.commit || self.paused {
+            let admitted = self.admit(ctx);
+            let started = self.start(ctx);
+            let finished = self.finish_done(ctx);
+            if !(admitted || started || finished) {
                 return;
-            }
-            let slot = self.applied + 1;
-            self.expire(slot, ctx.kv);
-            let value = state::load_chosen(&*ctx.kv, slot);
-            let Some(value) = value else {
-                panic!("slot {slot} is committed but not in the log");
-            };
-            match value {
-                Value::Noop | Value::Config(_) => self.finish(ctx, slot),
-                Value::Batch(updates) => {
-                    self.current = Some(Current {
-                        slot,
-                        updates,
-                        index: 0,
-                        calling: false,
-                        attempts: 0,
-                        digest: digest::EMPTY,
-                        answers: Vec::new(),
-                        retries: Vec::new(),
-                    });
-                }
             }
         }
     }
 
-    fn call(&mut self, ctx: &mut Ctx<'_>) {
-        let Some(c) = self.current.as_mut() else {
+    /// Take committed slots into the window while it has room. Duplicate
+    /// ids are decided here, in log order: the rule depends only on the
+    /// log. Returns whether it took any.
+    fn admit(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        let mut took = false;
+        loop {
+            let slot = self.applied + self.window.len() as u64 + 1;
+            if slot > self.commit || self.paused {
+                return took;
+            }
+            // Strict order has nothing to gain from reading ahead.
+            let full = if self.cfg.resources.is_sequential() {
+                !self.window.is_empty()
+            } else {
+                self.window_updates >= self.cfg.window_updates_max
+                    || self.window_bytes >= self.cfg.window_bytes_max
+            };
+            if full && !self.window.is_empty() {
+                return took;
+            }
+            self.expire_ids(slot);
+            let Some(value) = state::load_chosen(&*ctx.kv, slot) else {
+                panic!("slot {slot} is committed but not in the log");
+            };
+            let updates = match value {
+                Value::Noop | Value::Config(_) => Vec::new(),
+                Value::Batch(updates) => updates,
+            };
+            let mut w = InSlot {
+                slot,
+                empty: updates.is_empty(),
+                done: vec![None; updates.len()],
+                left: 0,
+                answers: Vec::new(),
+                retries: Vec::new(),
+                updates,
+            };
+            for (i, u) in w.updates.iter().enumerate() {
+                let index = i as u32;
+                if self.recent.contains_key(&u.id) {
+                    // Seen within the window: remember this latest copy
+                    // too, as a rebuild from the log would.
+                    self.remember(slot, u.id);
+                    w.done[i] = Some((Applied::Duplicate { slot, id: u.id }, None));
+                    continue;
+                }
+                self.remember(slot, u.id);
+                let touches = if self.cfg.bug_ignore_resource_order {
+                    Touches::Paths(vec![format!("/{slot}/{index}/")])
+                } else {
+                    self.cfg.resources.touches(u)
+                };
+                let client = u.key.clone().filter(|_| !self.cfg.bug_ignore_client_keys);
+                self.order.admit((slot, index), touches, client);
+                w.left += 1;
+                self.window_bytes += u.payload.len();
+            }
+            self.window_updates += w.updates.len();
+            self.window.push_back(w);
+            took = true;
+        }
+    }
+
+    /// Call the backend for every update that may run, while calls are
+    /// below the bound. A client retry is recognised here, once every
+    /// earlier update with its key is done. Returns whether it started
+    /// (or skipped) any.
+    fn start(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        let mut any = false;
+        while self.calls.len() < self.cfg.concurrency.max(1) {
+            let Some(pos) = self.order.take_ready() else {
+                break;
+            };
+            any = true;
+            let Some(front) = self.window.front().map(|w| w.slot) else {
+                break;
+            };
+            let (slot, index) = pos;
+            let Some(w) = self.window.get_mut((slot - front) as usize) else {
+                break;
+            };
+            let u = &w.updates[index as usize];
+            let window = self.cfg.client_key_window_slots;
+            let first = u
+                .key
+                .as_ref()
+                .filter(|_| !self.cfg.bug_ignore_client_keys)
+                .and_then(|k| first_use(&*ctx.kv, k, window, slot, index as usize));
+            let Some(first) = first else {
+                self.calls.insert(
+                    pos,
+                    Call {
+                        attempts: 0,
+                        retry_at: None,
+                    },
+                );
+                self.call(ctx, pos);
+                continue;
+            };
+            // A client retry: answered with the first answer, judged by
+            // its own slot, not by this retry's (skipped alike
+            // everywhere).
+            let id = u.id;
+            if id.origin == self.id {
+                let answer = ClientOutcome::Answer {
+                    id,
+                    slot: first.slot,
+                    status: first.status,
+                    body: first.body,
+                };
+                w.retries.push((first.slot, answer));
+            }
+            w.done[index as usize] = Some((Applied::Duplicate { slot, id }, None));
+            w.left -= 1;
+            self.order.done(pos);
+        }
+        any
+    }
+
+    /// Finish the slots at the front of the window whose every update is
+    /// done, in slot order. Returns whether it finished any.
+    fn finish_done(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        let mut any = false;
+        while self.window.front().is_some_and(|w| w.left == 0) {
+            let Some(w) = self.window.pop_front() else {
+                break;
+            };
+            any = true;
+            self.window_updates -= w.updates.len();
+            self.window_bytes -= w.updates.iter().map(|u| u.payload.len()).sum::<usize>();
+            let slot = w.slot;
+            if w.empty {
+                self.finish(ctx, slot);
+                continue;
+            }
+            let mut d = digest::EMPTY;
+            for (applied, answer) in w.done.into_iter().flatten() {
+                d = match answer {
+                    Some(a) => digest::fold(d, a),
+                    None => digest::fold_skipped(d),
+                };
+                self.journal.push(applied);
+            }
+            // The digest is written before the applied index passes the
+            // slot: a crash keeps a prefix of the writes, so a slot known
+            // applied after a restart has its digest on disk (a client
+            // retry's stored answer is judged by it).
+            self.digested(ctx, slot, d, w.answers);
+            self.finish(ctx, slot);
+            for (first, answer) in w.retries {
+                self.answer_stored(ctx, first, answer);
+            }
+        }
+        any
+    }
+
+    /// Send (again) the call for the update at `pos`.
+    fn call(&mut self, ctx: &mut Ctx<'_>, pos: Pos) {
+        let Some(front) = self.window.front().map(|w| w.slot) else {
             return;
         };
-        c.calling = true;
+        let (slot, index) = pos;
+        let Some(update) = self
+            .window
+            .get((slot - front) as usize)
+            .and_then(|w| w.updates.get(index as usize))
+        else {
+            return;
+        };
+        if let Some(c) = self.calls.get_mut(&pos) {
+            c.retry_at = None;
+        }
         ctx.out.push(Command::Apply {
-            slot: c.slot,
-            index: c.index as u32,
-            update: c.updates[c.index].clone(),
+            slot,
+            index,
+            update: update.clone(),
         });
     }
 
@@ -930,5 +1092,6 @@ impl Applier {
         assert!(slot <= self.commit, "applied must not pass commit");
         self.applied = slot;
         state::store_u64(ctx.kv, Meta::Applied, slot);
+        self.expire_client_keys(ctx.kv);
     }
 }

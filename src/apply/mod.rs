@@ -4,4 +4,6 @@
 pub mod applier;
 pub mod compare;
 pub mod digest;
+pub mod order;
 pub mod reseed;
+pub mod resource;

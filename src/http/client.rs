@@ -89,7 +89,7 @@ impl Default for HttpBackendConfig {
             request_timeout: Duration::from_secs(30),
             max_response_bytes: 64 << 20,
             pool_idle_timeout: Duration::from_secs(60),
-            pool_max_idle: 4,
+            pool_max_idle: 256,
             digest_headers: Vec::new(),
             tls: None,
         }

@@ -73,6 +73,33 @@ impl ProxiedRequest {
     pub fn decode(bytes: &[u8]) -> Result<ProxiedRequest, DecodeError> {
         decode_tagged("request", REQUEST_V1, bytes)
     }
+
+    /// Method, target and headers of an encoded request, without copying
+    /// its body (the applier's scheduler looks at every update).
+    pub fn decode_head(bytes: &[u8]) -> Result<RequestHead, DecodeError> {
+        let (&tag, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
+        if tag != REQUEST_V1 {
+            return Err(DecodeError::UnknownFormat {
+                what: "request",
+                tag,
+            });
+        }
+        // The fields come in declaration order; the body is left unread.
+        let (head, _body) =
+            postcard::take_from_bytes::<RequestHead>(rest).map_err(|e| DecodeError::Malformed {
+                what: "request",
+                why: e.to_string(),
+            })?;
+        Ok(head)
+    }
+}
+
+/// The leading fields of a [`ProxiedRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct RequestHead {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: Vec<Header>,
 }
 
 /// A backend's response as the applier reports it: end-to-end headers
