@@ -2176,3 +2176,73 @@ fn a_leader_dates_no_lease_until_a_new_eras_voters_promised() {
     );
     assert!(p.lease_contact().is_some());
 }
+
+/// An update id chosen twice in one slot (a forwarding retry) is skipped,
+/// and the window's byte count stays right: slots after it still run side
+/// by side.
+#[test]
+fn keyed_applier_skips_a_duplicate_in_one_slot_and_goes_on_in_parallel() {
+    let mut h = Harness::new();
+    let u = put(N1, 1, "/kv/a");
+    state::store_chosen(&mut h.disk, 1, &Value::Batch(vec![u.clone(), u]));
+    state::store_chosen(&mut h.disk, 2, &Value::Batch(vec![put(N1, 2, "/kv/b")]));
+    state::store_chosen(&mut h.disk, 3, &Value::Batch(vec![put(N1, 3, "/kv/c")]));
+    let (mut a, out) = h.call_applier(|ctx| Applier::recover(N1, &[N0, N1, N2], keyed(8), ctx));
+    assert_eq!(calls(&out), vec![(1, 0), (2, 0), (3, 0)]);
+    h.call_applier(|ctx| {
+        a.on_backend_reply(ctx, 1, 0, ok(201));
+        a.on_backend_reply(ctx, 2, 0, ok(201));
+        a.on_backend_reply(ctx, 3, 0, ok(201))
+    });
+    assert_eq!(a.applied(), 3);
+    for slot in 4..=5 {
+        let u = put(N1, slot, &format!("/kv/{slot}"));
+        state::store_chosen(&mut h.disk, slot, &Value::Batch(vec![u]));
+    }
+    let (_, out) = h.call_applier(|ctx| a.on_message(ctx, N1, Message::Committed { commit: 5 }));
+    assert_eq!(calls(&out), vec![(4, 0), (5, 0)], "still side by side");
+}
+
+/// A client key's record is written with its slot, in slot order: a crash
+/// while an unrelated update holds the applied index back must not leave
+/// a later slot's record on disk, where it would make a re-applied retry
+/// look like a first use (and every other node skipped it).
+#[test]
+fn keyed_applier_decides_client_retries_the_same_after_a_crash() {
+    let mut h = Harness::new();
+    let key = Some(Bytes::from_static(b"k"));
+    let keyed_put = |seq, path| Update {
+        key: key.clone(),
+        ..put(N1, seq, path)
+    };
+    state::store_chosen(&mut h.disk, 1, &Value::Batch(vec![keyed_put(1, "/kv/a")]));
+    state::store_chosen(&mut h.disk, 2, &Value::Noop);
+    state::store_chosen(&mut h.disk, 3, &Value::Noop);
+    let slow = put(N1, 2, "/kv/slow");
+    state::store_chosen(
+        &mut h.disk,
+        4,
+        &Value::Batch(vec![slow, keyed_put(3, "/kv/b")]),
+    );
+    state::store_chosen(&mut h.disk, 5, &Value::Batch(vec![keyed_put(4, "/kv/c")]));
+    let cfg = || ApplierConfig {
+        client_key_window_slots: 3,
+        ..keyed(8)
+    };
+    let (mut a, out) = h.call_applier(|ctx| Applier::recover(N1, &[N0, N1, N2], cfg(), ctx));
+    assert_eq!(calls(&out), vec![(1, 0), (4, 0)]);
+    h.call_applier(|ctx| a.on_backend_reply(ctx, 4, 0, ok(503)));
+    let (_, out) = h.call_applier(|ctx| a.on_backend_reply(ctx, 1, 0, ok(201)));
+    // (4,1) is a retry of slot 1 (in its window) and is skipped; (5,0)
+    // is past the window of slot 1: a first use, applied.
+    assert_eq!(calls(&out), vec![(5, 0)]);
+    h.call_applier(|ctx| a.on_backend_reply(ctx, 5, 0, ok(201)));
+    assert_eq!(a.applied(), 3, "the slow update holds slot 4");
+    // Crash (with every write on disk: the worst case) and recover.
+    let (_, out) = h.call_applier(|ctx| Applier::recover(N1, &[N0, N1, N2], cfg(), ctx));
+    assert_eq!(
+        calls(&out),
+        vec![(4, 0), (5, 0)],
+        "the same decisions again: (4,1) skipped, (5,0) applied"
+    );
+}

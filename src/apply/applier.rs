@@ -147,6 +147,11 @@ struct InSlot {
     answers: Vec<ClientOutcome>,
     /// Stored first answers to client retries, with their first slots.
     retries: Vec<(Slot, ClientOutcome)>,
+    /// Client keys of this slot's applied updates: their records are
+    /// written when the slot finishes.
+    keys: Vec<(Vec<u8>, state::ClientKeyRecord)>,
+    /// Payload bytes counted in `Applier::window_bytes`.
+    bytes: usize,
 }
 
 /// An update whose backend call is out, or waits to be tried again.
@@ -184,15 +189,26 @@ pub enum Operator {
 /// window and before update `index` of `slot`: then this one is a retry.
 /// A record at this very (slot, index) is a re-application after a crash,
 /// not a retry: it is applied again (the backend's idempotency covers it).
+///
+/// `unwritten` holds the records of updates done in slots not finished
+/// yet: they reach the disk with their slot, in slot order, so that a
+/// crash keeps a prefix of them as it keeps a prefix of the applied
+/// slots. (Written as each update finished, a record from beyond the
+/// applied index could survive a crash and overwrite the one an earlier
+/// slot's re-application decides by.)
 fn first_use(
     kv: &dyn Kv,
+    unwritten: &BTreeMap<Vec<u8>, state::ClientKeyRecord>,
     key: &[u8],
     window: u64,
     slot: Slot,
     index: usize,
 ) -> Option<state::ClientKeyRecord> {
     let oldest = slot.saturating_sub(window);
-    state::load_client_key(kv, key)
+    unwritten
+        .get(key)
+        .cloned()
+        .or_else(|| state::load_client_key(kv, key))
         .filter(|r| r.slot >= oldest && (r.slot, r.index as usize) < (slot, index))
 }
 
@@ -219,6 +235,8 @@ pub struct Applier {
     commit: Slot,
     /// Slots after the applied index taken from the log, in order.
     window: VecDeque<InSlot>,
+    /// Client key records of updates done in slots not finished yet.
+    unwritten_keys: BTreeMap<Vec<u8>, state::ClientKeyRecord>,
     window_updates: usize,
     window_bytes: usize,
     order: Order,
@@ -286,6 +304,7 @@ impl Applier {
             applied,
             commit,
             window: VecDeque::new(),
+            unwritten_keys: BTreeMap::new(),
             window_updates: 0,
             window_bytes: 0,
             order: Order::default(),
@@ -787,8 +806,9 @@ impl Applier {
                 status,
                 body,
             };
-            state::store_client_key(ctx.kv, key, &rec);
-            self.client_keys.push_back((slot, key.to_vec()));
+            // Same-key updates run in log order: this is the latest.
+            self.unwritten_keys.insert(key.to_vec(), rec.clone());
+            w.keys.push((key.to_vec(), rec));
         }
         w.done[index as usize] = Some((Applied::Update { slot, id, status }, Some(d)));
         w.left -= 1;
@@ -887,13 +907,15 @@ impl Applier {
             let Some(value) = state::load_chosen(&*ctx.kv, slot) else {
                 panic!("slot {slot} is committed but not in the log");
             };
-            let updates = match value {
-                Value::Noop | Value::Config(_) => Vec::new(),
-                Value::Batch(updates) => updates,
+            let (empty, updates) = match value {
+                Value::Noop | Value::Config(_) => (true, Vec::new()),
+                Value::Batch(updates) => (false, updates),
             };
             let mut w = InSlot {
                 slot,
-                empty: updates.is_empty(),
+                empty,
+                keys: Vec::new(),
+                bytes: 0,
                 done: vec![None; updates.len()],
                 left: 0,
                 answers: Vec::new(),
@@ -918,8 +940,9 @@ impl Applier {
                 let client = u.key.clone().filter(|_| !self.cfg.bug_ignore_client_keys);
                 self.order.admit((slot, index), touches, client);
                 w.left += 1;
-                self.window_bytes += u.payload.len();
+                w.bytes += u.payload.len();
             }
+            self.window_bytes += w.bytes;
             self.window_updates += w.updates.len();
             self.window.push_back(w);
             took = true;
@@ -950,7 +973,16 @@ impl Applier {
                 .key
                 .as_ref()
                 .filter(|_| !self.cfg.bug_ignore_client_keys)
-                .and_then(|k| first_use(&*ctx.kv, k, window, slot, index as usize));
+                .and_then(|k| {
+                    first_use(
+                        &*ctx.kv,
+                        &self.unwritten_keys,
+                        k,
+                        window,
+                        slot,
+                        index as usize,
+                    )
+                });
             let Some(first) = first else {
                 self.calls.insert(
                     pos,
@@ -992,7 +1024,7 @@ impl Applier {
             };
             any = true;
             self.window_updates -= w.updates.len();
-            self.window_bytes -= w.updates.iter().map(|u| u.payload.len()).sum::<usize>();
+            self.window_bytes -= w.bytes;
             let slot = w.slot;
             if w.empty {
                 self.finish(ctx, slot);
@@ -1006,10 +1038,20 @@ impl Applier {
                 };
                 self.journal.push(applied);
             }
-            // The digest is written before the applied index passes the
-            // slot: a crash keeps a prefix of the writes, so a slot known
-            // applied after a restart has its digest on disk (a client
-            // retry's stored answer is judged by it).
+            // The slot's client key records, then its digest, are written
+            // before the applied index passes the slot: a crash keeps a
+            // prefix of the writes, so a slot known applied after a
+            // restart has them on disk (a client retry's stored answer is
+            // judged by its digest).
+            for (key, rec) in w.keys {
+                state::store_client_key(ctx.kv, &key, &rec);
+                // A later slot's use of the key (past the window) stays
+                // unwritten until that slot finishes.
+                if self.unwritten_keys.get(&key) == Some(&rec) {
+                    self.unwritten_keys.remove(&key);
+                }
+                self.client_keys.push_back((slot, key));
+            }
             self.digested(ctx, slot, d, w.answers);
             self.finish(ctx, slot);
             for (first, answer) in w.retries {
