@@ -131,11 +131,11 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
     identity.claim(&cfg.data_dir)?;
     // Take the client port (and the console's) first: failing here leaves
     // nothing started.
-    let client_listener = std::net::TcpListener::bind(cfg.listen.client)
+    let client_listener = crate::http::listen(cfg.listen.client)
         .with_context(|| format!("cannot listen for clients on {}", cfg.listen.client))?;
     let console_listener = match cfg.listen.console {
         Some(addr) => Some(
-            std::net::TcpListener::bind(addr)
+            crate::http::listen(addr)
                 .with_context(|| format!("cannot listen for the console on {addr}"))?,
         ),
         None => None,

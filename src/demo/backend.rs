@@ -463,7 +463,7 @@ pub async fn serve(addr: impl ToSocketAddrs, cfg: DemoConfig) -> io::Result<Demo
     })
     .workers(cfg.workers.max(1))
     .shutdown_timeout(1)
-    .bind(addr)?;
+    .listen(crate::http::listen(addr)?)?;
     if !cfg.handle_signals {
         server = server.disable_signals();
     }
