@@ -1,0 +1,211 @@
+//! The figures of one run, as a table with each figure's reference from
+//! the same run, and the targets they are held to.
+
+use crate::wrk::Run;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+#[derive(Default)]
+pub struct Measured {
+    pub secs: u32,
+    pub conns: Vec<u32>,
+    pub sequential: bool,
+    /// (system, connections) → run.
+    pub puts: BTreeMap<(String, u32), Run>,
+    pub gets: BTreeMap<(String, u32), Run>,
+    pub catchup: Option<CatchUp>,
+    /// Peak RSS per ordo node.
+    pub rss_mib: Vec<(String, f64)>,
+}
+
+pub struct CatchUp {
+    pub updates: u64,
+    pub slots: u64,
+    pub seconds: f64,
+    pub backend_sequential_rps: f64,
+    /// The stopped node's peak RSS before it was stopped (under the
+    /// write load).
+    pub rss_before_mib: f64,
+}
+
+impl Measured {
+    pub fn put(&mut self, system: &str, c: u32, run: Run) {
+        eprintln!(
+            "  {system:<14} c={c:<4} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>8.2} ms  errors {}",
+            run.rps, run.p50_ms, run.p99_ms, run.errors
+        );
+        self.puts.insert((system.into(), c), run);
+    }
+
+    pub fn get(&mut self, system: &str, c: u32, run: Run) {
+        eprintln!(
+            "  {system:<14} c={c:<4} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>8.2} ms  errors {}",
+            run.rps, run.p50_ms, run.p99_ms, run.errors
+        );
+        self.gets.insert((system.into(), c), run);
+    }
+
+    pub fn put_rps(&self, system: &str, c: u32) -> Option<f64> {
+        self.puts.get(&(system.into(), c)).map(|r| r.rps)
+    }
+
+    pub fn get_rps(&self, system: &str, c: u32) -> Option<f64> {
+        self.gets.get(&(system.into(), c)).map(|r| r.rps)
+    }
+}
+
+fn mark(ok: bool) -> &'static str {
+    if ok { "met" } else { "**missed**" }
+}
+
+fn lat(r: &Run) -> String {
+    format!("{:.1} / {:.1}", r.p50_ms, r.p99_ms)
+}
+
+pub fn render(m: &Measured) -> String {
+    let mut t = String::new();
+    let apply = if m.sequential {
+        "applied strictly in slot order (no `resource_key`)"
+    } else {
+        "`resource_key = \"path\"`: updates to different keys applied side by side"
+    };
+    let _ = writeln!(t, "### Writes: 256-byte PUT ({apply})\n");
+    let _ = writeln!(
+        t,
+        "| c | via | ordo req/s | etcd req/s | ordo ÷ etcd | target | ordo p50 / p99 ms | etcd p50 / p99 ms | p99 ≤ etcd's | errors ordo / etcd |"
+    );
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|");
+    for &c in &m.conns {
+        for via in ["leader", "follower"] {
+            let (Some(o), Some(e)) = (
+                m.puts.get(&(format!("ordo {via}"), c)),
+                m.puts.get(&(format!("etcd {via}"), c)),
+            ) else {
+                continue;
+            };
+            let ratio = o.rps / e.rps;
+            let want = if c == 1 { 1.2 } else { 1.0 };
+            let _ = writeln!(
+                t,
+                "| {c} | {via} | {:.0} | {:.0} | {ratio:.2}× | ≥ {want:.1}×: {} | {} | {} | {} | {} / {} |",
+                o.rps,
+                e.rps,
+                mark(ratio >= want),
+                lat(o),
+                lat(e),
+                mark(o.p99_ms <= e.p99_ms),
+                o.errors,
+                e.errors
+            );
+        }
+    }
+    let _ = writeln!(t, "\n### Reads: GET of a 1 KiB value\n");
+    let _ = writeln!(
+        t,
+        "| c | backend direct | nginx `proxy_pass` | ordo | ordo ÷ nginx (≥ 1.0×) | p99 ms ordo / nginx (≤ 2×) | ordo no-cache | no-cache ÷ plain (≥ 0.5×) |"
+    );
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|");
+    for &c in &m.conns {
+        let get = |s: &str| m.gets.get(&(s.to_string(), c));
+        let (Some(b), Some(n), Some(o), Some(f)) = (
+            get("backend"),
+            get("nginx"),
+            get("ordo"),
+            get("ordo no-cache"),
+        ) else {
+            continue;
+        };
+        let _ = writeln!(
+            t,
+            "| {c} | {:.0} (p99 {:.1} ms) | {:.0} | {:.0} | {:.2}×: {} | {:.1} / {:.1}: {} | {:.0} (p99 {:.1} ms) | {:.2}×: {} |",
+            b.rps,
+            b.p99_ms,
+            n.rps,
+            o.rps,
+            o.rps / n.rps,
+            mark(o.rps >= n.rps),
+            o.p99_ms,
+            n.p99_ms,
+            mark(o.p99_ms <= 2.0 * n.p99_ms),
+            f.rps,
+            f.p99_ms,
+            f.rps / o.rps,
+            mark(f.rps >= 0.5 * o.rps)
+        );
+    }
+    if let Some(c) = &m.catchup {
+        let rate = c.updates as f64 / c.seconds;
+        let ratio = rate / c.backend_sequential_rps;
+        let _ = writeln!(t, "\n### Catch-up\n");
+        let _ = writeln!(
+            t,
+            "A follower stopped while {} updates ({} slots) went through the leader at 64 connections, then started again: caught up in {:.1} s, **{rate:.0} updates/s**. The backend's own sequential write rate (wrk, one connection, straight to it): {:.0}/s. Ratio {ratio:.2}× (target ≥ 0.8×: {}).",
+            c.updates,
+            c.slots,
+            c.seconds,
+            c.backend_sequential_rps,
+            mark(ratio >= 0.8)
+        );
+    }
+    let _ = writeln!(t, "\n### Memory\n");
+    let _ = writeln!(t, "| node | peak RSS (MiB) | < 100 MiB |");
+    let _ = writeln!(t, "|---|---|---|");
+    for (n, mib) in &m.rss_mib {
+        let _ = writeln!(t, "| {n} | {mib:.0} | {} |", mark(*mib < 100.0));
+    }
+    if let Some(c) = &m.catchup {
+        let _ = writeln!(
+            t,
+            "| the catch-up node, under the write runs, before it was stopped | {:.0} | {} |",
+            c.rss_before_mib,
+            mark(c.rss_before_mib < 100.0)
+        );
+    }
+    t
+}
+
+/// The whole `docs/performance.md`.
+pub fn document(m: &Measured, tables: &str, chart: &Path) -> String {
+    let chart_name = chart
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!(
+        "# Performance\n\n\
+         Written by `scripts/bench` (the `ordo-bench` tool in `bench/`); run it\n\
+         again to measure your machine. Everything runs on loopback on one\n\
+         machine, in one run, so each figure stands next to its reference:\n\n\
+         - **ordo**: three `ordo run` processes, TLS between them, each in front\n  \
+           of its own `ordo demo-backend`; every update is fsynced by a majority\n  \
+           before it is answered (group commit), and answered once a majority of\n  \
+           the backends agree (`answer = \"agreed\"`, the default).\n\
+         - **etcd**: a three-member etcd {etcd} (Debian's `etcd-server`), fsync on,\n  \
+           taking puts of the same size through its JSON gateway (`/v3/kv/put`).\n\
+         - **nginx**: `proxy_pass` with a keep-alive upstream, in front of node\n  \
+           `n0`'s backend, the backend that ordo's `n0` reads from.\n\
+         - **wrk** is the client of all of them, {secs} s per figure; `c` is its\n  \
+           connections. Runs are interleaved (ordo, etcd, ordo, etcd) so that the\n  \
+           machine's drift hits both alike.\n\n\
+         The machine: {cpus} CPUs, shared by every process above and by wrk.\n\n\
+         {tables}\n\
+         ![Throughput against concurrency](images/{chart_name})\n",
+        etcd = tool_version("etcd"),
+        secs = m.secs,
+        cpus = std::thread::available_parallelism().map_or(0, |n| n.get()),
+    )
+}
+
+fn tool_version(tool: &str) -> String {
+    std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .and_then(|l| l.split_whitespace().last().map(String::from))
+        })
+        .unwrap_or_default()
+}
