@@ -48,6 +48,9 @@ struct Args {
     /// Print only; leave the docs alone.
     #[arg(long)]
     no_write: bool,
+    /// Only the writes, or only the reads (implies `--no-write`).
+    #[arg(long, value_parser = ["writes", "reads"])]
+    only: Option<String>,
 }
 
 const BASE: u16 = 7700;
@@ -169,7 +172,8 @@ fn run(args: &Args, ordo: &Path, work: &Path) -> Result<()> {
 
     // ---- the runs, interleaved so that drift hits every system alike ----
     let s = args.secs;
-    for &c in &args.conns {
+    let only = args.only.as_deref();
+    for &c in args.conns.iter().filter(|_| only != Some("reads")) {
         eprintln!("bench: writes at c={c}");
         m.put(
             "ordo leader",
@@ -192,7 +196,7 @@ fn run(args: &Args, ordo: &Path, work: &Path) -> Result<()> {
             wrk::run(&etcd_url(etcd_follower), &work.join("etcd-put.lua"), c, s)?,
         );
     }
-    for &c in &args.conns {
+    for &c in args.conns.iter().filter(|_| only != Some("writes")) {
         eprintln!("bench: reads at c={c}");
         let get = work.join("get.lua");
         m.get("backend", c, wrk::run(&backend_url(0, ""), &get, c, s)?);
@@ -224,7 +228,7 @@ fn run(args: &Args, ordo: &Path, work: &Path) -> Result<()> {
 
     let text = report::render(&m);
     println!("{text}");
-    if !args.no_write {
+    if !args.no_write && only.is_none() {
         std::fs::write(&args.out, report::document(&m, &text, &args.chart))?;
         chart::draw(&m, &args.chart)?;
         eprintln!(

@@ -2,6 +2,7 @@
 //! work directory and is killed when the set is dropped.
 
 use anyhow::{Context, Result, bail};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,7 +23,10 @@ impl Procs {
     /// Start `cmd` as `name` (its output goes to `NAME.log`); its pid.
     pub fn spawn(&mut self, name: &str, cmd: &mut Command) -> Result<u32> {
         let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
+        // Its own process group, so that killing it kills what it forked
+        // (nginx's workers would outlive their master and keep the port).
         let child = cmd
+            .process_group(0)
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -42,7 +46,7 @@ impl Procs {
             .position(|(n, _)| n == name)
             .with_context(|| format!("no process {name}"))?;
         let (_, mut child) = self.children.remove(i);
-        child.kill()?;
+        kill_group(&mut child);
         child.wait()?;
         Ok(())
     }
@@ -51,11 +55,20 @@ impl Procs {
 impl Drop for Procs {
     fn drop(&mut self) {
         for (_, c) in &mut self.children {
-            let _ = c.kill();
+            kill_group(c);
         }
         for (_, c) in &mut self.children {
             let _ = c.wait();
         }
+    }
+}
+
+/// SIGKILL the process group of `child` (it leads its own).
+fn kill_group(child: &mut Child) {
+    let group = format!("-{}", child.id());
+    let killed = Command::new("kill").args(["-KILL", "--", &group]).status();
+    if !killed.is_ok_and(|s| s.success()) {
+        let _ = child.kill();
     }
 }
 
