@@ -48,8 +48,9 @@ struct Args {
     /// Print only; leave the docs alone.
     #[arg(long)]
     no_write: bool,
-    /// Only the writes, or only the reads (implies `--no-write`).
-    #[arg(long, value_parser = ["writes", "reads"])]
+    /// Only the writes, only the reads, or only the catch-up (implies
+    /// `--no-write`).
+    #[arg(long, value_parser = ["writes", "reads", "catchup"])]
     only: Option<String>,
 }
 
@@ -173,7 +174,11 @@ fn run(args: &Args, ordo: &Path, work: &Path) -> Result<()> {
     // ---- the runs, interleaved so that drift hits every system alike ----
     let s = args.secs;
     let only = args.only.as_deref();
-    for &c in args.conns.iter().filter(|_| only != Some("reads")) {
+    for &c in args
+        .conns
+        .iter()
+        .filter(|_| only.is_none() || only == Some("writes"))
+    {
         eprintln!("bench: writes at c={c}");
         m.put(
             "ordo leader",
@@ -196,7 +201,11 @@ fn run(args: &Args, ordo: &Path, work: &Path) -> Result<()> {
             wrk::run(&etcd_url(etcd_follower), &work.join("etcd-put.lua"), c, s)?,
         );
     }
-    for &c in args.conns.iter().filter(|_| only != Some("writes")) {
+    for &c in args
+        .conns
+        .iter()
+        .filter(|_| only.is_none() || only == Some("reads"))
+    {
         eprintln!("bench: reads at c={c}");
         let get = work.join("get.lua");
         m.get("backend", c, wrk::run(&backend_url(0, ""), &get, c, s)?);
@@ -214,11 +223,8 @@ fn run(args: &Args, ordo: &Path, work: &Path) -> Result<()> {
     }
 
     // ---- catch-up: a node stopped while the others take N updates ----
-    if args.catchup > 0 {
-        let rps = m.puts.values().map(|r| r.rps).fold(0.0, f64::max);
-        m.catchup = Some(catch_up(
-            args, &mut procs, ordo, work, leader, &mut pids, rps,
-        )?);
+    if args.catchup > 0 && (only.is_none() || only == Some("catchup")) {
+        m.catchup = Some(catch_up(args, &mut procs, ordo, work, leader, &mut pids)?);
     }
     for (i, pid) in pids.iter().enumerate() {
         m.rss_mib
@@ -250,7 +256,6 @@ fn catch_up(
     work: &Path,
     leader: usize,
     pids: &mut [u32; 3],
-    write_rps: f64,
 ) -> Result<report::CatchUp> {
     let lagger = (leader + 2) % 3;
     let name = NODES[lagger];
@@ -267,14 +272,16 @@ fn catch_up(
     let rss_before = peak_rss_mib(pids[lagger]).unwrap_or(f64::NAN);
     procs.kill(name)?;
     // wrk cannot stop at a count (its thread:stop() hangs 4.2.0 here): it
-    // runs as long as the leader's write rate measured above needs, and
-    // the count is what it got through.
-    let secs = (args.catchup as f64 / write_rps.max(100.0))
-        .ceil()
-        .clamp(2.0, 900.0) as u32;
-    let load = wrk::run(&url(leader as u16, ""), &work.join("put.lua"), 64, secs)?;
+    // runs in rounds of a few seconds until enough went through.
+    let mut written = 0;
+    while written < args.catchup {
+        let load = wrk::run(&url(leader as u16, ""), &work.join("put.lua"), 64, 3)?;
+        if load.requests == 0 {
+            bail!("the leader takes no more updates");
+        }
+        written += load.requests;
+    }
     let target = status_of(leader as u16)?.1;
-    let written = load.requests;
     eprintln!("bench: catch-up: {written} updates in, commit {target}; starting {name}");
     let start = Instant::now();
     pids[lagger] = start_node(procs, ordo, lagger, false)?;
