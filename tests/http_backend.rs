@@ -988,3 +988,66 @@ async fn https_backends_get_sni_and_a_checked_certificate() {
     assert_eq!(status, 200);
     server.stop(false).await;
 }
+
+/// A keep-alive server on its own threads that answers every request
+/// with the client's port: which connection carried it.
+fn peer_port_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let port = s.peer_addr().map(|a| a.port()).unwrap_or(0).to_string();
+                loop {
+                    read_request(&mut s);
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{port}",
+                        port.len()
+                    );
+                    if s.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Reads never ride on a connection another thread opened: the applier's
+/// connections are driven by the actor thread, and a read on one of them
+/// would wait while that thread works (here: while it is blocked).
+#[actix::test]
+async fn http_backend_reads_use_connections_of_their_own_thread() {
+    let addr = peer_port_server();
+    let cfg = HttpBackendConfig {
+        request_timeout: Duration::from_secs(2),
+        ..HttpBackendConfig::default()
+    };
+    let b = Arc::new(backend_with(&format!("http://{addr}"), cfg));
+    let payload = request("PUT", "/kv/a", &[], b"{}").encode();
+    let (status, applied) = response(b.call(1, 0, update(payload)).await);
+    assert_eq!(status, 200);
+    let reader = b.clone();
+    // This thread (the "actor thread") blocks until the read is done.
+    let read = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let resp = reader.read("GET", "/kv/a", Vec::new()).await?;
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(body.to_bytes())
+        })
+    })
+    .join()
+    .unwrap();
+    let read = read.expect("the read is answered while the applier's thread is busy");
+    assert_ne!(read, applied.body, "the read took the applier's connection");
+}

@@ -109,6 +109,22 @@ pub enum HttpBackendError {
     },
 }
 
+type HyperClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+fn pooled(connector: HttpsConnector<HttpConnector>, cfg: &HttpBackendConfig) -> HyperClient {
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(cfg.pool_idle_timeout)
+        .pool_max_idle_per_host(cfg.pool_max_idle)
+        .build(connector)
+}
+
+thread_local! {
+    /// This thread's read clients, by backend id.
+    static READ_CLIENTS: std::cell::RefCell<std::collections::HashMap<usize, HyperClient>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
 /// The production backend: one service instance reached at a base URL.
 ///
 /// The connection pool's tasks run on the tokio runtime of the first
@@ -116,7 +132,15 @@ pub enum HttpBackendError {
 /// node (the futures it returns are `Send`, but pooled connections die
 /// with the runtime that opened them).
 pub struct HttpBackend {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HyperClient,
+    /// For reads: each thread gets a client (and a connection pool) of
+    /// its own, made from this connector. A pooled connection is driven
+    /// by the thread that opened it; shared with the applier, a read's
+    /// connection could be one the actor thread opened, and the read would
+    /// wait for that thread's Paxos work.
+    connector: HttpsConnector<HttpConnector>,
+    /// This backend among others, for the per-thread clients.
+    id: usize,
     /// `http(s)://authority[/prefix]`, without a trailing `/`.
     base: String,
     /// `{cluster}/{service}/`.
@@ -163,13 +187,12 @@ impl HttpBackend {
         // The TLS layer above takes https; the base URL's scheme decides.
         http.enforce_http(false);
         let connector = HttpsConnector::from((http, tls));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(cfg.pool_idle_timeout)
-            .pool_max_idle_per_host(cfg.pool_max_idle)
-            .build(connector);
+        let client = pooled(connector.clone(), &cfg);
+        static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         Ok(HttpBackend {
             client,
+            connector,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             base,
             key_prefix: format!("{cluster}/{service}/"),
             cfg,
@@ -262,7 +285,13 @@ impl HttpBackend {
             .body(Full::new(Bytes::new()))
             .map_err(|e| format!("cannot build the request: {e}"))?;
         let total = self.cfg.request_timeout;
-        match tokio::time::timeout(total, self.client.request(req)).await {
+        let client = READ_CLIENTS.with(|c| {
+            c.borrow_mut()
+                .entry(self.id)
+                .or_insert_with(|| pooled(self.connector.clone(), &self.cfg))
+                .clone()
+        });
+        match tokio::time::timeout(total, client.request(req)).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(describe(&e)),
             Err(_) => Err(format!("no response within {total:?}")),
