@@ -596,16 +596,19 @@ fn reload(tls: &ordo::server::TlsReloader, running: &ordo::config::Config, file:
     }
 }
 
-/// At most four glibc malloc arenas. glibc gives busy threads arenas of
-/// their own, up to eight per core, and memory freed in one is not given
-/// back to the others: a node's RSS under scripts/bench's load went from
-/// about 80 MiB with four to over 110 MiB with the default.
+/// At most four glibc malloc arenas, unless `MALLOC_ARENA_MAX` says
+/// otherwise. glibc gives busy threads arenas of their own, up to eight
+/// per core, and memory freed in one is not given back to the others: a
+/// node's RSS under scripts/bench's load went from about 80 MiB with four
+/// to over 110 MiB with the default.
 fn bound_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets a tunable; it is called before any thread
-    // is started.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 4);
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets a tunable; it is called before any
+        // thread is started.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 4);
+        }
     }
 }
 

@@ -15,7 +15,7 @@ mod wrk;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use procs::{Procs, agent, peak_rss_mib, wait_for};
+use procs::{Procs, agent, peak_rss_mb, wait_for};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -86,6 +86,22 @@ fn main() -> Result<()> {
 }
 
 fn run(args: &Args, ordo: &Path, work: &Path) -> Result<()> {
+    // A bench killed before it could clean up may have left processes on
+    // these ports; measuring them instead would be quietly wrong.
+    for offset in (0..3)
+        .chain(10..13)
+        .chain(20..24)
+        .chain([30])
+        .chain(40..43)
+        .chain(50..53)
+    {
+        if std::net::TcpListener::bind(("127.0.0.1", port(offset))).is_err() {
+            bail!(
+                "port {} is in use: is an earlier bench still running? (pkill -f 'ordo run'; pkill etcd; pkill nginx)",
+                port(offset)
+            );
+        }
+    }
     let mut procs = Procs::new(work);
     let mut m = report::Measured {
         secs: args.secs,
@@ -156,7 +172,7 @@ fn run(args: &Args, ordo: &Path, work: &Path) -> Result<()> {
     // ---- nginx in front of node 0's backend ----
     std::fs::write(work.join("nginx.conf"), nginx_config(work))?;
     std::fs::create_dir_all(work.join("nginx-tmp"))?;
-    procs.spawn(
+    procs.spawn_group(
         "nginx",
         Command::new(which("nginx").context("nginx")?)
             .arg("-p")
@@ -227,8 +243,8 @@ fn run(args: &Args, ordo: &Path, work: &Path) -> Result<()> {
         m.catchup = Some(catch_up(args, &mut procs, ordo, work, leader, &mut pids)?);
     }
     for (i, pid) in pids.iter().enumerate() {
-        m.rss_mib
-            .push((NODES[i].to_string(), peak_rss_mib(*pid).unwrap_or(f64::NAN)));
+        m.rss_mb
+            .push((NODES[i].to_string(), peak_rss_mb(*pid).unwrap_or(f64::NAN)));
     }
     drop(procs);
 
@@ -263,23 +279,35 @@ fn catch_up(
         "bench: catch-up: stopping {name}, writing {} updates",
         args.catchup
     );
+    // The reference: a demo backend of its own (writing to one of the
+    // nodes' backends would make it differ from the others).
+    let listen = format!("127.0.0.1:{}", port(23));
+    procs.spawn(
+        "backend-reference",
+        Command::new(ordo).args(["demo-backend", "--listen", &listen]),
+    )?;
+    wait_for(&backend_url(3, "/kv/"), 200, Duration::from_secs(10))?;
     let reference = wrk::run(
-        &backend_url(lagger as u16, ""),
+        &backend_url(3, ""),
         &work.join("put.lua"),
         1,
         args.secs.min(5),
     )?;
-    let rss_before = peak_rss_mib(pids[lagger]).unwrap_or(f64::NAN);
+    if reference.errors > 0 {
+        bail!("the reference backend refused {} writes", reference.errors);
+    }
+    let rss_before = peak_rss_mb(pids[lagger]).unwrap_or(f64::NAN);
     procs.kill(name)?;
     // wrk cannot stop at a count (its thread:stop() hangs 4.2.0 here): it
     // runs in rounds of a few seconds until enough went through.
     let mut written = 0;
     while written < args.catchup {
         let load = wrk::run(&url(leader as u16, ""), &work.join("put.lua"), 64, 3)?;
-        if load.requests == 0 {
+        let ok = load.requests.saturating_sub(load.errors);
+        if ok == 0 {
             bail!("the leader takes no more updates");
         }
-        written += load.requests;
+        written += ok;
     }
     let target = status_of(leader as u16)?.1;
     eprintln!("bench: catch-up: {written} updates in, commit {target}; starting {name}");
@@ -288,6 +316,9 @@ fn catch_up(
     let behind_from = loop {
         if let Ok((applied, _)) = status_of(lagger as u16) {
             break applied;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!("{name} did not answer its status within a minute of its start");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -307,7 +338,7 @@ fn catch_up(
         slots: target.saturating_sub(behind_from),
         seconds: took.as_secs_f64(),
         backend_sequential_rps: reference.rps,
-        rss_before_mib: rss_before,
+        rss_before_mb: rss_before,
     })
 }
 

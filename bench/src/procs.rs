@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 pub struct Procs {
     dir: PathBuf,
-    children: Vec<(String, Child)>,
+    /// Each with whether it leads its own process group.
+    children: Vec<(String, Child, bool)>,
 }
 
 impl Procs {
@@ -22,11 +23,23 @@ impl Procs {
 
     /// Start `cmd` as `name` (its output goes to `NAME.log`); its pid.
     pub fn spawn(&mut self, name: &str, cmd: &mut Command) -> Result<u32> {
+        self.start(name, cmd, false)
+    }
+
+    /// The same for a process that forks workers (nginx): it leads a
+    /// process group of its own, killed whole, or its workers would
+    /// outlive it and keep the port. (The others stay in the bench's
+    /// group, so that Ctrl-C reaches them too.)
+    pub fn spawn_group(&mut self, name: &str, cmd: &mut Command) -> Result<u32> {
+        self.start(name, cmd, true)
+    }
+
+    fn start(&mut self, name: &str, cmd: &mut Command, group: bool) -> Result<u32> {
         let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
-        // Its own process group, so that killing it kills what it forked
-        // (nginx's workers would outlive their master and keep the port).
+        if group {
+            cmd.process_group(0);
+        }
         let child = cmd
-            .process_group(0)
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -34,7 +47,7 @@ impl Procs {
             .spawn()
             .with_context(|| format!("starting {name}: {cmd:?}"))?;
         let pid = child.id();
-        self.children.push((name.to_string(), child));
+        self.children.push((name.to_string(), child, group));
         Ok(pid)
     }
 
@@ -43,10 +56,10 @@ impl Procs {
         let i = self
             .children
             .iter()
-            .position(|(n, _)| n == name)
+            .position(|(n, ..)| n == name)
             .with_context(|| format!("no process {name}"))?;
-        let (_, mut child) = self.children.remove(i);
-        kill_group(&mut child);
+        let (_, mut child, group) = self.children.remove(i);
+        kill(&mut child, group);
         child.wait()?;
         Ok(())
     }
@@ -54,22 +67,25 @@ impl Procs {
 
 impl Drop for Procs {
     fn drop(&mut self) {
-        for (_, c) in &mut self.children {
-            kill_group(c);
+        for (_, c, group) in &mut self.children {
+            kill(c, *group);
         }
-        for (_, c) in &mut self.children {
+        for (_, c, _) in &mut self.children {
             let _ = c.wait();
         }
     }
 }
 
-/// SIGKILL the process group of `child` (it leads its own).
-fn kill_group(child: &mut Child) {
-    let group = format!("-{}", child.id());
-    let killed = Command::new("kill").args(["-KILL", "--", &group]).status();
-    if !killed.is_ok_and(|s| s.success()) {
-        let _ = child.kill();
+/// SIGKILL `child`, and its process group if it leads one.
+fn kill(child: &mut Child, group: bool) {
+    if group {
+        let group = format!("-{}", child.id());
+        let killed = Command::new("kill").args(["-KILL", "--", &group]).status();
+        if killed.is_ok_and(|s| s.success()) {
+            return;
+        }
     }
+    let _ = child.kill();
 }
 
 /// GET `url` until it answers `want`, for at most `limit`.
@@ -97,10 +113,11 @@ pub fn agent() -> ureq::Agent {
         .into()
 }
 
-/// Peak resident set size of process `pid`, in MiB (`VmHWM`).
-pub fn peak_rss_mib(pid: u32) -> Option<f64> {
+/// Peak resident set size of process `pid`, in MB (`VmHWM`, 10^6 bytes:
+/// the target is stated in MB).
+pub fn peak_rss_mb(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
+    Some(kib * 1024.0 / 1e6)
 }

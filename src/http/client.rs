@@ -199,6 +199,17 @@ impl HttpBackend {
         })
     }
 
+    /// This thread's client for exchanges outside the log (reads,
+    /// reseeds), with a pool of its own.
+    fn reader(&self) -> HyperClient {
+        READ_CLIENTS.with(|c| {
+            c.borrow_mut()
+                .entry(self.id)
+                .or_insert_with(|| pooled(self.connector.clone(), &self.cfg))
+                .clone()
+        })
+    }
+
     /// The base URL requests are sent under.
     pub fn base(&self) -> &str {
         &self.base
@@ -285,13 +296,7 @@ impl HttpBackend {
             .body(Full::new(Bytes::new()))
             .map_err(|e| format!("cannot build the request: {e}"))?;
         let total = self.cfg.request_timeout;
-        let client = READ_CLIENTS.with(|c| {
-            c.borrow_mut()
-                .entry(self.id)
-                .or_insert_with(|| pooled(self.connector.clone(), &self.cfg))
-                .clone()
-        });
-        match tokio::time::timeout(total, client.request(req)).await {
+        match tokio::time::timeout(total, self.reader().request(req)).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(describe(&e)),
             Err(_) => Err(format!("no response within {total:?}")),
@@ -324,7 +329,7 @@ impl HttpBackend {
             .map_err(|e| format!("cannot build the request: {e}"))?;
         let total = self.cfg.request_timeout;
         let exchange = async {
-            let resp = self.client.request(req).await.map_err(|e| describe(&e))?;
+            let resp = self.reader().request(req).await.map_err(|e| describe(&e))?;
             let status = resp.status().as_u16();
             let body = Limited::new(resp.into_body(), limit)
                 .collect()

@@ -126,12 +126,13 @@ impl FjallStore {
 const CACHE_BYTES: u64 = 16 << 20;
 
 impl Table {
-    /// The largest memtable of a table before it is flushed (fjall's
-    /// default is 64 MiB). A memtable being flushed and the new one both
-    /// live in memory, so this bounds RSS per service at about twice the
-    /// sum over the three tables: fjall's default let a node under load
-    /// reach 190 MiB. Set when the table is created (fjall keeps the
-    /// setting of an existing one).
+    /// The largest memtable of a table before it is sealed and flushed
+    /// (fjall's default is 64 MiB). Sealed memtables stay in memory until
+    /// flushed, and fjall halts writes only once four wait, so a table
+    /// holds at most five; usually the flush keeps up and one or two
+    /// live. fjall's default let a node under load reach 190 MiB. Set
+    /// when the table is created (fjall keeps the setting of an existing
+    /// one).
     fn memtable_bytes(self) -> u64 {
         match self {
             Table::Acceptor | Table::Log => 8 << 20,
