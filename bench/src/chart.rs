@@ -41,17 +41,7 @@ pub fn draw(m: &Measured, out: &Path) -> Result<()> {
             RGBColor(0xff, 0x98, 0x96),
         ),
     ];
-    let puts: Vec<Series<'_>> = writes
-        .iter()
-        .map(|(label, key, color)| {
-            let pts = m
-                .conns
-                .iter()
-                .filter_map(|&c| m.put_rps(key, c).map(|r| (c, r)))
-                .collect();
-            (*label, *color, pts)
-        })
-        .collect();
+    let puts = series(&m.conns, &writes, |key, c| m.put_rps(key, c));
     panel(&left, "Writes: 256-byte PUT, req/s", &m.conns, &puts)?;
     let reads = [
         ("backend direct", "backend", RGBColor(0x7f, 0x7f, 0x7f)),
@@ -59,23 +49,32 @@ pub fn draw(m: &Measured, out: &Path) -> Result<()> {
         ("ordo", "ordo", RGBColor(0x1f, 0x77, 0xb4)),
         ("ordo no-cache", "ordo no-cache", RGBColor(0x94, 0x67, 0xbd)),
     ];
-    let gets: Vec<Series<'_>> = reads
-        .iter()
-        .map(|(label, key, color)| {
-            let pts = m
-                .conns
-                .iter()
-                .filter_map(|&c| m.get_rps(key, c).map(|r| (c, r)))
-                .collect();
-            (*label, *color, pts)
-        })
-        .collect();
+    let gets = series(&m.conns, &reads, |key, c| m.get_rps(key, c));
     panel(&right, "Reads: GET 1 KiB, req/s", &m.conns, &gets)?;
     root.present().map_err(|e| anyhow!("{e}"))?;
     Ok(())
 }
 
 type Series<'a> = (&'a str, RGBColor, Vec<(u32, f64)>);
+
+/// One line per `(label, key, color)`: its rate at each concurrency
+/// measured.
+fn series<'a>(
+    conns: &[u32],
+    lines: &[(&'a str, &str, RGBColor)],
+    rps: impl Fn(&str, u32) -> Option<f64>,
+) -> Vec<Series<'a>> {
+    lines
+        .iter()
+        .map(|(label, key, color)| {
+            let pts = conns
+                .iter()
+                .filter_map(|&c| rps(key, c).map(|r| (c, r)))
+                .collect();
+            (*label, *color, pts)
+        })
+        .collect()
+}
 
 fn panel(
     area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,

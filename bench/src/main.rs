@@ -196,26 +196,16 @@ fn run(args: &Args, ordo: &Path, work: &Path) -> Result<()> {
         .filter(|_| only.is_none() || only == Some("writes"))
     {
         eprintln!("bench: writes at c={c}");
-        m.put(
-            "ordo leader",
-            c,
-            wrk::run(&url(leader as u16, ""), &work.join("put.lua"), c, s)?,
-        );
-        m.put(
-            "etcd leader",
-            c,
-            wrk::run(&etcd_url(etcd_leader), &work.join("etcd-put.lua"), c, s)?,
-        );
-        m.put(
-            "ordo follower",
-            c,
-            wrk::run(&url(follower as u16, ""), &work.join("put.lua"), c, s)?,
-        );
-        m.put(
-            "etcd follower",
-            c,
-            wrk::run(&etcd_url(etcd_follower), &work.join("etcd-put.lua"), c, s)?,
-        );
+        let (put, etcd_put) = (work.join("put.lua"), work.join("etcd-put.lua"));
+        let runs = [
+            ("ordo leader", url(leader as u16, ""), &put),
+            ("etcd leader", etcd_url(etcd_leader), &etcd_put),
+            ("ordo follower", url(follower as u16, ""), &put),
+            ("etcd follower", etcd_url(etcd_follower), &etcd_put),
+        ];
+        for (system, target, script) in runs {
+            m.put(system, c, wrk::run(&target, script, c, s)?);
+        }
     }
     for &c in args
         .conns
