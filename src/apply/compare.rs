@@ -50,6 +50,11 @@ pub struct Comparison {
     /// The latest slots every node reported, oldest first: for observers
     /// only, no verdict reads them.
     settled: std::collections::VecDeque<(Slot, SlotDigests)>,
+    /// Slots that every node reported since the last `prune`: it moves
+    /// only these. (Scanning the whole table instead cost a pass over
+    /// every slot in the window per slot applied whenever a node was down
+    /// and no slot completed: 65,536 of them.)
+    completed: Vec<Slot>,
 }
 
 impl Comparison {
@@ -61,6 +66,7 @@ impl Comparison {
             window: window.max(1),
             slots: BTreeMap::new(),
             settled: Default::default(),
+            completed: Vec::new(),
         }
     }
 
@@ -93,8 +99,24 @@ impl Comparison {
     /// re-application after a crash does not replace it).
     pub fn own(&mut self, slot: Slot, digest: u64) -> Verdict {
         let e = self.slots.entry(slot).or_default();
-        e.own.get_or_insert(digest);
+        if e.own.is_none() {
+            e.own = Some(digest);
+            self.note_complete(slot);
+        }
         self.verdict(slot)
+    }
+
+    /// After a first report of `slot` (each can complete it only once, so
+    /// `completed` holds at most one entry per slot held).
+    fn note_complete(&mut self, slot: Slot) {
+        let nodes = self.nodes;
+        if self
+            .slots
+            .get(&slot)
+            .is_some_and(|e| e.own.is_some() && e.peers.len() + 1 >= nodes)
+        {
+            self.completed.push(slot);
+        }
     }
 
     /// Record peer `from`'s digest of `slot`, if the slot is within the
@@ -111,11 +133,16 @@ impl Comparison {
         if !self.slots.contains_key(&slot) && self.slots.len() as u64 >= 2 * self.window {
             return Verdict::Pending;
         }
-        self.slots
+        let first = self
+            .slots
             .entry(slot)
             .or_default()
             .peers
-            .insert(from, digest);
+            .insert(from, digest)
+            .is_none();
+        if first {
+            self.note_complete(slot);
+        }
         self.verdict(slot)
     }
 
@@ -162,18 +189,19 @@ impl Comparison {
     pub fn prune(&mut self, applied: Slot) {
         let oldest = applied.saturating_sub(self.window);
         self.slots = self.slots.split_off(&oldest.max(1));
-        let nodes = self.nodes;
-        let kept = &mut self.settled;
-        self.slots.retain(|&s, e| {
-            let complete = e.own.is_some() && e.peers.len() + 1 >= nodes;
-            if complete {
-                if kept.len() >= SETTLED_KEPT {
-                    kept.pop_front();
-                }
-                kept.push_back((s, std::mem::take(e)));
+        let mut completed = std::mem::take(&mut self.completed);
+        completed.sort_unstable();
+        completed.dedup();
+        for s in completed {
+            // Gone already if it left the window.
+            let Some(e) = self.slots.remove(&s) else {
+                continue;
+            };
+            if self.settled.len() >= SETTLED_KEPT {
+                self.settled.pop_front();
             }
-            !complete
-        });
+            self.settled.push_back((s, e));
+        }
     }
 
     /// Slots held (for bounds checks).
@@ -255,5 +283,27 @@ mod tests {
         }
         assert!(c.digests(5).is_empty(), "the oldest went first");
         assert_eq!(c.settled.len(), SETTLED_KEPT);
+    }
+
+    /// With a node down no slot completes: each prune must then cost
+    /// nothing beyond the window's edge, not a pass over the window (it
+    /// did, 65,536 slots per slot applied, while any node was down).
+    #[test]
+    fn with_a_node_down_prune_looks_only_at_what_completed() {
+        let mut c = Comparison::new(n(0), 3, 65_536);
+        for slot in 1..=5_000 {
+            c.own(slot, 1);
+            c.peer(slot, n(1), slot, 1);
+            c.prune(slot);
+            assert!(c.completed.is_empty(), "nothing completed at slot {slot}");
+        }
+        assert_eq!(c.len(), 5_000, "kept for the node that is down");
+        // It comes back and reports: those slots complete, and go.
+        for slot in 1..=5_000 {
+            c.peer(5_000, n(2), slot, 1);
+        }
+        assert_eq!(c.completed.len(), 5_000);
+        c.prune(5_000);
+        assert!(c.is_empty() && c.completed.is_empty());
     }
 }
