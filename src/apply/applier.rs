@@ -154,6 +154,13 @@ struct InSlot {
     bytes: usize,
 }
 
+/// Slot `slot` in the window (which starts right after the applied
+/// index), if it was taken from the log.
+fn window_slot(window: &mut VecDeque<InSlot>, slot: Slot) -> Option<&mut InSlot> {
+    let front = window.front()?.slot;
+    window.get_mut(slot.checked_sub(front)? as usize)
+}
+
 /// An update whose backend call is out, or waits to be tried again.
 struct Call {
     attempts: u32,
@@ -757,10 +764,6 @@ impl Applier {
             self.dropped += 1;
             return;
         };
-        let Some(front) = self.window.front().map(|w| w.slot) else {
-            self.dropped += 1;
-            return;
-        };
         let (status, body, d) = match reply {
             BackendReply::Response {
                 status,
@@ -780,7 +783,7 @@ impl Applier {
             }
         };
         self.calls.remove(&pos);
-        let Some(w) = self.window.get_mut((slot - front) as usize) else {
+        let Some(w) = window_slot(&mut self.window, slot) else {
             self.dropped += 1;
             return;
         };
@@ -960,11 +963,8 @@ impl Applier {
                 break;
             };
             any = true;
-            let Some(front) = self.window.front().map(|w| w.slot) else {
-                break;
-            };
             let (slot, index) = pos;
-            let Some(w) = self.window.get_mut((slot - front) as usize) else {
+            let Some(w) = window_slot(&mut self.window, slot) else {
                 break;
             };
             let u = &w.updates[index as usize];
@@ -1063,14 +1063,10 @@ impl Applier {
 
     /// Send (again) the call for the update at `pos`.
     fn call(&mut self, ctx: &mut Ctx<'_>, pos: Pos) {
-        let Some(front) = self.window.front().map(|w| w.slot) else {
-            return;
-        };
         let (slot, index) = pos;
-        let Some(update) = self
-            .window
-            .get((slot - front) as usize)
+        let Some(update) = window_slot(&mut self.window, slot)
             .and_then(|w| w.updates.get(index as usize))
+            .cloned()
         else {
             return;
         };
@@ -1080,7 +1076,7 @@ impl Applier {
         ctx.out.push(Command::Apply {
             slot,
             index,
-            update: update.clone(),
+            update,
         });
     }
 
