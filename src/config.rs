@@ -133,8 +133,25 @@ pub struct Service {
     /// (the longest matching prefix wins).
     #[serde(default = "default_prefix")]
     pub prefix: String,
+    /// Requests whose `Host` is this name (any port), or this name and
+    /// port, go to this service (then by prefix among those bound to the
+    /// same host). Services bound to a host are chosen before those bound
+    /// to none.
+    pub host: Option<String>,
+    /// With `true`, the backend gets the path without `prefix` (under the
+    /// base URL's own path): `/movies/1` reaches `http://b/1` for prefix
+    /// `/movies`.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// The root URL clients use for the service (`https://movies.example`).
+    /// Addresses of the backend in answers are rewritten to it, and it to
+    /// the backend's in requests. Default: the scheme of the client port
+    /// and the `Host` each request names (with `prefix` if stripped).
+    pub presented_url: Option<String>,
     /// The local backend instance, `http://host:port`.
     pub backend: String,
+    /// What fixes up the service's kind: `http` (the default; see
+    /// docs/adapters.md).
     #[serde(default)]
     pub adapter: Adapter,
     /// Preferred active members (voters), in order; the first is the
@@ -506,11 +523,23 @@ impl Config {
                     format!("{:?} must start with /", s.prefix),
                 ));
             }
-            if !prefixes.insert(&s.prefix) {
+            if let Some(h) = &s.host {
+                check_host(&key("host"), h)?;
+            }
+            if !prefixes.insert((s.host.as_deref().map(str::to_ascii_lowercase), &s.prefix)) {
                 return Err(err(
                     key("prefix"),
-                    format!("{:?} is another service's prefix", s.prefix),
+                    format!(
+                        "{:?} is another service's prefix (on the same host)",
+                        s.prefix
+                    ),
                 ));
+            }
+            if s.strip_prefix && s.prefix == "/" {
+                return Err(err(key("strip_prefix"), "is set, but the prefix is \"/\""));
+            }
+            if let Some(url) = &s.presented_url {
+                check_presented_url(&key("presented_url"), url)?;
             }
             let https = check_backend_url(&key("backend"), &s.backend)?;
             if let Some(b) = &s.backend_tls {
@@ -867,6 +896,51 @@ fn peer_port(key: &str, addr: &str) -> Result<u16, ConfigError> {
     Ok(port)
 }
 
+/// A `host` a service is bound to: a DNS name, or a name and a port.
+fn check_host(key: &str, host: &str) -> Result<(), ConfigError> {
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (host, None),
+    };
+    let label_ok = |l: &str| {
+        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if name.is_empty()
+        || !name.split('.').all(label_ok)
+        || port.is_some_and(|p| p.parse::<u16>().is_err())
+    {
+        return Err(err(
+            key,
+            format!(
+                "{host:?} is not a host name (and port), like movies.example or movies.example:8080"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A `presented_url`: `http(s)://authority[/path]`, nothing after.
+fn check_presented_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    let ok = rest.is_some_and(|rest| {
+        let authority = rest.split('/').next().unwrap_or("");
+        !authority.is_empty()
+            && authority
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+            && !rest.contains(['?', '#', ' '])
+    });
+    if !ok {
+        return Err(err(
+            key,
+            format!("not an http(s) URL like https://movies.example: {url:?}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Whether the backend URL is https.
 fn check_backend_url(key: &str, url: &str) -> Result<bool, ConfigError> {
     let bad = || {
@@ -1021,6 +1095,26 @@ active = ["north", "east", "west"]
                 "name = \"kv\"",
                 "name = \"kv\"\nresource_key = \"paths\"",
                 "unknown variant `paths`",
+            ),
+            (
+                "name = \"kv\"",
+                "name = \"kv\"\nhost = \"movies.example/x\"",
+                "services[0].host: \"movies.example/x\" is not a host name",
+            ),
+            (
+                "name = \"kv\"",
+                "name = \"kv\"\nstrip_prefix = true",
+                "services[0].strip_prefix: is set, but the prefix is \"/\"",
+            ),
+            (
+                "name = \"kv\"",
+                "name = \"kv\"\npresented_url = \"movies.example\"",
+                "services[0].presented_url: not an http(s) URL",
+            ),
+            (
+                "name = \"kv\"",
+                "name = \"kv\"\nadapter = \"soap\"",
+                "unknown variant `soap`",
             ),
             (
                 "peer = \"127.0.0.1:9080\"",

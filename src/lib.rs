@@ -1,5 +1,6 @@
 //! ordo: a Paxos availability proxy for REST services.
 //!
+//! `adapter` holds what each kind of service needs to proxy well,
 //! `paxos` holds the protocol roles and their records, `apply` the
 //! applier, `driver` the one driver of the roles, `storage` the durable
 //! store, `node` the actix actors that shell the driver in production,
@@ -8,6 +9,7 @@
 //! TLS peer transport, `tls` TLS material for every hop; `sim` (in the top-level `sim/` folder) shells the
 //! same driver with a seeded deterministic scheduler.
 
+pub mod adapter;
 pub mod apply;
 pub mod config;
 pub mod demo;

@@ -181,6 +181,20 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
             request_timeout: Duration::from_millis(cfg.limits.backend_timeout_ms),
             digest_headers: s.digest_headers.clone(),
             tls,
+            adapter: crate::adapter::for_service(s),
+            presenting: crate::adapter::Presenting {
+                url: s.presented_url.clone(),
+                scheme: if cfg.client_tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                },
+                stripped: if s.strip_prefix {
+                    s.prefix.clone()
+                } else {
+                    String::new()
+                },
+            },
             ..HttpBackendConfig::default()
         };
         let mut group_cfg = GroupConfig {
@@ -264,6 +278,7 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
         services.push(Service {
             name: s.name.clone(),
             prefix: s.prefix.clone(),
+            host: s.host.as_ref().map(|h| h.to_ascii_lowercase()),
             snapshot: s.snapshot.clone(),
             handle,
             backend,

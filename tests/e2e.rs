@@ -558,6 +558,117 @@ fn nginx_webdav_files_are_replicated_through_every_node() {
     }
 }
 
+/// A new user's report: "`Location` in answers names the backend's own
+/// address, so a client that follows it bypasses ordo; a WebDAV
+/// `Destination` names ordo's address while the backend expects its
+/// own". nginx answers a created file with `Location` at its own address,
+/// and refuses a `MOVE` whose `Destination` names another host (400).
+#[test]
+fn webdav_addresses_name_ordo_to_clients_and_each_backend_to_itself() {
+    let c = Cluster::start(Options {
+        backends: Backends::Nginx,
+        prefix: "/files/".into(),
+        ..Options::default()
+    });
+    let r = must("PUT", &c.nodes[0].url("/files/new.txt"), &[], Some(b"n\n"));
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(
+        r.header("location"),
+        Some(c.nodes[0].url("/files/new.txt").as_str()),
+        "Location names the node the client asked: {r:?}"
+    );
+    // The client knows the service by a name of its own.
+    let port = c.nodes[1].client.port();
+    let host = format!("files.test:{port}");
+    let status = raw_status(
+        c.nodes[1].client,
+        format!(
+            "MOVE /files/new.txt HTTP/1.1\r\nHost: {host}\r\n\
+             Destination: http://{host}/files/moved.txt\r\nContent-Length: 0\r\n\r\n"
+        )
+        .as_bytes(),
+        Duration::from_secs(10),
+    );
+    assert_eq!(
+        status.as_deref(),
+        Ok("HTTP/1.1 204 No Content"),
+        "MOVE through east (nginx refuses another host's Destination with 400)"
+    );
+    let r = get_fresh(&c.nodes[1].url("/files/moved.txt"));
+    assert_eq!((r.status, r.body.as_str()), (200, "n\n"), "{r:?}");
+    // Reads too: nginx redirects a directory to its name with a slash.
+    let r = must("PUT", &c.nodes[2].url("/files/d/x.txt"), &[], Some(b"x"));
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = get_fresh(&c.nodes[2].url("/files/d"));
+    assert_eq!(r.status, 301, "{r:?}");
+    assert_eq!(
+        r.header("location"),
+        Some(c.nodes[2].url("/files/d/").as_str()),
+        "{r:?}"
+    );
+    c.wait_caught_up();
+    for n in NODES {
+        let files = common::files_under(&common::nginx_root(c.dir(), n));
+        let names: Vec<&String> = files.keys().collect();
+        assert_eq!(
+            names,
+            ["files/d/x.txt", "files/moved.txt"],
+            "the files in {n}'s nginx root"
+        );
+    }
+}
+
+/// Two services on one cluster, told apart by `Host`: each has its own
+/// log, and a host's service wins over the one bound to no host.
+#[test]
+fn services_are_routed_by_host_then_by_prefix() {
+    let c = Cluster::start(Options {
+        extra_toml: r#"
+[[services]]
+name = "hosted"
+host = "b.test"
+prefix = "/kv/"
+backend = "http://127.0.0.1:{backend_port}"
+"#
+        .into(),
+        ..Options::default()
+    });
+    let commits = |c: &Cluster| -> BTreeMap<String, u64> {
+        let s = must("GET", &c.nodes[0].url("/_ordo/status"), &[], None).json();
+        s["services"]
+            .as_array()
+            .expect("services")
+            .iter()
+            .map(|s| {
+                let name = s["service"].as_str().unwrap_or("").to_string();
+                (name, s["commit"].as_u64().unwrap_or(0))
+            })
+            .collect()
+    };
+    let before = commits(&c);
+    for host in ["b.test", "B.Test:1234"] {
+        let r = must(
+            "PUT",
+            &c.nodes[0].url("/kv/h"),
+            &[("host", host), ("content-type", "application/json")],
+            Some(br#"{"via":"hosted"}"#),
+        );
+        assert!(r.status == 200 || r.status == 201, "Host {host}: {r:?}");
+    }
+    let r = put_json(&c.nodes[0].url("/kv/plain"), r#"{"via":"kv"}"#);
+    assert_eq!(r.status, 201, "{r:?}");
+    let after = commits(&c);
+    let grew = |s: &str| after[s] - before[s];
+    assert!(grew("hosted") >= 2, "{before:?} -> {after:?}");
+    assert!(
+        (1..2).contains(&grew("kv")),
+        "only the request without the host went to kv: {before:?} -> {after:?}"
+    );
+    // Both services front the same backend here: each sees both writes.
+    let r = must("GET", &c.nodes[1].url("/kv/h"), &[("host", "b.test")], None);
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
 /// Send `request` on a raw connection to `addr` and read the answer's
 /// status line, waiting at most `wait` (a hang is an error).
 fn raw_status(

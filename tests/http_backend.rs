@@ -1038,12 +1038,8 @@ async fn http_backend_reads_use_connections_of_their_own_thread() {
             .unwrap();
         rt.block_on(async move {
             let resp = reader.read("GET", "/kv/a", Vec::new()).await?;
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>(body.to_bytes())
+            let body = resp.bytes().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(body)
         })
     })
     .join()

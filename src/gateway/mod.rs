@@ -32,10 +32,8 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use bytes::Bytes;
 use readiness::{NotReady, ReadLimits};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 use waiters::Waiters;
 
@@ -46,6 +44,9 @@ const RETRY_AFTER_SECS: &str = "1";
 pub struct Service {
     pub name: String,
     pub prefix: String,
+    /// The `Host` this service answers (any, if none): a name, or a name
+    /// and port, lower case.
+    pub host: Option<String>,
     /// The backend's export/import path for reseeding, if it has one.
     pub snapshot: Option<String>,
     pub handle: NodeHandle,
@@ -95,7 +96,8 @@ impl Gateway {
         max_body_bytes: usize,
         max_inflight: usize,
     ) -> Gateway {
-        services.sort_by_key(|s| std::cmp::Reverse(s.prefix.len()));
+        // Services bound to a host first, then the longest prefix.
+        services.sort_by_key(|s| (s.host.is_none(), std::cmp::Reverse(s.prefix.len())));
         Gateway {
             node,
             node_id,
@@ -124,15 +126,30 @@ impl Gateway {
         self.services.iter().find(|s| s.name == name)
     }
 
-    /// The service with the longest prefix that matches whole path
-    /// segments: `/movies` serves `/movies` and `/movies/1`, not
-    /// `/movies-archive`.
-    fn route(&self, path: &str) -> Option<&Service> {
+    /// The service for a request: among those bound to its `Host`, else
+    /// among those bound to none, the one with the longest prefix that
+    /// matches whole path segments (`/movies` serves `/movies` and
+    /// `/movies/1`, not `/movies-archive`).
+    fn route(&self, host: Option<&str>, path: &str) -> Option<&Service> {
         self.services.iter().find(|s| {
-            path.strip_prefix(s.prefix.as_str()).is_some_and(|rest| {
-                s.prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/')
-            })
+            let host_ok = match &s.host {
+                None => true,
+                Some(want) => host.is_some_and(|h| host_matches(want, h)),
+            };
+            host_ok
+                && path.strip_prefix(s.prefix.as_str()).is_some_and(|rest| {
+                    s.prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/')
+                })
         })
+    }
+
+    /// The service `req` is for (see `route`).
+    fn route_request(&self, req: &HttpRequest) -> Option<&Service> {
+        let host = req
+            .headers()
+            .get(actix_web::http::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        self.route(host, req.path())
     }
 
     fn next_id(&self) -> UpdateId {
@@ -310,6 +327,20 @@ fn unavailable(reason: String) -> HttpResponse {
         .body(format!("ordo: {reason}\n"))
 }
 
+/// Whether a request's `Host` is the one a service is bound to: without
+/// regard to case, and to the port unless the binding names one.
+fn host_matches(want: &str, host: &str) -> bool {
+    let host = host.trim().trim_end_matches('.');
+    if want.contains(':') && !want.ends_with(']') {
+        return host.eq_ignore_ascii_case(want);
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !port.contains(']') => name,
+        _ => host,
+    };
+    name.eq_ignore_ascii_case(want)
+}
+
 /// Paths ordo answers itself (reaching `handle` means a wrong method).
 fn is_reserved(path: &str) -> bool {
     path == "/healthz" || path == "/readyz" || path == "/_ordo" || path.starts_with("/_ordo/")
@@ -335,6 +366,9 @@ fn wants_fresh(req: &HttpRequest) -> bool {
     has("cache-control") || has("pragma")
 }
 
+/// The client's end-to-end headers, and `Host`: the backend gets its own
+/// `Host`, but the adapter maps addresses by the client's (on the apply
+/// path too, on every node: so it is proposed with the request).
 fn request_headers(req: &HttpRequest) -> Vec<Header> {
     let mut headers: Vec<Header> = req
         .headers()
@@ -342,6 +376,9 @@ fn request_headers(req: &HttpRequest) -> Vec<Header> {
         .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
         .collect();
     strip_hop_by_hop(&mut headers);
+    if let Some(host) = req.headers().get(actix_web::http::header::HOST) {
+        headers.push(("host".to_string(), host.as_bytes().to_vec()));
+    }
     headers
 }
 
@@ -420,7 +457,7 @@ async fn handle(gw: web::Data<Gateway>, req: HttpRequest, payload: web::Payload)
         (false, _) => crate::metrics::Kind::Update,
     };
     let service = gw
-        .route(req.path())
+        .route_request(&req)
         .map_or("", |s| s.name.as_str())
         .to_string();
     let resp = serve(gw, req, payload).await;
@@ -439,12 +476,22 @@ async fn serve(gw: web::Data<Gateway>, req: HttpRequest, payload: web::Payload) 
             format!("ordo: {} {} is not served", req.method(), req.path()),
         );
     }
-    let Some(service) = gw.route(req.path()) else {
+    let Some(service) = gw.route_request(&req) else {
         return plain(
             StatusCode::NOT_FOUND,
             format!("ordo: no service serves {}", req.path()),
         );
     };
+    let headers = request_headers(&req);
+    let head = crate::adapter::Head {
+        method: req.method().as_str(),
+        path_and_query: &path_and_query(&req),
+        headers: &headers,
+    };
+    if let Err(refusal) = service.backend.adapter().authenticate(&head) {
+        let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::FORBIDDEN);
+        return plain(status, format!("ordo: {}", refusal.message));
+    }
     if is_read(req.method()) {
         let ready = readiness::check(
             &service.handle.status.read_state(),
@@ -461,7 +508,7 @@ async fn serve(gw: web::Data<Gateway>, req: HttpRequest, payload: web::Payload) 
         };
         if !wants_fresh(&req) {
             return match ready {
-                Ok(()) => proxy_read(service, &req).await,
+                Ok(()) => proxy_read(service, &req, headers).await,
                 Err(why) => refuse(why),
             };
         }
@@ -472,25 +519,21 @@ async fn serve(gw: web::Data<Gateway>, req: HttpRequest, payload: web::Payload) 
             if let Err(why @ (NotReady::Lagging { .. } | NotReady::Stuck { .. })) = ready {
                 return refuse(why);
             }
-            return linearizable_read(&gw, service, &req).await;
+            return linearizable_read(&gw, service, &req, headers).await;
         }
     }
     let body = match read_body(payload, gw.max_body_bytes, gw.body_timeout).await {
         Ok(b) => b,
         Err(answer) => return answer,
     };
-    update(&gw, service, &req, body).await
+    update(&gw, service, &req, headers, body).await
 }
 
 /// Stream a read from the local backend.
-async fn proxy_read(service: &Service, req: &HttpRequest) -> HttpResponse {
+async fn proxy_read(service: &Service, req: &HttpRequest, headers: Vec<Header>) -> HttpResponse {
     let resp = service
         .backend
-        .read(
-            req.method().as_str(),
-            &path_and_query(req),
-            request_headers(req),
-        )
+        .read(req.method().as_str(), &path_and_query(req), headers)
         .await;
     let resp = match resp {
         Ok(r) => r,
@@ -501,29 +544,17 @@ async fn proxy_read(service: &Service, req: &HttpRequest) -> HttpResponse {
             );
         }
     };
-    let (parts, body) = resp.into_parts();
-    let mut out = HttpResponse::build(
-        StatusCode::from_u16(parts.status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
-    );
-    let mut headers: Vec<Header> = parts
-        .headers
-        .iter()
-        .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
-        .collect();
-    // The backend's length is kept (a HEAD answer keeps its size, a body
-    // is not re-chunked), and no content type is invented (a 304 keeps
-    // the one the client has cached).
-    let length = crate::http::request::header(&headers, "content-length")
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    strip_hop_by_hop(&mut headers);
-    add_headers(&mut out, &headers);
-    match length {
+    let mut out =
+        HttpResponse::build(StatusCode::from_u16(resp.status).unwrap_or(StatusCode::BAD_GATEWAY));
+    // No content type is invented (a 304 keeps the one the client has
+    // cached).
+    add_headers(&mut out, &resp.headers);
+    match resp.length {
         Some(n) => {
             out.no_chunking(n);
-            out.body(actix_web::body::SizedStream::new(n, BodyStream(body)))
+            out.body(actix_web::body::SizedStream::new(n, resp.body))
         }
-        None => out.body(actix_web::body::BodyStream::new(BodyStream(body))),
+        None => out.body(actix_web::body::BodyStream::new(resp.body)),
     }
 }
 
@@ -538,31 +569,13 @@ fn add_headers(out: &mut HttpResponseBuilder, headers: &[Header]) {
     }
 }
 
-/// A backend response body as a stream of chunks, without buffering.
-struct BodyStream(hyper::body::Incoming);
-
-impl futures_core::Stream for BodyStream {
-    type Item = Result<Bytes, hyper::Error>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        use http_body::Body;
-        let body = &mut self.get_mut().0;
-        loop {
-            match Pin::new(&mut *body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) => return Poll::Ready(Some(Ok(data))),
-                    Err(_trailers) => continue,
-                },
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-}
-
 /// Read-index: ask for a read index, wait until applied, read locally.
-async fn linearizable_read(gw: &Gateway, service: &Service, req: &HttpRequest) -> HttpResponse {
+async fn linearizable_read(
+    gw: &Gateway,
+    service: &Service,
+    req: &HttpRequest,
+    headers: Vec<Header>,
+) -> HttpResponse {
     // Waiting reads are bounded like updates: they hold a waiter each.
     let Some(_guard) = gw.admit() else {
         return gw.busy();
@@ -589,7 +602,7 @@ async fn linearizable_read(gw: &Gateway, service: &Service, req: &HttpRequest) -
             gw.node
         ));
     }
-    proxy_read(service, req).await
+    proxy_read(service, req, headers).await
 }
 
 /// Ask the proposer for a read index and wait for it at most `limit`:
@@ -620,7 +633,13 @@ impl Drop for InflightGuard<'_> {
 }
 
 /// Propose the request and answer with this node's backend's response.
-async fn update(gw: &Gateway, service: &Service, req: &HttpRequest, body: Bytes) -> HttpResponse {
+async fn update(
+    gw: &Gateway,
+    service: &Service,
+    req: &HttpRequest,
+    headers: Vec<Header>,
+    body: Bytes,
+) -> HttpResponse {
     if let Some(fence) = service.handle.status.fence() {
         // Never proposed, so a blind retry elsewhere is safe.
         return unavailable(format!(
@@ -645,7 +664,7 @@ async fn update(gw: &Gateway, service: &Service, req: &HttpRequest, body: Bytes)
     let proxied = ProxiedRequest {
         method: req.method().as_str().to_string(),
         path_and_query: path_and_query(req),
-        headers: request_headers(req),
+        headers,
         body,
     };
     let id = gw.next_id();
@@ -847,4 +866,21 @@ pub(crate) fn status_json(gw: &Gateway) -> serde_json::Value {
         "updates_in_flight": gw.inflight.load(Ordering::Relaxed),
         "services": services,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_matches;
+
+    #[test]
+    fn hosts_match_without_case_and_port_unless_the_binding_names_one() {
+        assert!(host_matches("movies.example", "Movies.Example"));
+        assert!(host_matches("movies.example", "movies.example:8080"));
+        assert!(host_matches("movies.example", "movies.example."));
+        assert!(!host_matches("movies.example", "movies.example.evil"));
+        assert!(!host_matches("movies.example", "other.example"));
+        assert!(host_matches("movies.example:8080", "MOVIES.example:8080"));
+        assert!(!host_matches("movies.example:8080", "movies.example:8081"));
+        assert!(!host_matches("movies.example:8080", "movies.example"));
+    }
 }

@@ -26,6 +26,8 @@
 //!   status was itself retryable, it is kept and the call is retried.)
 
 use super::request::{Header, ProxiedRequest, StoredResponse, header, strip_hop_by_hop};
+use crate::adapter::rewrite::Streaming;
+use crate::adapter::{Adapter, Asked, Presenting, Roots};
 use crate::apply::applier::is_retryable;
 use crate::node::backend::{Backend, BackendFuture};
 use crate::paxos::ballot::{Slot, Update};
@@ -39,6 +41,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::error::Error as StdError;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// The status of ordo's own final answer when a backend response is
@@ -80,6 +85,10 @@ pub struct HttpBackendConfig {
     /// TLS for an `https://` backend (`crate::tls::backend`); required
     /// for one.
     pub tls: Option<rustls::ClientConfig>,
+    /// What fixes up the service's kind (`crate::adapter`).
+    pub adapter: Arc<dyn Adapter>,
+    /// How a request's presented root is found.
+    pub presenting: Presenting,
 }
 
 impl Default for HttpBackendConfig {
@@ -92,6 +101,11 @@ impl Default for HttpBackendConfig {
             pool_max_idle: 256,
             digest_headers: Vec::new(),
             tls: None,
+            adapter: Arc::new(crate::adapter::http::Http),
+            presenting: Presenting {
+                scheme: "http",
+                ..Presenting::default()
+            },
         }
     }
 }
@@ -143,6 +157,9 @@ pub struct HttpBackend {
     id: usize,
     /// `http(s)://authority[/prefix]`, without a trailing `/`.
     base: String,
+    /// `base`'s `http(s)://authority`: requests go to it with the
+    /// backend's path (`target`).
+    origin: String,
     /// `{cluster}/{service}/`.
     key_prefix: String,
     cfg: HttpBackendConfig,
@@ -193,6 +210,7 @@ impl HttpBackend {
             client,
             connector,
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            origin: crate::adapter::split_root(&base).0.to_string(),
             base,
             key_prefix: format!("{cluster}/{service}/"),
             cfg,
@@ -221,14 +239,60 @@ impl HttpBackend {
         format!("{}{slot}.{index}", self.key_prefix)
     }
 
+    /// The adapter of the service's kind.
+    pub fn adapter(&self) -> &dyn Adapter {
+        &*self.cfg.adapter
+    }
+
+    /// The roots a request with this `Host` maps between.
+    pub fn roots(&self, host: Option<&[u8]>) -> Roots {
+        Roots {
+            presented: self.cfg.presenting.root(host),
+            backend: self.base.clone(),
+        }
+    }
+
+    /// The backend's path for a client's `path_and_query`: the base URL's
+    /// path, then the client's without the stripped prefix.
+    fn target(&self, path_and_query: &str) -> String {
+        let stripped = self.cfg.presenting.stripped.trim_end_matches('/');
+        let rest = path_and_query
+            .strip_prefix(stripped)
+            .unwrap_or(path_and_query);
+        let base_path = crate::adapter::split_root(&self.base).1;
+        if rest.is_empty() || rest.starts_with('?') {
+            let root = if base_path.is_empty() { "/" } else { base_path };
+            format!("{root}{rest}")
+        } else {
+            format!("{base_path}{rest}")
+        }
+    }
+
+    /// `req` (from a client, hop-by-hop fields already gone or not) as
+    /// the request for this node's backend: the target mapped, the
+    /// adapter's rewriting done. Answers the roots used and what was
+    /// asked, for the answer's rewriting.
+    fn adapt(&self, mut req: ProxiedRequest) -> Result<(ProxiedRequest, Roots, Asked), String> {
+        let roots = self.roots(header(&req.headers, "host"));
+        strip_hop_by_hop(&mut req.headers);
+        let asked = Asked {
+            method: req.method.clone(),
+            path_and_query: req.path_and_query.clone(),
+        };
+        req.path_and_query = self.target(&req.path_and_query);
+        self.cfg.adapter.to_backend(&roots, &mut req)?;
+        Ok((req, roots, asked))
+    }
+
     /// The HTTP request for a payload, or why it cannot be sent (a
-    /// deterministic verdict on the chosen bytes).
+    /// deterministic verdict on the chosen bytes), with what the answer
+    /// is rewritten by.
     fn build(
         &self,
         slot: Slot,
         index: u32,
         payload: &[u8],
-    ) -> Result<Request<Full<Bytes>>, String> {
+    ) -> Result<(Request<Full<Bytes>>, Roots, Asked), String> {
         let req = ProxiedRequest::decode(payload)
             .map_err(|e| format!("ordo: the update's payload is not a request: {e}"))?;
         let method = Method::from_bytes(req.method.as_bytes())
@@ -242,11 +306,11 @@ impl HttpBackend {
                 req.path_and_query
             ));
         }
-        let uri: Uri = format!("{}{}", self.base, req.path_and_query)
+        let (req, roots, asked) = self.adapt(req).map_err(|why| format!("ordo: {why}"))?;
+        let uri: Uri = format!("{}{}", self.origin, req.path_and_query)
             .parse()
             .map_err(|e| format!("ordo: invalid request target {:?}: {e}", req.path_and_query))?;
-        let mut headers: Vec<Header> = req.headers;
-        strip_hop_by_hop(&mut headers);
+        let headers: Vec<Header> = req.headers;
         let mut builder = Request::builder().method(method).uri(uri);
         for (name, value) in &headers {
             if NOT_FORWARDED.iter().any(|n| name.eq_ignore_ascii_case(n)) {
@@ -260,9 +324,10 @@ impl HttpBackend {
         }
         let key = self.idempotency_key(slot, index);
         builder = builder.header(IDEMPOTENCY_KEY, key);
-        builder
+        let request = builder
             .body(Full::new(req.body))
-            .map_err(|e| format!("ordo: cannot build the request: {e}"))
+            .map_err(|e| format!("ordo: cannot build the request: {e}"))?;
+        Ok((request, roots, asked))
     }
 }
 
@@ -271,20 +336,30 @@ impl HttpBackend {
     /// streamed back: the response head arrives within the request
     /// timeout; the body streams as the backend sends it, never held
     /// whole in memory. `Err` says why the backend could not be reached.
+    ///
+    /// `headers` are the client's, with `Host` (it gives the presented
+    /// root); the adapter rewrites the request and the answer, its body
+    /// as it streams.
     pub async fn read(
         &self,
         method: &str,
         path_and_query: &str,
-        mut headers: Vec<Header>,
-    ) -> Result<http::Response<hyper::body::Incoming>, String> {
-        let method = Method::from_bytes(method.as_bytes())
+        headers: Vec<Header>,
+    ) -> Result<ReadAnswer, String> {
+        let http_method = Method::from_bytes(method.as_bytes())
             .map_err(|_| format!("invalid method {method:?}"))?;
-        let uri: Uri = format!("{}{}", self.base, path_and_query)
+        let req = ProxiedRequest {
+            method: method.to_string(),
+            path_and_query: path_and_query.to_string(),
+            headers,
+            body: Bytes::new(),
+        };
+        let (req, roots, asked) = self.adapt(req)?;
+        let uri: Uri = format!("{}{}", self.origin, req.path_and_query)
             .parse()
             .map_err(|e| format!("invalid request target {path_and_query:?}: {e}"))?;
-        strip_hop_by_hop(&mut headers);
-        let mut builder = Request::builder().method(method).uri(uri);
-        for (name, value) in &headers {
+        let mut builder = Request::builder().method(http_method).uri(uri);
+        for (name, value) in &req.headers {
             if let (Ok(n), Ok(v)) = (
                 HeaderName::from_bytes(name.as_bytes()),
                 HeaderValue::from_bytes(value),
@@ -296,12 +371,127 @@ impl HttpBackend {
             .body(Full::new(Bytes::new()))
             .map_err(|e| format!("cannot build the request: {e}"))?;
         let total = self.cfg.request_timeout;
-        match tokio::time::timeout(total, self.reader().request(req)).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(describe(&e)),
-            Err(_) => Err(format!("no response within {total:?}")),
+        let resp = match tokio::time::timeout(total, self.reader().request(req)).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => return Err(describe(&e)),
+            Err(_) => return Err(format!("no response within {total:?}")),
+        };
+        let (parts, body) = resp.into_parts();
+        let mut headers = header_list(&parts.headers);
+        // The backend's length is kept (a HEAD answer keeps its size, a
+        // body is not re-chunked) unless the body is rewritten.
+        let mut length = content_length(&headers);
+        strip_hop_by_hop(&mut headers);
+        let adapter = &self.cfg.adapter;
+        adapter.answer_headers(&roots, &asked, &mut headers);
+        let rewrite = adapter.answer_body(&roots, &asked, &headers);
+        if rewrite.is_some() {
+            length = None;
+            drop_body_checksums(&mut headers);
+        }
+        Ok(ReadAnswer {
+            status: parts.status.as_u16(),
+            headers,
+            length,
+            body: ReadBody {
+                body,
+                rewrite: rewrite.map(|r| r.streaming()),
+                ended: false,
+            },
+        })
+    }
+}
+
+/// A read's answer from the backend, its head rewritten for the client.
+pub struct ReadAnswer {
+    pub status: u16,
+    /// End-to-end headers only.
+    pub headers: Vec<Header>,
+    /// The body's length, when the backend gave one and it stays true.
+    pub length: Option<u64>,
+    pub body: ReadBody,
+}
+
+impl ReadAnswer {
+    /// The whole body (for tests and small answers: a read's body is
+    /// otherwise streamed).
+    pub async fn bytes(mut self) -> Result<Bytes, hyper::Error> {
+        use futures_core::Stream;
+        let mut out = bytes::BytesMut::new();
+        while let Some(chunk) =
+            std::future::poll_fn(|cx| Pin::new(&mut self.body).poll_next(cx)).await
+        {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(out.freeze())
+    }
+}
+
+/// A backend's answer body as a stream of chunks, never held whole,
+/// rewritten by the adapter as it goes if it must be.
+pub struct ReadBody {
+    body: hyper::body::Incoming,
+    rewrite: Option<Streaming>,
+    ended: bool,
+}
+
+impl futures_core::Stream for ReadBody {
+    type Item = Result<Bytes, hyper::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        use http_body::Body;
+        let this = self.get_mut();
+        loop {
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => match &mut this.rewrite {
+                        None => return Poll::Ready(Some(Ok(data))),
+                        Some(r) => {
+                            let out = r.push(&data);
+                            if !out.is_empty() {
+                                return Poll::Ready(Some(Ok(out)));
+                            }
+                        }
+                    },
+                    Err(_trailers) => continue,
+                },
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => {
+                    this.ended = true;
+                    let rest = this.rewrite.as_mut().map(|r| r.finish());
+                    if let Some(rest) = rest.filter(|b| !b.is_empty()) {
+                        return Poll::Ready(Some(Ok(rest)));
+                    }
+                }
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
+}
+
+/// The headers of an answer as a list.
+fn header_list(headers: &http::HeaderMap) -> Vec<Header> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+        .collect()
+}
+
+/// The `Content-Length` an answer declares.
+fn content_length(headers: &[Header]) -> Option<u64> {
+    header(headers, "content-length")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// Checksums of a body that rewriting makes false.
+const BODY_CHECKSUMS: &[&str] = &["content-md5", "x-ms-content-crc64"];
+
+fn drop_body_checksums(headers: &mut Vec<Header>) {
+    headers.retain(|(n, _)| !BODY_CHECKSUMS.iter().any(|c| n.eq_ignore_ascii_case(c)));
 }
 
 impl HttpBackend {
@@ -359,8 +549,8 @@ fn describe(e: &(dyn StdError + 'static)) -> String {
 
 impl Backend for HttpBackend {
     fn call(&self, slot: Slot, index: u32, update: Update) -> BackendFuture {
-        let req = match self.build(slot, index, &update.payload) {
-            Ok(req) => req,
+        let (req, roots, asked) = match self.build(slot, index, &update.payload) {
+            Ok(built) => built,
             Err(why) => {
                 tracing::warn!(slot, index, %why, "update cannot be sent to the backend");
                 return Box::pin(std::future::ready(reply(
@@ -374,14 +564,19 @@ impl Backend for HttpBackend {
         let limit = self.cfg.max_response_bytes;
         let total = self.cfg.request_timeout;
         let named = self.cfg.digest_headers.clone();
+        let answer = Answering {
+            adapter: self.cfg.adapter.clone(),
+            roots,
+            asked,
+        };
         Box::pin(async move {
-            let reply =
-                match tokio::time::timeout(total, exchange(client, req, limit, &named)).await {
-                    Ok(reply) => reply,
-                    Err(_) => BackendReply::Unreachable {
-                        reason: format!("no complete response within {total:?}"),
-                    },
-                };
+            let exchange = exchange(client, req, limit, &named, &answer);
+            let reply = match tokio::time::timeout(total, exchange).await {
+                Ok(reply) => reply,
+                Err(_) => BackendReply::Unreachable {
+                    reason: format!("no complete response within {total:?}"),
+                },
+            };
             // Retries back off to one every few seconds: one line each
             // says why the node is not applying (a refused certificate,
             // a backend down).
@@ -393,12 +588,20 @@ impl Backend for HttpBackend {
     }
 }
 
+/// How an update's answer is rewritten before it is digested.
+struct Answering {
+    adapter: Arc<dyn Adapter>,
+    roots: Roots,
+    asked: Asked,
+}
+
 /// Send one request and read the whole response.
 async fn exchange(
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     req: Request<Full<Bytes>>,
     limit: usize,
     digest_headers: &[String],
+    answer: &Answering,
 ) -> BackendReply {
     let resp = match client.request(req).await {
         Ok(resp) => resp,
@@ -414,25 +617,31 @@ async fn exchange(
     };
     let (parts, body) = resp.into_parts();
     let status = parts.status.as_u16();
-    let mut headers: Vec<Header> = parts
-        .headers
-        .iter()
-        .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
-        .collect();
-    let declared = header(&headers, "content-length")
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let mut headers = header_list(&parts.headers);
+    let declared = content_length(&headers);
     strip_hop_by_hop(&mut headers);
     if declared.is_some_and(|n| n > limit as u64) {
         return too_large(status, limit);
     }
     match Limited::new(body, limit).collect().await {
         Ok(collected) => {
-            let resp = StoredResponse {
-                headers,
-                body: collected.to_bytes(),
-            };
-            reply(status, &resp, digest_headers)
+            // Rewritten before the digest: answers that differ only by
+            // each backend's own address must agree.
+            let Answering {
+                adapter,
+                roots,
+                asked,
+            } = answer;
+            adapter.answer_headers(roots, asked, &mut headers);
+            let mut body = collected.to_bytes();
+            if let Some(new) = adapter
+                .answer_body(roots, asked, &headers)
+                .and_then(|r| r.whole(&body))
+            {
+                body = new;
+                drop_body_checksums(&mut headers);
+            }
+            reply(status, &StoredResponse { headers, body }, digest_headers)
         }
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => too_large(status, limit),
         Err(e) => BackendReply::Unreachable {
@@ -580,6 +789,28 @@ mod tests {
         }
     }
 
+    /// With `strip_prefix`, the backend gets the path under the prefix,
+    /// below its base URL's own path.
+    #[test]
+    fn stripped_prefixes_map_onto_the_base_path() {
+        let cfg = |stripped: &str| HttpBackendConfig {
+            presenting: Presenting {
+                stripped: stripped.into(),
+                ..HttpBackendConfig::default().presenting
+            },
+            ..HttpBackendConfig::default()
+        };
+        let b = HttpBackend::new("http://h:8/acct", "c", "s", cfg("/movies")).expect("backend");
+        assert_eq!(b.target("/movies/c/b?x=1"), "/acct/c/b?x=1");
+        assert_eq!(b.target("/movies"), "/acct");
+        assert_eq!(b.target("/movies?comp=list"), "/acct?comp=list");
+        let b = HttpBackend::new("http://h:8", "c", "s", cfg("/movies/")).expect("backend");
+        assert_eq!(b.target("/movies/c"), "/c");
+        assert_eq!(b.target("/movies"), "/");
+        let b = HttpBackend::new("http://h:8/api", "c", "s", cfg("")).expect("backend");
+        assert_eq!(b.target("/movies/c"), "/api/movies/c");
+    }
+
     #[test]
     fn the_request_sent() {
         let b = backend("http://h:8/api");
@@ -598,10 +829,14 @@ mod tests {
             ],
             body: Bytes::from_static(b"[1]"),
         };
-        let built = match b.build(7, 2, &req.encode()) {
+        let (built, roots, asked) = match b.build(7, 2, &req.encode()) {
             Ok(r) => r,
             Err(e) => panic!("{e}"),
         };
+        // Answers are mapped by the client's Host, the backend gets its own.
+        assert_eq!(roots.presented.as_deref(), Some("http://client"));
+        assert_eq!(roots.backend, "http://h:8/api");
+        assert_eq!(asked.path_and_query, "/kv/a?x=1");
         assert_eq!(built.method(), Method::PATCH);
         assert_eq!(built.uri(), "http://h:8/api/kv/a?x=1");
         let h = built.headers();

@@ -321,7 +321,8 @@ pub struct Options {
     pub limits_extra: String,
     /// Hot backups besides the three active members (`b1`, `b2`, ...).
     pub backups: usize,
-    /// Extra sections at the end of every node's config.
+    /// Extra sections at the end of every node's config; `{backend_port}`
+    /// in it is the node's own backend's port.
     pub extra_toml: String,
     /// Clients reach nodes over TLS (`[client_tls]`, certificates from
     /// the cluster's test PKI).
@@ -894,7 +895,9 @@ update_timeout_ms = {timeout}
         timeout = opts.update_timeout_ms,
         service_extra = opts.service_extra,
         limits_extra = opts.limits_extra,
-        extra_toml = opts.extra_toml,
+        extra_toml = opts
+            .extra_toml
+            .replace("{backend_port}", &n.backend_port.to_string()),
     )
 }
 
