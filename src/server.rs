@@ -317,22 +317,14 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
     )));
     gw.body_timeout = Duration::from_millis(cfg.limits.body_timeout_ms);
     let gw = Arc::new(gw);
-    let app_gw = gw.clone();
-    let mut server =
-        HttpServer::new(move || App::new().configure(gateway::configure(app_gw.clone())))
-            .workers(2)
-            .client_request_timeout(Duration::from_secs(30))
-            .shutdown_timeout(5);
-    if !handle_signals {
-        server = server.disable_signals();
-    }
-    let server = match &client_tls {
-        Some(tls) => server.listen_rustls_0_23(client_listener, tls.server_config()),
-        None => server.listen(client_listener),
-    }
+    let client_addr = client_listener.local_addr().unwrap_or(cfg.listen.client);
+    let server = gateway::server::client_server(
+        gw.clone(),
+        client_listener,
+        client_tls.as_ref().map(|t| Arc::new(t.server_config())),
+        handle_signals,
+    )
     .with_context(|| format!("cannot serve clients on {}", cfg.listen.client))?;
-    let client_addr = server.addrs().first().copied().unwrap_or(cfg.listen.client);
-    let server = server.run();
     let handle = server.handle();
     let task = actix_web::rt::spawn(server);
     // The console: its pages and the admin API, with the client port's TLS.

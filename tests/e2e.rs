@@ -618,6 +618,74 @@ fn webdav_addresses_name_ordo_to_clients_and_each_backend_to_itself() {
     }
 }
 
+/// A new user's report: "a request target with a fragment
+/// (`DELETE /coll/#frag`) reaches every backend without it, so a request
+/// the backend would refuse with 400 deletes the collection". It is
+/// refused with 400, alone or after another request on the connection,
+/// and nothing is deleted.
+#[test]
+fn a_request_target_with_a_fragment_is_refused_and_nothing_is_applied() {
+    let c = Cluster::start(Options::default());
+    let r = put_json(&c.nodes[0].url("/kv/coll"), r#"{"keep":true}"#);
+    assert_eq!(r.status, 201, "{r:?}");
+    let addr = c.nodes[1].client;
+    let wait = Duration::from_secs(5);
+    let alone = b"DELETE /kv/coll#frag HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_eq!(
+        raw_status(addr, alone, wait).as_deref(),
+        Ok("HTTP/1.1 400 Bad Request")
+    );
+    // Behind a request with a body (and a `#` in it), on the same
+    // connection.
+    let first = b"PUT /kv/other HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                  Content-Length: 5\r\n\r\n\"#x#\"";
+    let then = b"DELETE /kv/coll#frag HTTP/1.1\r\nHost: x\r\n\r\n";
+    let answers = raw_statuses(addr, &[first, then], wait);
+    assert_eq!(
+        answers,
+        ["HTTP/1.1 201 Created", "HTTP/1.1 400 Bad Request"],
+        "the PUT is served, the DELETE refused"
+    );
+    for n in &c.nodes {
+        let r = get_fresh(&n.url("/kv/coll"));
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (200, r#"{"keep":true}"#),
+            "at {}",
+            n.name
+        );
+    }
+}
+
+/// The status lines of the answers to `requests`, sent one after the
+/// other on one raw connection, each once the one before is answered.
+fn raw_statuses(addr: std::net::SocketAddr, requests: &[&[u8]], wait: Duration) -> Vec<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(wait)).expect("timeout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // A status line may follow a body without a line break.
+    let statuses = |got: &[u8]| -> Vec<String> {
+        let text = String::from_utf8_lossy(got);
+        text.match_indices("HTTP/1.1 ")
+            .map(|(i, _)| text[i..].lines().next().unwrap_or("").to_string())
+            .collect()
+    };
+    for (i, request) in requests.iter().enumerate() {
+        if s.write_all(request).is_err() {
+            break;
+        }
+        while statuses(&got).len() <= i {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return statuses(&got),
+                Ok(k) => got.extend_from_slice(&buf[..k]),
+            }
+        }
+    }
+    statuses(&got)
+}
+
 /// Two services on one cluster, told apart by `Host`: each has its own
 /// log, and a host's service wins over the one bound to no host.
 #[test]

@@ -19,6 +19,7 @@
 pub mod admin;
 pub mod console;
 pub mod readiness;
+pub mod server;
 pub mod waiters;
 
 use crate::config::ReadMode;

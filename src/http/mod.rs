@@ -5,6 +5,7 @@
 
 pub mod admin_client;
 pub mod client;
+pub mod fragment;
 pub mod request;
 
 pub use client::{HttpBackend, HttpBackendConfig, HttpBackendError};
