@@ -41,6 +41,13 @@ pub struct Listen {
     /// The web console (and the admin API, also on the client port);
     /// with `[client_tls]`, over the same TLS.
     pub console: Option<SocketAddr>,
+    /// Networks (`10.0.0.0/8`) or addresses the peer port takes
+    /// connections from besides the addresses the nodes' names resolve
+    /// to: for peers that connect from another address than the one they
+    /// are known by (a second interface, NAT). `["0.0.0.0/0", "::/0"]`
+    /// takes any.
+    #[serde(default)]
+    pub peer_sources: Vec<String>,
 }
 
 /// The mesh's TLS: reloaded on SIGHUP.
@@ -484,6 +491,10 @@ impl Config {
                     me.addr
                 ),
             ));
+        }
+        for (j, net) in self.listen.peer_sources.iter().enumerate() {
+            net.parse::<crate::mesh::sources::Net>()
+                .map_err(|why| err(format!("listen.peer_sources[{j}]"), why))?;
         }
         let mut seen = BTreeMap::new();
         for (name, entry) in &self.nodes {
@@ -1115,6 +1126,11 @@ active = ["north", "east", "west"]
                 "name = \"kv\"",
                 "name = \"kv\"\nadapter = \"soap\"",
                 "unknown variant `soap`",
+            ),
+            (
+                "peer = \"127.0.0.1:9080\"",
+                "peer = \"127.0.0.1:9080\"\npeer_sources = [\"10.0.0.0/8\", \"10.1/16\"]",
+                "listen.peer_sources[1]: \"10.1/16\" is not an address or a network",
             ),
             (
                 "peer = \"127.0.0.1:9080\"",

@@ -96,7 +96,7 @@ pub const STATES: [&str; 7] = [
     "diverged",
 ];
 
-const REFUSALS: [Refusal; 10] = [
+const REFUSALS: [Refusal; 11] = [
     Refusal::UnknownCa,
     Refusal::Handshake,
     Refusal::Timeout,
@@ -107,6 +107,7 @@ const REFUSALS: [Refusal; 10] = [
     Refusal::BadHello,
     Refusal::Evicted,
     Refusal::Unpinned,
+    Refusal::Source,
 ];
 
 fn seconds_buckets() -> Histogram {

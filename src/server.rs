@@ -153,13 +153,20 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
         Some(files) => Some(ClientPortTls::new(&files).context("client_tls")?),
         None => None,
     };
-    let mesh_cfg = MeshConfig::new(
+    let mut mesh_cfg = MeshConfig::new(
         &cfg.cluster,
         &cfg.node,
         nodes,
         cfg.listen.peer,
         cfg.mesh_tls(),
     );
+    // Checked when the file was read.
+    mesh_cfg.peer_sources = cfg
+        .listen
+        .peer_sources
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect();
     let mesh = Mesh::start(mesh_cfg).context("cannot start the peer mesh")?;
 
     let mut services = Vec::new();

@@ -79,6 +79,8 @@ struct Cluster {
     pins: BTreeMap<String, Vec<Pin>>,
     /// No CA at all: every node trusted by its pins.
     no_ca: bool,
+    /// Networks every node's peer port takes besides the nodes' own.
+    peer_sources: Vec<ordo::mesh::sources::Net>,
 }
 
 impl Cluster {
@@ -110,6 +112,7 @@ impl Cluster {
             handshake: Duration::from_secs(2),
             pins: BTreeMap::new(),
             no_ca: false,
+            peer_sources: Vec::new(),
         }
     }
 
@@ -139,6 +142,7 @@ impl Cluster {
         cfg.backoff_max = Duration::from_millis(500);
         cfg.connect_timeout = Duration::from_secs(2);
         cfg.handshake_timeout = self.handshake;
+        cfg.peer_sources = self.peer_sources.clone();
         cfg
     }
 
@@ -619,6 +623,57 @@ async fn idle_connections_to_the_peer_port_do_not_lock_a_peer_out() {
         c.mesh(0).stats()
     );
     drop(idle);
+}
+
+/// A TCP connection to `to` from the loopback address `from`.
+async fn connect_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = tokio::net::TcpSocket::new_v4()?;
+    s.bind(format!("{from}:0").parse().expect("address"))?;
+    s.connect(to).await
+}
+
+/// The rest of the report above: "anyone who can reach the port can do
+/// this, with no certificate". The peer port now closes a connection
+/// from an address that is no node's before any TLS work; and a flood
+/// from an address it does take (listed in `peer_sources`) only ever
+/// evicts that address's own waiting connections, so a restarted member
+/// gets in.
+#[actix::test]
+async fn the_peer_port_takes_nodes_and_listed_sources_only_and_a_flood_locks_no_member_out() {
+    let mut c = Cluster::new();
+    c.handshake = Duration::from_secs(120);
+    c.peer_sources = vec!["127.0.0.3".parse().unwrap()];
+    c.start_all().await;
+    c.appends("a", 10, &[0, 1, 2]).await;
+    c.wait_converged().await;
+
+    let mut stranger = connect_from("127.0.0.2", c.addrs[0]).await.unwrap();
+    // A TLS ClientHello's first bytes: no answer comes, the port closes.
+    let _ = stranger.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05]).await;
+    assert!(closed_by_server(&mut stranger).await.is_empty());
+    assert!(c.mesh(0).stats().refused(Refusal::Source) >= 1);
+
+    c.kill(2).await;
+    let mut flood = Vec::new();
+    for _ in 0..300 {
+        if let Ok(s) = connect_from("127.0.0.3", c.addrs[0]).await {
+            flood.push(s);
+        }
+    }
+    assert!(flood.len() >= 290, "{} connections made", flood.len());
+    let before = c.mesh(0).stats().connections_in;
+    c.start(2).await;
+    wait_for!("west to reconnect to north", {
+        c.mesh(0).stats().connections_in > before
+    });
+    c.wait_for_leader().await;
+    c.appends("b", 10, &[0, 1, 2]).await;
+    c.wait_converged().await;
+    assert_eq!(c.answered.len(), 20);
+    let s = c.mesh(0).stats();
+    // All but the last few of the flood were closed as the flood went on.
+    assert!(s.refused(Refusal::Evicted) >= 250, "{s:?}");
+    drop(flood);
 }
 
 /// A node whose entry lists pins is trusted by them, not by the CA: a

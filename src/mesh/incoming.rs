@@ -6,18 +6,27 @@
 //! A newer connection from the same peer replaces the older one, so
 //! authenticated connections are at most one per peer.
 //!
-//! At most `max_incoming` connections wait to authenticate at once. When
-//! a new one comes and they are full, the oldest waiting one is closed
-//! (`evicted`) rather than the new one refused: anyone who can reach the
-//! port can open idle connections, and refusing newcomers would let them
-//! lock out a real peer, whose handshake takes a round trip or two.
+//! A connection from an address that is no node's (and in no
+//! `peer_sources` network) is closed at once, before any TLS work
+//! (`sources`).
+//!
+//! At most `max_incoming` connections wait to authenticate at once, and
+//! at most `max_incoming_per_source` from one address. When a new one
+//! comes and its source's share is full, that source's oldest waiting one
+//! is closed (`evicted`); when all are full, the oldest of the source
+//! that has the most. The new one is never refused: refusing newcomers
+//! would let whoever holds idle connections lock out a real peer, whose
+//! handshake takes a round trip or two; and a source that floods the port
+//! only ever evicts its own connections while others have fewer, so a
+//! member always gets in.
 
 use super::frame::{self, Frame, FrameError, MAX_HELLO_BYTES};
+use super::sources::Sources;
 use super::stats::{Refusal, bump};
 use super::{Shared, Timing, tls};
 use crate::paxos::ballot::NodeId;
-use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
@@ -25,18 +34,73 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-/// Connections waiting to authenticate, oldest first: each with the
-/// sender that closes it.
-type Waiting = Arc<Mutex<VecDeque<(u64, oneshot::Sender<()>)>>>;
+/// Connections waiting to authenticate, oldest first: each with its
+/// source and the sender that closes it.
+type Waiting = Arc<Mutex<VecDeque<(u64, IpAddr, oneshot::Sender<()>)>>>;
+
+/// At most one line per this long about refused sources.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// At most one lookup of the nodes' names per this long, caused by
+/// refused sources.
+const LOOKUP_EVERY: Duration = Duration::from_secs(2);
+
+/// How many connections may wait to authenticate.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Bounds {
+    pub waiting: usize,
+    pub per_source: usize,
+}
+
+/// Make room for one more waiting connection from `source` (module docs):
+/// dropping a sender closes its connection.
+fn make_room(w: &mut VecDeque<(u64, IpAddr, oneshot::Sender<()>)>, source: IpAddr, b: Bounds) {
+    let oldest_of = |w: &VecDeque<(u64, IpAddr, oneshot::Sender<()>)>, ip: IpAddr| {
+        w.iter().position(|(_, s, _)| *s == ip)
+    };
+    while w.iter().filter(|(_, s, _)| *s == source).count() >= b.per_source {
+        match oldest_of(w, source) {
+            Some(i) => drop(w.remove(i)),
+            None => break,
+        }
+    }
+    while w.len() >= b.waiting {
+        let mut counts: HashMap<IpAddr, usize> = HashMap::new();
+        for (_, s, _) in w.iter() {
+            *counts.entry(*s).or_default() += 1;
+        }
+        // The most; among equals, the one whose oldest is oldest.
+        let most = counts.values().copied().max().unwrap_or(0);
+        let victim = w.iter().position(|(_, s, _)| counts[s] == most);
+        match victim {
+            Some(i) => drop(w.remove(i)),
+            None => break,
+        }
+    }
+}
 
 pub(super) async fn accept_loop(
     shared: Arc<Shared>,
     listener: TcpListener,
     timing: Timing,
-    max_waiting: usize,
+    bounds: Bounds,
+    sources: Arc<Sources>,
 ) {
+    sources.refresh().await;
+    let refresher = sources.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(super::sources::REFRESH).await;
+            refresher.refresh().await;
+        }
+    });
     let waiting: Waiting = Arc::default();
     let mut next = 0u64;
+    // Refused sources are logged once per LOG_EVERY, not once each: a
+    // flood of them must not flood the log too.
+    let mut last_logged: Option<tokio::time::Instant> = None;
+    let mut unlogged = 0u64;
+    let mut last_lookup: Option<tokio::time::Instant> = None;
     loop {
         let (tcp, addr) = match listener.accept().await {
             Ok(x) => x,
@@ -47,16 +111,41 @@ pub(super) async fn accept_loop(
                 continue;
             }
         };
+        let source = addr.ip().to_canonical();
+        if !sources.allows(source) {
+            shared.counters.refuse(Refusal::Source);
+            drop(tcp);
+            unlogged += 1;
+            let now = tokio::time::Instant::now();
+            // A node that moved (a pod rescheduled) may be knocking: look
+            // its name up again now rather than at the next refresh; it
+            // gets in at its next attempt.
+            if last_lookup.is_none_or(|t| now.duration_since(t) >= LOOKUP_EVERY) {
+                last_lookup = Some(now);
+                let sources = sources.clone();
+                tokio::spawn(async move { sources.refresh().await });
+            }
+            if last_logged.is_none_or(|t| now.duration_since(t) >= LOG_EVERY) {
+                tracing::warn!(
+                    node = shared.my_name(),
+                    %addr,
+                    reason = Refusal::Source.as_str(),
+                    refused = unlogged,
+                    "connections refused: from addresses that are no node's \
+                     (listen.peer_sources lets in others)"
+                );
+                last_logged = Some(now);
+                unlogged = 0;
+            }
+            continue;
+        }
         next += 1;
         let id = next;
         let (evict_tx, evict) = oneshot::channel();
         {
             let mut w = waiting.lock().unwrap_or_else(|e| e.into_inner());
-            while w.len() >= max_waiting {
-                // Dropping its sender closes the oldest waiting one.
-                w.pop_front();
-            }
-            w.push_back((id, evict_tx));
+            make_room(&mut w, source, bounds);
+            w.push_back((id, source, evict_tx));
         }
         let _ = tcp.set_nodelay(true);
         let shared = shared.clone();
@@ -64,7 +153,7 @@ pub(super) async fn accept_loop(
         tokio::spawn(async move {
             let done = |waiting: &Waiting| {
                 let mut w = waiting.lock().unwrap_or_else(|e| e.into_inner());
-                w.retain(|(i, _)| *i != id);
+                w.retain(|(i, _, _)| *i != id);
             };
             incoming(&shared, tcp, addr, timing, evict, || done(&waiting)).await;
         });
@@ -230,4 +319,50 @@ async fn authenticate(
         .map_err(|_| (Refusal::Timeout, "writing the Hello timed out".to_string()))?
         .map_err(|e| (Refusal::BadHello, format!("writing the Hello: {e}")))?;
     Ok((peer, stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, last])
+    }
+
+    fn queue(sources: &[u8]) -> VecDeque<(u64, IpAddr, oneshot::Sender<()>)> {
+        sources
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| (i as u64, ip(s), oneshot::channel().0))
+            .collect()
+    }
+
+    fn left(w: &VecDeque<(u64, IpAddr, oneshot::Sender<()>)>) -> Vec<u64> {
+        w.iter().map(|(i, _, _)| *i).collect()
+    }
+
+    #[test]
+    fn a_source_over_its_share_loses_its_own_oldest() {
+        let b = Bounds {
+            waiting: 10,
+            per_source: 3,
+        };
+        let mut w = queue(&[1, 2, 1, 1]);
+        make_room(&mut w, ip(1), b);
+        assert_eq!(left(&w), [1, 2, 3], "1's oldest (0) went, 2's stayed");
+    }
+
+    #[test]
+    fn when_full_the_source_with_the_most_gives_way() {
+        let b = Bounds {
+            waiting: 5,
+            per_source: 5,
+        };
+        // A member (2) waits behind a flood from 1.
+        let mut w = queue(&[2, 1, 1, 1, 1]);
+        make_room(&mut w, ip(3), b);
+        assert_eq!(left(&w), [0, 2, 3, 4], "the member's connection stays");
+        make_room(&mut w, ip(2), b);
+        assert_eq!(left(&w), [0, 2, 3, 4]);
+    }
 }

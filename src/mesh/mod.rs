@@ -29,6 +29,7 @@ pub mod certs;
 pub mod frame;
 mod incoming;
 mod outgoing;
+pub mod sources;
 pub mod stats;
 pub mod tls;
 
@@ -80,8 +81,14 @@ pub struct MeshConfig {
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     /// Incoming connections waiting to authenticate at once; beyond, the
-    /// oldest waiting one is closed (authenticated ones are one per peer).
+    /// oldest waiting one of the source with the most is closed
+    /// (authenticated ones are one per peer).
     pub max_incoming: usize,
+    /// ...and from one source address; beyond, its oldest is closed.
+    pub max_incoming_per_source: usize,
+    /// Networks the peer port takes connections from besides the nodes'
+    /// own addresses (`sources`).
+    pub peer_sources: Vec<sources::Net>,
 }
 
 impl MeshConfig {
@@ -107,6 +114,8 @@ impl MeshConfig {
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
             max_incoming: 256,
+            max_incoming_per_source: 16,
+            peer_sources: Vec::new(),
         }
     }
 }
@@ -304,11 +313,17 @@ impl Mesh {
                 source,
             })?
         };
+        let addrs: Vec<String> = cfg.nodes.iter().map(|(_, a)| a.clone()).collect();
+        let sources = Arc::new(sources::Sources::new(&addrs, cfg.peer_sources.clone()));
         rt.spawn(accept_loop(
             shared.clone(),
             listener,
             timing,
-            cfg.max_incoming,
+            incoming::Bounds {
+                waiting: cfg.max_incoming,
+                per_source: cfg.max_incoming_per_source,
+            },
+            sources,
         ));
         for (peer, addr, rx) in receivers {
             rt.spawn(peer_loop(shared.clone(), peer, addr, rx, timing));
@@ -490,8 +505,10 @@ fn validate(cfg: &MeshConfig) -> Result<Vec<String>, MeshError> {
     if cfg.queue_bound == 0 {
         return Err(bad("queue_bound must be positive".into()));
     }
-    if cfg.max_incoming == 0 {
-        return Err(bad("max_incoming must be positive".into()));
+    if cfg.max_incoming == 0 || cfg.max_incoming_per_source == 0 {
+        return Err(bad(
+            "max_incoming and max_incoming_per_source must be positive".into(),
+        ));
     }
     if cfg.backoff_min.is_zero() || cfg.backoff_min > cfg.backoff_max {
         return Err(bad(format!(

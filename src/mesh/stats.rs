@@ -32,6 +32,9 @@ pub enum Refusal {
     /// Not authenticated yet when the unauthenticated slots were full:
     /// closed to make room for a newer connection.
     Evicted,
+    /// From an address that is no node's and in no `peer_sources`
+    /// network: closed before any TLS work.
+    Source,
     /// The certificate of a node whose entry lists pins matches none of
     /// them (or the peer said ours does not match its pins).
     Unpinned,
@@ -49,6 +52,7 @@ impl Refusal {
             Refusal::SelfConnection => "self-connection",
             Refusal::BadHello => "bad-hello",
             Refusal::Evicted => "evicted",
+            Refusal::Source => "source",
             Refusal::Unpinned => "unpinned",
         }
     }
