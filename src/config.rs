@@ -29,6 +29,31 @@ pub enum Adapter {
     /// Plain pass-through.
     #[default]
     Http,
+    /// Azure Storage (Blob, Queue) under an account of ordo's own.
+    AzureStorage,
+}
+
+/// The `azure-storage` adapter's accounts.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureSettings {
+    /// The account name clients use (made up, 3 to 24 of `a-z0-9`).
+    pub presented_account: String,
+    /// Its key, base64: what clients sign with.
+    pub presented_key: String,
+    /// This node's real account, and its key (base64).
+    pub account: String,
+    pub key: String,
+}
+
+impl std::fmt::Debug for AzureSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "AzureSettings {{ presented_account: {:?}, account: {:?}, keys hidden }}",
+            self.presented_account, self.account
+        )
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -161,6 +186,8 @@ pub struct Service {
     /// docs/adapters.md).
     #[serde(default)]
     pub adapter: Adapter,
+    /// The accounts of `adapter = "azure-storage"`.
+    pub azure: Option<AzureSettings>,
     /// Preferred active members (voters), in order; the first is the
     /// preferred leader. Default: every node, in the order of `nodes`.
     pub active: Option<Vec<String>>,
@@ -548,6 +575,42 @@ impl Config {
             }
             if s.strip_prefix && s.prefix == "/" {
                 return Err(err(key("strip_prefix"), "is set, but the prefix is \"/\""));
+            }
+            match (&s.adapter, &s.azure) {
+                (Adapter::AzureStorage, None) => {
+                    return Err(err(key("azure"), "adapter \"azure-storage\" needs it"));
+                }
+                (Adapter::AzureStorage, Some(a)) => {
+                    let ok = |n: &str| {
+                        (3..=24).contains(&n.len())
+                            && n.bytes()
+                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                    };
+                    for (k, name) in [
+                        ("presented_account", &a.presented_account),
+                        ("account", &a.account),
+                    ] {
+                        if !ok(name) {
+                            return Err(err(
+                                key(&format!("azure.{k}")),
+                                format!(
+                                    "{name:?} is not a storage account name: 3 to 24 of a-z and 0-9"
+                                ),
+                            ));
+                        }
+                    }
+                    for (k, v) in [("presented_key", &a.presented_key), ("key", &a.key)] {
+                        crate::adapter::azure::Account::new("", v)
+                            .map_err(|_| err(key(&format!("azure.{k}")), "is not base64"))?;
+                    }
+                }
+                (_, Some(_)) => {
+                    return Err(err(
+                        key("azure"),
+                        "is set, but the adapter is not \"azure-storage\"",
+                    ));
+                }
+                (_, None) => {}
             }
             if let Some(url) = &s.presented_url {
                 check_presented_url(&key("presented_url"), url)?;
@@ -1126,6 +1189,29 @@ active = ["north", "east", "west"]
                 "name = \"kv\"",
                 "name = \"kv\"\nadapter = \"soap\"",
                 "unknown variant `soap`",
+            ),
+            (
+                "name = \"kv\"",
+                "name = \"kv\"\nadapter = \"azure-storage\"",
+                "services[0].azure: adapter \"azure-storage\" needs it",
+            ),
+            (
+                "name = \"kv\"",
+                "name = \"kv\"\nadapter = \"azure-storage\"\nazure = { presented_account = \"My_Movies\", \
+                 presented_key = \"a2V5\", account = \"real1\", key = \"a2V5\" }",
+                "services[0].azure.presented_account: \"My_Movies\" is not a storage account name",
+            ),
+            (
+                "name = \"kv\"",
+                "name = \"kv\"\nadapter = \"azure-storage\"\nazure = { presented_account = \"movies\", \
+                 presented_key = \"a2V5\", account = \"real1\", key = \"not base64!\" }",
+                "services[0].azure.key: is not base64",
+            ),
+            (
+                "name = \"kv\"",
+                "name = \"kv\"\nazure = { presented_account = \"movies\", \
+                 presented_key = \"a2V5\", account = \"real1\", key = \"a2V5\" }",
+                "services[0].azure: is set, but the adapter is not \"azure-storage\"",
             ),
             (
                 "peer = \"127.0.0.1:9080\"",

@@ -188,7 +188,8 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
             request_timeout: Duration::from_millis(cfg.limits.backend_timeout_ms),
             digest_headers: s.digest_headers.clone(),
             tls,
-            adapter: crate::adapter::for_service(s),
+            adapter: crate::adapter::for_service(s)
+                .map_err(|why| anyhow::anyhow!("services.{}: {why}", s.name))?,
             presenting: crate::adapter::Presenting {
                 url: s.presented_url.clone(),
                 scheme: if cfg.client_tls.is_some() {

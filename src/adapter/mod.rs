@@ -25,8 +25,11 @@
 //! node and the answers compared.
 //!
 //! The kinds: [`http::Http`] (pass-through, with the addresses in
-//! `Location`, `Content-Location` and `Destination` mapped).
+//! `Location`, `Content-Location` and `Destination` mapped) and
+//! [`azure::AzureStorage`] (an account of ordo's own in front of each
+//! node's real one).
 
+pub mod azure;
 pub mod http;
 pub mod rewrite;
 
@@ -40,6 +43,9 @@ pub struct Head<'a> {
     /// As the client sent it (on the apply path: as it was proposed).
     pub path_and_query: &'a str,
     pub headers: &'a [Header],
+    /// The body's announced length (`Content-Length`), which the end-to-end
+    /// `headers` leave out.
+    pub content_length: Option<u64>,
 }
 
 /// What a client asked, for rewriting the answer: as the client sent it
@@ -181,13 +187,31 @@ pub trait Adapter: Send + Sync + std::fmt::Debug {
     fn answer_body(&self, _roots: &Roots, _asked: &Asked, _headers: &[Header]) -> Option<Replace> {
         None
     }
+
+    /// An update's answer body (rewritten, whole) as it is kept and
+    /// digested: without what differs between backends by nature and
+    /// means nothing to the client (a request id, a time in an error
+    /// message). Apply path only.
+    fn settle_answer(&self, _status: u16, body: bytes::Bytes) -> bytes::Bytes {
+        body
+    }
 }
 
 /// The adapter a service's configuration names.
-pub fn for_service(s: &crate::config::Service) -> std::sync::Arc<dyn Adapter> {
-    match s.adapter {
+pub fn for_service(s: &crate::config::Service) -> Result<std::sync::Arc<dyn Adapter>, String> {
+    Ok(match s.adapter {
         crate::config::Adapter::Http => std::sync::Arc::new(http::Http),
-    }
+        crate::config::Adapter::AzureStorage => {
+            let a = s
+                .azure
+                .as_ref()
+                .ok_or("adapter \"azure-storage\" needs an [services.azure] table")?;
+            std::sync::Arc::new(azure::AzureStorage {
+                presented: azure::Account::new(&a.presented_account, &a.presented_key)?,
+                real: azure::Account::new(&a.account, &a.key)?,
+            })
+        }
+    })
 }
 
 /// Replace the value of every header named `name` for which `f` gives a

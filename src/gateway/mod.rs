@@ -488,6 +488,11 @@ async fn serve(gw: web::Data<Gateway>, req: HttpRequest, payload: web::Payload) 
         method: req.method().as_str(),
         path_and_query: &path_and_query(&req),
         headers: &headers,
+        content_length: req
+            .headers()
+            .get(actix_web::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok()),
     };
     if let Err(refusal) = service.backend.adapter().authenticate(&head) {
         let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::FORBIDDEN);

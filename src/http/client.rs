@@ -641,6 +641,7 @@ async fn exchange(
                 body = new;
                 drop_body_checksums(&mut headers);
             }
+            let body = adapter.settle_answer(status, body);
             reply(status, &StoredResponse { headers, body }, digest_headers)
         }
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => too_large(status, limit),

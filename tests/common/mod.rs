@@ -303,6 +303,47 @@ pub enum Backends {
     /// The same, over TLS (`https://127.0.0.1:PORT`, a certificate from
     /// the cluster's test PKI, which the nodes trust by `backend_tls.ca`).
     NginxTls,
+    /// Azurite's Blob service (npm), one process per node, each with its
+    /// own folder; the backend URL names its account
+    /// (`http://127.0.0.1:PORT/devstoreaccount1`).
+    Azurite,
+}
+
+/// Azurite's well-known development account and key.
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// Azurite's Blob service command (`azurite-blob`).
+pub fn azurite_binary() -> PathBuf {
+    let path = std::env::var_os("ORDO_AZURITE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_default();
+            PathBuf::from(home).join(".cache/ordo/azurite/node_modules/.bin/azurite-blob")
+        });
+    assert!(
+        path.exists(),
+        "{} is missing: this test needs Azurite. .ci/run installs it \
+         (npm install --prefix ~/.cache/ordo/azurite azurite)",
+        path.display()
+    );
+    path
+}
+
+fn start_azurite(bin: &Path, root: &Path, n: &Node) -> Proc {
+    let dir = root.join(format!("azurite-{}", n.name));
+    std::fs::create_dir_all(&dir).expect("azurite dir");
+    let mut cmd = Command::new(bin);
+    cmd.arg("--blobHost")
+        .arg("127.0.0.1")
+        .arg("--blobPort")
+        .arg(n.backend_port.to_string())
+        .arg("--location")
+        .arg(&dir)
+        .arg("--skipApiVersionCheck")
+        .arg("--silent");
+    Proc::spawn(&format!("{}-azurite", n.name), cmd, &n.backend_log)
 }
 
 /// How to build a test cluster.
@@ -432,8 +473,9 @@ impl Cluster {
     fn try_start(opts: Options) -> Result<Cluster, StartError> {
         let nginx = match opts.backends {
             Backends::Nginx | Backends::NginxTls => Some(nginx_binary()),
-            Backends::Demo => None,
+            Backends::Demo | Backends::Azurite => None,
         };
+        let azurite = (opts.backends == Backends::Azurite).then(azurite_binary);
         let backend_tls = opts.backends == Backends::NginxTls;
         let dir = tempfile::Builder::new()
             .prefix("ordo-e2e-")
@@ -506,9 +548,10 @@ impl Cluster {
             pki,
         };
         for n in &mut nodes {
-            n.backend = Some(match &nginx {
-                Some(bin) => start_nginx(bin, &root, n, backend_tls),
-                None => start_demo_backend(n, &cluster.opts),
+            n.backend = Some(match (&nginx, &azurite) {
+                (Some(bin), _) => start_nginx(bin, &root, n, backend_tls),
+                (_, Some(bin)) => start_azurite(bin, &root, n),
+                _ => start_demo_backend(n, &cluster.opts),
             });
         }
         cluster.nodes = nodes;
@@ -851,6 +894,11 @@ fn node_config(opts: &Options, nodes: &[Node], i: usize, certs: &str) -> String 
     let backend = if opts.backends == Backends::NginxTls {
         format!(
             "backend = \"https://127.0.0.1:{}\"\nbackend_tls = {{ ca = \"pki/ca.pem\" }}",
+            n.backend_port
+        )
+    } else if opts.backends == Backends::Azurite {
+        format!(
+            "backend = \"http://127.0.0.1:{}/{AZURITE_ACCOUNT}\"",
             n.backend_port
         )
     } else {
