@@ -6,6 +6,7 @@
 steps: create container "films"; upload a.txt and b.txt; list; download
 a.txt; overwrite a.txt; copy a.txt to c.txt (within the account); delete
 b.txt; list again. Each result goes into the JSON printed at the end.
+    client.py CONNECTION_STRING create NAME     create a container
     client.py CONNECTION_STRING put NAME TEXT   upload one more blob
 """
 import json
@@ -42,6 +43,9 @@ if what == "steps":
     out["c"] = films.download_blob("c.txt").readall().decode()
     out["containers"] = sorted(c.name for c in service.list_containers())
     print(json.dumps(out))
+elif what == "create":
+    service.create_container(sys.argv[3])
+    print(json.dumps(sys.argv[3]))
 elif what == "put":
     films = service.get_container_client("films")
     films.upload_blob(sys.argv[3], sys.argv[4].encode(), overwrite=True)

@@ -309,6 +309,10 @@ pub enum Backends {
     Azurite,
 }
 
+/// The presented key of the `azure-storage` tests (made up, as an
+/// operator would).
+pub const PRESENTED_KEY: &str = "b3JkbyBwcmVzZW50cyB0aGlzIGtleSB0byBpdHMgY2xpZW50cyE=";
+
 /// Azurite's well-known development account and key.
 pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
 pub const AZURITE_KEY: &str =
@@ -362,6 +366,11 @@ pub struct Options {
     pub limits_extra: String,
     /// Hot backups besides the three active members (`b1`, `b2`, ...).
     pub backups: usize,
+    /// A second service of another kind on every node: `movies` (prefix
+    /// `/mymovies`, adapter `azure-storage`, presented account `mymovies`
+    /// with [`PRESENTED_KEY`]), each node in front of its own Azurite at
+    /// `Node::second_port`.
+    pub azure_too: bool,
     /// Extra sections at the end of every node's config; `{backend_port}`
     /// in it is the node's own backend's port.
     pub extra_toml: String,
@@ -387,6 +396,7 @@ impl Default for Options {
             service_extra: String::new(),
             limits_extra: String::new(),
             backups: 0,
+            azure_too: false,
             extra_toml: String::new(),
             client_tls: false,
             require_client_cert: false,
@@ -414,9 +424,31 @@ pub struct Node {
     pub backend_base: String,
     /// The web console's address (`Options::console`).
     pub console: Option<SocketAddr>,
+    /// The second service's backend port (`Options::azure_too`).
+    pub second_port: u16,
 }
 
 impl Node {
+    /// This node's names and addresses, without its processes.
+    fn clone_addresses(&self) -> Node {
+        Node {
+            name: self.name.clone(),
+            index: self.index,
+            client: self.client,
+            peer: self.peer,
+            backend_port: self.backend_port,
+            config: self.config.clone(),
+            log: self.log.clone(),
+            proc: None,
+            backend: None,
+            backend_log: self.backend_log.clone(),
+            scheme: self.scheme,
+            backend_base: self.backend_base.clone(),
+            console: self.console,
+            second_port: self.second_port,
+        }
+    }
+
     /// `http(s)://client/` + `path` (path starts with `/`).
     pub fn url(&self, path: &str) -> String {
         format!("{}://{}{path}", self.scheme, self.client)
@@ -493,7 +525,7 @@ impl Cluster {
         let pki = (opts.client_tls || backend_tls).then(|| pki::Pki::new(&root.join("pki")));
         let client_cert = pki.as_ref().map(|p| p.client("load-client"));
         let total = names.len();
-        let ports = free_ports(4 * total);
+        let ports = free_ports(5 * total);
         let mut nodes: Vec<Node> = names
             .iter()
             .enumerate()
@@ -510,6 +542,7 @@ impl Cluster {
                 backend_log: root.join(format!("logs/{name}-backend.log")),
                 scheme: if opts.client_tls { "https" } else { "http" },
                 console: opts.console.then(|| addr(ports[3 * total + i])),
+                second_port: ports[4 * total + i],
                 backend_base: if backend_tls {
                     format!("https://127.0.0.1:{}", ports[2 * total + i])
                 } else {
@@ -553,6 +586,21 @@ impl Cluster {
                 (_, Some(bin)) => start_azurite(bin, &root, n),
                 _ => start_demo_backend(n, &cluster.opts),
             });
+        }
+        if cluster.opts.azure_too {
+            let bin = azurite_binary();
+            for n in &nodes {
+                let second = Node {
+                    name: format!("{}-second", n.name),
+                    backend_port: n.second_port,
+                    backend_log: root.join(format!("logs/{}-second-backend.log", n.name)),
+                    ..n.clone_addresses()
+                };
+                cluster.extra.push(start_azurite(&bin, &root, &second));
+                cluster
+                    .extra_logs
+                    .push((second.name.clone(), second.backend_log.clone()));
+            }
         }
         cluster.nodes = nodes;
         for i in 0..cluster.nodes.len() {
@@ -946,7 +994,28 @@ update_timeout_ms = {timeout}
         extra_toml = opts
             .extra_toml
             .replace("{backend_port}", &n.backend_port.to_string()),
-    )
+    ) + &if opts.azure_too {
+        format!(
+            r#"
+[[services]]
+name = "movies"
+prefix = "/mymovies"
+strip_prefix = true
+backend = "http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
+adapter = "azure-storage"
+active = ["north", "east", "west"]
+
+[services.azure]
+presented_account = "mymovies"
+presented_key = "{PRESENTED_KEY}"
+account = "{AZURITE_ACCOUNT}"
+key = "{AZURITE_KEY}"
+"#,
+            port = n.second_port
+        )
+    } else {
+        String::new()
+    }
 }
 
 fn start_demo_backend(n: &Node, opts: &Options) -> Proc {
