@@ -29,7 +29,7 @@ pub enum Adapter {
     /// Plain pass-through.
     #[default]
     Http,
-    /// Azure Storage (Blob, Queue) under an account of ordo's own.
+    /// Azure Blob storage under an account of ordo's own.
     AzureStorage,
 }
 
@@ -600,8 +600,20 @@ impl Config {
                         }
                     }
                     for (k, v) in [("presented_key", &a.presented_key), ("key", &a.key)] {
-                        crate::adapter::azure::Account::new("", v)
+                        use base64::Engine as _;
+                        let bytes = base64::engine::general_purpose::STANDARD
+                            .decode(v.trim())
                             .map_err(|_| err(key(&format!("azure.{k}")), "is not base64"))?;
+                        // An empty or short key would let anyone sign.
+                        if bytes.len() < 16 {
+                            return Err(err(
+                                key(&format!("azure.{k}")),
+                                format!(
+                                    "{} bytes is too short a key: 16 at least (Azure's are 64)",
+                                    bytes.len()
+                                ),
+                            ));
+                        }
                     }
                 }
                 (_, Some(_)) => {
@@ -1198,14 +1210,20 @@ active = ["north", "east", "west"]
             (
                 "name = \"kv\"",
                 "name = \"kv\"\nadapter = \"azure-storage\"\nazure = { presented_account = \"My_Movies\", \
-                 presented_key = \"a2V5\", account = \"real1\", key = \"a2V5\" }",
+                 presented_key = \"a2V5a2V5a2V5a2V5a2V5a2V5\", account = \"real1\", key = \"a2V5\" }",
                 "services[0].azure.presented_account: \"My_Movies\" is not a storage account name",
             ),
             (
                 "name = \"kv\"",
                 "name = \"kv\"\nadapter = \"azure-storage\"\nazure = { presented_account = \"movies\", \
-                 presented_key = \"a2V5\", account = \"real1\", key = \"not base64!\" }",
+                 presented_key = \"a2V5a2V5a2V5a2V5a2V5a2V5\", account = \"real1\", key = \"not base64!\" }",
                 "services[0].azure.key: is not base64",
+            ),
+            (
+                "name = \"kv\"",
+                "name = \"kv\"\nadapter = \"azure-storage\"\nazure = { presented_account = \"movies\", \
+                 presented_key = \"\", account = \"real1\", key = \"a2V5a2V5a2V5a2V5a2V5a2V5\" }",
+                "services[0].azure.presented_key: 0 bytes is too short a key",
             ),
             (
                 "name = \"kv\"",

@@ -191,7 +191,10 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
             adapter: crate::adapter::for_service(s)
                 .map_err(|why| anyhow::anyhow!("services.{}: {why}", s.name))?,
             presenting: crate::adapter::Presenting {
-                url: s.presented_url.clone(),
+                url: s
+                    .presented_url
+                    .as_ref()
+                    .map(|u| u.trim_end_matches('/').to_string()),
                 scheme: if cfg.client_tls.is_some() {
                     "https"
                 } else {

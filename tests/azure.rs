@@ -220,6 +220,22 @@ fn what_the_adapter_refuses() {
     assert!(bearer.message.contains("SharedKey"), "{bearer:?}");
     // Unsigned: the backend decides (a public container).
     assert_eq!(check(&[]), Ok(()));
+    // No node could sign a SAS again, and batches are answered with each
+    // backend's own ids.
+    for (target, status) in [
+        ("/mymovies/c/b?sv=2021-08-06&sig=abc", 403),
+        ("/mymovies/c?restype=container&comp=batch", 501),
+    ] {
+        let refused = adapter
+            .authenticate(&Head {
+                method: "PUT",
+                path_and_query: target,
+                headers: &[],
+                content_length: None,
+            })
+            .expect_err(target);
+        assert_eq!(refused.status, status, "{target}: {refused:?}");
+    }
 }
 
 /// Run `tests/azure/client.py` with `args`; its JSON output.

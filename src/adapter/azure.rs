@@ -1,5 +1,7 @@
-//! The `azure-storage` adapter: Azure Storage (Blob and Queue) behind
-//! ordo under an account of ordo's own.
+//! The `azure-storage` adapter: Azure Blob storage behind ordo under an
+//! account of ordo's own. (Not Queue: its answers carry message ids and
+//! pop receipts each backend makes up, which no two nodes would agree on;
+//! not Table, whose signatures differ.)
 //!
 //! Clients know the service by a *presented* account name and key that
 //! the operator makes up; each node's backend is a real account (or an
@@ -10,7 +12,10 @@
 //!   and carry a signature made with the presented key over the request as
 //!   the client sent it, dated within 15 minutes (as Azure wants); else
 //!   403. An unsigned request passes as it is (the backend decides, as
-//!   for a public container).
+//!   for a public container). Shared access signatures (`sig=`) are
+//!   refused (403): no node could sign them again for its own account;
+//!   and batches (`comp=batch`, 501): their parts are signed inside the
+//!   body and answered with each backend's own ids.
 //! - **to_backend** (every node, for its own backend): the signature is
 //!   made again for this node's real account and key, over the request as
 //!   the backend gets it, dated now (an update applied by a node that
@@ -368,6 +373,26 @@ impl Adapter for AzureStorage {
     }
 
     fn authenticate(&self, req: &Head<'_>) -> Result<(), Refusal> {
+        let query = req.path_and_query.split_once('?').map_or("", |(_, q)| q);
+        let params = query_params(query);
+        if params.iter().any(|(n, _)| n == "sig") {
+            return Err(refuse(
+                "shared access signatures are not taken: they are signed for the presented \
+                 account, and no node can sign them again for its own"
+                    .into(),
+            ));
+        }
+        if params
+            .iter()
+            .any(|(n, v)| n == "comp" && v.iter().any(|v| v == "batch"))
+        {
+            return Err(Refusal {
+                status: 501,
+                message: "batch requests are not proxied: their parts are signed for the \
+                          presented account and answered with each backend's own request ids"
+                    .into(),
+            });
+        }
         let Some(auth) = header(req.headers, "authorization") else {
             return Ok(());
         };
@@ -475,7 +500,7 @@ impl Adapter for AzureStorage {
             return None;
         }
         let presented = roots.presented.as_deref()?;
-        super::rewrite::Replace::new([(
+        super::rewrite::Replace::urls([(
             roots.backend.as_bytes().to_vec(),
             presented.as_bytes().to_vec(),
         )])
@@ -485,18 +510,30 @@ impl Adapter for AzureStorage {
         if status < 400 {
             return body;
         }
-        without_request_ids(&body).unwrap_or(body)
+        settled_error(&body).unwrap_or(body)
     }
 }
 
-/// An error body without the request id and time each backend puts in
-/// its message (`...\nRequestId:...\nTime:...</Message>`), if it has
-/// them.
-fn without_request_ids(body: &[u8]) -> Option<Bytes> {
+/// An error body as every node can agree on it: its `Code` and the first
+/// line of its `Message`. The rest differs from backend to backend by
+/// nature: the request id and time in the message, and details that name
+/// the node's own account or echo the node's own signature
+/// (`AuthenticationErrorDetail`).
+fn settled_error(body: &[u8]) -> Option<Bytes> {
     let text = std::str::from_utf8(body).ok()?;
-    let start = text.find("\nRequestId:")?;
-    let end = text[start..].find("</Message>").map(|e| start + e)?;
-    Some(Bytes::from(format!("{}{}", &text[..start], &text[end..])))
+    let element = |name: &str| {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        let end = text[start..].find(&format!("</{name}>"))? + start;
+        Some(&text[start..end])
+    };
+    let code = element("Code")?;
+    let message = element("Message").unwrap_or("");
+    let first = message.lines().next().unwrap_or("");
+    Some(Bytes::from(format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>{code}</Code>\
+         <Message>{first}</Message></Error>"
+    )))
 }
 
 #[cfg(test)]
@@ -567,18 +604,27 @@ mod tests {
         );
     }
 
+    /// Two nodes' backends refusing the same update alike give the same
+    /// settled answer, whatever ids, times and details they add.
     #[test]
-    fn error_messages_lose_their_request_ids() {
-        let body = "<?xml version=\"1.0\"?><Error><Code>ContainerAlreadyExists</Code>\
-                    <Message>The specified container already exists.\nRequestId:abc\n\
-                    Time:2026-12-01T04:10:50.000Z</Message></Error>";
-        let settled = without_request_ids(body.as_bytes()).expect("cut");
+    fn error_answers_keep_only_what_every_node_agrees_on() {
+        let on = |node: &str, account: &str| {
+            format!(
+                "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>AuthenticationFailed</Code>\
+                 <Message>Server failed to authenticate the request.\nRequestId:{node}\n\
+                 Time:2026-12-01T04:10:5{node}.000Z</Message><AuthenticationErrorDetail>\
+                 String to sign used was /blob/{account}/c</AuthenticationErrorDetail></Error>"
+            )
+        };
+        let a = settled_error(on("1", "northacct").as_bytes()).expect("settled");
+        let b = settled_error(on("2", "eastacct").as_bytes()).expect("settled");
+        assert_eq!(a, b);
         assert_eq!(
-            &settled[..],
-            b"<?xml version=\"1.0\"?><Error><Code>ContainerAlreadyExists</Code>\
-              <Message>The specified container already exists.</Message></Error>"
+            &a[..],
+            b"<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>AuthenticationFailed</Code>\
+              <Message>Server failed to authenticate the request.</Message></Error>"
         );
-        assert!(without_request_ids(b"<Error><Message>m</Message></Error>").is_none());
+        assert!(settled_error(b"not xml").is_none());
     }
 
     #[test]

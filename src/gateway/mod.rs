@@ -315,7 +315,15 @@ pub(crate) fn own_endpoints(cfg: &mut web::ServiceConfig) {
     }
 }
 
+/// An answer of ordo's own. Every refusal and error has the one shape
+/// clients and operators can rely on: `text/plain`, one line
+/// `ordo: <what and why>`.
 pub(crate) fn plain(status: StatusCode, body: String) -> HttpResponse {
+    let body = if status.is_success() || body.starts_with("ordo: ") {
+        body
+    } else {
+        format!("ordo: {body}")
+    };
     HttpResponse::build(status)
         .content_type("text/plain; charset=utf-8")
         .body(body + "\n")
@@ -877,6 +885,33 @@ pub(crate) fn status_json(gw: &Gateway) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::host_matches;
+
+    /// Every error answer of ordo's own has the one short format.
+    #[test]
+    fn error_answers_have_one_format() {
+        use actix_web::body::MessageBody;
+        use actix_web::http::StatusCode;
+        let answers = [
+            super::plain(StatusCode::BAD_REQUEST, "no node \"x\"".into()),
+            super::plain(StatusCode::NOT_FOUND, "ordo: no service serves /x".into()),
+            super::unavailable("node north is behind".into()),
+            super::closing(StatusCode::REQUEST_TIMEOUT, "too slow".into()),
+        ];
+        for a in answers {
+            let kind = a.headers().get("content-type").cloned();
+            let body = a.into_body().try_into_bytes().expect("a whole body");
+            let text = String::from_utf8(body.to_vec()).expect("utf-8");
+            assert!(
+                text.starts_with("ordo: ") && text.ends_with('\n'),
+                "{text:?}"
+            );
+            assert_eq!(text.lines().count(), 1, "{text:?}");
+            assert_eq!(
+                kind.as_ref().and_then(|v| v.to_str().ok()),
+                Some("text/plain; charset=utf-8")
+            );
+        }
+    }
 
     #[test]
     fn hosts_match_without_case_and_port_unless_the_binding_names_one() {

@@ -384,7 +384,9 @@ impl HttpBackend {
         strip_hop_by_hop(&mut headers);
         let adapter = &self.cfg.adapter;
         adapter.answer_headers(&roots, &asked, &mut headers);
-        let rewrite = adapter.answer_body(&roots, &asked, &headers);
+        let rewrite = adapter
+            .answer_body(&roots, &asked, &headers)
+            .filter(|_| !encoded(&headers));
         if rewrite.is_some() {
             length = None;
             drop_body_checksums(&mut headers);
@@ -485,6 +487,12 @@ fn content_length(headers: &[Header]) -> Option<u64> {
     header(headers, "content-length")
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// Whether a body is encoded (gzip, ...): its bytes are not the text an
+/// adapter would rewrite, so it is left alone.
+fn encoded(headers: &[Header]) -> bool {
+    header(headers, "content-encoding").is_some_and(|v| !v.eq_ignore_ascii_case(b"identity"))
 }
 
 /// Checksums of a body that rewriting makes false.
@@ -636,6 +644,7 @@ async fn exchange(
             let mut body = collected.to_bytes();
             if let Some(new) = adapter
                 .answer_body(roots, asked, &headers)
+                .filter(|_| !encoded(&headers))
                 .and_then(|r| r.whole(&body))
             {
                 body = new;

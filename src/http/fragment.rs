@@ -21,15 +21,20 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The longest header line start kept: enough for `Content-Length` and
-/// `Transfer-Encoding` and their values.
-const LINE_KEPT: usize = 128;
+/// The longest start of a field line kept: a longer `Content-Length` or
+/// `Transfer-Encoding` (which no client sends) leaves the framing
+/// unknown, and the connection is closed; other fields may be longer.
+const LINE_MAX: usize = 8 << 10;
 
-/// Where in the framing the next byte falls.
+/// Where in the framing the next byte falls. The chunk states are
+/// actix-http's own (`h1::chunked`), so that both read the same bytes as
+/// the same parts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum At {
     /// Before a request (empty lines allowed) or in its method.
-    Method { started: bool },
+    Method {
+        started: bool,
+    },
     /// In the request target.
     Target,
     /// After the target, up to the end of the request line.
@@ -38,15 +43,29 @@ enum At {
     Fields,
     /// In a body of known length: this many bytes left.
     Body(u64),
-    /// In a chunk-size line.
-    ChunkSize,
-    /// In chunk data: this many bytes left, then CRLF.
+    /// The first hex digit of a chunk size.
+    SizeFirst,
+    /// More hex digits of a chunk size (the size so far).
+    SizeRest(u64),
+    /// Blanks after a chunk size.
+    SizeLws(u64),
+    /// A chunk extension.
+    Extension(u64),
+    /// The LF after a chunk-size line's CR.
+    SizeLf(u64),
+    /// In chunk data: this many bytes left.
     ChunkData(u64),
-    /// In the CRLF after chunk data.
-    ChunkEnd,
-    /// In the trailer fields after the last chunk.
-    Trailers,
-    /// The framing is not understood: the parser refuses it and closes.
+    /// The CR, then the LF, after chunk data.
+    BodyCr,
+    BodyLf,
+    /// After the last chunk: CR ends the body, anything else starts a
+    /// trailer line, which runs to a CR and its LF.
+    EndCr,
+    Trailer,
+    TrailerLf,
+    EndLf,
+    /// The framing is not understood (the parser refuses such bytes), or
+    /// a request was spoiled: nothing more is passed on.
     Lost,
 }
 
@@ -54,9 +73,9 @@ enum At {
 #[derive(Clone, Debug)]
 pub struct Scanner {
     at: At,
-    /// The start of the current field or chunk-size line.
+    /// The start of the current field line.
     line: Vec<u8>,
-    /// The line was longer than what `line` keeps.
+    /// ...which was longer than `LINE_MAX`.
     line_long: bool,
     content_length: Option<u64>,
     chunked: bool,
@@ -78,138 +97,195 @@ impl Default for Scanner {
 }
 
 impl Scanner {
+    /// Whether the framing was lost (or a request spoiled): the
+    /// connection must end.
+    pub fn lost(&self) -> bool {
+        self.at == At::Lost
+    }
+
     /// Follow `bytes`, the next ones read from the client, spoiling any
-    /// `#` in a request target.
+    /// `#` in a request target. Where the framing is lost, every byte
+    /// from there on is spoiled: whatever it holds is refused by the
+    /// parser, never served unchecked (fail closed).
     pub fn scan(&mut self, bytes: &mut [u8]) {
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
-            match &mut self.at {
+            let hex = (b as char).to_digit(16).map(u64::from);
+            self.at = match std::mem::replace(&mut self.at, At::Lost) {
                 At::Method { started } => {
-                    if b == b' ' && *started {
-                        self.at = At::Target;
-                    } else if b != b'\r' && b != b'\n' {
-                        *started = true;
+                    if b == b' ' && started {
+                        At::Target
+                    } else {
+                        At::Method {
+                            started: started || (b != b'\r' && b != b'\n'),
+                        }
                     }
                 }
                 At::Target => match b {
-                    b' ' => self.at = At::Version,
+                    b' ' => At::Version,
                     b'#' => {
-                        bytes[i] = 0;
                         self.refused += 1;
-                        self.at = At::Lost;
+                        At::Lost
                     }
-                    b'\n' => self.at = At::Lost,
-                    _ => {}
+                    b'\n' => At::Lost,
+                    _ => At::Target,
                 },
                 At::Version => {
                     if b == b'\n' {
-                        self.start_head();
-                    }
-                }
-                At::Fields | At::Trailers | At::ChunkSize => {
-                    if b == b'\n' {
-                        self.end_line();
-                    } else if self.line.len() < LINE_KEPT {
-                        self.line.push(b);
+                        self.line.clear();
+                        self.content_length = None;
+                        self.chunked = false;
+                        At::Fields
                     } else {
-                        self.line_long = true;
+                        At::Version
                     }
                 }
-                At::Body(left) | At::ChunkData(left) => {
-                    let take = (*left).min((bytes.len() - i) as u64);
-                    *left -= take;
-                    i += take as usize;
-                    if *left == 0 {
-                        self.at = match self.at {
-                            At::Body(_) => At::Method { started: false },
-                            _ => At::ChunkEnd,
-                        };
+                At::Fields => {
+                    if b == b'\n' {
+                        self.end_field()
+                    } else {
+                        if self.line.len() < LINE_MAX {
+                            self.line.push(b);
+                        } else {
+                            self.line_long = true;
+                        }
+                        At::Fields
                     }
+                }
+                At::Body(left) => {
+                    let take = left.min((bytes.len() - i) as u64);
+                    i += take as usize;
+                    self.at = if take == left {
+                        At::Method { started: false }
+                    } else {
+                        At::Body(left - take)
+                    };
                     continue;
                 }
-                At::ChunkEnd => {
-                    if b == b'\n' {
-                        self.at = At::ChunkSize;
-                    } else if b != b'\r' {
-                        self.at = At::Lost;
-                    }
+                At::ChunkData(left) => {
+                    let take = left.min((bytes.len() - i) as u64);
+                    i += take as usize;
+                    self.at = if take == left {
+                        At::BodyCr
+                    } else {
+                        At::ChunkData(left - take)
+                    };
+                    continue;
                 }
-                At::Lost => return,
+                At::SizeFirst => match hex {
+                    Some(d) => At::SizeRest(d),
+                    None => At::Lost,
+                },
+                At::SizeRest(size) => match (b, hex) {
+                    (_, Some(d)) => match size.checked_mul(16) {
+                        Some(n) => At::SizeRest(n + d),
+                        None => At::Lost,
+                    },
+                    (b'\t' | b' ', _) => At::SizeLws(size),
+                    (b';', _) => At::Extension(size),
+                    (b'\r', _) => At::SizeLf(size),
+                    _ => At::Lost,
+                },
+                At::SizeLws(size) => match b {
+                    b'\t' | b' ' => At::SizeLws(size),
+                    b';' => At::Extension(size),
+                    b'\r' => At::SizeLf(size),
+                    _ => At::Lost,
+                },
+                At::Extension(size) => match b {
+                    b'\r' => At::SizeLf(size),
+                    0x00..=0x08 | 0x0a..=0x1f | 0x7f => At::Lost,
+                    _ => At::Extension(size),
+                },
+                At::SizeLf(size) => match b {
+                    b'\n' if size > 0 => At::ChunkData(size),
+                    b'\n' => At::EndCr,
+                    _ => At::Lost,
+                },
+                At::BodyCr => match b {
+                    b'\r' => At::BodyLf,
+                    _ => At::Lost,
+                },
+                At::BodyLf => match b {
+                    b'\n' => At::SizeFirst,
+                    _ => At::Lost,
+                },
+                At::EndCr => match b {
+                    b'\r' => At::EndLf,
+                    _ => At::Trailer,
+                },
+                At::Trailer => match b {
+                    b'\r' => At::TrailerLf,
+                    _ => At::Trailer,
+                },
+                At::TrailerLf => match b {
+                    b'\n' => At::EndCr,
+                    _ => At::Lost,
+                },
+                At::EndLf => match b {
+                    b'\n' => At::Method { started: false },
+                    _ => At::Lost,
+                },
+                At::Lost => At::Lost,
+            };
+            if self.at == At::Lost {
+                // Fail closed: from here on the parser gets nothing it
+                // could read as a request (the `#` of a spoiled target
+                // included).
+                bytes[i..].fill(0);
+                return;
             }
             i += 1;
         }
     }
 
-    fn start_head(&mut self) {
-        self.at = At::Fields;
-        self.line.clear();
-        self.line_long = false;
-        self.content_length = None;
-        self.chunked = false;
-    }
-
-    /// A whole line of fields, trailers or a chunk size has been read.
-    fn end_line(&mut self) {
+    /// A whole field line (or the empty line that ends the head) has
+    /// been read: what comes next.
+    fn end_field(&mut self) -> At {
         let line = std::mem::take(&mut self.line);
         let long = std::mem::replace(&mut self.line_long, false);
         let text = line.strip_suffix(b"\r").unwrap_or(&line);
-        match self.at {
-            At::Fields if text.is_empty() => {
-                self.at = if self.chunked {
-                    At::ChunkSize
-                } else {
-                    match self.content_length {
-                        Some(n) if n > 0 => At::Body(n),
-                        _ => At::Method { started: false },
-                    }
-                };
-            }
-            At::Fields => self.field(text, long),
-            At::Trailers if text.is_empty() => self.at = At::Method { started: false },
-            At::Trailers => {}
-            At::ChunkSize => {
-                let digits = text.split(|&c| c == b';').next().unwrap_or(b"");
-                let size = std::str::from_utf8(digits)
-                    .ok()
-                    .and_then(|d| u64::from_str_radix(d.trim(), 16).ok());
-                self.at = match size {
-                    _ if long => At::Lost,
-                    Some(0) => At::Trailers,
-                    Some(n) => At::ChunkData(n),
-                    None => At::Lost,
-                };
-            }
-            _ => {}
+        if text.is_empty() {
+            return if self.chunked {
+                At::SizeFirst
+            } else {
+                match self.content_length {
+                    Some(n) if n > 0 => At::Body(n),
+                    _ => At::Method { started: false },
+                }
+            };
         }
-    }
-
-    /// One field of a request head: only the two that frame the body
-    /// matter here.
-    fn field(&mut self, text: &[u8], long: bool) {
         let Some(colon) = text.iter().position(|&c| c == b':') else {
-            return;
+            return At::Fields;
         };
         let (name, value) = (&text[..colon], &text[colon + 1..]);
-        let value = String::from_utf8_lossy(value);
-        let value = value.trim();
+        let framing = name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"transfer-encoding");
+        if framing && long {
+            return At::Lost;
+        }
+        let Ok(value) = std::str::from_utf8(value).map(str::trim) else {
+            return At::Fields;
+        };
+        // As actix-http reads them: one Content-Length, digits only; a
+        // Transfer-Encoding of `chunked` (or `identity`). Anything else it
+        // refuses, and so is the framing lost here.
         if name.eq_ignore_ascii_case(b"content-length") {
             match value.parse::<u64>() {
-                Ok(n) if !long => self.content_length = Some(n),
-                // The parser refuses it; what follows is not a request.
-                _ => self.at = At::Lost,
+                Ok(n) if self.content_length.is_none() && !value.starts_with('+') => {
+                    self.content_length = Some(n);
+                }
+                _ => return At::Lost,
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            if long {
-                self.at = At::Lost;
-            } else if value
-                .rsplit(',')
-                .next()
-                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
-            {
+            if value.eq_ignore_ascii_case("chunked") && !self.chunked {
                 self.chunked = true;
+            } else if !value.eq_ignore_ascii_case("identity") {
+                return At::Lost;
             }
         }
+        At::Fields
     }
 }
 
@@ -299,8 +375,62 @@ mod tests {
     #[test]
     fn a_fragment_in_the_target_is_spoiled() {
         let (out, refused) = scanned(b"DELETE /coll/#frag HTTP/1.1\r\nHost: a\r\n\r\n", &[]);
-        assert_eq!(&out[..18], b"DELETE /coll/\0frag");
+        assert_eq!(&out[..18], b"DELETE /coll/\0\0\0\0\0");
+        assert!(
+            out[13..].iter().all(|&b| b == 0),
+            "nothing after it is passed on"
+        );
         assert_eq!(refused, 1);
+    }
+
+    /// What a reviewer found: framing the scanner did not follow made it
+    /// stop checking while the parser went on. Each is followed by a
+    /// request with a fragment, which must never reach the parser intact.
+    #[test]
+    fn framing_the_parser_reads_otherwise_never_lets_a_fragment_through() {
+        let then = "DELETE /coll/#f HTTP/1.1\r\nHost: a\r\n\r\n";
+        let zeros = "0".repeat(9000);
+        let spaces = " ".repeat(9000);
+        let ext = "a".repeat(9000);
+        let cases = [
+            format!("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: {zeros}\r\n\r\n{then}"),
+            format!("GET / HTTP/1.1\r\nHost: a\r\nContent-Length:{spaces}0\r\n\r\n{then}"),
+            format!(
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:{spaces}chunked\r\n\r\n\
+                 1;{ext}\r\nX\r\n0\r\n\r\n{then}"
+            ),
+            format!(
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+                 {zeros}1\r\nX\r\n0\r\n\r\n{then}"
+            ),
+            // A bare LF after the last chunk starts a trailer for the
+            // parser, which runs to the next CR.
+            format!(
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+                 0\r\n\nGET /#x HTTP/1.1\r\n\r\n{then}"
+            ),
+            format!("PUT / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 0\r\n\r\n{then}"),
+            format!("PUT / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n{then}"),
+        ];
+        for (k, case) in cases.iter().enumerate() {
+            for cuts in [vec![], vec![40, 9010, 9030], vec![1, 2, 3, 18050]] {
+                let (out, _) = scanned(case.as_bytes(), &cuts);
+                let text = String::from_utf8_lossy(&out);
+                assert!(!text.contains("DELETE /coll/#"), "case {k}, cuts {cuts:?}");
+            }
+        }
+    }
+
+    /// Long fields other than the two that frame a body are fine.
+    #[test]
+    fn a_long_cookie_is_not_a_lost_framing() {
+        let req = format!(
+            "GET /a HTTP/1.1\r\nCookie: {}\r\nContent-Length: 2\r\n\r\n##GET /b HTTP/1.1\r\n\r\n",
+            "c".repeat(20_000)
+        );
+        let (out, refused) = scanned(req.as_bytes(), &[100, 10_000]);
+        assert_eq!(out, req.as_bytes());
+        assert_eq!(refused, 0);
     }
 
     #[test]
@@ -324,7 +454,7 @@ mod tests {
             text.contains("GET /\r\n3\r\n#x \r\n0\r\nTrailer: #"),
             "{text}"
         );
-        assert!(text.contains("DELETE /c\0f"), "{text}");
+        assert!(text.contains("DELETE /c\0\0"), "{text}");
     }
 
     #[test]
@@ -332,7 +462,7 @@ mod tests {
         let req = b"PUT /a HTTP/1.1\r\ncontent-length: 3\r\n\r\nabc\r\nDELETE /#f HTTP/1.1\r\n\r\n";
         let (out, refused) = scanned(req, &[]);
         assert_eq!(refused, 1);
-        assert!(String::from_utf8_lossy(&out).contains("DELETE /\0f"));
+        assert!(String::from_utf8_lossy(&out).contains("DELETE /\0\0"));
     }
 
     proptest! {
