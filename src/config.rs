@@ -31,6 +31,8 @@ pub enum Adapter {
     Http,
     /// Azure Blob storage under an account of ordo's own.
     AzureStorage,
+    /// OData: absolute URIs of the service root in Atom and JSON.
+    Odata,
 }
 
 /// The `azure-storage` adapter's accounts.

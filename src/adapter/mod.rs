@@ -27,10 +27,11 @@
 //! The kinds: [`http::Http`] (pass-through, with the addresses in
 //! `Location`, `Content-Location` and `Destination` mapped) and
 //! [`azure::AzureStorage`] (an account of ordo's own in front of each
-//! node's real one).
+//! node's real one) and [`odata::OData`] (absolute URIs in feeds).
 
 pub mod azure;
 pub mod http;
+pub mod odata;
 pub mod rewrite;
 
 use crate::http::request::{Header, ProxiedRequest};
@@ -201,6 +202,7 @@ pub trait Adapter: Send + Sync + std::fmt::Debug {
 pub fn for_service(s: &crate::config::Service) -> Result<std::sync::Arc<dyn Adapter>, String> {
     Ok(match s.adapter {
         crate::config::Adapter::Http => std::sync::Arc::new(http::Http),
+        crate::config::Adapter::Odata => std::sync::Arc::new(odata::OData),
         crate::config::Adapter::AzureStorage => {
             let a = s
                 .azure

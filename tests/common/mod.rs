@@ -307,6 +307,9 @@ pub enum Backends {
     /// own folder; the backend URL names its account
     /// (`http://127.0.0.1:PORT/devstoreaccount1`).
     Azurite,
+    /// `tests/odata/backend.py`, a small OData-shaped service (Python's
+    /// standard library), one per node.
+    OData,
 }
 
 /// The presented key of the `azure-storage` tests (made up, as an
@@ -333,6 +336,16 @@ pub fn azurite_binary() -> PathBuf {
         path.display()
     );
     path
+}
+
+fn start_odata(n: &Node) -> Proc {
+    let mut cmd = Command::new("python3");
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/odata/backend.py"
+    ))
+    .arg(n.backend_port.to_string());
+    Proc::spawn(&format!("{}-odata", n.name), cmd, &n.backend_log)
 }
 
 fn start_azurite(bin: &Path, root: &Path, n: &Node) -> Proc {
@@ -505,7 +518,7 @@ impl Cluster {
     fn try_start(opts: Options) -> Result<Cluster, StartError> {
         let nginx = match opts.backends {
             Backends::Nginx | Backends::NginxTls => Some(nginx_binary()),
-            Backends::Demo | Backends::Azurite => None,
+            Backends::Demo | Backends::Azurite | Backends::OData => None,
         };
         let azurite = (opts.backends == Backends::Azurite).then(azurite_binary);
         let backend_tls = opts.backends == Backends::NginxTls;
@@ -584,6 +597,7 @@ impl Cluster {
             n.backend = Some(match (&nginx, &azurite) {
                 (Some(bin), _) => start_nginx(bin, &root, n, backend_tls),
                 (_, Some(bin)) => start_azurite(bin, &root, n),
+                _ if cluster.opts.backends == Backends::OData => start_odata(n),
                 _ => start_demo_backend(n, &cluster.opts),
             });
         }
