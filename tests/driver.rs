@@ -192,3 +192,104 @@ fn fjall_and_the_sim_disk_count_writes_and_syncs_alike() {
     assert_eq!(script(&mut fjall), expected);
     assert_eq!(script(&mut sim), expected);
 }
+
+/// Issue 16: an authenticated peer that sends absurd values (a promise
+/// for slot 2^63, a round of u64::MAX) makes the receiver drop the
+/// message; it does not loop, wrap or assert, and its state is unchanged.
+#[test]
+fn messages_with_absurd_values_are_dropped_before_any_role_sees_them() {
+    let mut disk = SimDisk::default();
+    let (mut g, _) = group(&mut disk);
+    let now = Time::from_millis(2);
+    let huge = Ballot {
+        round: u64::MAX,
+        node: N1,
+    };
+    let absurd = [
+        (
+            Role::Acceptor,
+            Message::Prepare {
+                ballot: huge,
+                from_slot: 1,
+                takeover: false,
+            },
+        ),
+        (
+            Role::Acceptor,
+            Message::Accept {
+                ballot: Ballot { round: 3, node: N1 },
+                slot: 1 << 63,
+                value: Value::Noop,
+            },
+        ),
+        (
+            Role::Proposer,
+            Message::Promise {
+                ballot: Ballot { round: 1, node: N0 },
+                chosen_upto: 0,
+                accepted: Vec::new(),
+                from_slot: 1 << 63,
+                next_page: Some(u64::MAX),
+            },
+        ),
+        (
+            Role::Proposer,
+            Message::RebuildRound {
+                nonce: 1,
+                round: u64::MAX,
+            },
+        ),
+        (
+            Role::Learner,
+            Message::Fetch {
+                from_slot: u64::MAX,
+                max: u32::MAX,
+            },
+        ),
+        (
+            Role::Learner,
+            Message::Heartbeat {
+                ballot: Ballot { round: 3, node: N1 },
+                commit: u64::MAX,
+                lease: true,
+            },
+        ),
+        (
+            Role::Learner,
+            Message::Entries {
+                entries: vec![(u64::MAX, Value::Noop)],
+                commit: 1,
+            },
+        ),
+        (
+            Role::Applier,
+            Message::Digests {
+                entries: vec![(1 << 63, 7)],
+                ask: true,
+                answer: false,
+            },
+        ),
+    ];
+    for (role, msg) in absurd {
+        let why = msg.absurd().expect("absurd");
+        let out = g.step(role, now, &mut disk, Input::Message { from: N1, msg });
+        assert!(out.is_empty(), "{why}: {:?}", kinds(&out));
+    }
+    // Nothing was promised: an accept at a small round is still taken.
+    assert_eq!(
+        kinds(&g.step(Role::Acceptor, now, &mut disk, accept(1))),
+        ["FLUSH"]
+    );
+    disk.sync();
+    assert_eq!(kinds(&g.flush(Role::Acceptor, &disk)), ["accepted"]);
+    // Real values are not absurd.
+    let real = Message::Prepare {
+        ballot: Ballot {
+            round: 1 << 40,
+            node: N1,
+        },
+        from_slot: 1 << 40,
+        takeover: false,
+    };
+    assert_eq!(real.absurd(), None);
+}

@@ -152,6 +152,8 @@ pub struct Driver<R> {
     timers: Timers,
     /// What the role asked for while it recovered, until `start`.
     init: Vec<Output>,
+    /// Messages dropped for an absurd value (`Message::absurd`).
+    absurd: u64,
 }
 
 impl<R: Driven> Driver<R> {
@@ -180,6 +182,7 @@ impl<R: Driven> Driver<R> {
             commit: GroupCommit::default(),
             timers: Timers::default(),
             init: Vec::new(),
+            absurd: 0,
         };
         let mut init = Vec::with_capacity(cmds.len());
         d.execute(kv, cmds, &mut init);
@@ -203,9 +206,23 @@ impl<R: Driven> Driver<R> {
         std::mem::take(&mut self.init)
     }
 
-    /// Hand one input to the role and execute its commands.
+    /// Hand one input to the role and execute its commands. A message
+    /// with an absurd value (`Message::absurd`) is dropped here, before
+    /// the role sees it.
     pub fn step(&mut self, now: Time, kv: &mut dyn Kv, input: Input) -> Vec<Output> {
+        if let Input::Message { from, msg } = &input
+            && let Some(why) = msg.absurd()
+        {
+            self.absurd += 1;
+            tracing::warn!(%from, role = ?R::ROLE, "dropped a message from a peer: {why}");
+            return Vec::new();
+        }
         self.run(now, kv, |role, ctx| role.handle(ctx, input))
+    }
+
+    /// Messages dropped so far for an absurd value.
+    pub fn absurd(&self) -> u64 {
+        self.absurd
     }
 
     /// A wake-up the shell scheduled for `Output::Timer` is due. Only the

@@ -323,7 +323,116 @@ pub enum Message {
     },
 }
 
+/// The highest slot a message may name. No log reaches it (a billion
+/// slots a second for 146 years); above it, the roles' `slot + n` could
+/// wrap.
+pub const SLOT_MAX: Slot = 1 << 62;
+
+/// The highest ballot round a message may carry: a round of `u64::MAX`
+/// promised would leave no higher ballot to campaign with.
+pub const ROUND_MAX: u64 = 1 << 62;
+
 impl Message {
+    /// Why this message cannot come from a correct peer, if it cannot: a
+    /// slot beyond [`SLOT_MAX`] or a round beyond [`ROUND_MAX`]. The
+    /// driver drops such a message before any role sees it, so that an
+    /// authenticated but broken (or hostile) peer cannot make a role loop
+    /// over 2^63 slots, wrap a counter or trip an assertion.
+    pub fn absurd(&self) -> Option<String> {
+        let mut slots: Vec<Slot> = Vec::new();
+        let mut rounds: Vec<u64> = Vec::new();
+        let eras = |e: &Eras, slots: &mut Vec<Slot>| {
+            for era in e.all() {
+                slots.extend([era.chosen_at, era.from]);
+            }
+        };
+        match self {
+            Message::Prepare {
+                ballot, from_slot, ..
+            } => {
+                rounds.push(ballot.round);
+                slots.push(*from_slot);
+            }
+            Message::Promise {
+                ballot,
+                chosen_upto,
+                accepted,
+                from_slot,
+                next_page,
+            } => {
+                rounds.push(ballot.round);
+                slots.extend([*chosen_upto, *from_slot]);
+                slots.extend(next_page);
+                for a in accepted {
+                    slots.push(a.slot);
+                    rounds.push(a.ballot.round);
+                }
+            }
+            Message::Accept { ballot, slot, .. } | Message::Accepted { ballot, slot } => {
+                rounds.push(ballot.round);
+                slots.push(*slot);
+            }
+            Message::Rejected { ballot, promised } => {
+                rounds.extend([ballot.round, promised.round]);
+            }
+            Message::Heartbeat { ballot, commit, .. }
+            | Message::TimeoutNow { ballot, commit, .. } => {
+                rounds.push(ballot.round);
+                slots.push(*commit);
+            }
+            Message::Decided { slot, .. } => slots.push(*slot),
+            Message::Fetch { from_slot, .. } => slots.push(*from_slot),
+            Message::Entries { entries, commit } => {
+                slots.push(*commit);
+                slots.extend(entries.iter().map(|(s, _)| *s));
+            }
+            Message::CommitHint { commit, .. } | Message::Committed { commit } => {
+                slots.push(*commit)
+            }
+            Message::Confirm { ballot, .. }
+            | Message::Confirmed { ballot, .. }
+            | Message::StartVoting { ballot } => rounds.push(ballot.round),
+            Message::ReadIndexReply { index, .. } => slots.push(*index),
+            Message::Digests { entries, .. } => slots.extend(entries.iter().map(|(s, _)| *s)),
+            Message::RebuildRound { round, .. } => rounds.push(*round),
+            Message::Compacted { upto, commit } => slots.extend([*upto, *commit]),
+            Message::NeedsReseed { from } => slots.push(*from),
+            Message::Reseeded { slot, eras: e } => {
+                slots.push(*slot);
+                if let Some(e) = e {
+                    eras(e, &mut slots);
+                }
+            }
+            Message::Reconfigured { eras: e } => eras(e, &mut slots),
+            Message::Progress {
+                ballot,
+                commit,
+                applied,
+                ..
+            } => {
+                rounds.push(ballot.round);
+                slots.extend([*commit, *applied]);
+            }
+            Message::Forward { .. }
+            | Message::ForwardRejected { .. }
+            | Message::ReadIndexRequest { .. }
+            | Message::ReadIndexRefused { .. }
+            | Message::Rebuilding { .. }
+            | Message::MemberOp { .. }
+            | Message::MemberOpDone { .. } => {}
+        }
+        if let Some(s) = slots.iter().find(|&&s| s > SLOT_MAX) {
+            return Some(format!("{} names slot {s}, beyond {SLOT_MAX}", self.kind()));
+        }
+        if let Some(r) = rounds.iter().find(|&&r| r > ROUND_MAX) {
+            return Some(format!(
+                "{} carries round {r}, beyond {ROUND_MAX}",
+                self.kind()
+            ));
+        }
+        None
+    }
+
     /// Local messages pass between the roles of one node and are never
     /// accepted from the network.
     pub fn is_local_only(&self) -> bool {
