@@ -222,6 +222,10 @@ pub struct Service {
     pub apply_concurrency: usize,
 }
 
+fn default_body_min_bytes_per_sec() -> u64 {
+    1024
+}
+
 fn default_apply_concurrency() -> usize {
     32
 }
@@ -292,6 +296,11 @@ pub struct Limits {
     /// How long a client may take to send a request body (beyond: 408,
     /// and the connection is closed).
     pub body_timeout_ms: u64,
+    /// The slowest a request body may arrive, on average, after its first
+    /// `BODY_GRACE_MS`: a client that trickles a large body holds a
+    /// connection and memory as one that never finishes it. 0: no floor.
+    #[serde(default = "default_body_min_bytes_per_sec")]
+    pub body_min_bytes_per_sec: u64,
     /// A node whose applied index is more than this many slots behind
     /// the commit index it knows refuses reads (503).
     pub max_lag_slots: u64,
@@ -314,6 +323,7 @@ impl Default for Limits {
             update_timeout_ms: 10_000,
             backend_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
+            body_min_bytes_per_sec: default_body_min_bytes_per_sec(),
             max_lag_slots: 100,
             lease_ms: 2_000,
             log_retain_slots: 1_000_000,

@@ -327,6 +327,7 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
         gw.read_limits,
     )));
     gw.body_timeout = Duration::from_millis(cfg.limits.body_timeout_ms);
+    gw.body_min_rate = cfg.limits.body_min_bytes_per_sec;
     let gw = Arc::new(gw);
     let client_addr = client_listener.local_addr().unwrap_or(cfg.listen.client);
     let server = gateway::server::client_server(

@@ -657,6 +657,53 @@ fn a_request_target_with_a_fragment_is_refused_and_nothing_is_applied() {
     }
 }
 
+/// A body trickled below `limits.body_min_bytes_per_sec` gets 408 with
+/// the reason, long before `body_timeout_ms`: it would otherwise hold its
+/// connection and memory for the whole timeout, and a few such clients
+/// every connection.
+#[test]
+fn a_body_trickled_below_the_minimum_rate_is_refused() {
+    use std::io::{Read, Write};
+    let c = Cluster::start(Options {
+        limits_extra: "body_min_bytes_per_sec = 1000\nbody_timeout_ms = 60000".into(),
+        ..Options::default()
+    });
+    let mut s = std::net::TcpStream::connect(c.nodes[0].client).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    s.write_all(
+        b"PUT /kv/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 100000\r\n\r\n\"",
+    )
+    .expect("head");
+    let mut trickle = s.try_clone().expect("clone");
+    let writer = std::thread::spawn(move || {
+        // 100 bytes a second, until the node closes the connection.
+        for _ in 0..200 {
+            if trickle.write_all(&[b'a'; 50]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains("bytes/s") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408 Request Timeout"), "{text}");
+    assert!(
+        text.contains("slower than 1000 bytes/s (limits.body_min_bytes_per_sec)"),
+        "{text}"
+    );
+    drop(s);
+    let _ = writer.join();
+}
+
 /// The status lines of the answers to `requests`, sent one after the
 /// other on one raw connection, each once the one before is answered.
 fn raw_statuses(addr: std::net::SocketAddr, requests: &[&[u8]], wait: Duration) -> Vec<String> {
@@ -785,9 +832,16 @@ fn tunnels_upgrades_and_unfinished_bodies_are_answered_not_held() {
         raw_status(addr, upgrade, wait).as_deref(),
         Ok("HTTP/1.1 501 Not Implemented")
     );
+    // Announced above max_body_bytes: refused at once, nothing read.
+    let oversize = b"PUT /kv/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                     Content-Length: 4194304\r\n\r\n\"abc";
+    assert_eq!(
+        raw_status(addr, oversize, wait).as_deref(),
+        Ok("HTTP/1.1 413 Payload Too Large")
+    );
     let started = Instant::now();
     let unfinished = b"PUT /kv/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-                       Content-Length: 4194304\r\n\r\n\"abc";
+                       Content-Length: 200000\r\n\r\n\"abc";
     assert_eq!(
         raw_status(addr, unfinished, wait).as_deref(),
         Ok("HTTP/1.1 408 Request Timeout")

@@ -72,6 +72,8 @@ pub struct Gateway {
     pub max_body_bytes: usize,
     /// How long a request body may take to arrive.
     pub body_timeout: Duration,
+    /// ...and how slowly, on average after `BODY_GRACE` (0: any).
+    pub body_min_rate: u64,
     pub max_inflight: usize,
     inflight: AtomicUsize,
     /// The bearer token the admin API wants; without one, the admin API
@@ -109,6 +111,7 @@ impl Gateway {
             update_timeout,
             max_body_bytes,
             body_timeout: Duration::from_millis(crate::config::Limits::default().body_timeout_ms),
+            body_min_rate: crate::config::Limits::default().body_min_bytes_per_sec,
             max_inflight,
             inflight: AtomicUsize::new(0),
             admin_token: None,
@@ -425,32 +428,78 @@ fn closing(status: StatusCode, why: String) -> HttpResponse {
     r
 }
 
-/// The whole request body, within `limit` bytes and `timeout`; else the
-/// answer why not (the connection is closed: the rest of the body is not
-/// read). A client that announces a body and never finishes it would
-/// otherwise hold its connection and the memory for good.
+/// How long a body may take before its average rate counts.
+const BODY_GRACE: Duration = Duration::from_secs(2);
+
+/// The whole request body, within `limit` bytes and `timeout`, and on
+/// average at `min_rate` bytes a second at least once `BODY_GRACE` is
+/// over; else the answer why not (the connection is closed: the rest of
+/// the body is not read). A client that announces a body and never
+/// finishes it, or trickles it, would otherwise hold its connection and
+/// the memory for as long as it likes.
 async fn read_body(
-    payload: web::Payload,
+    mut payload: web::Payload,
+    declared: Option<u64>,
     limit: usize,
     timeout: Duration,
+    min_rate: u64,
 ) -> Result<Bytes, HttpResponse> {
-    match tokio::time::timeout(timeout, payload.to_bytes_limited(limit)).await {
-        Ok(Ok(Ok(body))) => Ok(body),
-        Ok(Ok(Err(e))) => Err(closing(
-            StatusCode::BAD_REQUEST,
-            format!("ordo: cannot read the request body: {e}"),
-        )),
-        Ok(Err(_)) => Err(closing(
+    use futures_core::Stream;
+    let too_large = || {
+        closing(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("ordo: the request body is larger than max_body_bytes ({limit} bytes)"),
-        )),
-        Err(_) => Err(closing(
-            StatusCode::REQUEST_TIMEOUT,
-            format!(
-                "ordo: the request body did not arrive within {} ms (limits.body_timeout_ms)",
-                timeout.as_millis()
-            ),
-        )),
+        )
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let start = tokio::time::Instant::now();
+    let whole = start + timeout;
+    let mut body = bytes::BytesMut::new();
+    loop {
+        // The next bytes must come before the average falls below the
+        // floor (or the whole time is up).
+        let by_rate = (min_rate > 0).then(|| {
+            start + BODY_GRACE + Duration::from_secs_f64(body.len() as f64 / min_rate as f64)
+        });
+        let deadline = by_rate.map_or(whole, |r| r.min(whole));
+        let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut payload).poll_next(cx));
+        match tokio::time::timeout_at(deadline, next).await {
+            Ok(None) => return Ok(body.freeze()),
+            Ok(Some(Ok(chunk))) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(Some(Err(e))) => {
+                return Err(closing(
+                    StatusCode::BAD_REQUEST,
+                    format!("ordo: cannot read the request body: {e}"),
+                ));
+            }
+            Err(_) if deadline < whole => {
+                return Err(closing(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "ordo: the request body arrives slower than {min_rate} bytes/s \
+                         (limits.body_min_bytes_per_sec): {} bytes in {} ms",
+                        body.len(),
+                        start.elapsed().as_millis()
+                    ),
+                ));
+            }
+            Err(_) => {
+                return Err(closing(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "ordo: the request body did not arrive within {} ms (limits.body_timeout_ms)",
+                        timeout.as_millis()
+                    ),
+                ));
+            }
+        }
     }
 }
 
@@ -536,7 +585,14 @@ async fn serve(gw: web::Data<Gateway>, req: HttpRequest, payload: web::Payload) 
             return linearizable_read(&gw, service, &req, headers).await;
         }
     }
-    let body = match read_body(payload, gw.max_body_bytes, gw.body_timeout).await {
+    let body = read_body(
+        payload,
+        head.content_length,
+        gw.max_body_bytes,
+        gw.body_timeout,
+        gw.body_min_rate,
+    );
+    let body = match body.await {
         Ok(b) => b,
         Err(answer) => return answer,
     };
