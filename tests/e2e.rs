@@ -779,6 +779,25 @@ backend = "http://127.0.0.1:{backend_port}"
         (1..2).contains(&grew("kv")),
         "only the request without the host went to kv: {before:?} -> {after:?}"
     );
+    // An absolute-form target names its host, whatever Host says.
+    let status = raw_status(
+        c.nodes[2].client,
+        b"PUT http://b.test/kv/abs HTTP/1.1\r\nHost: elsewhere.test\r\n\
+          Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+        Duration::from_secs(10),
+    );
+    assert_eq!(status.as_deref(), Ok("HTTP/1.1 201 Created"));
+    // (Node 0 learns of the commit soon after node 2 answered.)
+    let last = wait_until("node 0 to learn the hosted commit", WAIT, || {
+        let last = commits(&c);
+        if last["hosted"] > after["hosted"] {
+            Ok(last)
+        } else {
+            Err(format!("{after:?} -> {last:?}"))
+        }
+    });
+    assert_eq!(last["hosted"], after["hosted"] + 1, "{after:?} -> {last:?}");
+    assert_eq!(last["kv"], after["kv"], "{after:?} -> {last:?}");
     // Both services front the same backend here: each sees both writes.
     let r = must("GET", &c.nodes[1].url("/kv/h"), &[("host", "b.test")], None);
     assert_eq!(r.status, 200, "{r:?}");

@@ -149,11 +149,7 @@ impl Gateway {
 
     /// The service `req` is for (see `route`).
     fn route_request(&self, req: &HttpRequest) -> Option<&Service> {
-        let host = req
-            .headers()
-            .get(actix_web::http::header::HOST)
-            .and_then(|h| h.to_str().ok());
-        self.route(host, req.path())
+        self.route(request_host(req), req.path())
     }
 
     fn next_id(&self) -> UpdateId {
@@ -388,10 +384,22 @@ fn request_headers(req: &HttpRequest) -> Vec<Header> {
         .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
         .collect();
     strip_hop_by_hop(&mut headers);
-    if let Some(host) = req.headers().get(actix_web::http::header::HOST) {
+    if let Some(host) = request_host(req) {
         headers.push(("host".to_string(), host.as_bytes().to_vec()));
     }
     headers
+}
+
+/// The host a request names: the authority of an absolute-form target
+/// (`GET http://b.test/x`), which wins over `Host` (RFC 9112 §3.2.2),
+/// else `Host`.
+fn request_host(req: &HttpRequest) -> Option<&str> {
+    if let Some(authority) = req.uri().authority() {
+        return Some(authority.as_str());
+    }
+    req.headers()
+        .get(actix_web::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
 }
 
 fn path_and_query(req: &HttpRequest) -> String {

@@ -384,9 +384,13 @@ impl HttpBackend {
         strip_hop_by_hop(&mut headers);
         let adapter = &self.cfg.adapter;
         adapter.answer_headers(&roots, &asked, &mut headers);
+        // A 204 or 304 has no body to rewrite; its headers stay whole. (A
+        // HEAD answer's length is the GET's, which a rewrite would change
+        // by an amount unknown here: it is dropped, as for the GET.)
+        let bodiless = matches!(parts.status.as_u16(), 204 | 304);
         let rewrite = adapter
             .answer_body(&roots, &asked, &headers)
-            .filter(|_| !encoded(&headers));
+            .filter(|_| !encoded(&headers) && !bodiless);
         if rewrite.is_some() {
             length = None;
             drop_body_checksums(&mut headers);
