@@ -18,6 +18,7 @@ use ordo::http::fragment::Scanner;
 use ordo::http::request::{ProxiedRequest, StoredResponse};
 use ordo::mesh::frame::{self, Frame};
 use ordo::paxos::ballot::{Ballot, NodeId, Update, UpdateId, Value};
+use ordo::paxos::membership::Eras;
 use ordo::paxos::message::{AcceptedEntry, Message, Role};
 use ordo::rng::Rng;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -233,6 +234,51 @@ fn messages(rng: &mut Rng) -> Vec<Message> {
             ask: true,
             answer: false,
         },
+        Message::Rejected {
+            ballot,
+            promised: ballot,
+        },
+        Message::Confirm {
+            ballot,
+            seq: rng.next_u64(),
+        },
+        Message::ReadIndexReply {
+            id: UpdateId {
+                origin: NodeId(2),
+                boot: 1,
+                seq: 2,
+            },
+            index: slot,
+        },
+        Message::RebuildRound {
+            nonce: rng.next_u64(),
+            round: ballot.round,
+        },
+        Message::Compacted {
+            upto: slot,
+            commit: slot + 7,
+        },
+        Message::NeedsReseed { from: slot },
+        Message::Reseeded {
+            slot,
+            eras: Some(Eras::genesis(&[NodeId(0), NodeId(1), NodeId(2)])),
+        },
+        Message::Reconfigured {
+            eras: Eras::genesis(&[NodeId(0), NodeId(1)]),
+        },
+        Message::StartVoting { ballot },
+        Message::Progress {
+            ballot,
+            commit: slot,
+            applied: slot,
+            fit: true,
+            voting: false,
+        },
+        Message::TimeoutNow {
+            ballot,
+            commit: slot,
+            by_operator: true,
+        },
     ]
 }
 
@@ -307,25 +353,43 @@ fn update_payloads_and_stored_answers_never_panic_or_blow_up() {
     );
 }
 
-/// Text-like bytes: mostly from `alphabet`, some anything.
-fn texty(rng: &mut Rng, alphabet: &[u8], max: u64) -> Vec<u8> {
-    let n = rng.below(max);
-    (0..n)
-        .map(|_| {
-            if rng.chance(0.05) {
-                rng.next_u64() as u8
-            } else {
-                *pick(rng, alphabet)
-            }
-        })
-        .collect()
+/// Up to `max` of `of`, one after the other (now and then cut short), so
+/// that what a rewriter or parser looks for appears, whole and in part.
+fn tokens(rng: &mut Rng, of: &[&str], max: u64) -> Vec<u8> {
+    let mut v = Vec::new();
+    for _ in 0..rng.below(max) {
+        let t = pick(rng, of).as_bytes();
+        let n = if rng.chance(0.2) {
+            rng.below(t.len() as u64 + 1) as usize
+        } else {
+            t.len()
+        };
+        v.extend_from_slice(&t[..n]);
+    }
+    v
 }
 
 #[test]
 fn the_body_rewriter_streams_what_it_rewrites_whole() {
     fuzz(
         "rewrite",
-        |rng| texty(rng, b"htp:/b1\\x", 300),
+        |rng| {
+            tokens(
+                rng,
+                &[
+                    "http://b1",
+                    "http:\\/\\/b1",
+                    "http:/",
+                    "b1",
+                    "x",
+                    "/",
+                    "0",
+                    ":",
+                    "\"",
+                ],
+                40,
+            )
+        },
         |input| {
             let r = Replace::urls([
                 (b"http://b1".to_vec(), b"https://front".to_vec()),
@@ -348,8 +412,10 @@ fn the_body_rewriter_streams_what_it_rewrites_whole() {
 fn the_fragment_scanner_never_panics_and_never_lets_a_fragment_through() {
     let base: &[&[u8]] = &[
         b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n",
-        b"PUT /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
-        b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;x\r\nabc\r\n0\r\nT: 1\r\n\r\n",
+        b"PUT /b HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+        b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+          3;x\r\nabc\r\n0\r\nT: 1\r\n\r\n",
+        b"GET /d HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
     ];
     // The parser's date service lives on a local task set.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -360,13 +426,32 @@ fn the_fragment_scanner_never_panics_and_never_lets_a_fragment_through() {
     let _in_local = local.enter();
     let _in_rt = rt.enter();
     let config = actix_http::ServiceConfig::default();
+    // The requests actix-http's own parser reads from `bytes`: method,
+    // path and query.
+    let parsed = |bytes: &[u8]| -> Vec<String> {
+        use actix_codec::Decoder as _;
+        let mut codec = actix_http::h1::Codec::new(config.clone());
+        let mut buf = bytes::BytesMut::from(bytes);
+        let mut out = Vec::new();
+        while let Ok(Some(m)) = codec.decode(&mut buf) {
+            if let actix_http::h1::Message::Item(req) = m {
+                out.push(format!("{} {}", req.method(), req.uri()));
+            }
+        }
+        out
+    };
+    let untouched = std::cell::Cell::new(0u64);
     fuzz(
         "fragment",
         |rng| {
             let mut v = Vec::new();
-            for _ in 0..rng.range(1, 4) {
+            for _ in 0..rng.range(1, 5) {
                 let one: &[u8] = pick::<&[u8]>(rng, base);
-                v.extend_from_slice(&mutate(rng, one));
+                if rng.chance(0.5) {
+                    v.extend_from_slice(&mutate(rng, one));
+                } else {
+                    v.extend_from_slice(one);
+                }
             }
             v.extend_from_slice(b"DELETE /coll/#f HTTP/1.1\r\nHost: a\r\n\r\n");
             v
@@ -374,25 +459,37 @@ fn the_fragment_scanner_never_panics_and_never_lets_a_fragment_through() {
         |input| {
             let mut bytes = input.to_vec();
             let mut s = Scanner::default();
-            for chunk in bytes.chunks_mut(5) {
+            // Reads cut anywhere.
+            let step = 1 + input.len() % 23;
+            for chunk in bytes.chunks_mut(step) {
                 s.scan(chunk);
             }
-            // actix-http's own parser reads what the scanner passed on:
-            // it must never see the request with the fragment (which it
-            // would read as `DELETE /coll/`).
-            use actix_codec::Decoder as _;
-            let mut codec = actix_http::h1::Codec::new(config.clone());
-            let mut buf = bytes::BytesMut::from(&bytes[..]);
-            while let Ok(Some(m)) = codec.decode(&mut buf) {
-                if let actix_http::h1::Message::Item(req) = m {
-                    assert!(
-                        !(req.method() == "DELETE" && req.path() == "/coll/"),
-                        "the parser got the request with the fragment"
-                    );
-                }
+            let before = parsed(input);
+            let after = parsed(&bytes);
+            // The parser never gets the request with the fragment (it
+            // would read it as `DELETE /coll/`)...
+            assert!(
+                !after.iter().any(|r| r == "DELETE /coll/"),
+                "the parser got the request with the fragment: {after:?}"
+            );
+            // ...and gets nothing the client did not send: what it reads
+            // after the scanner is what it reads without it, cut short.
+            assert!(
+                before.starts_with(&after),
+                "the scanner changed a request: {before:?} -> {after:?}"
+            );
+            // Everything before the request with the fragment passed.
+            let upto = before.iter().take_while(|r| *r != "DELETE /coll/").count();
+            if after.len() == upto {
+                untouched.set(untouched.get() + 1);
             }
         },
     );
+    // Traffic the parser reads whole passes whole: a scanner that cut
+    // everything would fail here.
+    let share = untouched.get() as f64 / cases() as f64;
+    eprintln!("fuzz fragment: {share:.3} of the cases passed whole up to the fragment");
+    assert!(share > 0.9, "only {share:.3} of the cases passed whole");
 }
 
 #[test]
@@ -406,10 +503,33 @@ fn url_roots_and_the_adapters_never_panic() {
         presented: Account::new("mymovies", key).expect("key"),
         real: Account::new("devstoreaccount1", key).expect("key"),
     };
-    let alphabet = b"htps:/ordo.examplemymovies127.0.0.1:10000devstoreaccount1?&=%#;,\r\n xms-";
+    let parts = [
+        "https://ordo.example/mymovies",
+        "http://127.0.0.1:10000/devstoreaccount1",
+        "http:\\/\\/127.0.0.1:10000\\/devstoreaccount1",
+        "/c/b",
+        "?comp=list",
+        "&restype=container",
+        "%2F",
+        "#",
+        "<Error><Code>",
+        "</Code><Message>",
+        "\nRequestId:1\nTime:2",
+        "</Message></Error>",
+        "Tue, 01 Dec 2026 04:10:50 GMT",
+        "x",
+        "\r\n",
+        "é",
+    ];
     fuzz(
         "adapters",
-        |rng| texty(rng, alphabet, 200),
+        |rng| {
+            let mut v = tokens(rng, &parts, 24);
+            if rng.chance(0.1) {
+                v = mutate(rng, &v);
+            }
+            v
+        },
         |input| {
             let text = String::from_utf8_lossy(input);
             let _ = roots.to_backend(&text);

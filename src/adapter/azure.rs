@@ -384,7 +384,7 @@ impl Adapter for AzureStorage {
         }
         if params
             .iter()
-            .any(|(n, v)| n == "comp" && v.iter().any(|v| v == "batch"))
+            .any(|(n, v)| n == "comp" && v.iter().any(|v| v.eq_ignore_ascii_case("batch")))
         {
             return Err(Refusal {
                 status: 501,

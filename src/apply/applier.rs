@@ -463,6 +463,11 @@ impl Applier {
         if self.paused_at().is_none() {
             return Err("applying is not paused at a slot boundary".into());
         }
+        if slot > crate::paxos::message::SLOT_MAX {
+            // No log gets there, and the learner would never hear of it
+            // (the driver drops a message naming such a slot).
+            return Err(format!("the export's slot {slot} is not a real slot"));
+        }
         // After the reseed it applies `slot + 1` on from its own log, or
         // fetches them: they must not be dropped here already.
         let compacted = state::load_u64(kv, Meta::Compacted);

@@ -214,7 +214,12 @@ impl<R: Driven> Driver<R> {
             && let Some(why) = msg.absurd()
         {
             self.absurd += 1;
-            tracing::warn!(%from, role = ?R::ROLE, "dropped a message from a peer: {why}");
+            // The first, then one in a thousand: a peer that sends many
+            // must not flood the log.
+            if self.absurd % 1000 == 1 {
+                let dropped = self.absurd;
+                tracing::warn!(%from, role = ?R::ROLE, dropped, "dropped a message from a peer: {why}");
+            }
             return Vec::new();
         }
         self.run(now, kv, |role, ctx| role.handle(ctx, input))

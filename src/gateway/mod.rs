@@ -395,7 +395,9 @@ fn request_headers(req: &HttpRequest) -> Vec<Header> {
 /// else `Host`.
 fn request_host(req: &HttpRequest) -> Option<&str> {
     if let Some(authority) = req.uri().authority() {
-        return Some(authority.as_str());
+        // Without userinfo (`http://u@b.test/`): it names no host.
+        let a = authority.as_str();
+        return Some(a.rsplit_once('@').map_or(a, |(_, host)| host));
     }
     req.headers()
         .get(actix_web::http::header::HOST)

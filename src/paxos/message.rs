@@ -323,6 +323,32 @@ pub enum Message {
     },
 }
 
+/// The highest of the numbers pushed into it (for `Message::absurd`).
+#[derive(Default)]
+struct Highest(u64);
+
+impl Highest {
+    fn push(&mut self, n: u64) {
+        self.0 = self.0.max(n);
+    }
+}
+
+impl Extend<u64> for Highest {
+    fn extend<I: IntoIterator<Item = u64>>(&mut self, ns: I) {
+        for n in ns {
+            self.push(n);
+        }
+    }
+}
+
+impl<'a> Extend<&'a u64> for Highest {
+    fn extend<I: IntoIterator<Item = &'a u64>>(&mut self, ns: I) {
+        for n in ns {
+            self.push(*n);
+        }
+    }
+}
+
 /// The highest slot a message may name. No log reaches it (a billion
 /// slots a second for 146 years); above it, the roles' `slot + n` could
 /// wrap.
@@ -335,13 +361,17 @@ pub const ROUND_MAX: u64 = 1 << 62;
 impl Message {
     /// Why this message cannot come from a correct peer, if it cannot: a
     /// slot beyond [`SLOT_MAX`] or a round beyond [`ROUND_MAX`]. The
-    /// driver drops such a message before any role sees it, so that an
-    /// authenticated but broken (or hostile) peer cannot make a role loop
-    /// over 2^63 slots, wrap a counter or trip an assertion.
+    /// driver drops such a message before any role sees it, so that no
+    /// peer can make a role's `slot + n` or `round + 1` wrap, or take a
+    /// promise that leaves no higher ballot. (Values within the bounds
+    /// that a correct peer would never send, a commit index far ahead of
+    /// the log, are not caught here: Paxos trusts its peers not to lie;
+    /// they are authenticated.) Checked on every message: no allocation
+    /// unless it is absurd.
     pub fn absurd(&self) -> Option<String> {
-        let mut slots: Vec<Slot> = Vec::new();
-        let mut rounds: Vec<u64> = Vec::new();
-        let eras = |e: &Eras, slots: &mut Vec<Slot>| {
+        let mut slots = Highest::default();
+        let mut rounds = Highest::default();
+        let eras = |e: &Eras, slots: &mut Highest| {
             for era in e.all() {
                 slots.extend([era.chosen_at, era.from]);
             }
@@ -421,10 +451,12 @@ impl Message {
             | Message::MemberOp { .. }
             | Message::MemberOpDone { .. } => {}
         }
-        if let Some(s) = slots.iter().find(|&&s| s > SLOT_MAX) {
+        if slots.0 > SLOT_MAX {
+            let s = slots.0;
             return Some(format!("{} names slot {s}, beyond {SLOT_MAX}", self.kind()));
         }
-        if let Some(r) = rounds.iter().find(|&&r| r > ROUND_MAX) {
+        if rounds.0 > ROUND_MAX {
+            let r = rounds.0;
             return Some(format!(
                 "{} carries round {r}, beyond {ROUND_MAX}",
                 self.kind()
