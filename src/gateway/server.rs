@@ -26,6 +26,11 @@ use tokio::net::TcpStream;
 /// How long a client has to send a request's head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a client has to close a connection ordo is closing (after a
+/// 408 or 413, say), as actix-web's `HttpServer` gives: without it the
+/// connection waits for the client for as long as it likes.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The client port's server on `listener`, over TLS with `tls` if given;
 /// it runs once spawned (or awaited).
 pub fn client_server(
@@ -90,6 +95,7 @@ where
         .map_err(|e: actix_web::Error| e.error_response());
     HttpService::build()
         .client_request_timeout(HEAD_TIMEOUT)
+        .client_disconnect_timeout(DISCONNECT_TIMEOUT)
         .local_addr(addr)
         .h1(map_config(app, |_| AppConfig::default()))
 }
