@@ -28,7 +28,8 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a client has to close a connection ordo is closing (after a
 /// 408 or 413, say), as actix-web's `HttpServer` gives: without it the
-/// connection waits for the client for as long as it likes.
+/// socket is dropped at once, and a client still sending its body may get
+/// a reset instead of the answer.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The client port's server on `listener`, over TLS with `tls` if given;
