@@ -17,20 +17,13 @@ use common::PRESENTED_KEY;
 
 /// The Python with the SDK.
 pub fn sdk_python() -> PathBuf {
-    let path = std::env::var_os("ORDO_AZURE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").unwrap_or_default();
-            PathBuf::from(home).join(".cache/ordo/azure-venv/bin/python")
-        });
-    assert!(
-        path.exists(),
-        "{} is missing: this test needs the Azure Storage Python SDK. .ci/run installs it \
-         (python3 -m venv ~/.cache/ordo/azure-venv && \
-         ~/.cache/ordo/azure-venv/bin/pip install azure-storage-blob)",
-        path.display()
-    );
-    path
+    common::cached_tool(
+        "ORDO_AZURE_PYTHON",
+        "azure-venv/bin/python",
+        "the Azure Storage Python SDK",
+        "python3 -m venv ~/.cache/ordo/azure-venv && \
+         ~/.cache/ordo/azure-venv/bin/pip install azure-storage-blob",
+    )
 }
 
 /// A request to sign: method, URL path and query, headers, body length.

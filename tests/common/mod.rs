@@ -321,21 +321,29 @@ pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
 pub const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
-/// Azurite's Blob service command (`azurite-blob`).
-pub fn azurite_binary() -> PathBuf {
-    let path = std::env::var_os("ORDO_AZURITE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").unwrap_or_default();
-            PathBuf::from(home).join(".cache/ordo/azurite/node_modules/.bin/azurite-blob")
-        });
+/// A tool `.ci/run` installs under `~/.cache/ordo`: `$env` if set, else
+/// `~/.cache/ordo/<under>`; it must be there (`install` says how).
+pub fn cached_tool(env: &str, under: &str, what: &str, install: &str) -> PathBuf {
+    let path = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").unwrap_or_default();
+        PathBuf::from(home).join(".cache/ordo").join(under)
+    });
     assert!(
         path.exists(),
-        "{} is missing: this test needs Azurite. .ci/run installs it \
-         (npm install --prefix ~/.cache/ordo/azurite azurite)",
+        "{} is missing: this test needs {what}. .ci/run installs it ({install})",
         path.display()
     );
     path
+}
+
+/// Azurite's Blob service command (`azurite-blob`).
+pub fn azurite_binary() -> PathBuf {
+    cached_tool(
+        "ORDO_AZURITE",
+        "azurite/node_modules/.bin/azurite-blob",
+        "Azurite",
+        "npm install --prefix ~/.cache/ordo/azurite azurite",
+    )
 }
 
 fn start_odata(n: &Node) -> Proc {
