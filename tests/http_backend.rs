@@ -1037,7 +1037,7 @@ async fn http_backend_reads_use_connections_of_their_own_thread() {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let resp = reader.read("GET", "/kv/a", Vec::new()).await?;
+            let resp = reader.read(request("GET", "/kv/a", &[], b"")).await?;
             let body = resp.bytes().await.map_err(|e| e.to_string())?;
             Ok::<_, String>(body)
         })

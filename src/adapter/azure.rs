@@ -492,11 +492,7 @@ impl Adapter for AzureStorage {
         let operation = query_params(query)
             .iter()
             .any(|(n, _)| n == "comp" || n == "restype");
-        let kind = header(headers, "content-type").unwrap_or(b"");
-        let document = [b"xml".as_slice(), b"json"]
-            .iter()
-            .any(|t| kind.windows(t.len()).any(|w| w.eq_ignore_ascii_case(t)));
-        if !(operation && document) {
+        if !(operation && super::is_document(headers)) {
             return None;
         }
         let presented = roots.presented.as_deref()?;

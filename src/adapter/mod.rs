@@ -216,6 +216,15 @@ pub fn for_service(s: &crate::config::Service) -> Result<std::sync::Arc<dyn Adap
     })
 }
 
+/// Whether an answer's content type says it is a document a service
+/// writes itself (XML, Atom, JSON): the bodies adapters may rewrite.
+pub fn is_document(headers: &[Header]) -> bool {
+    let kind = crate::http::request::header(headers, "content-type").unwrap_or(b"");
+    [b"xml".as_slice(), b"json"]
+        .iter()
+        .any(|t| kind.windows(t.len()).any(|w| w.eq_ignore_ascii_case(t)))
+}
+
 /// Replace the value of every header named `name` for which `f` gives a
 /// new one.
 pub fn map_header(headers: &mut [Header], name: &str, f: impl Fn(&str) -> Option<String>) {

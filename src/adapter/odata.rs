@@ -15,22 +15,14 @@
 //! (also in JSON's `\/` spelling).
 
 use super::rewrite::Replace;
-use super::{Adapter, Asked, Roots, http, map_header};
-use crate::http::request::{Header, ProxiedRequest, header};
+use super::{Adapter, Asked, Roots, http, is_document, map_header};
+use crate::http::request::{Header, ProxiedRequest};
 
 /// OData's header naming the entity a request made or changed (v4).
 const ENTITY_ID: &str = "odata-entityid";
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OData;
-
-/// Whether a body of this content type is a document OData writes.
-fn document(headers: &[Header]) -> bool {
-    let kind = header(headers, "content-type").unwrap_or(b"");
-    [b"xml".as_slice(), b"json"]
-        .iter()
-        .any(|t| kind.windows(t.len()).any(|w| w.eq_ignore_ascii_case(t)))
-}
 
 /// `from` root to `to` root, as written plainly and in JSON's escaped
 /// form.
@@ -54,7 +46,7 @@ impl Adapter for OData {
         let Some(presented) = roots.presented.as_deref() else {
             return Ok(());
         };
-        if req.body.is_empty() || !document(&req.headers) {
+        if req.body.is_empty() || !is_document(&req.headers) {
             return Ok(());
         }
         if let Some(body) =
@@ -71,7 +63,7 @@ impl Adapter for OData {
     }
 
     fn answer_body(&self, roots: &Roots, _asked: &Asked, headers: &[Header]) -> Option<Replace> {
-        if !document(headers) {
+        if !is_document(headers) {
             return None;
         }
         roots_replace(&roots.backend, roots.presented.as_deref()?)

@@ -550,11 +550,19 @@ async fn serve(gw: web::Data<Gateway>, req: HttpRequest, payload: web::Payload) 
             format!("ordo: no service serves {}", req.path()),
         );
     };
-    let headers = request_headers(&req);
+    // The request as the backend will get it (without its body, read
+    // below for an update): made once for the adapter, the read and the
+    // proposal.
+    let mut proxied = ProxiedRequest {
+        method: req.method().as_str().to_string(),
+        path_and_query: path_and_query(&req),
+        headers: request_headers(&req),
+        body: Bytes::new(),
+    };
     let head = crate::adapter::Head {
-        method: req.method().as_str(),
-        path_and_query: &path_and_query(&req),
-        headers: &headers,
+        method: &proxied.method,
+        path_and_query: &proxied.path_and_query,
+        headers: &proxied.headers,
         content_length: req
             .headers()
             .get(actix_web::http::header::CONTENT_LENGTH)
@@ -581,7 +589,7 @@ async fn serve(gw: web::Data<Gateway>, req: HttpRequest, payload: web::Payload) 
         };
         if !wants_fresh(&req) {
             return match ready {
-                Ok(()) => proxy_read(service, &req, headers).await,
+                Ok(()) => proxy_read(service, proxied).await,
                 Err(why) => refuse(why),
             };
         }
@@ -592,7 +600,7 @@ async fn serve(gw: web::Data<Gateway>, req: HttpRequest, payload: web::Payload) 
             if let Err(why @ (NotReady::Lagging { .. } | NotReady::Stuck { .. })) = ready {
                 return refuse(why);
             }
-            return linearizable_read(&gw, service, &req, headers).await;
+            return linearizable_read(&gw, service, proxied).await;
         }
     }
     let body = read_body(
@@ -606,15 +614,13 @@ async fn serve(gw: web::Data<Gateway>, req: HttpRequest, payload: web::Payload) 
         Ok(b) => b,
         Err(answer) => return answer,
     };
-    update(&gw, service, &req, headers, body).await
+    proxied.body = body;
+    update(&gw, service, &req, proxied).await
 }
 
 /// Stream a read from the local backend.
-async fn proxy_read(service: &Service, req: &HttpRequest, headers: Vec<Header>) -> HttpResponse {
-    let resp = service
-        .backend
-        .read(req.method().as_str(), &path_and_query(req), headers)
-        .await;
+async fn proxy_read(service: &Service, request: ProxiedRequest) -> HttpResponse {
+    let resp = service.backend.read(request).await;
     let resp = match resp {
         Ok(r) => r,
         Err(why) => {
@@ -653,8 +659,7 @@ fn add_headers(out: &mut HttpResponseBuilder, headers: &[Header]) {
 async fn linearizable_read(
     gw: &Gateway,
     service: &Service,
-    req: &HttpRequest,
-    headers: Vec<Header>,
+    request: ProxiedRequest,
 ) -> HttpResponse {
     // Waiting reads are bounded like updates: they hold a waiter each.
     let Some(_guard) = gw.admit() else {
@@ -682,7 +687,7 @@ async fn linearizable_read(
             gw.node
         ));
     }
-    proxy_read(service, req, headers).await
+    proxy_read(service, request).await
 }
 
 /// Ask the proposer for a read index and wait for it at most `limit`:
@@ -717,8 +722,7 @@ async fn update(
     gw: &Gateway,
     service: &Service,
     req: &HttpRequest,
-    headers: Vec<Header>,
-    body: Bytes,
+    proxied: ProxiedRequest,
 ) -> HttpResponse {
     if let Some(fence) = service.handle.status.fence() {
         // Never proposed, so a blind retry elsewhere is safe.
@@ -740,12 +744,6 @@ async fn update(
         "Retry with the same Idempotency-Key header: it is applied at most once."
     } else {
         "Retrying may apply it twice; send an Idempotency-Key header to retry safely."
-    };
-    let proxied = ProxiedRequest {
-        method: req.method().as_str().to_string(),
-        path_and_query: path_and_query(req),
-        headers,
-        body,
     };
     let id = gw.next_id();
     let waiting = service.waiters.register(id);
@@ -823,7 +821,12 @@ async fn probe(gw: &Gateway, s: &Service) -> Option<String> {
         return Some(why.reason());
     }
     // Any answer, even a 404, shows the backend is there to read from.
-    let head = s.backend.read("HEAD", &s.prefix, Vec::new());
+    let head = s.backend.read(ProxiedRequest {
+        method: "HEAD".into(),
+        path_and_query: s.prefix.clone(),
+        headers: Vec::new(),
+        body: Bytes::new(),
+    });
     match tokio::time::timeout(PROBE_TIMEOUT, head).await {
         Ok(Ok(_)) => {}
         Ok(Err(why)) => return Some(format!("the backend does not answer: {why}")),

@@ -160,6 +160,8 @@ pub struct HttpBackend {
     /// `base`'s `http(s)://authority`: requests go to it with the
     /// backend's path (`target`).
     origin: String,
+    /// `base`'s path: the backend's paths start with it.
+    base_path: String,
     /// `{cluster}/{service}/`.
     key_prefix: String,
     cfg: HttpBackendConfig,
@@ -211,6 +213,7 @@ impl HttpBackend {
             connector,
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             origin: crate::adapter::split_root(&base).0.to_string(),
+            base_path: crate::adapter::split_root(&base).1.to_string(),
             base,
             key_prefix: format!("{cluster}/{service}/"),
             cfg,
@@ -259,7 +262,7 @@ impl HttpBackend {
         let rest = path_and_query
             .strip_prefix(stripped)
             .unwrap_or(path_and_query);
-        let base_path = crate::adapter::split_root(&self.base).1;
+        let base_path = self.base_path.as_str();
         if rest.is_empty() || rest.starts_with('?') {
             let root = if base_path.is_empty() { "/" } else { base_path };
             format!("{root}{rest}")
@@ -337,27 +340,16 @@ impl HttpBackend {
     /// timeout; the body streams as the backend sends it, never held
     /// whole in memory. `Err` says why the backend could not be reached.
     ///
-    /// `headers` are the client's, with `Host` (it gives the presented
-    /// root); the adapter rewrites the request and the answer, its body
-    /// as it streams.
-    pub async fn read(
-        &self,
-        method: &str,
-        path_and_query: &str,
-        headers: Vec<Header>,
-    ) -> Result<ReadAnswer, String> {
-        let http_method = Method::from_bytes(method.as_bytes())
-            .map_err(|_| format!("invalid method {method:?}"))?;
-        let req = ProxiedRequest {
-            method: method.to_string(),
-            path_and_query: path_and_query.to_string(),
-            headers,
-            body: Bytes::new(),
-        };
+    /// `req`'s headers are the client's, with `Host` (it gives the
+    /// presented root); the adapter rewrites the request and the answer,
+    /// its body as it streams. A body in `req` is not sent.
+    pub async fn read(&self, req: ProxiedRequest) -> Result<ReadAnswer, String> {
+        let http_method = Method::from_bytes(req.method.as_bytes())
+            .map_err(|_| format!("invalid method {:?}", req.method))?;
         let (req, roots, asked) = self.adapt(req)?;
         let uri: Uri = format!("{}{}", self.origin, req.path_and_query)
             .parse()
-            .map_err(|e| format!("invalid request target {path_and_query:?}: {e}"))?;
+            .map_err(|e| format!("invalid request target {:?}: {e}", asked.path_and_query))?;
         let mut builder = Request::builder().method(http_method).uri(uri);
         for (name, value) in &req.headers {
             if let (Ok(n), Ok(v)) = (
