@@ -187,6 +187,7 @@ async fn write_queue<S: AsyncRead + AsyncWrite>(
 ) -> String {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut probe = [0u8; 64];
+    let mut gathered = Vec::with_capacity(WRITE_BATCH_BYTES);
     loop {
         tokio::select! {
             _ = reloaded.changed() => {
@@ -196,16 +197,25 @@ async fn write_queue<S: AsyncRead + AsyncWrite>(
                 let Some(first) = first else {
                     return "mesh stopped".into();
                 };
-                let batch = async {
-                    let mut n = 1;
-                    let mut bytes = first.len();
-                    wr.write_all(&first).await?;
-                    while bytes < WRITE_BATCH_BYTES {
+                // The frames waiting are gathered into one buffer and
+                // written once: a TLS stream turns every write into its
+                // own record and its own send, and under load a peer's
+                // queue holds dozens of small frames.
+                let mut n = 1;
+                if let Ok(next) = rx.try_recv() {
+                    gathered.clear();
+                    gathered.extend_from_slice(&first);
+                    gathered.extend_from_slice(&next);
+                    n += 1;
+                    while gathered.len() < WRITE_BATCH_BYTES {
                         let Ok(next) = rx.try_recv() else { break };
-                        bytes += next.len();
+                        gathered.extend_from_slice(&next);
                         n += 1;
-                        wr.write_all(&next).await?;
                     }
+                }
+                let bytes: &[u8] = if n == 1 { &first } else { &gathered };
+                let batch = async {
+                    wr.write_all(bytes).await?;
                     wr.flush().await?;
                     Ok::<u64, std::io::Error>(n)
                 };
