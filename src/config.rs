@@ -220,6 +220,12 @@ pub struct Service {
     /// once, at most.
     #[serde(default = "default_apply_concurrency")]
     pub apply_concurrency: usize,
+    /// Updates sent on one connection to the backend before the first
+    /// is answered (HTTP/1.1 pipelining): 1, the default, sends each on
+    /// a connection of its own (docs/configuration.md says when more is
+    /// safe).
+    #[serde(default = "default_backend_pipeline")]
+    pub backend_pipeline: usize,
 }
 
 fn default_body_min_bytes_per_sec() -> u64 {
@@ -229,6 +235,13 @@ fn default_body_min_bytes_per_sec() -> u64 {
 fn default_apply_concurrency() -> usize {
     32
 }
+
+fn default_backend_pipeline() -> usize {
+    1
+}
+
+/// The largest `backend_pipeline`.
+pub const BACKEND_PIPELINE_MAX: usize = 256;
 
 /// The largest `apply_concurrency`.
 pub const APPLY_CONCURRENCY_MAX: usize = 1024;
@@ -674,6 +687,15 @@ impl Config {
                     format!(
                         "{} is not between 1 and {APPLY_CONCURRENCY_MAX}",
                         s.apply_concurrency
+                    ),
+                ));
+            }
+            if !(1..=BACKEND_PIPELINE_MAX).contains(&s.backend_pipeline) {
+                return Err(err(
+                    key("backend_pipeline"),
+                    format!(
+                        "{} is not between 1 and {BACKEND_PIPELINE_MAX}",
+                        s.backend_pipeline
                     ),
                 ));
             }
@@ -1188,6 +1210,11 @@ active = ["north", "east", "west"]
                 "name = \"kv\"",
                 "name = \"kv\"\nresource_key = \"path\"\napply_concurrency = 0",
                 "services[0].apply_concurrency: 0 is not between 1 and 1024",
+            ),
+            (
+                "name = \"kv\"",
+                "name = \"kv\"\nbackend_pipeline = 0",
+                "services[0].backend_pipeline: 0 is not between 1 and 256",
             ),
             (
                 "name = \"kv\"",

@@ -206,6 +206,13 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
                     String::new()
                 },
             },
+            pipeline_depth: s.backend_pipeline,
+            // Without a resource key the applier has one update out.
+            concurrency: if s.resource_key == crate::config::ResourceKey::Path {
+                s.apply_concurrency
+            } else {
+                1
+            },
             ..HttpBackendConfig::default()
         };
         let mut group_cfg = GroupConfig {

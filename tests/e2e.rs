@@ -130,6 +130,18 @@ fn killed_node_under_load_with_parallel_apply_is_linearizable_and_converges() {
     });
 }
 
+/// The same with those updates pipelined on each node's connections to
+/// its backend: a node killed with requests in flight on one applies
+/// them again on restart, harmlessly, and nothing is applied twice.
+#[test]
+fn killed_node_under_load_with_pipelined_apply_is_linearizable_and_converges() {
+    kill_under_load(Options {
+        service_extra: "resource_key = \"path\"\napply_concurrency = 8\nbackend_pipeline = 4\n"
+            .into(),
+        ..Options::default()
+    });
+}
+
 fn kill_under_load(opts: Options) {
     let mut c = Cluster::start(opts);
     let load = Load::start(&c, 4);

@@ -273,6 +273,17 @@ fn backend(url: &str) -> HttpBackend {
     backend_with(url, HttpBackendConfig::default())
 }
 
+/// `cfg` as it is, and with its updates pipelined: every test of the
+/// applier's hop runs both ways.
+fn both(cfg: HttpBackendConfig) -> [HttpBackendConfig; 2] {
+    let piped = HttpBackendConfig {
+        pipeline_depth: 8,
+        concurrency: 8,
+        ..cfg.clone()
+    };
+    [cfg, piped]
+}
+
 /// A final response, decoded.
 fn response(reply: BackendReply) -> (u16, StoredResponse) {
     match reply {
@@ -292,8 +303,14 @@ fn unreachable(reply: BackendReply) -> String {
 
 #[actix::test]
 async fn http_backend_applies_once_per_slot_and_index() {
+    for cfg in both(HttpBackendConfig::default()) {
+        applies_once(cfg).await;
+    }
+}
+
+async fn applies_once(cfg: HttpBackendConfig) {
     let d = demo().await;
-    let b = backend(&d.url());
+    let b = backend_with(&d.url(), cfg);
     let append = request(
         "POST",
         "/kv/list",
@@ -339,22 +356,21 @@ async fn http_backend_applies_once_per_slot_and_index() {
 
 #[actix::test]
 async fn http_backend_oversize_response_is_a_final_507() {
-    let d = demo().await;
-    let b = backend_with(
-        &d.url(),
-        HttpBackendConfig {
-            max_response_bytes: 10,
-            ..HttpBackendConfig::default()
-        },
-    );
-    let put = request("PUT", "/kv/k", &[], b"\"0123456789abcdef\"").encode();
-    let (status, r) = response(b.call(1, 0, update(put)).await);
-    assert_eq!(status, TOO_LARGE_STATUS);
-    assert_eq!(r.header(BACKEND_STATUS), Some(&b"201"[..]));
-    assert!(String::from_utf8_lossy(&r.body).contains("larger than the limit of 10 bytes"));
-    // It was applied all the same.
-    assert_eq!(d.data()["k"], json!("0123456789abcdef"));
-    d.stop().await;
+    for cfg in both(HttpBackendConfig {
+        max_response_bytes: 10,
+        ..HttpBackendConfig::default()
+    }) {
+        let d = demo().await;
+        let b = backend_with(&d.url(), cfg);
+        let put = request("PUT", "/kv/k", &[], b"\"0123456789abcdef\"").encode();
+        let (status, r) = response(b.call(1, 0, update(put)).await);
+        assert_eq!(status, TOO_LARGE_STATUS);
+        assert_eq!(r.header(BACKEND_STATUS), Some(&b"201"[..]));
+        assert!(String::from_utf8_lossy(&r.body).contains("larger than the limit of 10 bytes"));
+        // It was applied all the same.
+        assert_eq!(d.data()["k"], json!("0123456789abcdef"));
+        d.stop().await;
+    }
 }
 
 /// The request headers received, as `[[name, value], ...]`.
@@ -389,7 +405,13 @@ async fn http_backend_sends_end_to_end_headers_and_the_idempotency_key() {
     let handle = server.handle();
     actix_web::rt::spawn(server);
 
-    let b = backend(&format!("http://{addr}/base/"));
+    for cfg in both(HttpBackendConfig::default()) {
+        sends_headers(&backend_with(&format!("http://{addr}/base/"), cfg), addr).await;
+    }
+    handle.stop(false).await;
+}
+
+async fn sends_headers(b: &HttpBackend, addr: SocketAddr) {
     let req = request(
         "PATCH",
         "/items/7?x=1&y=two",
@@ -445,7 +467,6 @@ async fn http_backend_sends_end_to_end_headers_and_the_idempotency_key() {
     ] {
         assert!(get(gone).is_empty(), "{gone} was forwarded: {headers:?}");
     }
-    handle.stop(false).await;
 }
 
 /// A one-shot raw HTTP/1.1 server: answers each of `n` connections with
@@ -506,8 +527,14 @@ async fn http_backend_keeps_end_to_end_response_headers_only() {
         Transfer-Encoding: chunked\r\n\
         \r\n\
         5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
-    let addr = raw_server(2, RESPONSE, Duration::ZERO);
-    let b = backend(&format!("http://{addr}"));
+    let addr = raw_server(4, RESPONSE, Duration::ZERO);
+    for cfg in both(HttpBackendConfig::default()) {
+        keeps_end_to_end(addr, cfg).await;
+    }
+}
+
+async fn keeps_end_to_end(addr: SocketAddr, cfg: HttpBackendConfig) {
+    let b = backend_with(&format!("http://{addr}"), cfg.clone());
     let put = request("PUT", "/x", &[], b"1").encode();
     let (status, r) = response(b.call(1, 0, update(put.clone())).await);
     assert_eq!(status, 201);
@@ -529,7 +556,7 @@ async fn http_backend_keeps_end_to_end_response_headers_only() {
         &format!("http://{addr}"),
         HttpBackendConfig {
             max_response_bytes: 4,
-            ..HttpBackendConfig::default()
+            ..cfg
         },
     );
     let (status, r) = response(small.call(1, 0, update(put)).await);
@@ -539,11 +566,17 @@ async fn http_backend_keeps_end_to_end_response_headers_only() {
 
 #[actix::test]
 async fn http_backend_unreachable_on_closed_port_and_timeout() {
+    for cfg in both(HttpBackendConfig::default()) {
+        unreachable_and_timeouts(cfg).await;
+    }
+}
+
+async fn unreachable_and_timeouts(cfg: HttpBackendConfig) {
     // A port nothing listens on.
     let closed = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = closed.local_addr().unwrap();
     drop(closed);
-    let b = backend(&format!("http://{addr}"));
+    let b = backend_with(&format!("http://{addr}"), cfg.clone());
     let put = request("PUT", "/kv/a", &[], b"1").encode();
     let reason = unreachable(b.call(1, 0, update(put.clone())).await);
     assert!(reason.to_lowercase().contains("connect"), "{reason}");
@@ -558,7 +591,7 @@ async fn http_backend_unreachable_on_closed_port_and_timeout() {
         &format!("http://{slow}"),
         HttpBackendConfig {
             request_timeout: Duration::from_millis(300),
-            ..HttpBackendConfig::default()
+            ..cfg.clone()
         },
     );
     let started = Instant::now();
@@ -577,7 +610,7 @@ async fn http_backend_unreachable_on_closed_port_and_timeout() {
         &format!("http://{stalls}"),
         HttpBackendConfig {
             request_timeout: Duration::from_millis(300),
-            ..HttpBackendConfig::default()
+            ..cfg.clone()
         },
     );
     let reason = unreachable(b.call(1, 0, update(put)).await);
@@ -905,14 +938,16 @@ fn tls_echo(
     (addr, sni, handle)
 }
 
-fn https_backend(url: &str, files: ordo::tls::backend::BackendTlsFiles) -> HttpBackend {
-    backend_with(
-        url,
-        HttpBackendConfig {
-            tls: Some(ordo::tls::backend::client_config(&files).unwrap()),
-            ..HttpBackendConfig::default()
-        },
-    )
+fn https_backend(
+    url: &str,
+    files: ordo::tls::backend::BackendTlsFiles,
+    piped: bool,
+) -> HttpBackend {
+    let [plain, pipelined] = both(HttpBackendConfig {
+        tls: Some(ordo::tls::backend::client_config(&files).unwrap()),
+        ..HttpBackendConfig::default()
+    });
+    backend_with(url, if piped { pipelined } else { plain })
 }
 
 /// An https backend: SNI is the URL's host, the certificate is checked
@@ -920,6 +955,12 @@ fn https_backend(url: &str, files: ordo::tls::backend::BackendTlsFiles) -> HttpB
 /// a client certificate is presented where the backend asks for one.
 #[actix::test]
 async fn https_backends_get_sni_and_a_checked_certificate() {
+    for piped in [false, true] {
+        https_checks(piped).await;
+    }
+}
+
+async fn https_checks(piped: bool) {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki::Pki::new(dir.path());
     let (addr, sni, server) = tls_echo(&pki, false);
@@ -931,7 +972,7 @@ async fn https_backends_get_sni_and_a_checked_certificate() {
 
     // By name: SNI sent, certificate valid for it.
     let url = format!("https://localhost:{}", addr.port());
-    let b = https_backend(&url, trust_pki.clone());
+    let b = https_backend(&url, trust_pki.clone(), piped);
     let (status, answer) = response(b.call(1, 0, update(put.clone())).await);
     assert_eq!(status, 200);
     let echoed: Value = serde_json::from_slice(&answer.body).unwrap();
@@ -945,7 +986,7 @@ async fn https_backends_get_sni_and_a_checked_certificate() {
     // name check stays on.
     let wrong_name = format!("https://127.0.0.1:{}", addr.port());
     let reason = unreachable(
-        https_backend(&wrong_name, trust_pki.clone())
+        https_backend(&wrong_name, trust_pki.clone(), piped)
             .call(2, 0, update(put.clone()))
             .await,
     );
@@ -962,6 +1003,7 @@ async fn https_backends_get_sni_and_a_checked_certificate() {
                 ca: Some(other.ca()),
                 ..Default::default()
             },
+            piped,
         )
         .call(3, 0, update(put.clone()))
         .await,
@@ -973,7 +1015,7 @@ async fn https_backends_get_sni_and_a_checked_certificate() {
     let (addr, _, server) = tls_echo(&pki, true);
     let url = format!("https://localhost:{}", addr.port());
     let reason = unreachable(
-        https_backend(&url, trust_pki.clone())
+        https_backend(&url, trust_pki.clone(), piped)
             .call(4, 0, update(put.clone()))
             .await,
     );
@@ -984,7 +1026,11 @@ async fn https_backends_get_sni_and_a_checked_certificate() {
         cert: Some(client.cert.clone()),
         key: Some(client.key.clone()),
     };
-    let (status, _) = response(https_backend(&url, with_cert).call(5, 0, update(put)).await);
+    let (status, _) = response(
+        https_backend(&url, with_cert, piped)
+            .call(5, 0, update(put))
+            .await,
+    );
     assert_eq!(status, 200);
     server.stop(false).await;
 }
@@ -1046,4 +1092,160 @@ async fn http_backend_reads_use_connections_of_their_own_thread() {
     .unwrap();
     let read = read.expect("the read is answered while the applier's thread is busy");
     assert_ne!(read, applied.body, "the read took the applier's connection");
+}
+
+// ---------------------------------------------------------------------
+// Pipelining (`backend_pipeline`).
+
+/// A raw HTTP/1.1 server that answers each request with its path. It
+/// holds its answers until `batch` requests have arrived on a
+/// connection, then answers them in one write; after `per_conn` answers
+/// (the last saying `Connection: close`) it closes the connection,
+/// whatever it has read beyond them. Answered paths are recorded.
+fn scripted_server(
+    batch: usize,
+    per_conn: usize,
+) -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answered = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = answered.clone();
+    std::thread::spawn(move || {
+        while let Ok((mut s, _)) = listener.accept() {
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut buf = Vec::new();
+                let mut pending: Vec<String> = Vec::new();
+                let mut budget = per_conn;
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // Every whole request in the buffer.
+                    loop {
+                        let mut headers = [httparse::EMPTY_HEADER; 32];
+                        let mut req = httparse::Request::new(&mut headers);
+                        let Ok(httparse::Status::Complete(n)) = req.parse(&buf) else {
+                            break;
+                        };
+                        let len = req
+                            .headers
+                            .iter()
+                            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                            .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+                            .unwrap_or(0usize);
+                        if buf.len() < n + len {
+                            break;
+                        }
+                        pending.push(req.path.unwrap_or("").to_string());
+                        buf.drain(..n + len);
+                    }
+                    if pending.len() >= batch.min(budget) {
+                        let mut out = Vec::new();
+                        for path in pending.drain(..) {
+                            budget -= 1;
+                            let close = if budget == 0 {
+                                "connection: close\r\n"
+                            } else {
+                                ""
+                            };
+                            out.extend_from_slice(
+                                format!(
+                                    "HTTP/1.1 200 OK\r\n{close}content-length: {}\r\n\r\n{path}",
+                                    path.len()
+                                )
+                                .as_bytes(),
+                            );
+                            seen.lock().unwrap().push(path);
+                            if budget == 0 {
+                                break;
+                            }
+                        }
+                        if s.write_all(&out).is_err() || budget == 0 {
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, answered)
+}
+
+fn piped(depth: usize, concurrency: usize) -> HttpBackendConfig {
+    HttpBackendConfig {
+        pipeline_depth: depth,
+        concurrency,
+        ..HttpBackendConfig::default()
+    }
+}
+
+/// The answer's body of each of `n` PUTs to `/p{i}`, sent at once.
+async fn put_all(b: &HttpBackend, n: u32) -> Vec<String> {
+    let calls: Vec<_> = (0..n)
+        .map(|i| {
+            let put = request("PUT", &format!("/p{i}"), &[], b"1").encode();
+            tokio::spawn(b.call(1, i, update(put)))
+        })
+        .collect();
+    let mut bodies = Vec::new();
+    for call in calls {
+        let reply = call.await.unwrap();
+        bodies.push(String::from_utf8(response(reply).1.body.to_vec()).unwrap());
+    }
+    bodies
+}
+
+/// Several updates go out on one connection before the first is
+/// answered, and each gets its own answer back. The server answers
+/// nothing until five requests are in: one at a time, it would wait
+/// forever.
+#[actix::test]
+async fn pipelined_updates_leave_together_and_each_gets_its_own_answer() {
+    let (addr, answered) = scripted_server(5, usize::MAX);
+    let b = backend_with(&format!("http://{addr}"), piped(5, 5));
+    let bodies = tokio::time::timeout(Duration::from_secs(5), put_all(&b, 5))
+        .await
+        .expect("five requests in flight on one connection");
+    let paths: Vec<String> = (0..5).map(|i| format!("/p{i}")).collect();
+    assert_eq!(bodies, paths);
+    assert_eq!(answered.lock().unwrap().len(), 5);
+}
+
+/// A backend that closes after a few answers (as nginx does after
+/// `keepalive_requests`) has read nothing after the one that said so:
+/// the rest go again on a new connection, and every update is applied
+/// exactly once.
+#[actix::test]
+async fn requests_behind_a_closing_answer_are_sent_again_and_applied_once() {
+    let (addr, answered) = scripted_server(1, 3);
+    let b = backend_with(&format!("http://{addr}"), piped(8, 8));
+    let bodies = put_all(&b, 8).await;
+    let paths: Vec<String> = (0..8).map(|i| format!("/p{i}")).collect();
+    assert_eq!(bodies, paths);
+    let mut applied = answered.lock().unwrap().clone();
+    applied.sort();
+    let mut want = paths.clone();
+    want.sort();
+    assert_eq!(applied, want, "an update applied twice or not at all");
+}
+
+/// Without the pipeline's own connections the same backend is reached
+/// through the pool: the first test's server never answers it.
+#[actix::test]
+async fn without_pipelining_one_request_waits_alone() {
+    let (addr, _) = scripted_server(2, usize::MAX);
+    let b = backend_with(
+        &format!("http://{addr}"),
+        HttpBackendConfig {
+            request_timeout: Duration::from_millis(300),
+            ..HttpBackendConfig::default()
+        },
+    );
+    let put = request("PUT", "/p0", &[], b"1").encode();
+    let reason = unreachable(b.call(1, 0, update(put)).await);
+    assert!(reason.contains("within"), "{reason}");
 }

@@ -39,6 +39,10 @@ struct Args {
     /// Apply strictly in slot order (no `resource_key`), for comparison.
     #[arg(long)]
     sequential: bool,
+    /// `backend_pipeline` of the nodes: updates on one connection to the
+    /// backend at once (1: none pipelined).
+    #[arg(long, default_value_t = 16)]
+    pipeline: usize,
     /// Where the table goes (nothing is written with `--no-write`).
     #[arg(long, default_value = "docs/performance.md")]
     out: PathBuf,
@@ -135,7 +139,7 @@ fn run(args: &Args, ordo: &Path, work: &Path) -> Result<()> {
     }
     let mut pids = [0u32; 3];
     for (i, pid) in pids.iter_mut().enumerate() {
-        let config = node_config(i, args.sequential);
+        let config = node_config(i, args.sequential, args.pipeline);
         std::fs::write(work.join(format!("n{i}.toml")), config)?;
         *pid = start_node(&mut procs, ordo, i, true)?;
     }
@@ -385,7 +389,7 @@ fn etcd_url(i: usize) -> String {
     format!("http://127.0.0.1:{}", port(40 + i as u16))
 }
 
-fn node_config(i: usize, sequential: bool) -> String {
+fn node_config(i: usize, sequential: bool, pipeline: usize) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
@@ -404,6 +408,7 @@ fn node_config(i: usize, sequential: bool) -> String {
     if !sequential {
         let _ = writeln!(t, "resource_key = \"path\"");
     }
+    let _ = writeln!(t, "backend_pipeline = {pipeline}");
     t
 }
 

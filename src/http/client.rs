@@ -25,6 +25,7 @@
 //!   status is kept in the `Ordo-Backend-Status` header. (If the backend's
 //!   status was itself retryable, it is kept and the call is retried.)
 
+use super::pipeline::{BoxFuture, Connect, Limits, Outcome, Pipeline, Stream, encode_request};
 use super::request::{Header, ProxiedRequest, StoredResponse, header, strip_hop_by_hop};
 use crate::adapter::rewrite::Streaming;
 use crate::adapter::{Adapter, Asked, Presenting, Roots};
@@ -89,6 +90,12 @@ pub struct HttpBackendConfig {
     pub adapter: Arc<dyn Adapter>,
     /// How a request's presented root is found.
     pub presenting: Presenting,
+    /// Updates on one connection at once (`services[].backend_pipeline`);
+    /// 1 sends each on a connection of its own.
+    pub pipeline_depth: usize,
+    /// Updates the applier has out at once, at most: with pipelining,
+    /// they are spread over this divided by the depth connections.
+    pub concurrency: usize,
 }
 
 impl Default for HttpBackendConfig {
@@ -106,6 +113,8 @@ impl Default for HttpBackendConfig {
                 scheme: "http",
                 ..Presenting::default()
             },
+            pipeline_depth: 1,
+            concurrency: 1,
         }
     }
 }
@@ -164,6 +173,8 @@ pub struct HttpBackend {
     base_path: String,
     /// `{cluster}/{service}/`.
     key_prefix: String,
+    /// The applier's updates, pipelined (`pipeline_depth` > 1).
+    pipeline: Option<Arc<Pipeline>>,
     cfg: HttpBackendConfig,
 }
 
@@ -205,6 +216,14 @@ impl HttpBackend {
         http.set_nodelay(true);
         // The TLS layer above takes https; the base URL's scheme decides.
         http.enforce_http(false);
+        let origin = crate::adapter::split_root(&base).0.to_string();
+        let pipeline = (cfg.pipeline_depth > 1)
+            .then(|| lanes(&origin, https.then(|| tls.clone()), &cfg))
+            .transpose()
+            .map_err(|why| HttpBackendError::BadUrl {
+                url: base_url.to_string(),
+                why,
+            })?;
         let connector = HttpsConnector::from((http, tls));
         let client = pooled(connector.clone(), &cfg);
         static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -212,7 +231,8 @@ impl HttpBackend {
             client,
             connector,
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            origin: crate::adapter::split_root(&base).0.to_string(),
+            origin,
+            pipeline,
             base_path: crate::adapter::split_root(&base).1.to_string(),
             base,
             key_prefix: format!("{cluster}/{service}/"),
@@ -295,7 +315,7 @@ impl HttpBackend {
         slot: Slot,
         index: u32,
         payload: &[u8],
-    ) -> Result<(Request<Full<Bytes>>, Roots, Asked), String> {
+    ) -> Result<(Request<Bytes>, Roots, Asked), String> {
         let req = ProxiedRequest::decode(payload)
             .map_err(|e| format!("ordo: the update's payload is not a request: {e}"))?;
         let method = Method::from_bytes(req.method.as_bytes())
@@ -328,7 +348,7 @@ impl HttpBackend {
         let key = self.idempotency_key(slot, index);
         builder = builder.header(IDEMPOTENCY_KEY, key);
         let request = builder
-            .body(Full::new(req.body))
+            .body(req.body)
             .map_err(|e| format!("ordo: cannot build the request: {e}"))?;
         Ok((request, roots, asked))
     }
@@ -564,7 +584,6 @@ impl Backend for HttpBackend {
                 )));
             }
         };
-        let client = self.client.clone();
         let limit = self.cfg.max_response_bytes;
         let total = self.cfg.request_timeout;
         let named = self.cfg.digest_headers.clone();
@@ -573,8 +592,29 @@ impl Backend for HttpBackend {
             roots,
             asked,
         };
+        let via = match &self.pipeline {
+            Some(pipeline) => {
+                let authority = self.origin.split_once("://").map_or("", |(_, a)| a);
+                let head = req.method() == Method::HEAD;
+                Via::Pipeline(pipeline.clone(), encode_request(&req, authority), head)
+            }
+            None => Via::Pool(self.client.clone(), Box::new(req.map(Full::new))),
+        };
         Box::pin(async move {
-            let exchange = exchange(client, req, limit, &named, &answer);
+            let exchange = async {
+                match via {
+                    Via::Pool(client, req) => exchange(client, *req, limit, &named, &answer).await,
+                    Via::Pipeline(pipeline, bytes, head) => {
+                        match pipeline.send(bytes, head).await {
+                            Outcome::Answer(a) => {
+                                answered(a.status, a.headers, a.body, &named, &answer)
+                            }
+                            Outcome::TooLarge { status } => too_large(status, limit),
+                            Outcome::Failed(reason) => BackendReply::Unreachable { reason },
+                        }
+                    }
+                }
+            };
             let reply = match tokio::time::timeout(total, exchange).await {
                 Ok(reply) => reply,
                 Err(_) => BackendReply::Unreachable {
@@ -588,6 +628,84 @@ impl Backend for HttpBackend {
                 tracing::warn!(slot, index, %reason, "backend unreachable; the update is retried");
             }
             reply
+        })
+    }
+}
+
+/// How an update goes to the backend.
+enum Via {
+    Pool(HyperClient, Box<Request<Full<Bytes>>>),
+    /// The encoded request, and whether it is a HEAD.
+    Pipeline(Arc<Pipeline>, Bytes, bool),
+}
+
+/// The lanes of a pipelining backend at `origin` (`scheme://authority`).
+fn lanes(
+    origin: &str,
+    tls: Option<rustls::ClientConfig>,
+    cfg: &HttpBackendConfig,
+) -> Result<Arc<Pipeline>, String> {
+    let authority: http::uri::Authority = origin
+        .split_once("://")
+        .map_or(origin, |(_, a)| a)
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = authority
+        .port_u16()
+        .unwrap_or(if tls.is_some() { 443 } else { 80 });
+    let tls = match tls {
+        Some(config) => {
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|e| format!("{host:?} is not a TLS server name: {e}"))?;
+            Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
+        }
+        None => None,
+    };
+    let depth = cfg.pipeline_depth.max(1);
+    let lanes = cfg.concurrency.max(1).div_ceil(depth);
+    let limits = Limits {
+        depth,
+        queue: 2 * cfg.concurrency.max(depth),
+        connect: cfg.connect_timeout,
+        request: cfg.request_timeout,
+        idle: cfg.pool_idle_timeout,
+        max_body: cfg.max_response_bytes,
+    };
+    Ok(Arc::new(Pipeline::new(
+        lanes,
+        Arc::new(Dial { host, port, tls }),
+        limits,
+    )))
+}
+
+/// Connections for the pipeline: TCP without Nagle's delay, TLS on top
+/// for an https backend (its name sent and checked as for the pool's).
+struct Dial {
+    host: String,
+    port: u16,
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+}
+
+impl Connect for Dial {
+    fn connect(&self) -> BoxFuture<std::io::Result<Box<dyn Stream>>> {
+        let (host, port, tls) = (self.host.clone(), self.port, self.tls.clone());
+        Box::pin(async move {
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            Ok(match tls {
+                Some((connector, name)) => {
+                    Box::new(connector.connect(name, tcp).await?) as Box<dyn Stream>
+                }
+                None => Box::new(tcp),
+            })
         })
     }
 }
@@ -621,39 +739,53 @@ async fn exchange(
     };
     let (parts, body) = resp.into_parts();
     let status = parts.status.as_u16();
-    let mut headers = header_list(&parts.headers);
-    let declared = content_length(&headers);
-    strip_hop_by_hop(&mut headers);
-    if declared.is_some_and(|n| n > limit as u64) {
+    let headers = header_list(&parts.headers);
+    if content_length(&headers).is_some_and(|n| n > limit as u64) {
         return too_large(status, limit);
     }
     match Limited::new(body, limit).collect().await {
-        Ok(collected) => {
-            // Rewritten before the digest: answers that differ only by
-            // each backend's own address must agree.
-            let Answering {
-                adapter,
-                roots,
-                asked,
-            } = answer;
-            adapter.answer_headers(roots, asked, &mut headers);
-            let mut body = collected.to_bytes();
-            if let Some(new) = adapter
-                .answer_body(roots, asked, &headers)
-                .filter(|_| !encoded(&headers))
-                .and_then(|r| r.whole(&body))
-            {
-                body = new;
-                drop_body_checksums(&mut headers);
-            }
-            let body = adapter.settle_answer(status, body);
-            reply(status, &StoredResponse { headers, body }, digest_headers)
-        }
+        Ok(collected) => answered(
+            status,
+            headers,
+            collected.to_bytes(),
+            digest_headers,
+            answer,
+        ),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => too_large(status, limit),
         Err(e) => BackendReply::Unreachable {
             reason: format!("response body cut short: {}", chain(&*e)),
         },
     }
+}
+
+/// The reply for the backend's whole answer: its end-to-end headers and
+/// its body rewritten, then digested.
+fn answered(
+    status: u16,
+    mut headers: Vec<Header>,
+    mut body: Bytes,
+    digest_headers: &[String],
+    answer: &Answering,
+) -> BackendReply {
+    strip_hop_by_hop(&mut headers);
+    // Rewritten before the digest: answers that differ only by each
+    // backend's own address must agree.
+    let Answering {
+        adapter,
+        roots,
+        asked,
+    } = answer;
+    adapter.answer_headers(roots, asked, &mut headers);
+    if let Some(new) = adapter
+        .answer_body(roots, asked, &headers)
+        .filter(|_| !encoded(&headers))
+        .and_then(|r| r.whole(&body))
+    {
+        body = new;
+        drop_body_checksums(&mut headers);
+    }
+    let body = adapter.settle_answer(status, body);
+    reply(status, &StoredResponse { headers, body }, digest_headers)
 }
 
 /// ordo's answer to a response body over the limit (module docs).

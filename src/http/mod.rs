@@ -6,6 +6,7 @@
 pub mod admin_client;
 pub mod client;
 pub mod fragment;
+pub mod pipeline;
 pub mod request;
 
 pub use client::{HttpBackend, HttpBackendConfig, HttpBackendError};
