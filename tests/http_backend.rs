@@ -1249,3 +1249,36 @@ async fn without_pipelining_one_request_waits_alone() {
     let reason = unreachable(b.call(1, 0, update(put)).await);
     assert!(reason.contains("within"), "{reason}");
 }
+
+/// Bytes the backend sends while nothing is asked (here the 408 some
+/// servers send when they drop an idle connection) are nobody's answer:
+/// the next update gets its own, on a new connection.
+#[actix::test]
+async fn an_answer_nobody_asked_for_is_not_the_next_updates() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let Ok((mut first, _)) = listener.accept() else {
+            return;
+        };
+        read_request(&mut first);
+        let _ = first.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n/p0");
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = first.write_all(
+            b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+        );
+        drop(first);
+        let Ok((mut second, _)) = listener.accept() else {
+            return;
+        };
+        read_request(&mut second);
+        let _ = second.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n/p1");
+    });
+    let b = backend_with(&format!("http://{addr}"), piped(4, 4));
+    let put = |i: u32| update(request("PUT", &format!("/p{i}"), &[], b"1").encode());
+    let (status, first) = response(b.call(1, 0, put(0)).await);
+    assert_eq!((status, &first.body[..]), (200, &b"/p0"[..]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, second) = response(b.call(1, 1, put(1)).await);
+    assert_eq!((status, &second.body[..]), (200, &b"/p1"[..]));
+}

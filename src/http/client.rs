@@ -173,8 +173,9 @@ pub struct HttpBackend {
     base_path: String,
     /// `{cluster}/{service}/`.
     key_prefix: String,
-    /// The applier's updates, pipelined (`pipeline_depth` > 1).
-    pipeline: Option<Arc<Pipeline>>,
+    /// The applier's updates, pipelined (`pipeline_depth` > 1), and the
+    /// `Host` they carry.
+    pipeline: Option<(Arc<Pipeline>, String)>,
     cfg: HttpBackendConfig,
 }
 
@@ -593,10 +594,11 @@ impl Backend for HttpBackend {
             asked,
         };
         let via = match &self.pipeline {
-            Some(pipeline) => {
-                let authority = self.origin.split_once("://").map_or("", |(_, a)| a);
+            Some((pipeline, host)) => {
                 let head = req.method() == Method::HEAD;
-                Via::Pipeline(pipeline.clone(), encode_request(&req, authority), head)
+                // One path, one lane (`Pipeline::send`).
+                let lane = xxhash_rust::xxh3::xxh3_64(req.uri().path().as_bytes());
+                Via::Pipeline(pipeline.clone(), encode_request(&req, host), head, lane)
             }
             None => Via::Pool(self.client.clone(), Box::new(req.map(Full::new))),
         };
@@ -604,10 +606,11 @@ impl Backend for HttpBackend {
             let exchange = async {
                 match via {
                     Via::Pool(client, req) => exchange(client, *req, limit, &named, &answer).await,
-                    Via::Pipeline(pipeline, bytes, head) => {
-                        match pipeline.send(bytes, head).await {
+                    Via::Pipeline(pipeline, bytes, head, lane) => {
+                        match pipeline.send(bytes, head, lane).await {
                             Outcome::Answer(a) => {
-                                answered(a.status, a.headers, a.body, &named, &answer)
+                                let headers = header_list(&a.headers);
+                                answered(a.status, headers, a.body, &named, &answer)
                             }
                             Outcome::TooLarge { status } => too_large(status, limit),
                             Outcome::Failed(reason) => BackendReply::Unreachable { reason },
@@ -635,8 +638,8 @@ impl Backend for HttpBackend {
 /// How an update goes to the backend.
 enum Via {
     Pool(HyperClient, Box<Request<Full<Bytes>>>),
-    /// The encoded request, and whether it is a HEAD.
-    Pipeline(Arc<Pipeline>, Bytes, bool),
+    /// The encoded request, whether it is a HEAD, and its lane.
+    Pipeline(Arc<Pipeline>, Bytes, bool, u64),
 }
 
 /// The lanes of a pipelining backend at `origin` (`scheme://authority`).
@@ -644,7 +647,7 @@ fn lanes(
     origin: &str,
     tls: Option<rustls::ClientConfig>,
     cfg: &HttpBackendConfig,
-) -> Result<Arc<Pipeline>, String> {
+) -> Result<(Arc<Pipeline>, String), String> {
     let authority: http::uri::Authority = origin
         .split_once("://")
         .map_or(origin, |(_, a)| a)
@@ -655,9 +658,14 @@ fn lanes(
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let port = authority
-        .port_u16()
-        .unwrap_or(if tls.is_some() { 443 } else { 80 });
+    let default_port = if tls.is_some() { 443 } else { 80 };
+    let port = authority.port_u16().unwrap_or(default_port);
+    // As hyper's client names it: the host, and the port unless it is the
+    // scheme's default.
+    let host_header = match authority.port_u16() {
+        Some(p) if p != default_port => format!("{}:{p}", authority.host()),
+        _ => authority.host().to_string(),
+    };
     let tls = match tls {
         Some(config) => {
             let name = rustls::pki_types::ServerName::try_from(host.clone())
@@ -676,11 +684,8 @@ fn lanes(
         idle: cfg.pool_idle_timeout,
         max_body: cfg.max_response_bytes,
     };
-    Ok(Arc::new(Pipeline::new(
-        lanes,
-        Arc::new(Dial { host, port, tls }),
-        limits,
-    )))
+    let pipeline = Pipeline::new(lanes, Arc::new(Dial { host, port, tls }), limits);
+    Ok((Arc::new(pipeline), host_header))
 }
 
 /// Connections for the pipeline: TCP without Nagle's delay, TLS on top

@@ -26,11 +26,9 @@
 //! write by `request_timeout`, the requests queued on a lane by
 //! [`Limits::queue`], and a body by `max_response_bytes`.
 
-use super::request::Header;
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -41,8 +39,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 /// queue, one answer per connection).
 pub const RESENDS: u8 = 3;
 
-/// The longest answer head read.
-const MAX_HEAD: usize = 64 << 10;
+/// The longest answer head read (about hyper's largest buffer).
+const MAX_HEAD: usize = 400 << 10;
 
 /// Headers in one answer, at most (hyper's limit too).
 const MAX_HEADERS: usize = 100;
@@ -71,8 +69,7 @@ pub struct Limits {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Answer {
     pub status: u16,
-    /// Names in lower case, as hyper gives them.
-    pub headers: Vec<Header>,
+    pub headers: http::HeaderMap,
     pub body: Bytes,
 }
 
@@ -118,7 +115,6 @@ impl Job {
 /// runtime of the caller.
 pub struct Pipeline {
     lanes: Vec<std::sync::Mutex<Option<mpsc::Sender<Job>>>>,
-    next: AtomicUsize,
     connector: Arc<dyn Connect>,
     limits: Limits,
 }
@@ -129,15 +125,22 @@ impl Pipeline {
             lanes: (0..lanes.max(1))
                 .map(|_| std::sync::Mutex::new(None))
                 .collect(),
-            next: AtomicUsize::new(0),
             connector,
             limits,
         }
     }
 
-    /// Send one encoded request (see [`encode_request`]) and wait for
-    /// its answer. Call it on the runtime that is to drive the lanes.
-    pub async fn send(&self, request: Bytes, head: bool) -> Outcome {
+    /// Send one encoded request (see [`encode_request`]) on the lane
+    /// `lane` picks, and wait for its answer. Call it on the runtime that
+    /// is to drive the lanes.
+    ///
+    /// Requests for one resource must share a lane. A request whose
+    /// caller gave up (its timeout) may still be in the lane, written or
+    /// about to be read by the backend; the applier then sends it again
+    /// and goes on to the resource's next update. On one connection
+    /// those reach the backend in that order; on two, the stale one
+    /// could land last.
+    pub async fn send(&self, request: Bytes, head: bool, lane: u64) -> Outcome {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             request,
@@ -145,7 +148,7 @@ impl Pipeline {
             resent: 0,
             reply,
         };
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
+        let i = (lane % self.lanes.len() as u64) as usize;
         let sent = {
             let mut lane = match self.lanes[i].lock() {
                 Ok(lane) => lane,
@@ -252,7 +255,8 @@ async fn connection(
     let mut front: Option<Sent> = None;
     let (read, ended) = tokio::select! {
         (ended, why) = write_side(wr, jobs, again, sent_tx, permits, limits) => {
-            (ReadEnd { why, resend: false, answered: true }, ended)
+            // Nothing is sent again after a failed write.
+            (ReadEnd { why, resend: false, answered: false }, ended)
         }
         read = read_side(rd, &mut sent_rx, &mut front, limits) => (read, Ended::Closed),
     };
@@ -365,57 +369,73 @@ async fn read_side(
 ) -> ReadEnd {
     let mut buf = BytesMut::with_capacity(16 << 10);
     let mut answered = false;
-    let fail = |why: String, resend: bool, answered: bool| ReadEnd {
-        why,
+    let end = |why: &str, resend: bool, answered: bool| ReadEnd {
+        why: why.to_string(),
         resend,
         answered,
     };
+    // The current answer's deadline, and the bytes it needs before it is
+    // parsed again.
+    let mut deadline = tokio::time::Instant::now();
+    let mut need = 0;
     loop {
         let Some(current) = front.as_ref() else {
-            if !buf.is_empty() {
-                // An answer already read, to a request whose hand-over
-                // lost the race with its bytes: wait for it. (Reading on
-                // could meet the end of the connection and take the
-                // answers in the buffer for lost.)
-                match sent.recv().await {
-                    Some(next) => *front = Some(next),
-                    None => return fail("closed".into(), false, answered),
+            // The writing side hands a request over before writing it,
+            // and both sides run in this one task: bytes that arrive
+            // while nothing is handed over were not asked for (a
+            // backend's 408 on its idle timeout, say). Taken for the
+            // next request's answer, they would misplace every answer.
+            let next = match sent.try_recv() {
+                Ok(next) => Some(next),
+                Err(_) if !buf.is_empty() => {
+                    return end("the backend sent what nobody asked for", false, answered);
                 }
-                continue;
-            }
-            // Nothing asked: wait for a request, and notice a backend
-            // that closes the idle connection (its answers to what is
-            // sent next could never come).
-            tokio::select! {
-                next = sent.recv() => match next {
-                    Some(next) => *front = Some(next),
-                    None => return fail("closed".into(), false, answered),
+                Err(_) => tokio::select! {
+                    biased;
+                    next = sent.recv() => match next {
+                        Some(next) => Some(next),
+                        None => return end("closed", false, answered),
+                    },
+                    // Notice a backend that closes the idle connection:
+                    // nothing is outstanding, so nothing is lost.
+                    read = rd.read_buf(&mut buf) => match read {
+                        Ok(0) | Err(_) => {
+                            return end("the backend closed the connection", true, answered);
+                        }
+                        Ok(_) => {
+                            return end("the backend sent what nobody asked for", false, answered);
+                        }
+                    },
                 },
-                read = rd.read_buf(&mut buf) => match read {
-                    Ok(0) | Err(_) => {
-                        return fail("the backend closed the connection".into(), true, answered);
-                    }
-                    // An answer to a request whose hand-over lost the
-                    // race with its bytes; it is parsed once it is known.
-                    Ok(_) => {}
-                },
-            }
+            };
+            *front = next;
+            deadline = tokio::time::Instant::now() + limits.request;
+            need = 0;
             continue;
         };
-        match parse(&buf, current.job.head, limits.max_body, false) {
+        let parsed = if buf.len() >= need {
+            parse(&buf, current.job.head, limits.max_body, false)
+        } else {
+            Parsed::Partial(need)
+        };
+        match parsed {
             Parsed::Informational(n) => buf.advance(n),
             Parsed::Complete {
                 answer,
                 used,
-                close,
+                after,
             } => {
                 buf.advance(used);
                 if let Some(done) = front.take() {
                     let _ = done.job.reply.send(Outcome::Answer(answer));
                 }
                 answered = true;
-                if close {
-                    return fail("the backend closed the connection".into(), true, answered);
+                match after {
+                    After::KeepOn => {}
+                    After::Closes => return end("the backend closed the connection", true, true),
+                    After::Distrusted => {
+                        return end("an earlier answer's framing was ambiguous", false, true);
+                    }
                 }
             }
             Parsed::TooLarge { status } => {
@@ -423,47 +443,41 @@ async fn read_side(
                     let _ = done.job.reply.send(Outcome::TooLarge { status });
                 }
                 // What follows cannot be found without reading the body.
-                return fail(
-                    "an earlier answer was too large to read".into(),
-                    false,
-                    answered,
-                );
+                return end("an earlier answer was too large to read", false, answered);
             }
-            Parsed::Invalid(why) => return fail(format!("invalid answer: {why}"), false, answered),
-            Parsed::Partial => {
+            Parsed::Invalid(why) => {
+                return end(&format!("invalid answer: {why}"), false, answered);
+            }
+            Parsed::Partial(more) => {
+                need = more;
                 if buf.capacity() - buf.len() < 8 << 10 {
                     buf.reserve(buf.len().clamp(16 << 10, 1 << 20));
                 }
-                match tokio::time::timeout(limits.request, rd.read_buf(&mut buf)).await {
+                match tokio::time::timeout_at(deadline, rd.read_buf(&mut buf)).await {
                     Ok(Ok(0)) => {
                         // The body may end with the connection.
                         let head = current.job.head;
-                        return match parse(&buf, head, limits.max_body, true) {
-                            Parsed::Complete { answer, .. } => {
-                                if let Some(done) = front.take() {
-                                    let _ = done.job.reply.send(Outcome::Answer(answer));
-                                }
-                                answered = true;
-                                fail("the backend closed the connection".into(), true, answered)
+                        if let Parsed::Complete { answer, .. } =
+                            parse(&buf, head, limits.max_body, true)
+                        {
+                            if let Some(done) = front.take() {
+                                let _ = done.job.reply.send(Outcome::Answer(answer));
                             }
-                            _ => fail(
-                                "the answer was cut short: the backend closed the connection"
-                                    .into(),
-                                false,
-                                answered,
-                            ),
-                        };
-                    }
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => {
-                        return fail(format!("reading the answer failed: {e}"), false, answered);
-                    }
-                    Err(_) => {
-                        return fail(
-                            format!("no answer within {:?}", limits.request),
+                            return end("the backend closed the connection", true, true);
+                        }
+                        return end(
+                            "the answer was cut short: the backend closed the connection",
                             false,
                             answered,
                         );
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        return end(&format!("reading the answer failed: {e}"), false, answered);
+                    }
+                    Err(_) => {
+                        let why = format!("no whole answer within {:?}", limits.request);
+                        return end(&why, false, answered);
                     }
                 }
             }
@@ -474,14 +488,15 @@ async fn read_side(
 /// What the bytes so far hold.
 #[derive(Debug, PartialEq, Eq)]
 enum Parsed {
-    Partial,
+    /// Not yet: nothing can change before the buffer holds this many
+    /// bytes (so that a large body is not parsed again on every read).
+    Partial(usize),
     /// A 1xx answer of `n` bytes, before the real one.
     Informational(usize),
     Complete {
         answer: Answer,
         used: usize,
-        /// Nothing after this answer is read by the backend.
-        close: bool,
+        after: After,
     },
     TooLarge {
         status: u16,
@@ -489,8 +504,23 @@ enum Parsed {
     Invalid(String),
 }
 
-/// One answer from the start of `buf`, framed as RFC 9112 §6.3 says.
-/// `eof`: the connection has ended, which ends a body without a length.
+/// What becomes of the connection after an answer.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+enum After {
+    KeepOn,
+    /// The backend closes it and reads nothing more (`Connection:
+    /// close`, HTTP/1.0, a body ended by closing): what was sent behind
+    /// this answer can go again.
+    Closes,
+    /// The framing was ambiguous (both Transfer-Encoding and
+    /// Content-Length): the connection is dropped, and what was sent
+    /// behind this answer may have been read, so it is not sent again.
+    Distrusted,
+}
+
+/// One answer from the start of `buf`, framed as RFC 9112 §6.3 says,
+/// with the verdicts hyper's client gives. `eof`: the connection has
+/// ended, which ends a body without a length.
 fn parse(buf: &[u8], head: bool, limit: usize, eof: bool) -> Parsed {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut slots);
@@ -499,7 +529,7 @@ fn parse(buf: &[u8], head: bool, limit: usize, eof: bool) -> Parsed {
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
             return Parsed::Invalid(format!("answer head over {MAX_HEAD} bytes"));
         }
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Ok(httparse::Status::Partial) => return Parsed::Partial(buf.len() + 1),
         Err(e) => return Parsed::Invalid(format!("malformed answer head: {e}")),
     };
     let Some(status) = resp.code else {
@@ -512,77 +542,85 @@ fn parse(buf: &[u8], head: bool, limit: usize, eof: bool) -> Parsed {
         return Parsed::Informational(n);
     }
     let http10 = resp.version == Some(0);
-    let mut close = http10;
+    let mut after = if http10 { After::Closes } else { After::KeepOn };
     let mut chunked = false;
     let mut coded = false;
     let mut length: Option<u64> = None;
-    let mut headers = Vec::with_capacity(resp.headers.len());
+    // Through a HeaderMap, as hyper does: the same checks, and repeated
+    // names grouped the same way, so that the stored answer is the one a
+    // node without pipelining stores.
+    let mut headers = http::HeaderMap::with_capacity(resp.headers.len());
     for h in resp.headers.iter() {
-        let name = h.name.to_ascii_lowercase();
-        match name.as_str() {
-            "connection" => {
-                for token in h.value.split(|&b| b == b',') {
-                    let token = token.trim_ascii();
-                    if token.eq_ignore_ascii_case(b"close") {
-                        close = true;
-                    } else if http10 && token.eq_ignore_ascii_case(b"keep-alive") {
-                        close = false;
-                    }
+        let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(h.name.as_bytes()),
+            http::HeaderValue::from_bytes(h.value),
+        ) else {
+            return Parsed::Invalid(format!("invalid header {:?}", h.name));
+        };
+        if name == http::header::CONNECTION {
+            for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    after = After::Closes;
+                    break;
+                } else if http10 && token.eq_ignore_ascii_case(b"keep-alive") {
+                    after = After::KeepOn;
                 }
             }
-            "transfer-encoding" => {
-                coded = true;
-                // Only the last coding frames the body.
-                chunked = h
-                    .value
-                    .rsplit(|&b| b == b',')
-                    .next()
-                    .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == http::header::TRANSFER_ENCODING {
+            if http10 {
+                return Parsed::Invalid("Transfer-Encoding in an HTTP/1.0 answer".into());
             }
-            "content-length" => {
-                for v in h.value.split(|&b| b == b',') {
-                    let parsed = std::str::from_utf8(v.trim_ascii())
-                        .ok()
-                        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                        .and_then(|s| s.parse::<u64>().ok());
-                    match (parsed, length) {
-                        (None, _) => return Parsed::Invalid("invalid Content-Length".into()),
-                        (Some(a), Some(b)) if a != b => {
-                            return Parsed::Invalid("conflicting Content-Length".into());
-                        }
-                        (Some(a), _) => length = Some(a),
+            coded = true;
+            // Only the last coding frames the body.
+            chunked = h
+                .value
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == http::header::CONTENT_LENGTH {
+            for v in h.value.split(|&b| b == b',') {
+                let parsed = std::str::from_utf8(v.trim_ascii())
+                    .ok()
+                    .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|s| s.parse::<u64>().ok());
+                match (parsed, length) {
+                    (None, _) => return Parsed::Invalid("invalid Content-Length".into()),
+                    (Some(a), Some(b)) if a != b => {
+                        return Parsed::Invalid("conflicting Content-Length".into());
                     }
+                    (Some(a), _) => length = Some(a),
                 }
             }
-            _ => {}
         }
-        headers.push((name, h.value.to_vec()));
+        headers.append(name, value);
     }
     let rest = &buf[n..];
-    let complete = |body: Bytes, used: usize, close: bool| Parsed::Complete {
+    let complete = |body: Bytes, used: usize, after: After| Parsed::Complete {
         answer: Answer {
             status,
             headers: headers.clone(),
             body,
         },
         used: n + used,
-        close,
+        after,
     };
     if head || status == 204 || status == 304 {
-        return complete(Bytes::new(), 0, close);
+        return complete(Bytes::new(), 0, after);
     }
     if coded {
-        // With both, Transfer-Encoding frames the body; the connection
-        // is not trusted after it (RFC 9112 §6.3).
-        let close = close || length.is_some();
+        // With both, Transfer-Encoding frames the body, and the
+        // connection is not used again (RFC 9112 §6.3).
+        if length.is_some() {
+            after = After::Distrusted;
+        }
         if !chunked {
-            return until_closed(rest, limit, eof, status, |body| {
-                complete(body, rest.len(), true)
+            return until_closed(rest, n, limit, eof, status, |body| {
+                complete(body, rest.len(), After::Closes)
             });
         }
         return match dechunk(rest, limit) {
-            Dechunked::Whole(body, used) => complete(body, used, close),
-            Dechunked::Partial => Parsed::Partial,
+            Dechunked::Whole(body, used) => complete(body, used, after),
+            Dechunked::Partial(need) => Parsed::Partial(n + need),
             Dechunked::TooLarge => Parsed::TooLarge { status },
             Dechunked::Invalid(why) => Parsed::Invalid(why),
         };
@@ -593,18 +631,19 @@ fn parse(buf: &[u8], head: bool, limit: usize, eof: bool) -> Parsed {
         }
         let len = len as usize;
         if rest.len() < len {
-            return Parsed::Partial;
+            return Parsed::Partial(n + len);
         }
-        return complete(Bytes::copy_from_slice(&rest[..len]), len, close);
+        return complete(Bytes::copy_from_slice(&rest[..len]), len, after);
     }
-    until_closed(rest, limit, eof, status, |body| {
-        complete(body, rest.len(), true)
+    until_closed(rest, n, limit, eof, status, |body| {
+        complete(body, rest.len(), After::Closes)
     })
 }
 
-/// A body that ends with the connection.
+/// A body that ends with the connection, after a head of `n` bytes.
 fn until_closed(
     rest: &[u8],
+    n: usize,
     limit: usize,
     eof: bool,
     status: u16,
@@ -615,68 +654,86 @@ fn until_closed(
     } else if eof {
         complete(Bytes::copy_from_slice(rest))
     } else {
-        Parsed::Partial
+        Parsed::Partial(n + rest.len() + 1)
     }
 }
 
 enum Dechunked {
     Whole(Bytes, usize),
-    Partial,
+    /// Not before `data` holds this many bytes.
+    Partial(usize),
     TooLarge,
     Invalid(String),
 }
 
 /// A chunked body from the start of `data`: the body and the bytes used
-/// (trailers read and dropped, as hyper does).
+/// (trailers read and dropped, as hyper does). The framing is followed
+/// first and the body copied once it is all there; the framing's own
+/// bytes (sizes, extensions, trailers) may not exceed the body by more
+/// than [`MAX_HEAD`].
 fn dechunk(data: &[u8], limit: usize) -> Dechunked {
-    let mut body = BytesMut::new();
+    let mut pieces: Vec<(usize, usize)> = Vec::new();
+    let mut size_sum = 0usize;
     let mut pos = 0;
+    let over = |pos: usize, size_sum: usize| pos - size_sum > MAX_HEAD + size_sum;
     loop {
         let (used, size) = match httparse::parse_chunk_size(&data[pos..]) {
             Ok(httparse::Status::Complete(found)) => found,
-            Ok(httparse::Status::Partial) if data.len() - pos > MAX_HEAD => {
-                return Dechunked::Invalid("chunk size line too long".into());
+            Ok(httparse::Status::Partial) if over(data.len(), size_sum) => {
+                return Dechunked::Invalid("chunk framing too long".into());
             }
-            Ok(httparse::Status::Partial) => return Dechunked::Partial,
+            Ok(httparse::Status::Partial) => return Dechunked::Partial(data.len() + 1),
             Err(_) => return Dechunked::Invalid("malformed chunk size".into()),
         };
         pos += used;
         if size == 0 {
             // Trailer lines up to an empty one.
             loop {
+                if over(pos, size_sum) {
+                    return Dechunked::Invalid("chunk framing too long".into());
+                }
                 let Some(eol) = data[pos..].iter().position(|&b| b == b'\n') else {
-                    return if data.len() - pos > MAX_HEAD {
-                        Dechunked::Invalid("trailers too long".into())
+                    return if over(data.len(), size_sum) {
+                        Dechunked::Invalid("chunk framing too long".into())
                     } else {
-                        Dechunked::Partial
+                        Dechunked::Partial(data.len() + 1)
                     };
                 };
                 let line = &data[pos..pos + eol];
                 pos += eol + 1;
                 if line.is_empty() || line == b"\r" {
+                    let mut body = BytesMut::with_capacity(size_sum);
+                    for (at, len) in pieces {
+                        body.extend_from_slice(&data[at..at + len]);
+                    }
                     return Dechunked::Whole(body.freeze(), pos);
                 }
             }
         }
-        if (body.len() as u64).saturating_add(size) > limit as u64 {
+        if (size_sum as u64).saturating_add(size) > limit as u64 {
             return Dechunked::TooLarge;
         }
         let size = size as usize;
         if data.len() - pos < size + 2 {
-            return Dechunked::Partial;
+            return Dechunked::Partial(pos + size + 2);
         }
-        body.extend_from_slice(&data[pos..pos + size]);
         if &data[pos + size..pos + size + 2] != b"\r\n" {
             return Dechunked::Invalid("chunk not followed by CRLF".into());
         }
+        pieces.push((pos, size));
+        size_sum += size;
         pos += size + 2;
+        if over(pos, size_sum) {
+            return Dechunked::Invalid("chunk framing too long".into());
+        }
     }
 }
 
-/// `req` as HTTP/1.1 bytes for `authority`, with `Host` and
-/// `Content-Length` set as hyper sets them (the caller has removed both
-/// and every hop-by-hop field).
-pub fn encode_request(req: &http::Request<Bytes>, authority: &str) -> Bytes {
+/// `req` as HTTP/1.1 bytes, with `Host` (`host`: the backend's host and
+/// any port that is not its scheme's default) and `Content-Length` (for
+/// a body that is not empty) as hyper's client sets them. The caller has
+/// removed both from `req`, and every hop-by-hop field.
+pub fn encode_request(req: &http::Request<Bytes>, host: &str) -> Bytes {
     let body = req.body();
     let target = req
         .uri()
@@ -688,7 +745,7 @@ pub fn encode_request(req: &http::Request<Bytes>, authority: &str) -> Bytes {
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-    out.extend_from_slice(authority.as_bytes());
+    out.extend_from_slice(host.as_bytes());
     out.extend_from_slice(b"\r\n");
     for (name, value) in req.headers() {
         out.extend_from_slice(name.as_str().as_bytes());
@@ -696,11 +753,7 @@ pub fn encode_request(req: &http::Request<Bytes>, authority: &str) -> Bytes {
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    let bodiless = matches!(
-        *req.method(),
-        http::Method::GET | http::Method::HEAD | http::Method::DELETE | http::Method::OPTIONS
-    );
-    if !body.is_empty() || !bodiless {
+    if !body.is_empty() {
         out.extend_from_slice(b"content-length: ");
         out.extend_from_slice(body.len().to_string().as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -717,28 +770,35 @@ mod tests {
 
     const LIMIT: usize = 1 << 20;
 
-    fn whole(buf: &[u8], head: bool) -> (Answer, usize, bool) {
+    fn whole(buf: &[u8], head: bool) -> (Answer, usize, After) {
         ended(buf, head, false)
     }
 
     /// The answer at the start of `buf`, which must be whole.
-    fn ended(buf: &[u8], head: bool, eof: bool) -> (Answer, usize, bool) {
+    fn ended(buf: &[u8], head: bool, eof: bool) -> (Answer, usize, After) {
         match parse(buf, head, LIMIT, eof) {
             Parsed::Complete {
                 answer,
                 used,
-                close,
-            } => (answer, used, close),
+                after,
+            } => (answer, used, after),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn partial(p: Parsed) -> bool {
+        matches!(p, Parsed::Partial(_))
     }
 
     #[test]
     fn a_content_length_body_and_what_follows() {
         let two = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nETag: \"x\"\r\n\r\nokHTTP/1.1 204 No Content\r\n\r\n";
-        let (a, used, close) = whole(two, false);
-        assert_eq!((a.status, &a.body[..], close), (201, &b"ok"[..], false));
-        assert_eq!(a.headers[1], ("etag".to_string(), b"\"x\"".to_vec()));
+        let (a, used, after) = whole(two, false);
+        assert_eq!(
+            (a.status, &a.body[..], after),
+            (201, &b"ok"[..], After::KeepOn)
+        );
+        assert_eq!(a.headers["etag"], "\"x\"");
         let (b, used2, _) = whole(&two[used..], false);
         assert_eq!((b.status, b.body.len(), used + used2), (204, 0, two.len()));
     }
@@ -746,17 +806,13 @@ mod tests {
     #[test]
     fn chunked_bodies_with_extensions_and_trailers() {
         let r = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n1\r\nd\r\n0\r\nT: 1\r\n\r\nnext";
-        let (a, used, close) = whole(r, false);
+        let (a, used, after) = whole(r, false);
         assert_eq!(
-            (&a.body[..], used, close),
-            (&b"abcd"[..], r.len() - 4, false)
+            (&a.body[..], used, after),
+            (&b"abcd"[..], r.len() - 4, After::KeepOn)
         );
         for cut in 0..r.len() - 4 {
-            assert_eq!(
-                parse(&r[..cut], false, LIMIT, false),
-                Parsed::Partial,
-                "{cut}"
-            );
+            assert!(partial(parse(&r[..cut], false, LIMIT, false)), "{cut}");
         }
         let bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n";
         assert!(matches!(
@@ -778,16 +834,21 @@ mod tests {
     #[test]
     fn closing_answers() {
         let said = b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 0\r\n\r\n";
-        assert!(whole(said, false).2);
+        assert_eq!(whole(said, false).2, After::Closes);
         let old = b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n";
-        assert!(whole(old, false).2);
+        assert_eq!(whole(old, false).2, After::Closes);
         let kept = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n";
-        assert!(!whole(kept, false).2);
+        assert_eq!(whole(kept, false).2, After::KeepOn);
         // No length: the body ends with the connection.
         let open = b"HTTP/1.1 200 OK\r\n\r\nall of it";
-        assert_eq!(parse(open, false, LIMIT, false), Parsed::Partial);
-        let (a, _, close) = ended(open, false, true);
-        assert_eq!((&a.body[..], close), (&b"all of it"[..], true));
+        assert!(partial(parse(open, false, LIMIT, false)));
+        let (a, _, after) = ended(open, false, true);
+        assert_eq!((&a.body[..], after), (&b"all of it"[..], After::Closes));
+        // Both framings: the body as chunked says, and the connection is
+        // not trusted with what was sent behind it.
+        let both = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n";
+        let (a, _, after) = whole(both, false);
+        assert_eq!((&a.body[..], after), (&b"x"[..], After::Distrusted));
     }
 
     #[test]
@@ -797,6 +858,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
             b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
             b"HTTP/1.1 2x0 OK\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         ];
         for case in cases {
             assert!(matches!(
@@ -811,6 +873,22 @@ mod tests {
         );
         let same = b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok";
         assert_eq!(whole(same, false).0.body, Bytes::from_static(b"ok"));
+        // Framing that outgrows its body: extensions, or trailers
+        // without end, are refused before they fill memory.
+        let mut ext = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..10 {
+            ext.extend_from_slice(format!("1;{}\r\nx\r\n", "e".repeat(60 << 10)).as_bytes());
+        }
+        assert!(matches!(
+            parse(&ext, false, LIMIT, false),
+            Parsed::Invalid(_)
+        ));
+        let mut trailers = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n".to_vec();
+        trailers.extend(b"a: b\r\n".repeat(100_000));
+        assert!(matches!(
+            parse(&trailers, false, LIMIT, false),
+            Parsed::Invalid(_)
+        ));
     }
 
     #[test]
@@ -825,20 +903,23 @@ mod tests {
             &encode_request(&req, "b:8")[..],
             b"PUT /kv/a?x=1 HTTP/1.1\r\nhost: b:8\r\ncontent-type: text/plain\r\ncontent-length: 1\r\n\r\nv"
         );
-        let del = http::Request::builder()
-            .method("DELETE")
+        // An empty body: no Content-Length, whatever the method.
+        let empty = http::Request::builder()
+            .method("PUT")
             .uri("http://b:8/kv/a")
             .body(Bytes::new())
             .expect("request");
         assert_eq!(
-            &encode_request(&del, "b:8")[..],
-            b"DELETE /kv/a HTTP/1.1\r\nhost: b:8\r\n\r\n"
+            &encode_request(&empty, "b:8")[..],
+            b"PUT /kv/a HTTP/1.1\r\nhost: b:8\r\n\r\n"
         );
     }
 
     proptest! {
         /// However the answers arrive, cut anywhere, each is found whole
-        /// and only once all of its bytes are there.
+        /// and only once all of its bytes are there; and the bytes an
+        /// incomplete answer says it needs never reach past its end (the
+        /// reader waits for them before parsing again).
         #[test]
         fn answers_are_found_whole_wherever_the_bytes_are_cut(
             bodies in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 1..5),
@@ -867,15 +948,17 @@ mod tests {
             for (body, end) in bodies.iter().zip(&ends) {
                 let seen = &wire[at..cut.max(at)];
                 match parse(seen, false, LIMIT, false) {
-                    Parsed::Complete { answer, used, close } => {
+                    Parsed::Complete { answer, used, after } => {
                         prop_assert!(cut >= *end);
                         prop_assert_eq!(&answer.body[..], &body[..]);
                         prop_assert_eq!(at + used, *end);
-                        prop_assert!(!close);
+                        prop_assert_eq!(after, After::KeepOn);
                         at = *end;
                     }
-                    Parsed::Partial => {
+                    Parsed::Partial(need) => {
                         prop_assert!(cut < *end);
+                        prop_assert!(need > seen.len());
+                        prop_assert!(at + need <= *end, "needs {} past the end", at + need - *end);
                         break;
                     }
                     other => prop_assert!(false, "{:?}", other),
