@@ -130,13 +130,15 @@ impl Table {
     /// (fjall's default is 64 MiB). Sealed memtables stay in memory until
     /// flushed, and fjall halts writes only once four wait, so a table
     /// holds at most five; usually the flush keeps up and one or two
-    /// live. fjall's default let a node under load reach 190 MiB. Set
+    /// live. fjall's default let a node under load reach 190 MiB, and
+    /// 8 MiB (4 for the node table) 110 MiB at 12,000 writes a second
+    /// on two cores, where the flushes fell behind (scripts/bench). Set
     /// when the table is created (fjall keeps the setting of an existing
     /// one).
     fn memtable_bytes(self) -> u64 {
         match self {
-            Table::Acceptor | Table::Log => 8 << 20,
-            Table::Node => 4 << 20,
+            Table::Acceptor | Table::Log => 4 << 20,
+            Table::Node => 2 << 20,
         }
     }
 }
