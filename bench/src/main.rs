@@ -111,6 +111,7 @@ fn run(args: &Args, ordo: &Path, work: &Path) -> Result<()> {
         secs: args.secs,
         conns: args.conns.clone(),
         sequential: args.sequential,
+        pipeline: args.pipeline,
         ..report::Measured::default()
     };
     write_scripts(work)?;

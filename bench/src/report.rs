@@ -11,6 +11,8 @@ pub struct Measured {
     pub secs: u32,
     pub conns: Vec<u32>,
     pub sequential: bool,
+    /// The nodes' `backend_pipeline`.
+    pub pipeline: usize,
     /// (system, connections) → run.
     pub puts: BTreeMap<(String, u32), Run>,
     pub gets: BTreeMap<(String, u32), Run>,
@@ -66,9 +68,17 @@ fn lat(r: &Run) -> String {
 pub fn render(m: &Measured) -> String {
     let mut t = String::new();
     let apply = if m.sequential {
-        "applied strictly in slot order (no `resource_key`)"
+        "applied strictly in slot order (no `resource_key`)".to_string()
     } else {
-        "`resource_key = \"path\"`: updates to different keys applied side by side"
+        "`resource_key = \"path\"`: updates to different keys applied side by side".to_string()
+    };
+    let apply = if m.pipeline > 1 {
+        format!(
+            "{apply}; `backend_pipeline = {}`: up to {} on one connection to the backend",
+            m.pipeline, m.pipeline
+        )
+    } else {
+        apply
     };
     let _ = writeln!(t, "### Writes: 256-byte PUT ({apply})\n");
     let _ = writeln!(
