@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
@@ -216,8 +217,15 @@ async fn incoming(
 
     let why = loop {
         let next = tokio::select! {
-            f = frame::read_frame(&mut stream, shared.max_frame) => f,
-            _ = &mut replaced => break "a newer connection from the same peer replaced it".to_string(),
+            f = frame::read_frame(&mut stream, shared.max_frame) => Some(f),
+            _ = &mut replaced => None,
+        };
+        let Some(next) = next else {
+            let read = drain(shared, peer, &mut stream).await;
+            break format!(
+                "closed by this node (a TLS reload, or a newer connection from the peer); \
+                 {read} frames read after"
+            );
         };
         match next {
             Ok(Some(Frame::Msg { group, role, msg })) => {
@@ -249,6 +257,35 @@ async fn incoming(
     {
         inbound[peer.0 as usize] = None;
     }
+}
+
+/// How long a connection this node closes is read for what the peer
+/// wrote before it knew.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// Close a connection without losing what is in flight on it: say so
+/// (the peer's writer sees the end, stops, and connects again; what it
+/// had not written stays queued for the new connection), and read and
+/// deliver what it wrote before, up to its end or [`DRAIN`]. Dropped at
+/// once, the frames in this side's buffers were lost: a client update
+/// forwarded to the leader just then was never answered (a certificate
+/// rotation under load, in `tests/tls.rs`).
+async fn drain<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared,
+    peer: NodeId,
+    stream: &mut S,
+) -> u64 {
+    let deadline = tokio::time::Instant::now() + DRAIN;
+    let _ = tokio::time::timeout_at(deadline, stream.shutdown()).await;
+    let mut read = 0;
+    while let Ok(Ok(Some(Frame::Msg { group, role, msg }))) =
+        tokio::time::timeout_at(deadline, frame::read_frame(stream, shared.max_frame)).await
+    {
+        bump(&shared.counters.frames_received);
+        shared.deliver(peer, &group, role, msg);
+        read += 1;
+    }
+    read
 }
 
 /// TLS handshake, the peer's name from its certificate, its Hello, and
