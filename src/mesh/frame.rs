@@ -100,6 +100,61 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     decode(&payload).map(Some)
 }
 
+/// Reads frames from one stream, and may be cancelled between any two
+/// of its awaits without losing a byte: what a cancelled read took from
+/// the stream waits in its buffer for the next. [`read_frame`] loses a
+/// frame cut by a cancel, and the rest of the stream with it (a
+/// connection's reader selects between the next frame and being closed,
+/// and then reads on to drain it).
+pub struct FrameReader {
+    buf: bytes::BytesMut,
+    max: usize,
+}
+
+impl FrameReader {
+    pub fn new(max: usize) -> FrameReader {
+        FrameReader {
+            buf: bytes::BytesMut::new(),
+            max,
+        }
+    }
+
+    /// The next frame, as [`read_frame`] reads it: `Ok(None)` when the
+    /// peer closed the connection between frames, and a length above the
+    /// limit refused before its payload is read.
+    pub async fn next<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut R,
+    ) -> Result<Option<Frame>, FrameError> {
+        loop {
+            if let Some(prefix) = self.buf.first_chunk::<4>() {
+                let len = u32::from_be_bytes(*prefix) as usize;
+                if len > self.max {
+                    return Err(FrameError::TooLarge { len, max: self.max });
+                }
+                if self.buf.len() >= 4 + len {
+                    let whole = self.buf.split_to(4 + len);
+                    if self.buf.is_empty() && self.buf.capacity() > 1 << 20 {
+                        // Let a large frame's memory go.
+                        self.buf = bytes::BytesMut::new();
+                    }
+                    return decode(&whole[4..]).map(Some);
+                }
+                // Grow with what arrives, as read_frame does.
+                self.buf.reserve((4 + len - self.buf.len()).min(64 << 10));
+            } else {
+                self.buf.reserve(16 << 10);
+            }
+            if r.read_buf(&mut self.buf).await? == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+}
+
 /// Write one encoded frame (from [`encode`]) and flush it.
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
     w.write_all(bytes).await?;
@@ -124,6 +179,42 @@ mod tests {
                 takeover: false,
             },
         }
+    }
+
+    /// A read cancelled halfway through a frame loses nothing: the next
+    /// read returns that frame whole, then the next one.
+    #[tokio::test]
+    async fn a_frame_reader_read_cancelled_mid_frame_loses_nothing() {
+        let mut wire = encode(&msg(), MAX_FRAME_BYTES).unwrap();
+        wire.extend(encode(&msg(), MAX_FRAME_BYTES).unwrap());
+        let (mut tx, mut rx) = tokio::io::duplex(1 << 16);
+        let mut reader = FrameReader::new(MAX_FRAME_BYTES);
+        for cut in [2, 7, wire.len() / 2 + 3] {
+            tx.write_all(&wire[..cut]).await.unwrap();
+            let cancelled =
+                tokio::time::timeout(std::time::Duration::from_millis(20), reader.next(&mut rx))
+                    .await;
+            if cut < wire.len() / 2 {
+                assert!(cancelled.is_err(), "a frame from {cut} bytes");
+            }
+            tx.write_all(&wire[cut..]).await.unwrap();
+            let mut got = Vec::new();
+            if let Ok(first) = cancelled {
+                got.push(first.unwrap());
+            }
+            while got.len() < 2 {
+                got.push(reader.next(&mut rx).await.unwrap());
+            }
+            assert_eq!(got, [Some(msg()), Some(msg())], "cut at {cut}");
+        }
+        drop(tx);
+        assert_eq!(reader.next(&mut rx).await.unwrap(), None);
+        // The limit holds before the payload is read.
+        let mut huge = &u32::MAX.to_be_bytes()[..];
+        assert!(matches!(
+            FrameReader::new(64).next(&mut huge).await,
+            Err(FrameError::TooLarge { .. })
+        ));
     }
 
     #[tokio::test]

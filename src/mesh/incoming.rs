@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
@@ -215,17 +215,16 @@ async fn incoming(
         inbound[peer.0 as usize] = Some((conn, replaced_tx));
     }
 
+    // Cancelled by `replaced` mid-frame, the reader keeps what it read,
+    // and the drain below goes on from there.
+    let mut frames = frame::FrameReader::new(shared.max_frame);
     let why = loop {
         let next = tokio::select! {
-            f = frame::read_frame(&mut stream, shared.max_frame) => Some(f),
+            f = frames.next(&mut stream) => Some(f),
             _ = &mut replaced => None,
         };
         let Some(next) = next else {
-            let read = drain(shared, peer, &mut stream).await;
-            break format!(
-                "closed by this node (a TLS reload, or a newer connection from the peer); \
-                 {read} frames read after"
-            );
+            break drain(shared, peer, generation, &mut stream, &mut frames).await;
         };
         match next {
             Ok(Some(Frame::Msg { group, role, msg })) => {
@@ -270,22 +269,37 @@ const DRAIN: Duration = Duration::from_secs(2);
 /// once, the frames in this side's buffers were lost: a client update
 /// forwarded to the leader just then was never answered (a certificate
 /// rotation under load, in `tests/tls.rs`).
-async fn drain<S: AsyncRead + AsyncWrite + Unpin>(
+///
+/// After a reload (the generation moved past the one the connection was
+/// made under), only a peer the new settings still trust is read on; one
+/// they do not is dropped at once, as before. Answers why it closed.
+async fn drain(
     shared: &Shared,
     peer: NodeId,
-    stream: &mut S,
-) -> u64 {
+    generation: u64,
+    stream: &mut tokio_rustls::server::TlsStream<TcpStream>,
+    frames: &mut frame::FrameReader,
+) -> String {
+    if *shared.tls_generation.borrow() != generation {
+        let chain = stream.get_ref().1.peer_certificates().unwrap_or(&[]);
+        if shared.peer_tls().trust.identify(chain) != Ok(peer.0 as usize) {
+            return "closed by a TLS reload: the new settings do not trust the peer".into();
+        }
+    }
     let deadline = tokio::time::Instant::now() + DRAIN;
     let _ = tokio::time::timeout_at(deadline, stream.shutdown()).await;
     let mut read = 0;
     while let Ok(Ok(Some(Frame::Msg { group, role, msg }))) =
-        tokio::time::timeout_at(deadline, frame::read_frame(stream, shared.max_frame)).await
+        tokio::time::timeout_at(deadline, frames.next(stream)).await
     {
         bump(&shared.counters.frames_received);
         shared.deliver(peer, &group, role, msg);
         read += 1;
     }
-    read
+    format!(
+        "closed by this node (a TLS reload, or a newer connection from the peer); \
+         {read} frames read after"
+    )
 }
 
 /// TLS handshake, the peer's name from its certificate, its Hello, and
