@@ -67,9 +67,11 @@ pub fn decode(payload: &[u8]) -> Result<Frame, FrameError> {
     Ok(frame)
 }
 
-/// Read one frame. `Ok(None)`: the peer closed the connection cleanly
-/// between frames. A length above `max` is an error before any of the
-/// payload is read or allocated.
+/// Read one frame, and not a byte past it: for the Hello exchange, after
+/// which a [`FrameReader`] takes the connection over. `Ok(None)`: the
+/// peer closed the connection cleanly between frames. A length above
+/// `max` is an error before any of the payload is read or allocated.
+/// Not safe to cancel (a cancelled read loses what it took).
 pub async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     max: usize,
