@@ -22,9 +22,10 @@
 //!   any lost answer, and the applier retries them under the same
 //!   `Idempotency-Key`, which makes the repeat harmless.
 //!
-//! Every wait is bounded: connecting by `connect_timeout`, each read or
-//! write by `request_timeout`, the requests queued on a lane by
-//! [`Limits::queue`], and a body by `max_response_bytes`.
+//! Every wait is bounded: connecting by `connect_timeout`, each write and
+//! each whole answer by `request_timeout`, the requests queued on a lane
+//! by [`Limits::queue`], a head by 400 KiB, and a body by
+//! `max_response_bytes`.
 
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -57,7 +58,7 @@ pub struct Limits {
     /// (and is retried by the applier).
     pub queue: usize,
     pub connect: Duration,
-    /// The longest wait for any one read or write.
+    /// The longest wait for one write, or for one whole answer.
     pub request: Duration,
     /// An unused connection is closed after this.
     pub idle: Duration,
