@@ -430,6 +430,14 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// `value` is a count from 1 to `max`, or the error for `key`.
+fn one_to(max: usize, value: usize, key: impl FnOnce() -> String) -> Result<(), ConfigError> {
+    if (1..=max).contains(&value) {
+        return Ok(());
+    }
+    Err(err(key(), format!("{value} is not between 1 and {max}")))
+}
+
 fn err(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError {
         key: key.into(),
@@ -681,24 +689,12 @@ impl Config {
                     "0 would make every path one resource: leave resource_key out instead",
                 ));
             }
-            if !(1..=APPLY_CONCURRENCY_MAX).contains(&s.apply_concurrency) {
-                return Err(err(
-                    key("apply_concurrency"),
-                    format!(
-                        "{} is not between 1 and {APPLY_CONCURRENCY_MAX}",
-                        s.apply_concurrency
-                    ),
-                ));
-            }
-            if !(1..=BACKEND_PIPELINE_MAX).contains(&s.backend_pipeline) {
-                return Err(err(
-                    key("backend_pipeline"),
-                    format!(
-                        "{} is not between 1 and {BACKEND_PIPELINE_MAX}",
-                        s.backend_pipeline
-                    ),
-                ));
-            }
+            one_to(APPLY_CONCURRENCY_MAX, s.apply_concurrency, || {
+                key("apply_concurrency")
+            })?;
+            one_to(BACKEND_PIPELINE_MAX, s.backend_pipeline, || {
+                key("backend_pipeline")
+            })?;
             for (j, h) in s.digest_headers.iter().enumerate() {
                 if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
                     return Err(err(
