@@ -217,7 +217,8 @@ impl HttpBackend {
         http.set_nodelay(true);
         // The TLS layer above takes https; the base URL's scheme decides.
         http.enforce_http(false);
-        let origin = crate::adapter::split_root(&base).0.to_string();
+        let (origin, base_path) = crate::adapter::split_root(&base);
+        let (origin, base_path) = (origin.to_string(), base_path.to_string());
         let pipeline = (cfg.pipeline_depth > 1)
             .then(|| lanes(&origin, https.then(|| tls.clone()), &cfg))
             .transpose()
@@ -234,7 +235,7 @@ impl HttpBackend {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             origin,
             pipeline,
-            base_path: crate::adapter::split_root(&base).1.to_string(),
+            base_path,
             base,
             key_prefix: format!("{cluster}/{service}/"),
             cfg,
