@@ -187,7 +187,7 @@ async fn write_queue<S: AsyncRead + AsyncWrite>(
 ) -> String {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut probe = [0u8; 64];
-    let mut gathered = Vec::with_capacity(WRITE_BATCH_BYTES);
+    let mut gathered = Vec::new();
     loop {
         tokio::select! {
             _ = reloaded.changed() => {
@@ -222,6 +222,11 @@ async fn write_queue<S: AsyncRead + AsyncWrite>(
                 match tokio::time::timeout(timing.write, batch).await {
                     Ok(Ok(n)) => {
                         shared.counters.frames_sent.fetch_add(n, Ordering::Relaxed);
+                        // A batch that ended in a large frame does not
+                        // keep its memory for the connection's life.
+                        if gathered.capacity() > 2 * WRITE_BATCH_BYTES {
+                            gathered = Vec::new();
+                        }
                     }
                     Ok(Err(e)) => return format!("write failed: {e}"),
                     Err(_) => return format!("write timed out after {:?}", timing.write),
