@@ -43,6 +43,10 @@ struct Args {
     /// backend at once (1: none pipelined).
     #[arg(long, default_value_t = 16)]
     pipeline: usize,
+    /// `answer` of the nodes: `agreed` (the default: a client's answer
+    /// waits for a majority of backends to agree) or `local`.
+    #[arg(long, default_value = "agreed", value_parser = ["agreed", "local"])]
+    answer: String,
     /// Where the table goes (nothing is written with `--no-write`).
     #[arg(long, default_value = "docs/performance.md")]
     out: PathBuf,
@@ -112,6 +116,7 @@ fn run(args: &Args, ordo: &Path, work: &Path) -> Result<()> {
         conns: args.conns.clone(),
         sequential: args.sequential,
         pipeline: args.pipeline,
+        answer: args.answer.clone(),
         ..report::Measured::default()
     };
     write_scripts(work)?;
@@ -140,7 +145,7 @@ fn run(args: &Args, ordo: &Path, work: &Path) -> Result<()> {
     }
     let mut pids = [0u32; 3];
     for (i, pid) in pids.iter_mut().enumerate() {
-        let config = node_config(i, args.sequential, args.pipeline);
+        let config = node_config(i, args);
         std::fs::write(work.join(format!("n{i}.toml")), config)?;
         *pid = start_node(&mut procs, ordo, i, true)?;
     }
@@ -390,7 +395,7 @@ fn etcd_url(i: usize) -> String {
     format!("http://127.0.0.1:{}", port(40 + i as u16))
 }
 
-fn node_config(i: usize, sequential: bool, pipeline: usize) -> String {
+fn node_config(i: usize, args: &Args) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
@@ -406,10 +411,11 @@ fn node_config(i: usize, sequential: bool, pipeline: usize) -> String {
     }
     let _ = writeln!(t, "[[services]]\nname = \"kv\"\nprefix = \"/kv/\"");
     let _ = writeln!(t, "backend = \"http://127.0.0.1:{}\"", port(20 + i as u16));
-    if !sequential {
+    if !args.sequential {
         let _ = writeln!(t, "resource_key = \"path\"");
     }
-    let _ = writeln!(t, "backend_pipeline = {pipeline}");
+    let _ = writeln!(t, "backend_pipeline = {}", args.pipeline);
+    let _ = writeln!(t, "answer = \"{}\"", args.answer);
     t
 }
 

@@ -13,6 +13,8 @@ pub struct Measured {
     pub sequential: bool,
     /// The nodes' `backend_pipeline`.
     pub pipeline: usize,
+    /// The nodes' `answer`.
+    pub answer: String,
     /// (system, connections) → run.
     pub puts: BTreeMap<(String, u32), Run>,
     pub gets: BTreeMap<(String, u32), Run>,
@@ -77,6 +79,11 @@ pub fn render(m: &Measured) -> String {
             "{apply}; `backend_pipeline = {}`: up to {} on one connection to the backend",
             m.pipeline, m.pipeline
         )
+    } else {
+        apply
+    };
+    let apply = if m.answer == "local" {
+        format!("{apply}; `answer = \"local\"`: answered once the node's own backend answered")
     } else {
         apply
     };
