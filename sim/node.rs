@@ -155,6 +155,7 @@ pub(super) fn group_config(sc: &Scenario) -> GroupConfig {
                 prepare_before_sync: b.prepare_before_sync,
                 lease_unconfirmed: b.lease_without_quorum,
                 lease_beyond_knowledge: b.lease_beyond_knowledge,
+                read_index_chosen_only: b.read_index_chosen_only,
             },
             acceptor: AcceptorBugs {
                 forget_promise: b.forget_promise,

@@ -75,11 +75,13 @@ const SEND_KINDS: &[&str] = &[
 /// Message kinds the network can be told to drop (`drop KIND`).
 const DROP_KINDS: &[&str] = &[
     "accepted",
+    "chosen",
     "confirmed",
     "decided",
     "heartbeat",
     "progress",
     "promise",
+    "voted",
 ];
 
 /// The most a node's clock may drift in the sim, in parts per million.
@@ -153,6 +155,7 @@ pub struct Bugs {
     pub digest_names_node: bool,
     pub reconfig_at_once: bool,
     pub ignore_resource_order: bool,
+    pub read_index_chosen_only: bool,
 }
 
 type BugSwitch = fn(&mut Bugs) -> &mut bool;
@@ -178,6 +181,7 @@ const BUGS: &[(&str, BugSwitch)] = &[
     ("digest-names-node", |b| &mut b.digest_names_node),
     ("reconfig-at-once", |b| &mut b.reconfig_at_once),
     ("ignore-resource-order", |b| &mut b.ignore_resource_order),
+    ("read-index-chosen-only", |b| &mut b.read_index_chosen_only),
 ];
 
 impl Bugs {

@@ -224,7 +224,7 @@ struct SimArgs {
     /// read-index-without-round, round-not-persisted, promise-before-sync,
     /// prepare-before-sync, lease-without-quorum, lease-beyond-knowledge,
     /// vote-after-amnesia, ignore-digests, digest-names-node,
-    /// reconfig-at-once or ignore-resource-order.
+    /// reconfig-at-once, ignore-resource-order or read-index-chosen-only.
     #[arg(long)]
     bug: Option<String>,
 }

@@ -46,6 +46,10 @@ fn kinds(out: &[Output]) -> Vec<String> {
         .collect()
 }
 
+/// What an acceptor sends for one vote: the value to its own learner,
+/// the vote to the two other learners, and the vote to the proposer.
+const VOTE: &[&str] = &["vote", "voted", "voted", "accepted"];
+
 fn accept(slot: u64) -> Input {
     Input::Message {
         from: N1,
@@ -70,7 +74,8 @@ fn replies_wait_for_the_sync_that_covers_them_and_a_burst_shares_one() {
         kinds(&step(&mut g, &mut disk, accept(2))),
         Vec::<String>::new()
     );
-    assert_eq!(g.acceptor.held(), 2);
+    // Each vote is four replies (`VOTE`), all held.
+    assert_eq!(g.acceptor.held(), 2 * VOTE.len());
     // The flush starts one sync for both.
     let out = g.flush(Role::Acceptor, &disk);
     let [Output::Sync { mark }] = out[..] else {
@@ -84,10 +89,13 @@ fn replies_wait_for_the_sync_that_covers_them_and_a_burst_shares_one() {
     // The sync returns: it covered the writes made before it started.
     disk.sync_to(mark);
     let out = g.synced(Role::Acceptor, &disk);
-    assert_eq!(kinds(&out), ["accepted", "accepted", "FLUSH"]);
+    assert_eq!(kinds(&out), [VOTE, VOTE, &["FLUSH"]].concat());
     for o in &out {
         if let Output::Send {
-            msg: Message::Accepted { slot, .. },
+            msg:
+                Message::Accepted { slot, .. }
+                | Message::Voted { slot, .. }
+                | Message::Vote { slot, .. },
             ..
         } = o
         {
@@ -97,11 +105,11 @@ fn replies_wait_for_the_sync_that_covers_them_and_a_burst_shares_one() {
     // Another role's sync (one store per group) covers vote 3: the flush
     // releases it without syncing again.
     disk.sync();
-    assert_eq!(kinds(&g.flush(Role::Acceptor, &disk)), ["accepted"]);
+    assert_eq!(kinds(&g.flush(Role::Acceptor, &disk)), VOTE);
     assert_eq!(g.acceptor.held(), 0);
     // With nothing held and everything durable, a reply needing nothing
     // new leaves at once (a repeat of vote 1 writes nothing).
-    assert_eq!(kinds(&step(&mut g, &mut disk, accept(1))), ["accepted"]);
+    assert_eq!(kinds(&step(&mut g, &mut disk, accept(1))), VOTE);
 }
 
 #[test]
@@ -281,7 +289,7 @@ fn messages_with_absurd_values_are_dropped_before_any_role_sees_them() {
         ["FLUSH"]
     );
     disk.sync();
-    assert_eq!(kinds(&g.flush(Role::Acceptor, &disk)), ["accepted"]);
+    assert_eq!(kinds(&g.flush(Role::Acceptor, &disk)), VOTE);
     // Real values are not absurd.
     let real = Message::Prepare {
         ballot: Ballot {

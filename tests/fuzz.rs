@@ -208,6 +208,13 @@ fn messages(rng: &mut Rng) -> Vec<Message> {
             value: value.clone(),
         },
         Message::Accepted { ballot, slot },
+        Message::Voted { ballot, slot },
+        Message::Vote {
+            ballot,
+            slot,
+            value: value.clone(),
+        },
+        Message::Chosen { ballot, slot },
         Message::Heartbeat {
             ballot,
             commit: slot,

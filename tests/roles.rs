@@ -132,6 +132,7 @@ fn acceptor_with_budget(h: &mut Harness, promise_bytes_max: usize) -> Acceptor {
     let cfg = AcceptorConfig {
         leader_lease: Duration::from_secs(1),
         promise_bytes_max,
+        learners: vec![N0, N2],
     };
     h.call(|ctx| Acceptor::recover(N1, ctx, cfg, AcceptorBugs::default()))
         .0
@@ -212,16 +213,35 @@ fn acceptor_reports_accepted_values_in_its_promise_and_survives_a_crash() {
         value: v.clone(),
     };
     let (_, out) = h.call(|ctx| a.on_message(ctx, N0, accept));
+    // The vote, once on disk: the value to its own learner, the vote to
+    // the other learners and to the proposer.
+    let voted = Message::Voted {
+        ballot: b(1, N0),
+        slot: 3,
+    };
     assert_eq!(
         out,
-        vec![durable(
-            N0,
-            Role::Proposer,
-            Message::Accepted {
-                ballot: b(1, N0),
-                slot: 3
-            }
-        )]
+        vec![
+            durable(
+                N1,
+                Role::Learner,
+                Message::Vote {
+                    ballot: b(1, N0),
+                    slot: 3,
+                    value: v.clone()
+                }
+            ),
+            durable(N0, Role::Learner, voted.clone()),
+            durable(N2, Role::Learner, voted),
+            durable(
+                N0,
+                Role::Proposer,
+                Message::Accepted {
+                    ballot: b(1, N0),
+                    slot: 3
+                }
+            )
+        ]
     );
     h.disk.sync();
     h.disk.crash(&mut Rng::new(3));
@@ -464,12 +484,16 @@ fn a_value_is_decided_by_a_majority_of_accepted_votes_only() {
     let (_, out) = h.call(|ctx| p.on_message(ctx, N1, accepted.clone()));
     assert!(out.is_empty(), "a duplicate vote is not a second vote");
     let (_, out) = h.call(|ctx| p.on_message(ctx, N2, accepted));
-    let decided = Message::Decided { slot: 2, value };
+    // The nodes that voted have the value: they hear only that it is
+    // chosen. N0's own vote never came: it gets the value.
+    let chosen = Message::Chosen { ballot, slot: 2 };
     assert_eq!(
         sends(&out),
-        [N0, N1, N2]
-            .map(|n| (n, Role::Learner, decided.clone()))
-            .to_vec()
+        vec![
+            (N0, Role::Learner, Message::Decided { slot: 2, value }),
+            (N1, Role::Learner, chosen.clone()),
+            (N2, Role::Learner, chosen),
+        ]
     );
 }
 
@@ -583,6 +607,147 @@ fn learner_commits_contiguously_and_fetches_a_gap() {
         .collect();
     assert_eq!(told, vec![Role::Acceptor, Role::Proposer, Role::Applier]);
     assert_eq!(state::last_chosen_slot(&h.disk), 2);
+}
+
+fn learner_n1_of(voters: u16) -> (Harness, Learner) {
+    let mut h = Harness::new();
+    let (l, _) = h.call(|ctx| {
+        Learner::recover(
+            N1,
+            &Membership::all_voting(voters),
+            LearnerConfig::default(),
+            ctx,
+        )
+    });
+    (h, l)
+}
+
+fn own_vote(ballot: Ballot, slot: u64, value: Value) -> Message {
+    Message::Vote {
+        ballot,
+        slot,
+        value,
+    }
+}
+
+/// A follower learns a slot from the votes, a hop before the leader's
+/// word: its own vote (with the value) and another voter's make a
+/// majority of three. One vote is not enough, nor a peer's vote alone.
+#[test]
+fn learner_learns_a_slot_from_a_majority_of_votes_with_its_own_value() {
+    let (mut h, mut l) = learner_n1_of(3);
+    let v = Value::Batch(vec![update(N0, 1)]);
+    let ballot = b(1, N0);
+    // The other follower's vote first: no value here yet.
+    h.call(|ctx| l.on_message(ctx, N2, Message::Voted { ballot, slot: 1 }));
+    assert_eq!(l.commit(), 0);
+    h.call(|ctx| l.on_message(ctx, N1, own_vote(ballot, 1, v.clone())));
+    assert_eq!(l.commit(), 1, "own vote and N2's: a majority");
+    assert_eq!(state::load_chosen(&h.disk, 1), Some(v.clone()));
+
+    // Slot 2: only its own vote.
+    h.call(|ctx| l.on_message(ctx, N1, own_vote(ballot, 2, v.clone())));
+    assert_eq!(l.commit(), 1, "one vote of three");
+    // A vote at another ballot does not add up with it.
+    let other = b(2, N2);
+    h.call(|ctx| {
+        l.on_message(
+            ctx,
+            N2,
+            Message::Voted {
+                ballot: other,
+                slot: 2,
+            },
+        )
+    });
+    h.call(|ctx| {
+        l.on_message(
+            ctx,
+            N0,
+            Message::Voted {
+                ballot: other,
+                slot: 2,
+            },
+        )
+    });
+    assert_eq!(
+        l.commit(),
+        1,
+        "a majority at ballot {other}, but the value held is of {ballot}"
+    );
+}
+
+/// The leader's word without the value: taken from the node's own vote
+/// when it holds it; otherwise the slot is fetched.
+#[test]
+fn learner_takes_a_chosen_slot_from_its_own_vote_or_fetches_it() {
+    let (mut h, mut l) = learner_n1_of(3);
+    let v = Value::Batch(vec![update(N0, 1)]);
+    let ballot = b(1, N0);
+    h.call(|ctx| l.on_message(ctx, N1, own_vote(ballot, 1, v.clone())));
+    h.call(|ctx| l.on_message(ctx, N0, Message::Chosen { ballot, slot: 1 }));
+    assert_eq!(l.commit(), 1);
+    assert_eq!(state::load_chosen(&h.disk, 1), Some(v));
+    // A claim must come from the ballot's own proposer.
+    h.call(|ctx| l.on_message(ctx, N1, own_vote(ballot, 2, Value::Noop)));
+    h.call(|ctx| l.on_message(ctx, N2, Message::Chosen { ballot, slot: 2 }));
+    assert_eq!(l.commit(), 1, "N2 does not speak for N0's ballot");
+    // Slot 3: no vote of its own, so nothing to take: fetched.
+    let (_, out) = h.call(|ctx| l.on_message(ctx, N0, Message::Chosen { ballot, slot: 3 }));
+    assert_eq!(l.commit(), 1);
+    assert_eq!(l.known_commit(), 3);
+    assert!(
+        out.iter().any(|c| matches!(
+            c,
+            Command::SetTimer {
+                timer: Timer::Fetch,
+                ..
+            }
+        )),
+        "{out:?}"
+    );
+}
+
+/// A learner leaves the slots its own node proposed to its proposer,
+/// which tells it with the nodes that need the value: a leader's learner
+/// that went ahead on the votes would leave them waiting.
+#[test]
+fn learner_does_not_count_votes_for_its_own_nodes_ballot() {
+    let (mut h, mut l) = learner_n1_of(3);
+    let mine = b(1, N1);
+    h.call(|ctx| l.on_message(ctx, N1, own_vote(mine, 1, Value::Noop)));
+    h.call(|ctx| {
+        l.on_message(
+            ctx,
+            N0,
+            Message::Voted {
+                ballot: mine,
+                slot: 1,
+            },
+        )
+    });
+    h.call(|ctx| {
+        l.on_message(
+            ctx,
+            N2,
+            Message::Voted {
+                ballot: mine,
+                slot: 1,
+            },
+        )
+    });
+    assert_eq!(l.commit(), 0);
+    h.call(|ctx| {
+        l.on_message(
+            ctx,
+            N1,
+            Message::Chosen {
+                ballot: mine,
+                slot: 1,
+            },
+        )
+    });
+    assert_eq!(l.commit(), 1, "its proposer's word");
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //! once a quorum of acceptors has sent `Accepted` for its (slot, ballot)
 //! (a vote counts when it leaves, after the sync that made it durable),
 //! whatever the proposers claim. Every `Decided` must carry that value,
-//! and no two values may ever be chosen for one slot.
+//! every `Chosen` name a ballot that proposed it, and no two values may
+//! ever be chosen for one slot. (`Voted` is the same vote, sent to the
+//! learners.)
 //!
 //! It also keeps when each slot became chosen, so that other checks can
 //! ask what was chosen by a given moment (`prefix_at`).
@@ -114,8 +116,11 @@ impl Chosen {
                 slot,
                 value,
             } => self.proposed(*slot, *ballot, value),
-            Message::Accepted { ballot, slot } => self.voted(now, *slot, *ballot, from),
+            Message::Accepted { ballot, slot } | Message::Voted { ballot, slot } => {
+                self.voted(now, *slot, *ballot, from)
+            }
             Message::Decided { slot, value } => self.decided(now, *slot, value),
+            Message::Chosen { ballot, slot } => self.claimed(now, *slot, *ballot),
             _ => Ok(()),
         }
     }
@@ -143,6 +148,23 @@ impl Chosen {
             self.judge(now, slot, ballot)?;
         }
         Ok(())
+    }
+
+    /// A leader says the value of `ballot` is chosen in `slot`: it must
+    /// be the value chosen there. (Its learners take the value from
+    /// their own votes.)
+    fn claimed(&mut self, now: Time, slot: Slot, ballot: Ballot) -> Checked {
+        let Some((value, _)) = self.votes.get(&(slot, ballot)) else {
+            return Err((
+                ONE_VALUE,
+                format!(
+                    "slot {slot} claimed chosen at ballot {ballot}, which proposed nothing there"
+                ),
+            ));
+        };
+        // Like a `Decided`: the value must be the one chosen.
+        let value = value.clone();
+        self.decided(now, slot, &value)
     }
 
     /// Whether the votes for `(slot, ballot)` are a majority of the

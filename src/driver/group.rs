@@ -170,6 +170,7 @@ impl Group {
             // Stickiness lasts as long as a follower waits for a leader.
             leader_lease: cfg.proposer.election_timeout,
             promise_bytes_max: cfg.promise_bytes_max,
+            learners: nodes.iter().copied().filter(|&n| n != id).collect(),
         };
         let acceptor = Driver::recover(now, kv, rng.fork(), |c| {
             Acceptor::recover(id, c, acceptor_cfg, cfg.bugs.acceptor)

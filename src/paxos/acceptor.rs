@@ -54,6 +54,9 @@ pub struct AcceptorConfig {
     /// `message::entry_cost`); a page always carries at least one entry,
     /// so the largest page is the larger of this and the largest entry.
     pub promise_bytes_max: usize,
+    /// The other nodes of the group: their learners hear this acceptor's
+    /// votes (`Message::Voted`).
+    pub learners: Vec<NodeId>,
 }
 
 /// 4 MiB: with an entry of at most one update of `MAX_BODY_BYTES_LIMIT`
@@ -65,6 +68,7 @@ impl Default for AcceptorConfig {
         AcceptorConfig {
             leader_lease: Duration::from_millis(1000),
             promise_bytes_max: PROMISE_BYTES_MAX_DEFAULT,
+            learners: Vec::new(),
         }
     }
 }
@@ -287,7 +291,21 @@ impl Acceptor {
                     );
                 }
                 state::store_accepted(ctx.kv, slot, ballot, &value);
-                self.accepted.insert(slot, (ballot, value));
+                self.accepted.insert(slot, (ballot, value.clone()));
+            }
+            // Every learner hears the vote once it is on disk: this
+            // node's with the value, the others' without.
+            ctx.send_durable(
+                self.id,
+                Role::Learner,
+                Message::Vote {
+                    ballot,
+                    slot,
+                    value,
+                },
+            );
+            for &n in &self.cfg.learners {
+                ctx.send_durable(n, Role::Learner, Message::Voted { ballot, slot });
             }
         }
         // At or below chosen_upto the slot is chosen; by Paxos any value

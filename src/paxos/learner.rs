@@ -16,7 +16,7 @@
 //! no longer catch up from the log and asks its applier to fence it as
 //! `needs-reseed`, until a reseed moves it past the gap.
 
-use super::ballot::{NodeId, Slot, Value};
+use super::ballot::{Ballot, NodeId, Slot, Value};
 use super::command::{Ctx, Timer};
 use super::membership::{ALPHA, Eras, Membership};
 use super::message::{Message, Role};
@@ -67,6 +67,24 @@ impl Default for LearnerConfig {
     }
 }
 
+/// The votes a learner heard for one slot above its commit index.
+///
+/// A value is chosen once a majority of its slot's era voted for it at
+/// one ballot; one proposer proposes one value per slot and ballot, so a
+/// vote names its value by the ballot alone. Only this node's own vote
+/// brings the value: a learner whose node did not vote waits for the
+/// leader's `Decided`. Paxos also gives: once a value is chosen at a
+/// ballot, every higher ballot proposes that value, so an own vote at a
+/// ballot at least the chosen one holds the chosen value.
+#[derive(Debug)]
+struct Tally {
+    /// This node's vote: the highest ballot it voted for and the value.
+    own: Option<(Ballot, Value)>,
+    /// The highest ballot heard voted for, and who voted for it.
+    ballot: Ballot,
+    voters: Vec<NodeId>,
+}
+
 /// One node's learner (see the module comment).
 pub struct Learner {
     id: NodeId,
@@ -79,6 +97,8 @@ pub struct Learner {
     cfg: LearnerConfig,
     commit: Slot,
     buffer: BTreeMap<Slot, Value>,
+    /// The votes heard for slots above the commit index (see `Tally`).
+    tallies: BTreeMap<Slot, Tally>,
     /// Highest slot known to be chosen (from commit hints, fetch replies,
     /// or decided values beyond the buffer).
     known: Slot,
@@ -119,6 +139,7 @@ impl Learner {
             cfg,
             commit,
             buffer: BTreeMap::new(),
+            tallies: BTreeMap::new(),
             known: commit,
             leader: None,
             fetch_armed: false,
@@ -162,6 +183,22 @@ impl Learner {
                 self.learn(ctx, slot, value);
                 self.after_learning(ctx);
             }
+            Message::Vote {
+                ballot,
+                slot,
+                value,
+            } if from == self.id => {
+                self.on_vote(from, ballot, slot, Some(value));
+                self.decide_by_votes(ctx, slot);
+            }
+            Message::Voted { ballot, slot } => {
+                self.on_vote(from, ballot, slot, None);
+                self.decide_by_votes(ctx, slot);
+            }
+            Message::Chosen { ballot, slot } if ballot.node == from => {
+                self.on_chosen(ctx, ballot, slot);
+                self.after_learning(ctx);
+            }
             Message::CommitHint { commit, leader } if from == self.id => {
                 self.leader = Some(leader).filter(|&l| l != self.id);
                 self.known = self.known.max(commit);
@@ -190,6 +227,87 @@ impl Learner {
                 }
             }
             _ => self.dropped += 1,
+        }
+    }
+
+    /// Note `from`'s vote for `ballot` in `slot` (with the value if it is
+    /// this node's own). Kept only for slots this learner could buffer,
+    /// and a peer's only where the era of the slot is known (up to the
+    /// change window past the commit index) and the ballot is another
+    /// node's.
+    fn on_vote(&mut self, from: NodeId, ballot: Ballot, slot: Slot, value: Option<Value>) {
+        let reach = if value.is_some() {
+            self.cfg.buffer_max
+        } else {
+            self.cfg.config_delay
+        };
+        if slot <= self.commit || slot > self.commit + reach || self.buffer.contains_key(&slot) {
+            return;
+        }
+        if value.is_none() && ballot.node == self.id {
+            // This node's proposer proposed it and tells this learner
+            // itself, with the nodes that must hear from it: a learner
+            // ahead of its own leader would leave them waiting.
+            return;
+        }
+        let t = self.tallies.entry(slot).or_insert(Tally {
+            own: None,
+            ballot: Ballot::ZERO,
+            voters: Vec::new(),
+        });
+        if let Some(v) = value {
+            if t.own.as_ref().is_none_or(|(b, _)| ballot >= *b) {
+                t.own = Some((ballot, v));
+            }
+        }
+        if ballot > t.ballot {
+            t.ballot = ballot;
+            t.voters.clear();
+        }
+        if ballot == t.ballot && !t.voters.contains(&from) {
+            t.voters.push(from);
+        }
+    }
+
+    /// Learn `slot` if a majority of its era voted for one ballot and
+    /// this node's own vote holds that ballot's value (see `Tally`).
+    fn decide_by_votes(&mut self, ctx: &mut Ctx<'_>, slot: Slot) {
+        if slot > self.commit + self.cfg.config_delay {
+            // The era of the slot is not known yet.
+            return;
+        }
+        let Some(t) = self.tallies.get(&slot) else {
+            return;
+        };
+        let era = self.eras.at(slot);
+        if era.count(&t.voters) < era.quorum() {
+            return;
+        }
+        let Some((_, value)) = t.own.as_ref().filter(|(b, _)| *b >= t.ballot) else {
+            return;
+        };
+        let value = value.clone();
+        self.learn(ctx, slot, value);
+        self.after_learning(ctx);
+    }
+
+    /// The leader says `ballot`'s value is chosen in `slot`: learn it
+    /// from this node's own vote, or note the slot as chosen (and fetch
+    /// it) if this node has no vote that holds it.
+    fn on_chosen(&mut self, ctx: &mut Ctx<'_>, ballot: Ballot, slot: Slot) {
+        if slot <= self.commit || self.buffer.contains_key(&slot) {
+            // Known already (perhaps from the votes).
+            return;
+        }
+        let own = self
+            .tallies
+            .get(&slot)
+            .and_then(|t| t.own.as_ref())
+            .filter(|(b, _)| *b >= ballot)
+            .map(|(_, v)| v.clone());
+        match own {
+            Some(value) => self.learn(ctx, slot, value),
+            None => self.known = self.known.max(slot),
         }
     }
 
@@ -374,6 +492,7 @@ impl Learner {
             return;
         }
         self.buffer.insert(slot, value);
+        self.tallies.remove(&slot);
         let before = self.commit;
         self.commit_buffered(ctx);
         if self.commit > before {
@@ -410,6 +529,12 @@ impl Learner {
                 }
             }
             state::store_chosen(ctx.kv, self.commit, &v);
+        }
+        while let Some(t) = self.tallies.first_entry() {
+            if *t.key() > self.commit {
+                break;
+            }
+            t.remove();
         }
         if reconfigured {
             self.tell_eras(ctx);

@@ -138,6 +138,36 @@ pub enum Message {
         /// Its chosen value.
         value: Value,
     },
+    /// Acceptor to every other learner: its vote (an `Accepted`), once on
+    /// disk. A learner that holds the value of the vote itself (its own
+    /// acceptor's `Vote`) learns the slot is chosen when a majority of
+    /// the slot's era voted for one ballot, without waiting for the
+    /// leader's word: a hop sooner than `Decided` (Paxos Made Simple
+    /// §2.3, acceptors informing learners directly).
+    Voted {
+        /// The ballot voted for.
+        ballot: Ballot,
+        /// The slot.
+        slot: Slot,
+    },
+    /// Acceptor to its own node's learner: what it accepted, once on disk.
+    Vote {
+        /// The ballot voted for.
+        ballot: Ballot,
+        /// The slot.
+        slot: Slot,
+        /// The value accepted.
+        value: Value,
+    },
+    /// Leader to a learner whose node voted for `ballot` in `slot`: that
+    /// ballot's value is chosen there. The learner has the value (its own
+    /// vote), so it does not travel twice; one that lacks it fetches.
+    Chosen {
+        /// The ballot whose value is chosen.
+        ballot: Ballot,
+        /// The slot.
+        slot: Slot,
+    },
     /// Learner to learner: send me the chosen slots from `from_slot` on.
     Fetch {
         /// The first slot wanted.
@@ -398,7 +428,11 @@ impl Message {
                     rounds.push(a.ballot.round);
                 }
             }
-            Message::Accept { ballot, slot, .. } | Message::Accepted { ballot, slot } => {
+            Message::Accept { ballot, slot, .. }
+            | Message::Accepted { ballot, slot }
+            | Message::Voted { ballot, slot }
+            | Message::Vote { ballot, slot, .. }
+            | Message::Chosen { ballot, slot } => {
                 rounds.push(ballot.round);
                 slots.push(*slot);
             }
@@ -476,6 +510,7 @@ impl Message {
                 | Message::NeedsReseed { .. }
                 | Message::Reseeded { .. }
                 | Message::Reconfigured { .. }
+                | Message::Vote { .. }
         )
     }
 
@@ -489,6 +524,9 @@ impl Message {
             Message::Rejected { .. } => "rejected",
             Message::Heartbeat { .. } => "heartbeat",
             Message::Decided { .. } => "decided",
+            Message::Voted { .. } => "voted",
+            Message::Vote { .. } => "vote",
+            Message::Chosen { .. } => "chosen",
             Message::Fetch { .. } => "fetch",
             Message::Entries { .. } => "entries",
             Message::Forward { .. } => "forward",

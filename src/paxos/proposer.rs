@@ -117,6 +117,9 @@ pub struct ProposerBugs {
     /// Date the leader's lease by the start of each confirmation round,
     /// answered or not (and so never notice a lost quorum).
     pub lease_unconfirmed: bool,
+    /// Give reads the index of what this leader knows is chosen, not of
+    /// what it proposed (learners may know more, from the votes).
+    pub read_index_chosen_only: bool,
 }
 
 /// Phase 1 at one ballot: every voter's promise as its pages arrive. A
@@ -1261,10 +1264,16 @@ impl Proposer {
             l.decided
                 .insert(slot, (entry.value.clone(), entry.proposed));
         }
+        // A node that voted for the value has it: it hears only that it
+        // is chosen (its learner may know already, from the votes).
         for &n in &self.members.nodes {
-            let msg = Message::Decided {
-                slot,
-                value: entry.value.clone(),
+            let msg = if entry.votes.contains(&n) {
+                Message::Chosen { ballot, slot }
+            } else {
+                Message::Decided {
+                    slot,
+                    value: entry.value.clone(),
+                }
             };
             ctx.send(n, Role::Learner, msg);
         }
@@ -1982,10 +1991,19 @@ impl Proposer {
             Self::answer_read(ctx, self.id, id, origin, index);
             return;
         }
+        // Every slot this leadership proposed, not only those it knows
+        // are chosen: learners learn from each other's votes, so a slot
+        // may be chosen, applied and answered elsewhere before the votes
+        // reach this leader.
         let index = commit
             .max(l.max_decided)
             .max(l.ready_slot)
             .max(l.p1.chosen_upto);
+        let index = if self.bugs.read_index_chosen_only {
+            index
+        } else {
+            index.max(l.next_slot - 1)
+        };
         let seq = Self::start_round(ctx, l, &sets, self.bugs);
         l.reads.push(PendingRead {
             id,
