@@ -47,8 +47,9 @@ fn kinds(out: &[Output]) -> Vec<String> {
 }
 
 /// What an acceptor sends for one vote: the value to its own learner,
-/// the vote to the two other learners, and the vote to the proposer.
-const VOTE: &[&str] = &["vote", "voted", "voted", "accepted"];
+/// the vote to the learner of the one node that did not propose it, and
+/// the vote to the proposer.
+const VOTE: &[&str] = &["vote", "voted", "accepted"];
 
 fn accept(slot: u64) -> Input {
     Input::Message {

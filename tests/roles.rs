@@ -214,7 +214,7 @@ fn acceptor_reports_accepted_values_in_its_promise_and_survives_a_crash() {
     };
     let (_, out) = h.call(|ctx| a.on_message(ctx, N0, accept));
     // The vote, once on disk: the value to its own learner, the vote to
-    // the other learners and to the proposer.
+    // the other learners but the proposer's (whose proposer has it).
     let voted = Message::Voted {
         ballot: b(1, N0),
         slot: 3,
@@ -231,7 +231,6 @@ fn acceptor_reports_accepted_values_in_its_promise_and_survives_a_crash() {
                     value: v.clone()
                 }
             ),
-            durable(N0, Role::Learner, voted.clone()),
             durable(N2, Role::Learner, voted),
             durable(
                 N0,

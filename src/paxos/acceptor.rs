@@ -293,7 +293,7 @@ impl Acceptor {
                 state::store_accepted(ctx.kv, slot, ballot, &value);
                 self.accepted.insert(slot, (ballot, value.clone()));
             }
-            // Every learner hears the vote once it is on disk: this
+            // The learners hear the vote once it is on disk: this
             // node's with the value, the others' without.
             ctx.send_durable(
                 self.id,
@@ -304,7 +304,9 @@ impl Acceptor {
                     value,
                 },
             );
-            for &n in &self.cfg.learners {
+            // Not to the proposer's node: its learner hears from its
+            // proposer, and the proposer has the vote (`Accepted`).
+            for &n in self.cfg.learners.iter().filter(|&&n| n != ballot.node) {
                 ctx.send_durable(n, Role::Learner, Message::Voted { ballot, slot });
             }
         }

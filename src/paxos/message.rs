@@ -138,36 +138,6 @@ pub enum Message {
         /// Its chosen value.
         value: Value,
     },
-    /// Acceptor to every other learner: its vote (an `Accepted`), once on
-    /// disk. A learner that holds the value of the vote itself (its own
-    /// acceptor's `Vote`) learns the slot is chosen when a majority of
-    /// the slot's era voted for one ballot, without waiting for the
-    /// leader's word: a hop sooner than `Decided` (Paxos Made Simple
-    /// §2.3, acceptors informing learners directly).
-    Voted {
-        /// The ballot voted for.
-        ballot: Ballot,
-        /// The slot.
-        slot: Slot,
-    },
-    /// Acceptor to its own node's learner: what it accepted, once on disk.
-    Vote {
-        /// The ballot voted for.
-        ballot: Ballot,
-        /// The slot.
-        slot: Slot,
-        /// The value accepted.
-        value: Value,
-    },
-    /// Leader to a learner whose node voted for `ballot` in `slot`: that
-    /// ballot's value is chosen there. The learner has the value (its own
-    /// vote), so it does not travel twice; one that lacks it fetches.
-    Chosen {
-        /// The ballot whose value is chosen.
-        ballot: Ballot,
-        /// The slot.
-        slot: Slot,
-    },
     /// Learner to learner: send me the chosen slots from `from_slot` on.
     Fetch {
         /// The first slot wanted.
@@ -350,6 +320,37 @@ pub enum Message {
         id: u64,
         /// What was done, or why not.
         result: Result<String, String>,
+    },
+    // Learning from the votes (appended: the order is the wire format).
+    /// Acceptor to every other learner: its vote (an `Accepted`), once on
+    /// disk. A learner that holds the value of the vote itself (its own
+    /// acceptor's `Vote`) learns the slot is chosen when a majority of
+    /// the slot's era voted for one ballot, without waiting for the
+    /// leader's word: a hop sooner than `Decided` (Paxos Made Simple
+    /// §2.3, acceptors informing learners directly).
+    Voted {
+        /// The ballot voted for.
+        ballot: Ballot,
+        /// The slot.
+        slot: Slot,
+    },
+    /// Acceptor to its own node's learner: what it accepted, once on disk.
+    Vote {
+        /// The ballot voted for.
+        ballot: Ballot,
+        /// The slot.
+        slot: Slot,
+        /// The value accepted.
+        value: Value,
+    },
+    /// Leader to a learner whose node voted for `ballot` in `slot`: that
+    /// ballot's value is chosen there. The learner has the value (its own
+    /// vote), so it does not travel twice; one that lacks it fetches.
+    Chosen {
+        /// The ballot whose value is chosen.
+        ballot: Ballot,
+        /// The slot.
+        slot: Slot,
     },
 }
 
