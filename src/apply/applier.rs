@@ -43,6 +43,7 @@
 //! a refusal instead of an answer the majority contradicts.
 
 use super::compare::{Comparison, Verdict};
+use super::dedupe::Recent;
 use super::digest;
 use super::order::{Order, Pos};
 use super::resource::{Resources, Touches};
@@ -250,9 +251,8 @@ pub struct Applier {
     calls: BTreeMap<Pos, Call>,
     /// The retry timer is set for this time.
     retry_armed: Option<Time>,
-    /// Update ids applied in recent slots, oldest first, for dedupe.
-    recent: BTreeMap<UpdateId, Slot>,
-    recent_order: VecDeque<(Slot, UpdateId)>,
+    /// Update ids applied in recent slots, for dedupe.
+    recent: Recent,
     /// Stored client keys by slot, oldest first, to delete expired ones.
     client_keys: VecDeque<(Slot, Vec<u8>)>,
     /// What was applied since the driver last drained it.
@@ -292,6 +292,7 @@ impl Applier {
             "applied {applied} beyond the log's {commit}"
         );
         let compare = Comparison::new(id, nodes.len(), cfg.digest_window_slots);
+        let dedupe_window = cfg.dedupe_window_slots;
         let mut a = Applier {
             id,
             peers: nodes.iter().copied().filter(|&n| n != id).collect(),
@@ -317,8 +318,7 @@ impl Applier {
             order: Order::default(),
             calls: BTreeMap::new(),
             retry_armed: None,
-            recent: BTreeMap::new(),
-            recent_order: VecDeque::new(),
+            recent: Recent::new(dedupe_window),
             client_keys: VecDeque::new(),
             journal: Vec::new(),
             dropped: 0,
@@ -497,7 +497,7 @@ impl Applier {
             .collect();
         Some(super::reseed::Envelope {
             slot,
-            recent: self.recent_order.iter().copied().collect(),
+            recent: self.recent.export(slot + 1),
             client_keys,
             backend: Vec::new(),
             eras: state::load_eras(kv),
@@ -525,7 +525,6 @@ impl Applier {
         keys.sort();
         self.client_keys = keys.into_iter().collect();
         self.recent.clear();
-        self.recent_order.clear();
         for (slot, id) in e.recent {
             self.remember(slot, id);
         }
@@ -840,8 +839,7 @@ impl Applier {
     /// `s` if any copy of it is in a slot within the window before `s`;
     /// the map holds each id's latest slot.
     fn remember(&mut self, slot: Slot, id: UpdateId) {
-        self.recent.insert(id, slot);
-        self.recent_order.push_back((slot, id));
+        self.recent.remember(slot, id);
     }
 
     /// Forget client keys no pending update can count any more: those
@@ -860,20 +858,6 @@ impl Applier {
                 if state::load_client_key(kv, &key).is_some_and(|r| r.slot == s) {
                     state::forget_client_key(kv, &key);
                 }
-            }
-        }
-    }
-
-    /// Forget ids from slots that left the dedupe window of `slot`.
-    fn expire_ids(&mut self, slot: Slot) {
-        let oldest = slot.saturating_sub(self.cfg.dedupe_window_slots);
-        while let Some(&(s, id)) = self.recent_order.front() {
-            if s >= oldest {
-                break;
-            }
-            self.recent_order.pop_front();
-            if self.recent.get(&id) == Some(&s) {
-                self.recent.remove(&id);
             }
         }
     }
@@ -911,7 +895,7 @@ impl Applier {
             if full && !self.window.is_empty() {
                 return took;
             }
-            self.expire_ids(slot);
+            self.recent.expire(slot);
             let Some(value) = state::load_chosen(&*ctx.kv, slot) else {
                 panic!("slot {slot} is committed but not in the log");
             };
@@ -932,7 +916,7 @@ impl Applier {
             };
             for (i, u) in w.updates.iter().enumerate() {
                 let index = i as u32;
-                if self.recent.contains_key(&u.id) {
+                if self.recent.seen(&u.id, slot) {
                     // Seen within the window: remember this latest copy
                     // too, as a rebuild from the log would.
                     self.remember(slot, u.id);

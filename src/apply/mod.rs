@@ -3,6 +3,7 @@
 
 pub mod applier;
 pub mod compare;
+pub mod dedupe;
 pub mod digest;
 pub mod order;
 pub mod reseed;
