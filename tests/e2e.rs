@@ -380,10 +380,14 @@ fn limits_and_errors() {
     }
 
     // ordo's own paths are never proxied or replicated, whatever the method.
+    // (Paths under /_ordo that no endpoint has fall through the scope
+    // of ordo's own endpoints to the same refusal.)
     for (method, path) in [
         ("POST", "/healthz"),
         ("DELETE", "/_ordo/status"),
         ("PUT", "/readyz"),
+        ("PUT", "/_ordo/nothing"),
+        ("POST", "/_ordo/admin/services/kv/members/x/y"),
     ] {
         let r = must(method, &c.nodes[a].url(path), &[], Some(b"1"));
         assert_eq!(r.status, 405, "{method} {path}: {r:?}");

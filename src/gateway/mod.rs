@@ -280,38 +280,42 @@ pub fn configure(gw: Arc<Gateway>) -> impl FnOnce(&mut web::ServiceConfig) {
 }
 
 /// The endpoints ordo answers itself: health, status, metrics, admin
-/// (on the client port and on the console's).
+/// (on the client port and on the console's). Everything under
+/// `/_ordo` is one scope, so a proxied request is matched against a
+/// prefix and two fixed paths, not against each admin pattern; what
+/// the scope does not match goes to the app's default service.
 pub(crate) fn own_endpoints(cfg: &mut web::ServiceConfig) {
-    {
-        cfg.route("/healthz", web::get().to(healthz))
-            .route("/healthz", web::head().to(healthz))
-            .route("/readyz", web::get().to(readyz))
-            .route("/readyz", web::head().to(readyz))
-            .route("/_ordo/status", web::get().to(status))
-            .route("/_ordo/status", web::head().to(status))
-            .route("/_ordo/metrics", web::get().to(metrics))
-            .service(
-                web::resource("/_ordo/admin/services/{service}/import")
-                    .app_data(web::PayloadConfig::new(admin::RESEED_BYTES_MAX))
-                    .route(web::post().to(admin::import)),
-            )
-            .route(
-                "/_ordo/admin/services/{service}/export",
-                web::post().to(admin::export),
-            )
-            .route(
-                "/_ordo/admin/services/{service}/members",
-                web::get().to(admin::members),
-            )
-            .route(
-                "/_ordo/admin/services/{service}/members/{action}",
-                web::post().to(admin::member_op),
-            )
-            .route(
-                "/_ordo/admin/services/{service}/{action}",
-                web::post().to(admin::action),
-            );
-    }
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/healthz", web::head().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/readyz", web::head().to(readyz))
+        .service(
+            web::scope("/_ordo")
+                .route("/status", web::get().to(status))
+                .route("/status", web::head().to(status))
+                .route("/metrics", web::get().to(metrics))
+                .service(
+                    web::resource("/admin/services/{service}/import")
+                        .app_data(web::PayloadConfig::new(admin::RESEED_BYTES_MAX))
+                        .route(web::post().to(admin::import)),
+                )
+                .route(
+                    "/admin/services/{service}/export",
+                    web::post().to(admin::export),
+                )
+                .route(
+                    "/admin/services/{service}/members",
+                    web::get().to(admin::members),
+                )
+                .route(
+                    "/admin/services/{service}/members/{action}",
+                    web::post().to(admin::member_op),
+                )
+                .route(
+                    "/admin/services/{service}/{action}",
+                    web::post().to(admin::action),
+                ),
+        );
 }
 
 /// An answer of ordo's own. Every refusal and error has the one shape
@@ -524,12 +528,11 @@ async fn handle(gw: web::Data<Gateway>, req: HttpRequest, payload: web::Payload)
         (true, true) => crate::metrics::Kind::FreshRead,
         (false, _) => crate::metrics::Kind::Update,
     };
-    let service = gw
-        .route_request(&req)
-        .map_or("", |s| s.name.as_str())
-        .to_string();
+    // The service's name is borrowed from the gateway, not copied.
+    let gateway = gw.clone();
+    let service = gateway.route_request(&req).map_or("", |s| s.name.as_str());
     let resp = serve(gw, req, payload).await;
-    m.request(&service, kind, resp.status().as_u16(), start.elapsed());
+    m.request(service, kind, resp.status().as_u16(), start.elapsed());
     resp
 }
 
