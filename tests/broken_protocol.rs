@@ -116,11 +116,11 @@ fn an_applier_that_ignores_resource_order_is_caught() {
 /// of its timeline (where more failures would pile up).
 #[test]
 fn the_first_failure_ends_the_run() {
-    let mut sc = Scenario::generate(2);
+    let mut sc = Scenario::generate(4);
     sc.bugs.skip_phase1 = true;
-    let full = World::new(Scenario::generate(2), false).run();
+    let full = World::new(Scenario::generate(4), false).run();
     let report = World::new(sc.clone(), false).run();
-    let f = report.failure().expect("skip-phase1 fails seed 2");
+    let f = report.failure().expect("skip-phase1 fails seed 4");
     assert_eq!(f.check, "one-value-per-slot");
     assert!(
         report.sim_time < ordo::time::Time::ZERO + sc.run && report.events < full.events,

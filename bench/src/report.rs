@@ -175,12 +175,12 @@ pub fn render(m: &Measured) -> String {
     let _ = writeln!(t, "| node | peak RSS (MB) | < 100 MB |");
     let _ = writeln!(t, "|---|---|---|");
     for (n, mib) in &m.rss_mb {
-        let _ = writeln!(t, "| {n} | {mib:.0} | {} |", mark(*mib < 100.0));
+        let _ = writeln!(t, "| {n} | {mib:.1} | {} |", mark(*mib < 100.0));
     }
     if let Some(c) = &m.catchup {
         let _ = writeln!(
             t,
-            "| the catch-up node, under the write runs, before it was stopped | {:.0} | {} |",
+            "| the catch-up node, under the write runs, before it was stopped | {:.1} | {} |",
             c.rss_before_mb,
             mark(c.rss_before_mb < 100.0)
         );
