@@ -496,51 +496,6 @@ fn a_value_is_decided_by_a_majority_of_accepted_votes_only() {
     );
 }
 
-/// Once the leader's own acceptor voted, the value does not cross the
-/// network again to a voter: the one that has not voted yet hears only
-/// `Chosen` too (its vote and the leader's `Voted` make a majority at
-/// its learner). A backup, which does not vote, gets the value.
-#[test]
-fn the_value_goes_again_only_to_nodes_that_do_not_vote() {
-    let mut h = Harness::new();
-    let members = Membership {
-        voters: vec![N0, N1, N2],
-        nodes: vec![N0, N1, N2, NodeId(3)],
-    };
-    let (mut p, _) = h.call(|ctx| {
-        Proposer::recover(
-            N0,
-            members,
-            ProposerConfig::default(),
-            ProposerBugs::default(),
-            ctx,
-        )
-    });
-    let ballot = lead(&mut h, &mut p, [N0, N1]);
-    h.call(|ctx| p.submit(ctx, vec![update(N0, 7)]));
-    let value = Value::Batch(vec![update(N0, 7)]);
-    let accepted = Message::Accepted { ballot, slot: 2 };
-    h.call(|ctx| p.on_message(ctx, N0, accepted.clone()));
-    let (_, out) = h.call(|ctx| p.on_message(ctx, N1, accepted));
-    let chosen = Message::Chosen { ballot, slot: 2 };
-    assert_eq!(
-        sends(&out)
-            .into_iter()
-            .filter(|(_, r, _)| *r == Role::Learner)
-            .collect::<Vec<_>>(),
-        vec![
-            (N0, Role::Learner, chosen.clone()),
-            (N1, Role::Learner, chosen.clone()),
-            (N2, Role::Learner, chosen),
-            (
-                NodeId(3),
-                Role::Learner,
-                Message::Decided { slot: 2, value }
-            ),
-        ]
-    );
-}
-
 #[test]
 fn a_rejected_leader_steps_down_and_refuses_what_it_never_proposed() {
     let mut h = Harness::new();

@@ -104,6 +104,7 @@ impl Recent {
     /// Forget every id.
     pub fn clear(&mut self) {
         self.origins.clear();
+        self.swept = 0;
     }
 
     /// Ids held (some may be out of the window, not yet forgotten).

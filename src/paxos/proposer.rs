@@ -1265,18 +1265,9 @@ impl Proposer {
                 .insert(slot, (entry.value.clone(), entry.proposed));
         }
         // A node that voted for the value has it: it hears only that it
-        // is chosen (its learner may know already, from the votes). So
-        // does another voter of the slot once this node's own acceptor
-        // voted: its vote is on its way, and the majority that chose the
-        // value sent it their `Voted` (this node's among them), so the
-        // value need not cross the network again; if its vote never
-        // comes, its learner fetches the slot. Backups, which do not
-        // vote, get the value.
-        let era = self.eras.at(slot);
+        // is chosen (its learner may know already, from the votes).
         for &n in &self.members.nodes {
-            let voting_elsewhere =
-                n != self.id && era.is_voter(n) && entry.votes.contains(&self.id);
-            let msg = if entry.votes.contains(&n) || voting_elsewhere {
+            let msg = if entry.votes.contains(&n) {
                 Message::Chosen { ballot, slot }
             } else {
                 Message::Decided {
