@@ -749,6 +749,33 @@ fn learner_does_not_count_votes_for_its_own_nodes_ballot() {
     assert_eq!(l.commit(), 1, "its proposer's word");
 }
 
+/// The same with one voter: its own vote for its own ballot is a
+/// majority, and still the learner waits for its proposer, which tells
+/// the backups too.
+#[test]
+fn a_lone_voters_learner_waits_for_its_proposer() {
+    let mut h = Harness::new();
+    let members = Membership {
+        voters: vec![N0],
+        nodes: vec![N0, N1],
+    };
+    let (mut l, _) = h.call(|ctx| Learner::recover(N0, &members, LearnerConfig::default(), ctx));
+    let mine = b(1, N0);
+    h.call(|ctx| l.on_message(ctx, N0, own_vote(mine, 1, Value::Noop)));
+    assert_eq!(l.commit(), 0);
+    h.call(|ctx| {
+        l.on_message(
+            ctx,
+            N0,
+            Message::Chosen {
+                ballot: mine,
+                slot: 1,
+            },
+        )
+    });
+    assert_eq!(l.commit(), 1);
+}
+
 #[test]
 #[should_panic(expected = "chosen value of slot 1 changed")]
 fn learner_asserts_a_chosen_value_never_changes() {

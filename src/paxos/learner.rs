@@ -245,9 +245,6 @@ impl Learner {
             return;
         }
         if value.is_none() && ballot.node == self.id {
-            // This node's proposer proposed it and tells this learner
-            // itself, with the nodes that must hear from it: a learner
-            // ahead of its own leader would leave them waiting.
             return;
         }
         let t = self.tallies.entry(slot).or_insert(Tally {
@@ -259,6 +256,15 @@ impl Learner {
             if t.own.as_ref().is_none_or(|(b, _)| ballot >= *b) {
                 t.own = Some((ballot, v));
             }
+        }
+        if ballot.node == self.id {
+            // This node's proposer proposed it and tells this learner
+            // itself, with the nodes that must hear from it: a learner
+            // ahead of its own leader would leave them waiting. (Its own
+            // vote's value is kept for that word, `Chosen`, but no vote
+            // for its ballot is counted: with one voter, its own would
+            // be a majority.)
+            return;
         }
         if ballot > t.ballot {
             t.ballot = ballot;
