@@ -1729,6 +1729,58 @@ fn a_paused_applier_stops_at_a_slot_boundary_and_a_reseed_moves_its_applied_inde
     );
 }
 
+/// Review finding: a reseeded node's dedupe window came only from the
+/// export, in memory. Its log does not hold the slots before the export's
+/// (it jumped a gap), so after a restart within the window it applied a
+/// duplicate every other node skipped: its backend alone diverged.
+#[test]
+fn a_reseeded_node_skips_the_same_duplicates_after_a_restart() {
+    use ordo::apply::applier::Operator;
+    use ordo::apply::reseed::Envelope;
+    let x = update(N0, 9);
+    // Both the live node and the restarted one decide slot 6 (a copy of
+    // an update applied at slot 4, which this log never held).
+    let decide = |restart: bool| {
+        let mut h = Harness::new();
+        let (mut a, _) = h
+            .call_applier(|ctx| Applier::recover(N1, &[N0, N1, N2], ApplierConfig::default(), ctx));
+        h.call(|ctx| a.on_message(ctx, N1, Message::NeedsReseed { from: 1 }));
+        h.call(|ctx| a.operate(ctx, Operator::Pause));
+        let e = Envelope {
+            slot: 5,
+            recent: vec![(4, x.id)],
+            client_keys: Vec::new(),
+            backend: Vec::new(),
+            eras: None,
+        };
+        h.call(|ctx| a.operate(ctx, Operator::Reseed(Box::new(e))));
+        assert_eq!(state::load_u64(&h.disk, state::Meta::Compacted), 5);
+        state::store_chosen(&mut h.disk, 6, &Value::Batch(vec![x.clone()]));
+        let (a, out) = if restart {
+            h.call_applier(|ctx| Applier::recover(N1, &[N0, N1, N2], ApplierConfig::default(), ctx))
+        } else {
+            let out = h
+                .call_applier(|ctx| {
+                    a.operate(ctx, Operator::Resume);
+                    a.on_message(ctx, N1, Message::Committed { commit: 6 })
+                })
+                .1;
+            (a, out)
+        };
+        let applies = out
+            .iter()
+            .filter(|c| matches!(c, Command::Apply { .. }))
+            .count();
+        (applies, a.applied())
+    };
+    assert_eq!(decide(false), (0, 6), "live: the copy is skipped");
+    assert_eq!(
+        decide(true),
+        (0, 6),
+        "after a restart: skipped the same way"
+    );
+}
+
 // ---- rebuilding after lost state (paxos/rebuild.rs) ----
 
 #[test]

@@ -323,10 +323,20 @@ impl Applier {
             journal: Vec::new(),
             dropped: 0,
         };
-        // Rebuild the dedupe window exactly as live application built it.
+        // Rebuild the dedupe window exactly as live application built it:
+        // from what the last reseed brought, then from the log.
         let first = (applied + 1)
             .saturating_sub(a.cfg.dedupe_window_slots)
             .max(1);
+        if let Some(seeded) = state::load_seeded_window(&*ctx.kv) {
+            if seeded.last().is_some_and(|&(slot, _)| slot >= first) {
+                for (slot, id) in seeded.into_iter().filter(|&(s, _)| s >= first) {
+                    a.remember(slot, id);
+                }
+            } else {
+                state::forget_seeded_window(ctx.kv);
+            }
+        }
         let mut from = first;
         while from <= applied {
             let page = state::load_chosen_range(&*ctx.kv, from, 256);
@@ -524,6 +534,11 @@ impl Applier {
         }
         keys.sort();
         self.client_keys = keys.into_iter().collect();
+        // The window is kept on disk too: this node's log may not hold
+        // those slots (it jumps past a gap below, or a reseed back to an
+        // older slot meets a log compacted after it), and a restart
+        // within the window must skip the same duplicates.
+        state::store_seeded_window(ctx.kv, &e.recent);
         self.recent.clear();
         for (slot, id) in e.recent {
             self.remember(slot, id);

@@ -44,6 +44,10 @@ pub enum Meta {
     /// Learner: the eras of the active set the log made
     /// (`membership::Eras`), kept past compaction.
     Eras,
+    /// Applier: the dedupe window a reseed brought (the donor's ids of
+    /// the slots up to the export's), which this node's log may not hold:
+    /// a restart within the window rebuilds from it too.
+    SeededWindow,
 }
 
 impl Meta {
@@ -59,7 +63,8 @@ impl Meta {
             | Meta::Compacted
             | Meta::LogBytes
             | Meta::AllApplied
-            | Meta::Eras => Table::Node,
+            | Meta::Eras
+            | Meta::SeededWindow => Table::Node,
         }
     }
 }
@@ -335,4 +340,28 @@ pub fn load_eras(kv: &dyn Kv) -> Option<crate::paxos::membership::Eras> {
 /// Write the eras.
 pub fn store_eras(kv: &mut dyn Kv, eras: &crate::paxos::membership::Eras) {
     kv.put(Table::Node, &Meta::Eras.key(), &encode("eras", eras));
+}
+
+/// The dedupe window the last reseed brought: each update id with its
+/// latest slot, all at or before the export's slot.
+pub type SeededWindow = Vec<(Slot, crate::paxos::ballot::UpdateId)>;
+
+/// The window the last reseed brought, if it is still kept.
+pub fn load_seeded_window(kv: &dyn Kv) -> Option<SeededWindow> {
+    kv.get(Table::Node, &Meta::SeededWindow.key())
+        .map(|b| decode("seeded window", &b))
+}
+
+/// Keep the window a reseed brought (it replaces the last one's).
+pub fn store_seeded_window(kv: &mut dyn Kv, window: &SeededWindow) {
+    kv.put(
+        Table::Node,
+        &Meta::SeededWindow.key(),
+        &encode("seeded window", window),
+    );
+}
+
+/// Forget the window a reseed brought (every id left the window).
+pub fn forget_seeded_window(kv: &mut dyn Kv) {
+    kv.delete(Table::Node, &Meta::SeededWindow.key());
 }
