@@ -89,7 +89,7 @@ pub(super) async fn accept_loop(
 ) {
     sources.refresh().await;
     let refresher = sources.clone();
-    tokio::spawn(async move {
+    shared.spawn(async move {
         loop {
             tokio::time::sleep(super::sources::REFRESH).await;
             refresher.refresh().await;
@@ -149,9 +149,10 @@ pub(super) async fn accept_loop(
             w.push_back((id, source, evict_tx));
         }
         let _ = tcp.set_nodelay(true);
-        let shared = shared.clone();
+        let task_shared = shared.clone();
         let waiting = waiting.clone();
-        tokio::spawn(async move {
+        shared.spawn(async move {
+            let shared = task_shared;
             let done = |waiting: &Waiting| {
                 let mut w = waiting.lock().unwrap_or_else(|e| e.into_inner());
                 w.retain(|(i, _, _)| *i != id);
