@@ -5,12 +5,18 @@
 //!
 //! Durability: every keyspace is created with `manual_journal_persist(true)`,
 //! so a write only goes into fjall's in-process journal buffer; nothing is
-//! flushed to the OS, let alone fsynced, per write. [`Kv::sync`] calls
-//! `Database::persist(PersistMode::SyncAll)`, which flushes the buffer and
-//! fsyncs the journal. fjall 3.1 has no periodic background journal sync; it
-//! only fsyncs by itself when it rotates the journal (memtable flush) and when
-//! the database is dropped. All groups of a store share one journal, so one
-//! sync covers the writes of every group issued before it.
+//! flushed to the OS, let alone fsynced, per write. [`Kv::sync`] hands the
+//! buffer to the OS (`Database::persist(PersistMode::Buffer)`) and then
+//! fsyncs the active journal file itself ([`ActiveJournal`]). fjall 3.1 has
+//! no periodic background journal sync; it only fsyncs by itself when it
+//! rotates the journal (memtable flush) and when the database is dropped.
+//! All groups of a store share one journal, so one sync covers the writes
+//! of every group issued before it.
+//!
+//! Why not `persist(PersistMode::SyncAll)`: fjall holds its journal lock
+//! for the whole fsync, and every write takes that lock, so the actors'
+//! thread stopped at its next write until the disk had synced, and the
+//! protocol work and the disk never overlapped.
 
 use super::fatal;
 use super::kv::{Kv, Table};
@@ -66,6 +72,7 @@ impl std::error::Error for StorageError {
 pub struct FjallStore {
     db: Database,
     dir: Arc<Path>,
+    journal: Arc<ActiveJournal>,
 }
 
 impl FjallStore {
@@ -81,6 +88,7 @@ impl FjallStore {
         Ok(FjallStore {
             db,
             dir: Arc::from(dir),
+            journal: Arc::new(ActiveJournal::new(dir)),
         })
     }
 
@@ -98,6 +106,7 @@ impl FjallStore {
             log: open(Table::Log)?,
             node: open(Table::Node)?,
             stats: Arc::new(SyncStats::default()),
+            journal: self.journal.clone(),
         })
     }
 
@@ -207,6 +216,67 @@ pub struct FjallKv {
     log: Keyspace,
     node: Keyspace,
     stats: Arc<SyncStats>,
+    journal: Arc<ActiveJournal>,
+}
+
+/// The journal file fjall writes to now, for [`Kv::sync`] to fsync
+/// without fjall's journal lock.
+///
+/// fjall 3.1 keeps its journals in the database folder as `{id}.jnl`, the
+/// highest id active. Rotating seals the active journal, and fsyncs it,
+/// before the next one exists. So once `persist(Buffer)` has returned,
+/// every write made before it is in the page cache of the journal that
+/// was active then, or in one fsynced since, and the highest id found
+/// after it is either that journal or a later one that exists only
+/// because that one was fsynced. Either way an fsync of it covers the
+/// writes. (`tests` pins this to the fjall version in use.)
+pub struct ActiveJournal {
+    dir: std::path::PathBuf,
+    /// The last one found, open.
+    open: std::sync::Mutex<Option<(u64, Arc<std::fs::File>)>>,
+}
+
+impl ActiveJournal {
+    fn new(dir: &Path) -> ActiveJournal {
+        ActiveJournal {
+            dir: dir.to_path_buf(),
+            open: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The highest journal id in the folder.
+    fn newest(&self) -> std::io::Result<u64> {
+        let mut newest = None;
+        for entry in std::fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            let id = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".jnl"))
+                .and_then(|n| n.parse::<u64>().ok());
+            newest = newest.max(id);
+        }
+        newest
+            .ok_or_else(|| std::io::Error::other("no journal file (*.jnl) in the database folder"))
+    }
+
+    /// Fsync the active journal's data (see the type's comment).
+    fn sync(&self) -> std::io::Result<()> {
+        let id = self.newest()?;
+        let file = {
+            let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            match &*open {
+                Some((known, f)) if *known == id => f.clone(),
+                _ => {
+                    let f = Arc::new(std::fs::File::open(self.dir.join(format!("{id}.jnl")))?);
+                    *open = Some((id, f.clone()));
+                    f
+                }
+            }
+        };
+        // The journal's length is set when it is made (and synced then),
+        // so its data and the blocks that hold them are what matter.
+        file.sync_data()
+    }
 }
 
 impl FjallKv {
@@ -292,7 +362,12 @@ impl Kv for FjallKv {
         // database: this fsyncs every write issued so far, in every
         // group, but only this group's counters know it.)
         let mark = self.stats.writes();
-        if let Err(e) = self.db.persist(PersistMode::SyncAll) {
+        let synced = self
+            .db
+            .persist(PersistMode::Buffer)
+            .map_err(|e| e.to_string())
+            .and_then(|()| self.journal.sync().map_err(|e| e.to_string()));
+        if let Err(e) = synced {
             fatal(
                 &format!(
                     "sync (group {:?}) of fjall database at {}",
@@ -483,6 +558,59 @@ mod tests {
         for good in ["a", "svc-1_x", "0", &"z".repeat(48)] {
             group(&store, good);
         }
+    }
+
+    /// `Kv::sync` fsyncs a journal file it finds itself: the one that
+    /// holds the latest writes, before and after fjall rotates it. This
+    /// pins `ActiveJournal`'s reading of fjall's folder to the fjall in
+    /// use: a release that names or places its journals otherwise fails
+    /// here, not silently on a power cut.
+    #[test]
+    fn sync_fsyncs_the_journal_that_holds_the_latest_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut g = group(&store, "svc");
+        let holds = |id: u64, value: &[u8]| {
+            let bytes = std::fs::read(dir.path().join(format!("{id}.jnl"))).unwrap();
+            bytes.windows(value.len()).any(|w| w == value)
+        };
+        let synced = |g: &FjallKv| g.journal.open.lock().unwrap().as_ref().map(|(id, _)| *id);
+        g.put(Table::Log, b"k", b"first-value-0123456789");
+        g.sync();
+        let first = synced(&g).expect("a journal was synced");
+        assert!(holds(first, b"first-value-0123456789"));
+        // fjall moves to a new journal at the first memtable flush after
+        // the journal passed 64 MB.
+        // (Values that do not compress: fjall compresses large ones.)
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0u32..66 {
+            let big: Vec<u8> = (0..1 << 17)
+                .flat_map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x.to_le_bytes()
+                })
+                .collect();
+            g.put(Table::Log, &i.to_be_bytes(), &big);
+        }
+        assert!(
+            g.log.rotate_memtable().unwrap(),
+            "fjall sealed the memtable"
+        );
+        let start = Instant::now();
+        while !dir.path().join(format!("{}.jnl", first + 1)).exists() {
+            assert!(start.elapsed() < Duration::from_secs(60), "no new journal");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        g.put(Table::Log, b"k", b"second-value-9876543210");
+        g.sync();
+        let second = synced(&g).expect("a journal was synced");
+        assert!(
+            second > first,
+            "the rotated-to journal: {second} after {first}"
+        );
+        assert!(holds(second, b"second-value-9876543210"));
     }
 
     #[test]
