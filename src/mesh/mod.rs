@@ -236,7 +236,10 @@ struct Timing {
 /// from an actor to its peer's socket, and from a socket to an actor,
 /// without waking another thread: on the bench's two cores, a c=1 write
 /// took 12% less time than with a mesh runtime of its own, and c=16
-/// writes went 15% faster (`docs/performance.md`).
+/// writes went 15% faster (`docs/performance.md`). The price: while that
+/// thread is stalled (fjall holds a lock through a flush's fsync), frames
+/// wait in the sockets rather than in the actors' mailboxes. Either way
+/// the roles handle them only once the thread runs again.
 pub struct Mesh {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
