@@ -71,6 +71,18 @@ impl World {
         if let Err(e) = promoted {
             self.fail(super::report::FailureKind::Safety, "promoted-caught-up", e);
         }
+        if let (true, Role::Acceptor, Message::Committed { commit }) = (from == to, role, &msg) {
+            // The learner tells its acceptor (and its other roles) the
+            // new commit index: the slots it committed are in its log.
+            let node = &self.nodes[from.0 as usize];
+            if let Err(e) = self
+                .checks
+                .learned
+                .check(node, *commit, &self.checks.chosen)
+            {
+                self.fail(super::report::FailureKind::Safety, "learned-chosen", e);
+            }
+        }
         if from == to {
             let local_inc = Some(self.nodes[from.0 as usize].inc);
             let ev = Ev::Deliver {

@@ -58,6 +58,11 @@ impl Chosen {
         }
     }
 
+    /// The value chosen in `slot`, if the votes showed it yet.
+    pub(in crate::sim) fn value(&self, slot: Slot) -> Option<&Value> {
+        self.values.get(&slot)
+    }
+
     /// The highest slot known chosen.
     pub(in crate::sim) fn top(&self) -> Slot {
         self.values.keys().next_back().copied().unwrap_or(0)

@@ -10,6 +10,7 @@
 //! | `promoted-caught-up` | `promotion.rs` | a backup is promoted only when it runs and has kept up |
 //! | `durability` | `durability.rs` | what a promise, vote or prepare said is still on disk after a crash |
 //! | `stale-plain-read` | `staleness.rs` | a plain read is at most the documented bound behind |
+//! | `learned-chosen` | `learned.rs` | every slot a learner commits holds the chosen value |
 //! | `logs-agree`, `eras-agree` | `agreement.rs` | every node's log holds the same value in every slot, and makes the same active sets |
 //! | `applied-prefix`, `exactly-once` | `applied.rs` | backends apply one sequence; no acknowledged update lost or applied twice |
 //! | `linearizable` | `linearizable.rs` | the client history (updates, log reads, read-index reads) |
@@ -21,6 +22,7 @@ pub mod applied;
 pub mod chosen;
 pub mod divergence;
 pub mod durability;
+pub mod learned;
 pub mod linearizable;
 pub mod liveness;
 pub mod promotion;
@@ -42,6 +44,7 @@ pub(super) struct Invariants {
     pub(super) applied: applied::AppliedLog,
     pub(super) stale: staleness::Staleness,
     pub(super) promotions: promotion::Promotions,
+    pub(super) learned: learned::Learned,
 }
 
 impl Invariants {
@@ -59,6 +62,7 @@ impl Invariants {
             applied: applied::AppliedLog::default(),
             stale: staleness::Staleness::new(sc, cfg, limits),
             promotions: promotion::Promotions::default(),
+            learned: learned::Learned::default(),
         }
     }
 
