@@ -204,9 +204,16 @@ fn ordo_sim_writes_a_replayable_file_for_a_failing_seed() {
 
 /// Every deliberate bug, and the checks allowed to catch it first.
 const BUGS: &[(&str, &[&str])] = &[
+    // Two values chosen for one slot: the votes show it, or a learner
+    // that commits the second value does (`learned-chosen`).
     (
         "skip-phase1",
-        &["one-value-per-slot", "assertion", "linearizable"],
+        &[
+            "one-value-per-slot",
+            "learned-chosen",
+            "assertion",
+            "linearizable",
+        ],
     ),
     // A broken promise also breaks what a learner takes from the votes
     // (a higher ballot's value is the chosen one): such a learner
@@ -236,6 +243,7 @@ const BUGS: &[(&str, &[&str])] = &[
         "vote-after-amnesia",
         &[
             "one-value-per-slot",
+            "learned-chosen",
             "assertion",
             "linearizable",
             "logs-agree",
@@ -251,6 +259,7 @@ const BUGS: &[(&str, &[&str])] = &[
         "reconfig-at-once",
         &[
             "one-value-per-slot",
+            "learned-chosen",
             "linearizable",
             "logs-agree",
             "eras-agree",
