@@ -279,7 +279,9 @@ impl ActiveJournal {
                 known => {
                     let before = match known {
                         Some((_, f)) => Some(f.clone()),
-                        None => self.open_journal(id.wrapping_sub(1)).ok(),
+                        None => id
+                            .checked_sub(1)
+                            .and_then(|before| self.open_journal(before).ok()),
                     };
                     let f = self.open_journal(id)?;
                     *open = Some((id, f.clone()));
