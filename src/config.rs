@@ -75,6 +75,28 @@ pub struct Listen {
     /// takes any.
     #[serde(default)]
     pub peer_sources: Vec<String>,
+    /// Threads serving the client port; each runs its connections and its
+    /// own pool of connections to the backends for reads. None: one per
+    /// CPU this process may use ([`Listen::client_workers`]).
+    #[serde(default)]
+    pub client_workers: Option<usize>,
+}
+
+/// The most client workers a node starts.
+pub const MAX_CLIENT_WORKERS: usize = 256;
+
+impl Listen {
+    /// Threads serving the client port: as configured, else one per CPU
+    /// this process may use (as nginx's `worker_processes auto`). Reads
+    /// are served by these threads alone, so a fixed count would leave
+    /// the other CPUs of a larger machine idle under read load.
+    pub fn client_workers(&self) -> usize {
+        self.client_workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .min(MAX_CLIENT_WORKERS)
+        })
+    }
 }
 
 /// The mesh's TLS: reloaded on SIGHUP.
@@ -550,6 +572,14 @@ impl Config {
                     self.node,
                     me.addr
                 ),
+            ));
+        }
+        if let Some(n) = self.listen.client_workers
+            && !(1..=MAX_CLIENT_WORKERS).contains(&n)
+        {
+            return Err(err(
+                "listen.client_workers",
+                format!("{n} is not between 1 and {MAX_CLIENT_WORKERS}"),
             ));
         }
         for (j, net) in self.listen.peer_sources.iter().enumerate() {
@@ -1128,6 +1158,19 @@ active = ["north", "east", "west"]
     }
 
     #[test]
+    fn client_workers_default_to_the_cpus_and_may_be_set() {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let c = Config::parse(GOOD).expect("valid");
+        assert_eq!(c.listen.client_workers(), cpus.min(MAX_CLIENT_WORKERS));
+        let text = GOOD.replace(
+            "peer = \"127.0.0.1:9080\"",
+            "peer = \"127.0.0.1:9080\"\nclient_workers = 7",
+        );
+        let c = Config::parse(&text).expect("valid");
+        assert_eq!(c.listen.client_workers(), 7);
+    }
+
+    #[test]
     fn nodes_may_list_pins_and_tls_sections_are_optional() {
         let pin = format!("key-sha256:{}", "ab".repeat(32));
         let text = GOOD.replace(
@@ -1275,6 +1318,11 @@ active = ["north", "east", "west"]
                 "peer = \"127.0.0.1:9080\"",
                 "peer = \"127.0.0.1:9999\"",
                 "listen.peer: port 9999",
+            ),
+            (
+                "peer = \"127.0.0.1:9080\"",
+                "peer = \"127.0.0.1:9080\"\nclient_workers = 0",
+                "listen.client_workers: 0 is not between 1 and 256",
             ),
             (
                 "west = \"127.0.0.1:9082\"",

@@ -341,6 +341,7 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
         gw.clone(),
         client_listener,
         client_tls.as_ref().map(|t| Arc::new(t.server_config())),
+        cfg.listen.client_workers(),
         handle_signals,
     )
     .with_context(|| format!("cannot serve clients on {}", cfg.listen.client))?;

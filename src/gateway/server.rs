@@ -38,10 +38,13 @@ pub fn client_server(
     gw: Arc<Gateway>,
     listener: std::net::TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    workers: usize,
     handle_signals: bool,
 ) -> std::io::Result<actix_server::Server> {
     let addr = listener.local_addr()?;
-    let mut builder = actix_server::Server::build().workers(2).shutdown_timeout(5);
+    let mut builder = actix_server::Server::build()
+        .workers(workers.max(1))
+        .shutdown_timeout(5);
     if !handle_signals {
         builder = builder.disable_signals();
     }
