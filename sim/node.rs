@@ -107,6 +107,7 @@ pub(super) fn group_config(sc: &Scenario) -> GroupConfig {
             heartbeat_interval: Duration::from_millis(50),
             retransmit_after: Duration::from_millis(100),
             window: 8,
+            wait_to_batch: sc.wait_to_batch,
             batch_updates_max: 16,
             takeover_after: Duration::from_millis(1000),
             membership_check: Duration::from_millis(500),

@@ -15,6 +15,7 @@
 //! reads max-lag=2 lease=600ms # the gateway's plain-read limits
 //! client-timeout 3s
 //! promise-bytes 160           # acceptors' promise page budget
+//! batch wait                  # partial batches wait for the slot in flight (default: eager)
 //! bug skip-phase1
 //! at 1s crash leader
 //! at 2500ms restart n0
@@ -247,6 +248,11 @@ pub struct Scenario {
     /// many at once (`apply keyed concurrency=N`); `None`: one at a time
     /// in slot order (`apply sequential`, the default).
     pub apply_keyed: Option<usize>,
+    /// The leader holds partial batches while a slot is in flight
+    /// (`batch wait`, production's default: `ProposerConfig::wait_to_batch`)
+    /// or proposes each as the window allows (`batch eager`, the default
+    /// here, which keeps many slots in flight at the sim's few clients).
+    pub wait_to_batch: bool,
     pub bugs: Bugs,
     pub timeline: Vec<(Duration, Fault)>,
     pub expect: Vec<Expect>,
@@ -275,6 +281,7 @@ impl Default for Scenario {
             answer_agreed: false,
             log_retain: LOG_RETAIN_DEFAULT,
             apply_keyed: None,
+            wait_to_batch: false,
             bugs: Bugs::default(),
             timeline: Vec::new(),
             expect: Vec::new(),
@@ -572,6 +579,13 @@ impl Scenario {
                         ));
                     }
                 },
+                "batch" => {
+                    s.wait_to_batch = match one()? {
+                        "wait" => true,
+                        "eager" => false,
+                        v => return Err(err(format!("batch is wait or eager, not {v:?}"))),
+                    }
+                }
                 "answer" => {
                     s.answer_agreed = match one()? {
                         "agreed" => true,
@@ -686,6 +700,9 @@ impl Scenario {
         }
         if let Some(n) = self.apply_keyed {
             let _ = writeln!(o, "apply keyed concurrency={n}");
+        }
+        if self.wait_to_batch {
+            let _ = writeln!(o, "batch wait");
         }
         if self.log_retain != LOG_RETAIN_DEFAULT {
             let _ = writeln!(o, "log retain={}", self.log_retain);
@@ -884,6 +901,10 @@ impl Scenario {
         if r.chance(0.5) {
             s.apply_keyed = Some([2, 4, 16][r.below(3) as usize]);
         }
+        // Half the seeds hold partial batches while a slot is in flight,
+        // as production does; the others keep up to the window's slots in
+        // flight (drawn last too).
+        s.wait_to_batch = r.chance(0.5);
         s
     }
 }

@@ -324,11 +324,15 @@ fn acceptor_ignores_committed_from_the_network() {
 // ---- proposer (Paxos Made Simple §3) ----
 
 fn proposer(h: &mut Harness, id: NodeId) -> (Proposer, Vec<Command>) {
+    proposer_with(h, id, ProposerConfig::default())
+}
+
+fn proposer_with(h: &mut Harness, id: NodeId, cfg: ProposerConfig) -> (Proposer, Vec<Command>) {
     h.call(|ctx| {
         Proposer::recover(
             id,
             Membership::all_voting(3),
-            ProposerConfig::default(),
+            cfg,
             ProposerBugs::default(),
             ctx,
         )
@@ -455,12 +459,60 @@ fn new_leader_adopts_the_highest_accepted_value_and_fills_gaps_with_noops() {
     );
 }
 
+/// Nagle's rule for slots: what arrives while a slot is in phase 2
+/// waits for it and goes in one slot; a slot's worth goes at once.
+#[test]
+fn a_partial_batch_waits_for_the_slot_in_flight() {
+    let mut h = Harness::new();
+    let cfg = ProposerConfig {
+        batch_updates_max: 3,
+        ..ProposerConfig::default()
+    };
+    assert!(cfg.wait_to_batch, "the default");
+    let (mut p, _) = proposer_with(&mut h, N0, cfg);
+    let ballot = lead(&mut h, &mut p, [N1, N2]);
+    let accepts = |out: &[Command]| -> Vec<(u64, Value)> {
+        sends(out)
+            .into_iter()
+            .filter(|(to, _, _)| *to == N1)
+            .filter_map(|(_, _, m)| match m {
+                Message::Accept { slot, value, .. } => Some((slot, value)),
+                _ => None,
+            })
+            .collect()
+    };
+    // Slot 1 (the leader's no-op) is in flight: these wait.
+    for i in 1..=2 {
+        let (_, out) = h.call(|ctx| p.submit(ctx, vec![update(N0, i)]));
+        assert_eq!(accepts(&out), vec![], "update {i} waits");
+    }
+    assert_eq!(p.queued(), 2);
+    // Slot 1 is chosen: both go together in slot 2.
+    h.call(|ctx| p.on_message(ctx, N1, Message::Accepted { ballot, slot: 1 }));
+    let (_, out) = h.call(|ctx| p.on_message(ctx, N2, Message::Accepted { ballot, slot: 1 }));
+    let both = Value::Batch(vec![update(N0, 1), update(N0, 2)]);
+    assert_eq!(accepts(&out), vec![(2, both)]);
+    assert_eq!(p.queued(), 0);
+    // Slot 2 is in flight; a full slot's worth does not wait for it.
+    for i in 3..=4 {
+        h.call(|ctx| p.submit(ctx, vec![update(N0, i)]));
+    }
+    let (_, out) = h.call(|ctx| p.submit(ctx, vec![update(N0, 5)]));
+    let full = Value::Batch(vec![update(N0, 3), update(N0, 4), update(N0, 5)]);
+    assert_eq!(accepts(&out), vec![(3, full)]);
+}
+
 #[test]
 fn a_value_is_decided_by_a_majority_of_accepted_votes_only() {
     let mut h = Harness::new();
     let (mut p, _) = proposer(&mut h, N0);
     let ballot = lead(&mut h, &mut p, [N0, N1]);
     assert!(p.is_leader());
+    // The leader's no-op in slot 1 is chosen first: an update waits while
+    // a slot is in flight (`a_partial_batch_waits_for_the_slot_in_flight`).
+    for n in [N0, N1] {
+        h.call(|ctx| p.on_message(ctx, n, Message::Accepted { ballot, slot: 1 }));
+    }
     let (_, out) = h.call(|ctx| p.submit(ctx, vec![update(N0, 7)]));
     let value = Value::Batch(vec![update(N0, 7)]);
     assert_eq!(
@@ -501,13 +553,8 @@ fn a_rejected_leader_steps_down_and_refuses_what_it_never_proposed() {
     let mut h = Harness::new();
     let (mut p, _) = proposer(&mut h, N0);
     let ballot = lead(&mut h, &mut p, [N1, N2]);
-    // Fill the window (the leader's own no-op holds one slot) so the
-    // next update waits in the queue.
-    let window = ProposerConfig::default().window;
-    for i in 1..window as u64 {
-        h.call(|ctx| p.submit(ctx, vec![update(N0, 100 + i)]));
-    }
-    assert_eq!(p.queued(), 0);
+    // The leader's own no-op is in flight, so an update waits in the
+    // queue.
     h.call(|ctx| p.submit(ctx, vec![update(N0, 1)]));
     assert_eq!(p.queued(), 1);
     let rej = Message::Rejected {
