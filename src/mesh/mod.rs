@@ -30,6 +30,7 @@ pub mod certs;
 pub mod frame;
 mod incoming;
 mod outgoing;
+mod queue;
 pub mod sources;
 pub mod stats;
 pub mod tls;
@@ -50,7 +51,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tls::{PeerTls, TlsPaths};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 /// How one node joins the mesh.
 #[derive(Clone, Debug)]
@@ -71,6 +72,8 @@ pub struct MeshConfig {
     pub max_frame_bytes: usize,
     /// Messages queued per peer before new ones are dropped.
     pub queue_bound: usize,
+    /// ...and bytes (beyond the first message: see `queue`).
+    pub queue_bytes: usize,
     /// TCP connect, TLS handshake and Hello exchange, outgoing.
     pub connect_timeout: Duration,
     /// TLS handshake and Hello exchange, incoming.
@@ -109,6 +112,7 @@ impl MeshConfig {
             tls,
             max_frame_bytes: frame::MAX_FRAME_BYTES,
             queue_bound: 4096,
+            queue_bytes: 8 << 20,
             connect_timeout: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
@@ -147,7 +151,7 @@ struct Shared {
     names: Vec<String>,
     max_frame: usize,
     /// The queue to each peer; `None` for this node.
-    peers: Vec<Option<mpsc::Sender<Vec<u8>>>>,
+    peers: Vec<Option<queue::QueueTx>>,
     groups: RwLock<HashMap<String, Inbox>>,
     /// The live incoming connection per peer: (connection number, the
     /// sender whose drop closes it). A newer connection from the same
@@ -294,7 +298,7 @@ impl Mesh {
             if i == me.0 as usize {
                 peers.push(None);
             } else {
-                let (tx, rx) = mpsc::channel(cfg.queue_bound);
+                let (tx, rx) = queue::channel(cfg.queue_bound, cfg.queue_bytes);
                 peers.push(Some(tx));
                 receivers.push((NodeId(i as u16), addr.clone(), rx));
             }
@@ -494,8 +498,8 @@ fn validate(cfg: &MeshConfig) -> Result<Vec<String>, MeshError> {
             u32::MAX
         )));
     }
-    if cfg.queue_bound == 0 {
-        return Err(bad("queue_bound must be positive".into()));
+    if cfg.queue_bound == 0 || cfg.queue_bytes == 0 {
+        return Err(bad("queue_bound and queue_bytes must be positive".into()));
     }
     if cfg.max_incoming == 0 || cfg.max_incoming_per_source == 0 {
         return Err(bad(
@@ -562,8 +566,8 @@ impl Transport for MeshTransport {
         };
         match tx.try_send(bytes) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => bump(&s.counters.dropped_queue_full),
-            Err(mpsc::error::TrySendError::Closed(_)) => bump(&s.counters.dropped_unreachable),
+            Err(queue::Refused::Full) => bump(&s.counters.dropped_queue_full),
+            Err(queue::Refused::Closed) => bump(&s.counters.dropped_unreachable),
         }
     }
 

@@ -6,6 +6,7 @@
 //! reached are dropped (Paxos retransmits).
 
 use super::frame::{self, Frame, FrameError, MAX_HELLO_BYTES};
+use super::queue::QueueRx;
 use super::stats::{Refusal, bump};
 use super::{Shared, Timing, tls};
 use crate::paxos::ballot::NodeId;
@@ -14,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_rustls::TlsConnector;
 
 /// Bytes gathered into one write before flushing.
@@ -33,7 +34,7 @@ pub(super) async fn peer_loop(
     shared: Arc<Shared>,
     peer: NodeId,
     addr: String,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    mut rx: QueueRx,
     timing: Timing,
 ) {
     let me = shared.my_name().to_string();
@@ -89,7 +90,7 @@ pub(super) async fn peer_loop(
                 }
                 last_problem = Some(problem);
                 // What waited for this peer is stale by the next attempt.
-                while rx.try_recv().is_ok() {
+                while rx.try_recv().is_some() {
                     bump(&shared.counters.dropped_unreachable);
                 }
             }
@@ -181,7 +182,7 @@ fn refused_by_peer(e: &std::io::Error) -> ConnectError {
 async fn write_queue<S: AsyncRead + AsyncWrite>(
     shared: &Shared,
     stream: S,
-    rx: &mut mpsc::Receiver<Vec<u8>>,
+    rx: &mut QueueRx,
     reloaded: &mut watch::Receiver<u64>,
     timing: Timing,
 ) -> String {
@@ -202,13 +203,13 @@ async fn write_queue<S: AsyncRead + AsyncWrite>(
                 // own record and its own send, and under load a peer's
                 // queue holds dozens of small frames.
                 let mut n = 1;
-                if let Ok(next) = rx.try_recv() {
+                if let Some(next) = rx.try_recv() {
                     gathered.clear();
                     gathered.extend_from_slice(&first);
                     gathered.extend_from_slice(&next);
                     n += 1;
                     while gathered.len() < WRITE_BATCH_BYTES {
-                        let Ok(next) = rx.try_recv() else { break };
+                        let Some(next) = rx.try_recv() else { break };
                         gathered.extend_from_slice(&next);
                         n += 1;
                     }
