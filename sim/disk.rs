@@ -33,6 +33,9 @@ pub struct SimDisk {
     pending: VecDeque<Write>,
     durable: u64,
     pub syncs: u64,
+    /// Bytes of keys and values scans have returned: what a role held in
+    /// memory to read a range (`tests/roles.rs` bounds a fetch's).
+    pub scanned_bytes: std::cell::Cell<u64>,
 }
 
 fn idx(t: Table) -> usize {
@@ -111,11 +114,15 @@ impl Kv for SimDisk {
     }
 
     fn scan(&self, table: Table, from: &[u8], limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.view[idx(table)]
+        let out: Vec<(Vec<u8>, Vec<u8>)> = self.view[idx(table)]
             .range::<[u8], _>((Bound::Included(from), Bound::Unbounded))
             .take(limit)
             .map(|(k, v)| (k.to_vec(), v.to_vec()))
-            .collect()
+            .collect();
+        let read: usize = out.iter().map(|(k, v)| k.len() + v.len()).sum();
+        self.scanned_bytes
+            .set(self.scanned_bytes.get() + read as u64);
+        out
     }
 
     fn last(&self, table: Table) -> Option<(Vec<u8>, Vec<u8>)> {

@@ -655,6 +655,48 @@ fn learner_commits_contiguously_and_fetches_a_gap() {
     assert_eq!(state::last_chosen_slot(&h.disk), 2);
 }
 
+/// A fetch's reply was bounded in bytes, but the log was read a whole
+/// `fetch_batch` (256 slots) at once first: now that slots carry
+/// batches of up to 1 MiB, serving one fetch could hold hundreds of
+/// megabytes to send four.
+#[test]
+fn serving_a_fetch_reads_about_what_it_sends() {
+    let mut h = Harness::new();
+    let cfg = LearnerConfig::default();
+    let (mut l, _) = h.call(|ctx| Learner::recover(N0, &Membership::all_voting(3), cfg, ctx));
+    let slot_bytes = 256 << 10;
+    for slot in 1..=64 {
+        let value = Value::Batch(vec![Update {
+            id: UpdateId {
+                origin: N1,
+                boot: 1,
+                seq: slot,
+            },
+            key: None,
+            payload: Bytes::from(vec![1u8; slot_bytes]),
+        }]);
+        h.call(|ctx| l.on_message(ctx, N1, Message::Decided { slot, value }));
+    }
+    assert_eq!(l.commit(), 64);
+    let before = h.disk.scanned_bytes.get();
+    let fetch = Message::Fetch {
+        from_slot: 1,
+        max: 256,
+    };
+    let (_, out) = h.call(|ctx| l.on_message(ctx, N2, fetch));
+    let sent = match &sends(&out)[..] {
+        [(_, Role::Learner, Message::Entries { entries, .. })] => entries.len(),
+        other => panic!("expected one Entries, got {other:?}"),
+    };
+    // 4 MiB of replies: 16 whole slots, and the one that passed the bound.
+    assert_eq!(sent, 16);
+    let read = h.disk.scanned_bytes.get() - before;
+    assert!(
+        read <= 2 * 16 * slot_bytes as u64 + (64 << 10),
+        "read {read} bytes of log to send {sent} slots of {slot_bytes}"
+    );
+}
+
 fn learner_n1_of(voters: u16) -> (Harness, Learner) {
     let mut h = Harness::new();
     let (l, _) = h.call(|ctx| {

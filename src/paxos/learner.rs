@@ -67,6 +67,9 @@ impl Default for LearnerConfig {
     }
 }
 
+/// Slots read from the log at once to serve a fetch (see `serve_fetch`).
+const FETCH_READ_SLOTS: usize = 16;
+
 /// The votes a learner heard for one slot above its commit index.
 ///
 /// A value is chosen once a majority of its slot's era voted for it at
@@ -589,15 +592,29 @@ impl Learner {
         if from_slot <= self.commit {
             let limit = max.min(self.cfg.fetch_batch) as usize;
             let mut bytes = 0;
-            for (slot, value) in state::load_chosen_range(&*ctx.kv, from_slot, limit) {
-                if slot > self.commit {
+            let mut next = from_slot;
+            // Read a few slots at a time: the byte bound must hold while
+            // the log is read, not only in the reply. Slots carry batches
+            // (up to 1 MiB each), and reading the whole `fetch_batch` at
+            // once held hundreds of them in memory to send a few.
+            'read: while entries.len() < limit && next <= self.commit {
+                let want = (limit - entries.len()).min(FETCH_READ_SLOTS);
+                let chunk = state::load_chosen_range(&*ctx.kv, next, want);
+                let got = chunk.len();
+                for (slot, value) in chunk {
+                    if slot > self.commit {
+                        break 'read;
+                    }
+                    bytes += value.payload_bytes();
+                    if !entries.is_empty() && bytes > self.cfg.fetch_bytes_max {
+                        break 'read;
+                    }
+                    next = slot + 1;
+                    entries.push((slot, value));
+                }
+                if got < want {
                     break;
                 }
-                bytes += value.payload_bytes();
-                if !entries.is_empty() && bytes > self.cfg.fetch_bytes_max {
-                    break;
-                }
-                entries.push((slot, value));
             }
         }
         let msg = Message::Entries {
