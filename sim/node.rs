@@ -120,6 +120,9 @@ pub(super) fn group_config(sc: &Scenario) -> GroupConfig {
             fetch_timeout: Duration::from_millis(200),
             fetch_batch: 32,
             buffer_max: 64,
+            // About as many slots as `buffer_max` holds, or fewer when
+            // batches are full: both bounds are met in the runs.
+            buffer_bytes_max: 2048,
             retain_slots: sc.log_retain,
             // The deliberate bug: a change governs the very next slot, so
             // a leader proposing ahead of its log cannot know the voters.

@@ -697,6 +697,51 @@ fn serving_a_fetch_reads_about_what_it_sends() {
     );
 }
 
+/// The buffer of slots above the commit index was bounded in slots
+/// only (4,096), and a slot carries up to 1 MiB: a learner missing one
+/// slot could hold gigabytes. Beyond its bytes, slots are fetched later.
+#[test]
+fn a_learner_buffers_a_bounded_number_of_bytes_above_its_commit() {
+    let mut h = Harness::new();
+    let one = |slot: u64| {
+        Value::Batch(vec![Update {
+            id: UpdateId {
+                origin: N0,
+                boot: 1,
+                seq: slot,
+            },
+            key: None,
+            payload: Bytes::from(vec![0u8; 1000]),
+        }])
+    };
+    let cfg = LearnerConfig {
+        buffer_bytes_max: 3 * state::log_cost(&one(0)),
+        ..LearnerConfig::default()
+    };
+    let (mut l, _) = h.call(|ctx| Learner::recover(N1, &Membership::all_voting(3), cfg, ctx));
+    let decide = |h: &mut Harness, l: &mut Learner, slot: u64| {
+        let value = one(slot);
+        h.call(|ctx| l.on_message(ctx, N0, Message::Decided { slot, value }));
+    };
+    // Slot 1 is missing: 2, 3, 4 are held, the rest only noted.
+    for slot in 2..=10 {
+        decide(&mut h, &mut l, slot);
+    }
+    assert_eq!((l.commit(), l.known_commit()), (0, 10));
+    // Slot 1 arrives: the held ones follow it, and the others are
+    // fetched from slot 5.
+    decide(&mut h, &mut l, 1);
+    assert_eq!(l.commit(), 4);
+    h.now = h.now + Duration::from_secs(1);
+    let (_, out) = h.call(|ctx| l.on_timer(ctx, Timer::Fetch));
+    assert!(
+        sends(&out)
+            .iter()
+            .any(|(_, _, m)| matches!(m, Message::Fetch { from_slot: 5, .. })),
+        "{out:?}"
+    );
+}
+
 fn learner_n1_of(voters: u16) -> (Harness, Learner) {
     let mut h = Harness::new();
     let (l, _) = h.call(|ctx| {

@@ -37,6 +37,11 @@ pub struct LearnerConfig {
     pub fetch_bytes_max: usize,
     /// Chosen slots held above the commit index at most.
     pub buffer_max: u64,
+    /// ...and their bytes (`state::log_cost`), beyond the next slot: a
+    /// slot carries a batch of up to `batch_bytes_max`, so the slot bound
+    /// alone allowed gigabytes. What does not fit is fetched once the log
+    /// reaches it, as beyond `buffer_max`.
+    pub buffer_bytes_max: u64,
     /// Slots of log kept below the commit index at least; older ones are
     /// dropped (compaction).
     pub retain_slots: u64,
@@ -59,6 +64,7 @@ impl Default for LearnerConfig {
             fetch_batch: 256,
             fetch_bytes_max: 4 << 20,
             buffer_max: 4096,
+            buffer_bytes_max: 32 << 20,
             retain_slots: 1_000_000,
             retain_bytes: 1 << 30,
             keep_applied: 100_000,
@@ -100,6 +106,8 @@ pub struct Learner {
     cfg: LearnerConfig,
     commit: Slot,
     buffer: BTreeMap<Slot, Value>,
+    /// `log_cost` of the values in `buffer`.
+    buffered_bytes: u64,
     /// The votes heard for slots above the commit index (see `Tally`).
     tallies: BTreeMap<Slot, Tally>,
     /// Highest slot known to be chosen (from commit hints, fetch replies,
@@ -142,6 +150,7 @@ impl Learner {
             cfg,
             commit,
             buffer: BTreeMap::new(),
+            buffered_bytes: 0,
             tallies: BTreeMap::new(),
             known: commit,
             leader: None,
@@ -407,6 +416,7 @@ impl Learner {
             self.log_bytes = 0;
             self.commit = slot;
             self.buffer = self.buffer.split_off(&(slot + 1));
+            self.buffered_bytes = self.buffer.values().map(state::log_cost).sum();
             self.commit_buffered(ctx);
             state::store_u64(ctx.kv, state::Meta::LogBytes, self.log_bytes);
             self.announce(ctx);
@@ -489,7 +499,9 @@ impl Learner {
             );
             return;
         }
-        if slot > self.commit + self.cfg.buffer_max {
+        let cost = state::log_cost(&value);
+        let full = slot > self.commit + 1 && self.buffered_bytes + cost > self.cfg.buffer_bytes_max;
+        if slot > self.commit + self.cfg.buffer_max || full {
             self.known = self.known.max(slot);
             return;
         }
@@ -501,6 +513,7 @@ impl Learner {
             return;
         }
         self.buffer.insert(slot, value);
+        self.buffered_bytes += cost;
         self.tallies.remove(&slot);
         let before = self.commit;
         self.commit_buffered(ctx);
@@ -519,6 +532,7 @@ impl Learner {
     fn commit_buffered(&mut self, ctx: &mut Ctx<'_>) {
         let mut reconfigured = false;
         while let Some(v) = self.buffer.remove(&(self.commit + 1)) {
+            self.buffered_bytes = self.buffered_bytes.saturating_sub(state::log_cost(&v));
             self.commit += 1;
             self.log_bytes += state::log_cost(&v);
             if let Value::Config(change) = &v {
