@@ -2024,19 +2024,7 @@ impl Proposer {
             Self::answer_read(ctx, self.id, id, origin, index);
             return;
         }
-        // Every slot this leadership proposed, not only those it knows
-        // are chosen: learners learn from each other's votes, so a slot
-        // may be chosen, applied and answered elsewhere before the votes
-        // reach this leader.
-        let index = commit
-            .max(l.max_decided)
-            .max(l.ready_slot)
-            .max(l.p1.chosen_upto);
-        let index = if self.bugs.read_index_chosen_only {
-            index
-        } else {
-            index.max(l.next_slot - 1)
-        };
+        let index = Self::read_index(commit, l, self.bugs);
         let seq = Self::start_round(ctx, l, &sets, self.bugs);
         l.reads.push(PendingRead {
             id,
@@ -2044,6 +2032,23 @@ impl Proposer {
             index,
             seq,
         });
+    }
+
+    /// What a read must see: every slot this leadership proposed, not
+    /// only those it knows are chosen (learners learn from each other's
+    /// votes, so a slot may be chosen, applied and answered elsewhere
+    /// before the votes reach this leader), and everything its promises
+    /// reported.
+    fn read_index(commit: Slot, l: &Leading, bugs: ProposerBugs) -> Slot {
+        let index = commit
+            .max(l.max_decided)
+            .max(l.ready_slot)
+            .max(l.p1.chosen_upto);
+        if bugs.read_index_chosen_only {
+            index
+        } else {
+            index.max(l.next_slot - 1)
+        }
     }
 
     /// The voter sets a confirmation round must each hear a majority of:
@@ -2166,6 +2171,16 @@ impl Proposer {
         if !l.ready || !covered {
             return;
         }
+        // What the promises reported is taken again now, not only when
+        // the read came: a leader elected with a log behind the others'
+        // learns of eras it did not know, and their voters' promises
+        // report slots chosen at a lower ballot before the read came
+        // (seed 59738: a leader elected by two nodes of the old active
+        // set answered at slot 84 while the previous leader, with the
+        // new set's voters, had chosen up to 114). Reads wait for
+        // `ready`, which covers those slots. (Slots proposed since the
+        // read came are not added: the read need not wait for them.)
+        let now_index = l.ready_slot.max(l.p1.chosen_upto);
         let confirmed = &l.confirmed;
         let skip_round = self.bugs.reads_skip_round;
         l.reads.retain(|r| {
@@ -2180,7 +2195,7 @@ impl Proposer {
             if !all && !skip_round {
                 return true;
             }
-            Self::answer_read(ctx, me, r.id, r.origin, r.index);
+            Self::answer_read(ctx, me, r.id, r.origin, r.index.max(now_index));
             false
         });
     }
