@@ -564,12 +564,24 @@ impl Proposer {
 
     /// Whether a majority of every era governing the slots this leader
     /// may propose in next promised its ballot.
+    ///
+    /// And of the active set of every change it proposed and has not seen
+    /// in its log: that set governs slots beyond these once the change is
+    /// chosen, and a leader of a lower ballot that learned the change
+    /// first may already choose there with that set's voters. Confirmed
+    /// alone shows no higher ballot; only their promises report what they
+    /// accepted at a lower one (a reviewer's reading, not yet seen in
+    /// the sim).
     fn covered(&self, l: &Leading) -> bool {
         self.bugs.skip_phase1
-            || self
+            || (self
                 .eras
                 .governing(self.commit + 1, self.commit + ALPHA)
                 .all(|e| l.p1.covers(e))
+                && Self::pending_change_voters(l).iter().all(|voters| {
+                    let promised = voters.iter().filter(|n| l.p1.done.contains(n)).count();
+                    promised >= crate::paxos::membership::quorum(voters.len())
+                }))
     }
 
     /// The highest commit index heard from a leader: what this node knows
@@ -842,11 +854,14 @@ impl Proposer {
     /// leader's when its log brings an era with new voters. A leader asks
     /// from its next slot: it proposed below it already.
     fn ask_missing(&mut self, ctx: &mut Ctx<'_>) {
-        let voters: BTreeSet<NodeId> = self
+        let mut voters: BTreeSet<NodeId> = self
             .eras
             .governing(self.commit + 1, self.commit + ALPHA)
             .flat_map(|e| e.voters.iter().copied())
             .collect();
+        if let Phase::Leader(l) = &self.phase {
+            voters.extend(Self::pending_change_voters(l).into_iter().flatten());
+        }
         let bugs = self.bugs;
         let (p1, from_slot) = match &mut self.phase {
             Phase::Candidate(c) => (&mut c.p1, c.from_slot),
@@ -1220,6 +1235,7 @@ impl Proposer {
             };
             ctx.send(v, Role::Acceptor, msg);
         }
+        let change = matches!(value, Value::Config(_));
         let fresh = Inflight {
             value,
             votes: BTreeSet::new(),
@@ -1230,6 +1246,10 @@ impl Proposer {
             l.inflight.insert(slot, fresh).is_none(),
             "slot {slot} proposed twice"
         );
+        if change && !self.bugs.skip_phase1 {
+            // Its voters' promises, which reads wait for (`covered`).
+            self.ask_missing(ctx);
+        }
     }
 
     /// Whether the queue holds a slot's worth: as many updates or bytes
@@ -2066,21 +2086,28 @@ impl Proposer {
             .map(|e| e.voters.clone())
             .collect();
         if let Phase::Leader(l) = &self.phase {
-            let values = l
-                .inflight
-                .values()
-                .map(|f| &f.value)
-                .chain(l.decided.values().map(|(v, _)| v))
-                .chain(l.p1.adopt.values().map(|(_, v)| v));
-            for v in values {
-                if let Value::Config(c) = v {
-                    if !sets.contains(&c.voters) {
-                        sets.push(c.voters.clone());
-                    }
+            for voters in Self::pending_change_voters(l) {
+                if !sets.contains(&voters) {
+                    sets.push(voters);
                 }
             }
         }
         sets
+    }
+
+    /// The active set of every change this leadership proposed or will
+    /// re-propose and has not seen in its log yet.
+    fn pending_change_voters(l: &Leading) -> Vec<Vec<NodeId>> {
+        l.inflight
+            .values()
+            .map(|f| &f.value)
+            .chain(l.decided.values().map(|(v, _)| v))
+            .chain(l.p1.adopt.values().map(|(_, v)| v))
+            .filter_map(|v| match v {
+                Value::Config(c) => Some(c.voters.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Ask every voter of `sets` to confirm this leadership.
