@@ -163,6 +163,11 @@ impl Phase1 {
     fn covers(&self, era: &Era) -> bool {
         era.count(&self.done) >= era.quorum()
     }
+
+    /// `covers` for an active set not yet in the log (a change's).
+    fn covers_voters(&self, voters: &[NodeId]) -> bool {
+        voters.iter().filter(|n| self.done.contains(n)).count() >= quorum(voters.len())
+    }
 }
 
 struct Candidate {
@@ -578,10 +583,7 @@ impl Proposer {
                 .eras
                 .governing(self.commit + 1, self.commit + ALPHA)
                 .all(|e| l.p1.covers(e))
-                && Self::pending_change_voters(l).iter().all(|voters| {
-                    let promised = voters.iter().filter(|n| l.p1.done.contains(n)).count();
-                    promised >= crate::paxos::membership::quorum(voters.len())
-                }))
+                && Self::pending_change_voters(l).all(|voters| l.p1.covers_voters(voters)))
     }
 
     /// The highest commit index heard from a leader: what this node knows
@@ -860,7 +862,7 @@ impl Proposer {
             .flat_map(|e| e.voters.iter().copied())
             .collect();
         if let Phase::Leader(l) = &self.phase {
-            voters.extend(Self::pending_change_voters(l).into_iter().flatten());
+            voters.extend(Self::pending_change_voters(l).flatten());
         }
         let bugs = self.bugs;
         let (p1, from_slot) = match &mut self.phase {
@@ -2087,8 +2089,8 @@ impl Proposer {
             .collect();
         if let Phase::Leader(l) = &self.phase {
             for voters in Self::pending_change_voters(l) {
-                if !sets.contains(&voters) {
-                    sets.push(voters);
+                if !sets.contains(voters) {
+                    sets.push(voters.clone());
                 }
             }
         }
@@ -2097,17 +2099,17 @@ impl Proposer {
 
     /// The active set of every change this leadership proposed or will
     /// re-propose and has not seen in its log yet.
-    fn pending_change_voters(l: &Leading) -> Vec<Vec<NodeId>> {
+    /// (Borrowed: `covered` runs whenever reads or leases are dated.)
+    fn pending_change_voters(l: &Leading) -> impl Iterator<Item = &Vec<NodeId>> {
         l.inflight
             .values()
             .map(|f| &f.value)
             .chain(l.decided.values().map(|(v, _)| v))
             .chain(l.p1.adopt.values().map(|(_, v)| v))
             .filter_map(|v| match v {
-                Value::Config(c) => Some(c.voters.clone()),
+                Value::Config(c) => Some(&c.voters),
                 _ => None,
             })
-            .collect()
     }
 
     /// Ask every voter of `sets` to confirm this leadership.
