@@ -2554,6 +2554,119 @@ fn a_leader_dates_no_lease_until_a_new_eras_voters_promised() {
     assert!(p.lease_contact().is_some());
 }
 
+/// Review finding (7324414): a leader that proposed a change of the
+/// active set has not seen it in its log, so the new voters' era is not
+/// among those it checked. A leader of a lower ballot that learned the
+/// change first may choose in that era's slots with the new voters, who
+/// were never asked for this ballot: `Confirmed` shows only that no
+/// higher ballot exists. So the proposing leader asks the new voters at
+/// once, and answers no read and dates no lease until a majority of
+/// them promised.
+#[test]
+fn a_leader_with_a_change_in_flight_answers_no_read_until_the_new_voters_promised() {
+    use ordo::paxos::members::MemberOp;
+    let mut h = Harness::new();
+    let n3 = NodeId(3);
+    let (mut p, _) = h.call(|ctx| {
+        Proposer::recover(
+            N0,
+            Membership::with_backups(4, 3),
+            ProposerConfig::default(),
+            ProposerBugs::default(),
+            ctx,
+        )
+    });
+    // Elected by n1 and n2: of the active set n0 n1 n3 to come, only n1
+    // has promised (n0's own promise is still on its way).
+    let ballot = lead(&mut h, &mut p, [N1, N2]);
+    for n in [N1, N2] {
+        let m = Message::Accepted { ballot, slot: 1 };
+        h.call_applier(|ctx| p.on_message(ctx, n, m));
+    }
+    h.call_applier(|ctx| p.on_message(ctx, N0, Message::Committed { commit: 1 }));
+    for n in [N1, N2, n3] {
+        let m = Message::Progress {
+            ballot,
+            commit: 1,
+            applied: 1,
+            fit: true,
+            voting: true,
+        };
+        h.call_applier(|ctx| p.on_message(ctx, n, m));
+    }
+    let confirm = |h: &mut Harness, p: &mut Proposer, seq, from: &[NodeId]| {
+        let mut out = Vec::new();
+        for &n in from {
+            let ok = Message::Confirmed { ballot, seq };
+            out.extend(h.call_applier(|ctx| p.on_message(ctx, n, ok)).1);
+        }
+        out
+    };
+    h.now = h.now + Duration::from_millis(100);
+    h.call_applier(|ctx| p.on_timer(ctx, Timer::Tick));
+    confirm(&mut h, &mut p, 1, &[N1, N2]);
+    assert!(p.lease_contact().is_some(), "established");
+
+    let op = MemberOp::Promote {
+        node: n3,
+        replace: Some(N2),
+    };
+    let (_, out) = h.call_applier(|ctx| p.member_op(ctx, 1, op));
+    let change_sent = sends(&out).iter().any(|(to, _, m)| {
+        *to == N1
+            && matches!(m, Message::Accept { slot: 2, value: Value::Config(c), .. } if c.voters.contains(&n3))
+    });
+    assert!(change_sent, "the change goes in slot 2: {out:?}");
+    let asked: Vec<(NodeId, u64)> = sends(&out)
+        .into_iter()
+        .filter_map(|(n, _, m)| match m {
+            Message::Prepare {
+                ballot: b,
+                from_slot,
+                ..
+            } if b == ballot => Some((n, from_slot)),
+            _ => None,
+        })
+        .collect();
+    let [(asked_n3, from_slot)] = asked[..] else {
+        panic!("the new voter is asked at once: {asked:?}");
+    };
+    assert_eq!(asked_n3, n3);
+
+    // A read: n0 and n1 confirm its round, a majority of both sets, but
+    // only n1 of the new set has promised.
+    let read = update(N0, 77).id;
+    let (_, mut out) = h.call_applier(|ctx| p.read(ctx, read));
+    let seq = sends(&out)
+        .iter()
+        .find_map(|(_, _, m)| match m {
+            Message::Confirm { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .expect("the read starts a round");
+    out.extend(confirm(&mut h, &mut p, seq, &[N0, N1]));
+    let answered = |out: &[Command]| {
+        out.iter().any(
+            |c| matches!(c, Command::Client(ClientOutcome::ReadReady { id, .. }) if *id == read),
+        )
+    };
+    assert!(!answered(&out), "no read index before n3 promised: {out:?}");
+    h.now = h.now + Duration::from_millis(100);
+    h.call_applier(|ctx| p.on_timer(ctx, Timer::Tick));
+    confirm(&mut h, &mut p, seq + 1, &[N0, N1, N2]);
+    assert_eq!(p.lease_contact(), None, "no lease either");
+
+    let promise = Message::Promise {
+        ballot,
+        chosen_upto: 1,
+        accepted: vec![],
+        from_slot,
+        next_page: None,
+    };
+    let (_, out) = h.call_applier(|ctx| p.on_message(ctx, n3, promise));
+    assert!(answered(&out), "answered once n3 promised: {out:?}");
+}
+
 /// An update id chosen twice in one slot (a forwarding retry) is skipped,
 /// and the window's byte count stays right: slots after it still run side
 /// by side.
