@@ -2667,6 +2667,51 @@ fn a_leader_with_a_change_in_flight_answers_no_read_until_the_new_voters_promise
     assert!(answered(&out), "answered once n3 promised: {out:?}");
 }
 
+/// Review finding: a read whose round is confirmed waits until the slots
+/// the leader took over are chosen. When its log reaches them by another
+/// path than its own votes (a catch-up, another node's `Decided`), the
+/// read is answered then, not at the next vote or confirmation (up to a
+/// tick later).
+#[test]
+fn a_read_waiting_for_the_takeover_is_answered_when_the_log_reaches_it() {
+    let mut h = Harness::new();
+    let (mut p, _) = proposer(&mut h, N0);
+    let ballot = elect(&mut h, &mut p);
+    let promise = |accepted| Message::Promise {
+        ballot,
+        chosen_upto: 0,
+        accepted,
+        from_slot: 1,
+        next_page: None,
+    };
+    let old = AcceptedEntry {
+        slot: 1,
+        ballot: b(0, N2),
+        value: Value::Batch(vec![update(N2, 1)]),
+    };
+    h.call_applier(|ctx| p.on_message(ctx, N1, promise(vec![old])));
+    h.call_applier(|ctx| p.on_message(ctx, N0, promise(vec![])));
+    assert!(p.is_leader());
+    let read = update(N0, 9).id;
+    let answered = |out: &[Command]| {
+        out.iter().any(
+            |c| matches!(c, Command::Client(ClientOutcome::ReadReady { id, .. }) if *id == read),
+        )
+    };
+    let (_, out) = h.call_applier(|ctx| p.read(ctx, read));
+    assert!(!answered(&out));
+    for n in [N0, N1] {
+        let ok = Message::Confirmed { ballot, seq: 1 };
+        let (_, out) = h.call_applier(|ctx| p.on_message(ctx, n, ok));
+        assert!(!answered(&out), "slot 1 (taken over) is not chosen yet");
+    }
+    let (_, out) = h.call_applier(|ctx| p.on_message(ctx, N0, Message::Committed { commit: 1 }));
+    assert!(
+        answered(&out),
+        "answered as the log reaches slot 1: {out:?}"
+    );
+}
+
 /// An update id chosen twice in one slot (a forwarding retry) is skipped,
 /// and the window's byte count stays right: slots after it still run side
 /// by side.

@@ -2245,6 +2245,9 @@ impl Proposer {
             }
         }
         self.after_commit(ctx);
+        // Reads whose rounds are confirmed may have waited for the log
+        // to reach what this leadership took over.
+        self.complete_reads(ctx);
     }
 
     /// The log grew or its eras changed: a candidate may now have the
