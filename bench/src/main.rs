@@ -9,6 +9,7 @@
 //! and runs it.
 
 mod chart;
+mod handler;
 mod procs;
 mod report;
 mod wrk;
@@ -230,7 +231,16 @@ fn run(args: &Args, ordo: &Path, work: &Path) -> Result<()> {
             c,
             wrk::run(&format!("http://127.0.0.1:{}", port(30)), &get, c, s)?,
         );
+        let before = metrics_of(0)?;
         m.get("ordo", c, wrk::run(&url(0, ""), &get, c, s)?);
+        let after = metrics_of(0)?;
+        if let Some(p99) = handler::quantile_bound_ms(
+            &handler::buckets(&before, "read"),
+            &handler::buckets(&after, "read"),
+            0.99,
+        ) {
+            m.handler_p99_ms.insert(c, p99);
+        }
         m.get(
             "ordo no-cache",
             c,
@@ -350,6 +360,12 @@ fn start_node(procs: &mut Procs, ordo: &Path, i: usize, init: bool) -> Result<u3
         cmd.arg("--init");
     }
     procs.spawn(NODES[i], &mut cmd)
+}
+
+/// Node `i`'s `/metrics` text.
+fn metrics_of(i: u16) -> Result<String> {
+    let mut r = agent().get(&url(i, "/_ordo/metrics")).call()?;
+    Ok(r.body_mut().read_to_string()?)
 }
 
 /// (applied, commit) of node `i`'s one service.

@@ -18,6 +18,9 @@ pub struct Measured {
     /// (system, connections) → run.
     pub puts: BTreeMap<(String, u32), Run>,
     pub gets: BTreeMap<(String, u32), Run>,
+    /// connections → the p99 bound of ordo's own time per plain GET
+    /// (its request histogram over the same run), ms.
+    pub handler_p99_ms: BTreeMap<u32, f64>,
     pub catchup: Option<CatchUp>,
     /// Peak RSS per ordo node.
     pub rss_mb: Vec<(String, f64)>,
@@ -155,6 +158,18 @@ pub fn render(m: &Measured) -> String {
             o.errors,
             f.errors,
             n.errors
+        );
+    }
+    if !m.handler_p99_ms.is_empty() {
+        let each: Vec<String> = m
+            .handler_p99_ms
+            .iter()
+            .map(|(c, ms)| format!("≤ {ms:.1} ms at c={c}"))
+            .collect();
+        let _ = writeln!(
+            t,
+            "\nordo's own time per plain GET, from its handler's start to the backend's answer head (node `n0`'s `ordo_request_seconds` histogram over the same runs), p99: {}. What wrk's p99 adds to it is spent outside ordo's handler: in the kernel, waiting for a CPU, in wrk itself.",
+            each.join(", ")
         );
     }
     if let Some(c) = &m.catchup {
