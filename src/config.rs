@@ -248,6 +248,11 @@ pub struct Service {
     /// safe).
     #[serde(default = "default_backend_pipeline")]
     pub backend_pipeline: usize,
+    /// Whether the leader holds a partial batch of updates while a slot
+    /// is being decided, so that what arrives meanwhile shares the next
+    /// slot (the default), or proposes each batch at once.
+    #[serde(default = "default_batch_wait")]
+    pub batch_wait: bool,
 }
 
 fn default_body_min_bytes_per_sec() -> u64 {
@@ -260,6 +265,10 @@ fn default_apply_concurrency() -> usize {
 
 fn default_backend_pipeline() -> usize {
     1
+}
+
+fn default_batch_wait() -> bool {
+    true
 }
 
 /// The largest `backend_pipeline`.
@@ -1155,6 +1164,25 @@ active = ["north", "east", "west"]
         let m = c.membership(&c.services[0]);
         assert_eq!(m.preferred_leader().map(|n| n.0), Some(1), "north leads");
         assert_eq!(c.limits, Limits::default());
+    }
+
+    #[test]
+    fn batch_wait_is_on_unless_turned_off() {
+        let c = Config::parse(GOOD).expect("valid");
+        assert!(c.services[0].batch_wait);
+        let text = GOOD.replace(
+            "active = [\"north\", \"east\", \"west\"]",
+            "active = [\"north\", \"east\", \"west\"]\nbatch_wait = false",
+        );
+        let c = Config::parse(&text).expect("valid");
+        assert!(!c.services[0].batch_wait);
+        assert_eq!(
+            error_of(
+                "active = [\"north\", \"east\", \"west\"]",
+                "batch_wait = \"no\"",
+            ),
+            "line 23: invalid type: string \"no\", expected a boolean"
+        );
     }
 
     #[test]

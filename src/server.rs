@@ -270,6 +270,7 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
             }
         }
         group_cfg.applier.answer_after_agreement = s.answer == crate::config::Answer::Agreed;
+        group_cfg.proposer.wait_to_batch = s.batch_wait;
         if s.resource_key == crate::config::ResourceKey::Path {
             let rule = crate::apply::resource::PathRule {
                 depth: s.resource_key_depth,

@@ -502,6 +502,29 @@ fn a_partial_batch_waits_for_the_slot_in_flight() {
     assert_eq!(accepts(&out), vec![(3, full)]);
 }
 
+/// `batch_wait = false`: nothing waits for the slot in flight.
+#[test]
+fn without_batch_wait_an_update_goes_while_a_slot_is_in_flight() {
+    let mut h = Harness::new();
+    let cfg = ProposerConfig {
+        wait_to_batch: false,
+        ..ProposerConfig::default()
+    };
+    let (mut p, _) = proposer_with(&mut h, N0, cfg);
+    lead(&mut h, &mut p, [N1, N2]);
+    // Slot 1 (the leader's no-op) is in flight.
+    let (_, out) = h.call(|ctx| p.submit(ctx, vec![update(N0, 1)]));
+    let proposed: Vec<u64> = sends(&out)
+        .into_iter()
+        .filter_map(|(to, _, m)| match m {
+            Message::Accept { slot, .. } if to == N1 => Some(slot),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(proposed, vec![2]);
+    assert_eq!(p.queued(), 0);
+}
+
 #[test]
 fn a_value_is_decided_by_a_majority_of_accepted_votes_only() {
     let mut h = Harness::new();
