@@ -365,6 +365,40 @@ fn lead(h: &mut Harness, p: &mut Proposer, voters: [NodeId; 2]) -> Ballot {
     ballot
 }
 
+/// Elect `p` with promises from N1, which accepted a value in slot 1 at
+/// ballot `old` under an earlier leader, and from N0 (nothing): it leads
+/// and proposes slot 1 again. Its ballot, and the commands of the
+/// promise that made it leader.
+fn lead_taking_over_slot_1(
+    h: &mut Harness,
+    p: &mut Proposer,
+    old: Ballot,
+) -> (Ballot, Vec<Command>) {
+    let ballot = elect(h, p);
+    let promise = |accepted| Message::Promise {
+        ballot,
+        chosen_upto: 0,
+        accepted,
+        from_slot: 1,
+        next_page: None,
+    };
+    let entry = AcceptedEntry {
+        slot: 1,
+        ballot: old,
+        value: Value::Batch(vec![update(N2, 1)]),
+    };
+    h.call_applier(|ctx| p.on_message(ctx, N1, promise(vec![entry])));
+    let (_, out) = h.call_applier(|ctx| p.on_message(ctx, N0, promise(vec![])));
+    assert!(p.is_leader());
+    (ballot, out)
+}
+
+/// Whether `out` answers read `id` with its index.
+fn read_ready(out: &[Command], id: UpdateId) -> bool {
+    out.iter()
+        .any(|c| matches!(c, Command::Client(ClientOutcome::ReadReady { id: i, .. }) if *i == id))
+}
+
 #[test]
 fn proposer_runs_phase1_with_a_persisted_fresh_ballot() {
     let mut h = Harness::new();
@@ -1413,23 +1447,8 @@ fn a_leader_dates_its_lease_by_the_latest_round_a_quorum_confirmed() {
 fn a_new_leader_renews_no_read_lease_until_it_has_committed_what_it_took_over() {
     let mut h = Harness::new();
     let (mut p, _) = proposer(&mut h, N0);
-    let ballot = elect(&mut h, &mut p);
     // N1 accepted a value in slot 1 under an earlier leader.
-    let promise = |accepted| Message::Promise {
-        ballot,
-        chosen_upto: 0,
-        accepted,
-        from_slot: 1,
-        next_page: None,
-    };
-    let old = AcceptedEntry {
-        slot: 1,
-        ballot: b(1, N2),
-        value: Value::Batch(vec![update(N2, 1)]),
-    };
-    h.call_applier(|ctx| p.on_message(ctx, N1, promise(vec![old])));
-    let (_, out) = h.call_applier(|ctx| p.on_message(ctx, N0, promise(vec![])));
-    assert!(p.is_leader());
+    let (ballot, out) = lead_taking_over_slot_1(&mut h, &mut p, b(1, N2));
     let heartbeats = |out: &[Command]| -> Vec<bool> {
         sends(out)
             .into_iter()
@@ -2569,9 +2588,7 @@ fn a_leader_dates_no_lease_until_a_new_eras_voters_promised() {
     // completes the read.
     let (_, out) = h.call_applier(|ctx| p.on_message(ctx, NodeId(3), promise));
     assert!(
-        out.iter().any(
-            |c| matches!(c, Command::Client(ClientOutcome::ReadReady { id, .. }) if *id == read)
-        ),
+        read_ready(&out, read),
         "the read is answered once n3 promised: {out:?}"
     );
     assert!(p.lease_contact().is_some());
@@ -2668,11 +2685,7 @@ fn a_leader_with_a_change_in_flight_answers_no_read_until_the_new_voters_promise
         })
         .expect("the read starts a round");
     out.extend(confirm(&mut h, &mut p, seq, &[N0, N1]));
-    let answered = |out: &[Command]| {
-        out.iter().any(
-            |c| matches!(c, Command::Client(ClientOutcome::ReadReady { id, .. }) if *id == read),
-        )
-    };
+    let answered = |out: &[Command]| read_ready(out, read);
     assert!(!answered(&out), "no read index before n3 promised: {out:?}");
     h.now = h.now + Duration::from_millis(100);
     h.call_applier(|ctx| p.on_timer(ctx, Timer::Tick));
@@ -2699,28 +2712,9 @@ fn a_leader_with_a_change_in_flight_answers_no_read_until_the_new_voters_promise
 fn a_read_waiting_for_the_takeover_is_answered_when_the_log_reaches_it() {
     let mut h = Harness::new();
     let (mut p, _) = proposer(&mut h, N0);
-    let ballot = elect(&mut h, &mut p);
-    let promise = |accepted| Message::Promise {
-        ballot,
-        chosen_upto: 0,
-        accepted,
-        from_slot: 1,
-        next_page: None,
-    };
-    let old = AcceptedEntry {
-        slot: 1,
-        ballot: b(0, N2),
-        value: Value::Batch(vec![update(N2, 1)]),
-    };
-    h.call_applier(|ctx| p.on_message(ctx, N1, promise(vec![old])));
-    h.call_applier(|ctx| p.on_message(ctx, N0, promise(vec![])));
-    assert!(p.is_leader());
+    let (ballot, _) = lead_taking_over_slot_1(&mut h, &mut p, b(0, N2));
     let read = update(N0, 9).id;
-    let answered = |out: &[Command]| {
-        out.iter().any(
-            |c| matches!(c, Command::Client(ClientOutcome::ReadReady { id, .. }) if *id == read),
-        )
-    };
+    let answered = |out: &[Command]| read_ready(out, read);
     let (_, out) = h.call_applier(|ctx| p.read(ctx, read));
     assert!(!answered(&out));
     for n in [N0, N1] {

@@ -1668,11 +1668,7 @@ impl Proposer {
         let Phase::Leader(l) = &self.phase else {
             return None;
         };
-        let is_change = |v: &Value| matches!(v, Value::Config(_));
-        let proposed = l.change.is_some()
-            || l.inflight.values().any(|f| is_change(&f.value))
-            || l.decided.values().any(|(v, _)| is_change(v))
-            || l.p1.adopt.values().any(|(_, v)| is_change(v));
+        let proposed = l.change.is_some() || Self::pending_change_voters(l).next().is_some();
         proposed.then(|| "a change is being decided".to_string())
     }
 
