@@ -6,6 +6,7 @@
 pub mod admin_client;
 pub mod client;
 pub mod fragment;
+pub mod framing;
 pub mod pipeline;
 pub mod request;
 

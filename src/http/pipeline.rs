@@ -27,6 +27,7 @@
 //! by [`Limits::queue`], a head by 400 KiB, and a body by
 //! `max_response_bytes`.
 
+use super::framing::{self, After, Dechunked, Framing, dechunk};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -39,12 +40,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 /// (a backend that closes after every answer still gets through the
 /// queue, one answer per connection).
 pub const RESENDS: u8 = 3;
-
-/// The longest answer head read (about hyper's largest buffer).
-const MAX_HEAD: usize = 400 << 10;
-
-/// Headers in one answer, at most (hyper's limit too).
-const MAX_HEADERS: usize = 100;
 
 /// Bytes gathered into one write.
 const WRITE_BATCH: usize = 256 << 10;
@@ -505,227 +500,52 @@ enum Parsed {
     Invalid(String),
 }
 
-/// What becomes of the connection after an answer.
-#[derive(Debug, PartialEq, Eq, Clone, Copy)]
-enum After {
-    KeepOn,
-    /// The backend closes it and reads nothing more (`Connection:
-    /// close`, HTTP/1.0, a body ended by closing): what was sent behind
-    /// this answer can go again.
-    Closes,
-    /// The framing was ambiguous (both Transfer-Encoding and
-    /// Content-Length): the connection is dropped, and what was sent
-    /// behind this answer may have been read, so it is not sent again.
-    Distrusted,
-}
-
-/// One answer from the start of `buf`, framed as RFC 9112 §6.3 says,
-/// with the verdicts hyper's client gives. `eof`: the connection has
-/// ended, which ends a body without a length.
+/// One whole answer from the start of `buf` (`framing` reads its head).
+/// `eof`: the connection has ended, which ends a body without a length.
 fn parse(buf: &[u8], head: bool, limit: usize, eof: bool) -> Parsed {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut slots);
-    let n = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-            return Parsed::Invalid(format!("answer head over {MAX_HEAD} bytes"));
-        }
-        Ok(httparse::Status::Partial) => return Parsed::Partial(buf.len() + 1),
-        Err(e) => return Parsed::Invalid(format!("malformed answer head: {e}")),
+    let h = match framing::parse_head(buf, head) {
+        framing::Parsed::Head(h) => h,
+        framing::Parsed::Partial => return Parsed::Partial(buf.len() + 1),
+        framing::Parsed::Informational(n) => return Parsed::Informational(n),
+        framing::Parsed::Invalid(why) => return Parsed::Invalid(why),
     };
-    let Some(status) = resp.code else {
-        return Parsed::Invalid("no status".into());
-    };
-    if status == 101 {
-        return Parsed::Invalid("101 Switching Protocols was not asked for".into());
-    }
-    if (100..200).contains(&status) {
-        return Parsed::Informational(n);
-    }
-    let http10 = resp.version == Some(0);
-    let mut after = if http10 { After::Closes } else { After::KeepOn };
-    let mut chunked = false;
-    let mut coded = false;
-    let mut length: Option<u64> = None;
-    // Through a HeaderMap, as hyper does: the same checks, and repeated
-    // names grouped the same way, so that the stored answer is the one a
-    // node without pipelining stores.
-    let mut headers = http::HeaderMap::with_capacity(resp.headers.len());
-    for h in resp.headers.iter() {
-        let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(h.name.as_bytes()),
-            http::HeaderValue::from_bytes(h.value),
-        ) else {
-            return Parsed::Invalid(format!("invalid header {:?}", h.name));
-        };
-        if name == http::header::CONNECTION {
-            for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    after = After::Closes;
-                    break;
-                } else if http10 && token.eq_ignore_ascii_case(b"keep-alive") {
-                    after = After::KeepOn;
-                }
-            }
-        } else if name == http::header::TRANSFER_ENCODING {
-            if http10 {
-                return Parsed::Invalid("Transfer-Encoding in an HTTP/1.0 answer".into());
-            }
-            coded = true;
-            // Only the last coding frames the body.
-            chunked = h
-                .value
-                .rsplit(|&b| b == b',')
-                .next()
-                .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name == http::header::CONTENT_LENGTH {
-            for v in h.value.split(|&b| b == b',') {
-                let parsed = std::str::from_utf8(v.trim_ascii())
-                    .ok()
-                    .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|s| s.parse::<u64>().ok());
-                match (parsed, length) {
-                    (None, _) => return Parsed::Invalid("invalid Content-Length".into()),
-                    (Some(a), Some(b)) if a != b => {
-                        return Parsed::Invalid("conflicting Content-Length".into());
-                    }
-                    (Some(a), _) => length = Some(a),
-                }
-            }
-        }
-        headers.append(name, value);
-    }
+    let (n, status, after) = (h.len, h.status, h.after);
     let rest = &buf[n..];
     let complete = |body: Bytes, used: usize, after: After| Parsed::Complete {
         answer: Answer {
             status,
-            headers: headers.clone(),
+            headers: h.headers,
             body,
         },
         used: n + used,
         after,
     };
-    if head || status == 204 || status == 304 {
-        return complete(Bytes::new(), 0, after);
-    }
-    if coded {
-        // With both, Transfer-Encoding frames the body, and the
-        // connection is not used again (RFC 9112 §6.3).
-        if length.is_some() {
-            after = After::Distrusted;
-        }
-        if !chunked {
-            return until_closed(rest, n, limit, eof, status, |body| {
-                complete(body, rest.len(), After::Closes)
-            });
-        }
-        return match dechunk(rest, limit) {
+    match h.framing {
+        Framing::Empty => complete(Bytes::new(), 0, after),
+        Framing::Chunked => match dechunk(rest, limit) {
             Dechunked::Whole(body, used) => complete(body, used, after),
             Dechunked::Partial(need) => Parsed::Partial(n + need),
             Dechunked::TooLarge => Parsed::TooLarge { status },
             Dechunked::Invalid(why) => Parsed::Invalid(why),
-        };
-    }
-    if let Some(len) = length {
-        if len > limit as u64 {
-            return Parsed::TooLarge { status };
-        }
-        let len = len as usize;
-        if rest.len() < len {
-            return Parsed::Partial(n + len);
-        }
-        return complete(Bytes::copy_from_slice(&rest[..len]), len, after);
-    }
-    until_closed(rest, n, limit, eof, status, |body| {
-        complete(body, rest.len(), After::Closes)
-    })
-}
-
-/// A body that ends with the connection, after a head of `n` bytes.
-fn until_closed(
-    rest: &[u8],
-    n: usize,
-    limit: usize,
-    eof: bool,
-    status: u16,
-    complete: impl FnOnce(Bytes) -> Parsed,
-) -> Parsed {
-    if rest.len() > limit {
-        Parsed::TooLarge { status }
-    } else if eof {
-        complete(Bytes::copy_from_slice(rest))
-    } else {
-        Parsed::Partial(n + rest.len() + 1)
-    }
-}
-
-enum Dechunked {
-    Whole(Bytes, usize),
-    /// Not before `data` holds this many bytes.
-    Partial(usize),
-    TooLarge,
-    Invalid(String),
-}
-
-/// A chunked body from the start of `data`: the body and the bytes used
-/// (trailers read and dropped, as hyper does). The framing is followed
-/// first and the body copied once it is all there; the framing's own
-/// bytes (sizes, extensions, trailers) may not exceed the body by more
-/// than [`MAX_HEAD`].
-fn dechunk(data: &[u8], limit: usize) -> Dechunked {
-    let mut pieces: Vec<(usize, usize)> = Vec::new();
-    let mut size_sum = 0usize;
-    let mut pos = 0;
-    let over = |pos: usize, size_sum: usize| pos - size_sum > MAX_HEAD + size_sum;
-    loop {
-        let (used, size) = match httparse::parse_chunk_size(&data[pos..]) {
-            Ok(httparse::Status::Complete(found)) => found,
-            Ok(httparse::Status::Partial) if over(data.len(), size_sum) => {
-                return Dechunked::Invalid("chunk framing too long".into());
+        },
+        Framing::Length(len) => {
+            if len > limit as u64 {
+                return Parsed::TooLarge { status };
             }
-            Ok(httparse::Status::Partial) => return Dechunked::Partial(data.len() + 1),
-            Err(_) => return Dechunked::Invalid("malformed chunk size".into()),
-        };
-        pos += used;
-        if size == 0 {
-            // Trailer lines up to an empty one.
-            loop {
-                if over(pos, size_sum) {
-                    return Dechunked::Invalid("chunk framing too long".into());
-                }
-                let Some(eol) = data[pos..].iter().position(|&b| b == b'\n') else {
-                    return if over(data.len(), size_sum) {
-                        Dechunked::Invalid("chunk framing too long".into())
-                    } else {
-                        Dechunked::Partial(data.len() + 1)
-                    };
-                };
-                let line = &data[pos..pos + eol];
-                pos += eol + 1;
-                if line.is_empty() || line == b"\r" {
-                    let mut body = BytesMut::with_capacity(size_sum);
-                    for (at, len) in pieces {
-                        body.extend_from_slice(&data[at..at + len]);
-                    }
-                    return Dechunked::Whole(body.freeze(), pos);
-                }
+            let len = len as usize;
+            if rest.len() < len {
+                return Parsed::Partial(n + len);
             }
+            complete(Bytes::copy_from_slice(&rest[..len]), len, after)
         }
-        if (size_sum as u64).saturating_add(size) > limit as u64 {
-            return Dechunked::TooLarge;
-        }
-        let size = size as usize;
-        if data.len() - pos < size + 2 {
-            return Dechunked::Partial(pos + size + 2);
-        }
-        if &data[pos + size..pos + size + 2] != b"\r\n" {
-            return Dechunked::Invalid("chunk not followed by CRLF".into());
-        }
-        pieces.push((pos, size));
-        size_sum += size;
-        pos += size + 2;
-        if over(pos, size_sum) {
-            return Dechunked::Invalid("chunk framing too long".into());
+        Framing::UntilClose => {
+            if rest.len() > limit {
+                Parsed::TooLarge { status }
+            } else if eof {
+                complete(Bytes::copy_from_slice(rest), rest.len(), after)
+            } else {
+                Parsed::Partial(buf.len() + 1)
+            }
         }
     }
 }
