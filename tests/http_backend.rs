@@ -981,10 +981,27 @@ async fn https_checks(piped: bool) {
         *sni.seen.lock().unwrap(),
         vec![Some("localhost".to_string())]
     );
+    // A plain read goes over a connection of its own, checked the same.
+    let read = b.read(request("GET", "/kv/a?x=1", &[], b"")).await.unwrap();
+    let echoed: Value = serde_json::from_slice(&read.bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        (&echoed["method"], &echoed["uri"]),
+        (&json!("GET"), &json!("/kv/a?x=1"))
+    );
+    assert_eq!(sni.seen.lock().unwrap().len(), 2);
+    assert_eq!(sni.seen.lock().unwrap()[1].as_deref(), Some("localhost"));
 
     // The same server by an address its certificate is not for: the
     // name check stays on.
     let wrong_name = format!("https://127.0.0.1:{}", addr.port());
+    let refused = https_backend(&wrong_name, trust_pki.clone(), piped)
+        .read(request("GET", "/kv/a", &[], b""))
+        .await;
+    assert!(
+        matches!(&refused, Err(why) if why.contains("certificate not valid for name")),
+        "{:?}",
+        refused.map(|r| r.status)
+    );
     let reason = unreachable(
         https_backend(&wrong_name, trust_pki.clone(), piped)
             .call(2, 0, update(put.clone()))
@@ -1281,4 +1298,167 @@ async fn an_answer_nobody_asked_for_is_not_the_next_updates() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, second) = response(b.call(1, 1, put(1)).await);
     assert_eq!((status, &second.body[..]), (200, &b"/p1"[..]));
+}
+
+// ---------------------------------------------------------------------
+// Plain reads, on connections of the reading thread (`http::reads`).
+
+/// What a [`read_server`] does for one request: the writes it makes (a
+/// short pause between them), and whether it then closes the connection.
+type Script = fn(&str, usize) -> (Vec<Vec<u8>>, bool);
+
+/// A raw HTTP/1.1 server for reads: connections are numbered from 1, and
+/// each request (a head, no body) is answered as `script` says for its
+/// target and its connection's number.
+fn read_server(script: Script) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut conns = 0;
+        while let Ok((mut s, _)) = listener.accept() {
+            conns += 1;
+            let conn = conns;
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let mut headers = [httparse::EMPTY_HEADER; 32];
+                    let mut req = httparse::Request::new(&mut headers);
+                    if let Ok(httparse::Status::Complete(n)) = req.parse(&buf) {
+                        let target = format!("{} {}", req.method.unwrap(), req.path.unwrap());
+                        buf.drain(..n);
+                        let (writes, close) = script(&target, conn);
+                        for (i, w) in writes.iter().enumerate() {
+                            if i > 0 {
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                            if s.write_all(w).is_err() {
+                                return;
+                            }
+                        }
+                        if close {
+                            return;
+                        }
+                        continue;
+                    }
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn text(status: &str, extra: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\n{extra}content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn reads_script(target: &str, conn: usize) -> (Vec<Vec<u8>>, bool) {
+    let s = |v: &str| v.as_bytes().to_vec();
+    match target {
+        "GET /conn" => (vec![text("200 OK", "", &conn.to_string())], false),
+        "GET /len" => (
+            vec![
+                s("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhe"),
+                s("llo"),
+            ],
+            false,
+        ),
+        "HEAD /len" => (
+            vec![s("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")],
+            false,
+        ),
+        "GET /chunked" => (
+            vec![
+                s("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhel"),
+                s("lo\r\n6;x=1\r\n world\r"),
+                s("\n0\r\nx-sum: 1\r\n\r\n"),
+            ],
+            false,
+        ),
+        "GET /early" => (
+            vec![
+                s("HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n"),
+                text("200 OK", "", "ok"),
+            ],
+            false,
+        ),
+        "GET /big" => (vec![text("200 OK", "", &"x".repeat(300_000))], false),
+        "GET /close" => (vec![s("HTTP/1.1 200 OK\r\n\r\nuntil the "), s("end")], true),
+        // Keep-alive by its head, closed all the same once answered.
+        "GET /gone" => (vec![text("200 OK", "", &conn.to_string())], true),
+        "GET /stall" => (
+            vec![s("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n12345")],
+            false,
+        ),
+        "GET /silent" => (vec![], false),
+        _ => (vec![text("404 Not Found", "", "")], false),
+    }
+}
+
+async fn read_text(b: &HttpBackend, method: &str, path: &str) -> Result<(u16, String), String> {
+    let resp = b.read(request(method, path, &[], b"")).await?;
+    let status = resp.status;
+    let body = resp.bytes().await.map_err(|e| e.to_string())?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+#[actix::test]
+async fn reads_stream_every_framing_and_keep_their_connection_when_they_can() {
+    let b = backend(&format!("http://{}", read_server(reads_script)));
+    let ok = |body: &str| Ok((200, body.to_string()));
+    assert_eq!(read_text(&b, "GET", "/len").await, ok("hello"));
+    assert_eq!(read_text(&b, "GET", "/chunked").await, ok("hello world"));
+    assert_eq!(read_text(&b, "HEAD", "/len").await, ok(""));
+    assert_eq!(read_text(&b, "GET", "/early").await, ok("ok"));
+    let big = read_text(&b, "GET", "/big").await.unwrap();
+    assert_eq!(big.1.len(), 300_000);
+    // All of those on the first connection, one after the other.
+    assert_eq!(read_text(&b, "GET", "/conn").await, ok("1"));
+    // A body that ends with the connection; the next read opens another.
+    assert_eq!(read_text(&b, "GET", "/close").await, ok("until the end"));
+    assert_eq!(read_text(&b, "GET", "/conn").await, ok("2"));
+}
+
+/// A backend that closes an idle keep-alive connection: the read that
+/// finds it closed goes again on a new connection, not back as a 502.
+#[actix::test]
+async fn a_read_on_a_connection_the_backend_closed_while_idle_goes_again() {
+    let b = backend(&format!("http://{}", read_server(reads_script)));
+    assert_eq!(read_text(&b, "GET", "/gone").await, Ok((200, "1".into())));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(read_text(&b, "GET", "/conn").await, Ok((200, "2".into())));
+}
+
+/// Every wait is bounded: a backend that never answers, and one that
+/// stalls in a body. A connection left in the middle of an answer is not
+/// used again.
+#[actix::test]
+async fn a_read_waits_for_its_answer_no_longer_than_the_request_timeout() {
+    let cfg = HttpBackendConfig {
+        request_timeout: Duration::from_millis(300),
+        ..HttpBackendConfig::default()
+    };
+    let b = backend_with(&format!("http://{}", read_server(reads_script)), cfg);
+    let started = Instant::now();
+    let silent = read_text(&b, "GET", "/silent").await;
+    assert!(
+        matches!(&silent, Err(why) if why.contains("no response within")),
+        "{silent:?}"
+    );
+    let stalled = read_text(&b, "GET", "/stall").await;
+    assert!(
+        matches!(&stalled, Err(why) if why.contains("no more of the answer within")),
+        "{stalled:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(read_text(&b, "GET", "/conn").await, Ok((200, "3".into())));
 }

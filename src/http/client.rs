@@ -26,6 +26,7 @@
 //!   status was itself retryable, it is kept and the call is retried.)
 
 use super::pipeline::{BoxFuture, Connect, Limits, Outcome, Pipeline, Stream, encode_request};
+use super::reads::{self, Reads, encode_read};
 use super::request::{Header, ProxiedRequest, StoredResponse, header, strip_hop_by_hop};
 use crate::adapter::rewrite::Streaming;
 use crate::adapter::{Adapter, Asked, Presenting, Roots};
@@ -143,7 +144,7 @@ fn pooled(connector: HttpsConnector<HttpConnector>, cfg: &HttpBackendConfig) -> 
 }
 
 thread_local! {
-    /// This thread's read clients, by backend id.
+    /// This thread's clients for exchanges outside the log, by backend id.
     static READ_CLIENTS: std::cell::RefCell<std::collections::HashMap<usize, HyperClient>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
@@ -156,11 +157,12 @@ thread_local! {
 /// with the runtime that opened them).
 pub struct HttpBackend {
     client: HyperClient,
-    /// For reads: each thread gets a client (and a connection pool) of
-    /// its own, made from this connector. A pooled connection is driven
-    /// by the thread that opened it; shared with the applier, a read's
-    /// connection could be one the actor thread opened, and the read would
-    /// wait for that thread's Paxos work.
+    /// For exchanges outside the log (a reseed's export and import): each
+    /// thread gets a client (and a connection pool) of its own, made from
+    /// this connector. A pooled connection is driven by the thread that
+    /// opened it; shared with the applier, such a connection could be one
+    /// the actor thread opened, and the exchange would wait for that
+    /// thread's Paxos work. (Plain reads have their own: `reads`.)
     connector: HttpsConnector<HttpConnector>,
     /// This backend among others, for the per-thread clients.
     id: usize,
@@ -176,6 +178,9 @@ pub struct HttpBackend {
     /// The applier's updates, pipelined (`pipeline_depth` > 1), and the
     /// `Host` they carry.
     pipeline: Option<(Arc<Pipeline>, String)>,
+    /// Plain reads, on each thread's own connections, and the `Host`
+    /// they carry.
+    reads: (Reads, String),
     cfg: HttpBackendConfig,
 }
 
@@ -226,13 +231,27 @@ impl HttpBackend {
                 url: base_url.to_string(),
                 why,
             })?;
+        static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (dial, host) =
+            dial(&origin, https.then(|| tls.clone())).map_err(|why| HttpBackendError::BadUrl {
+                url: base_url.to_string(),
+                why,
+            })?;
+        let limits = reads::Limits {
+            connect: cfg.connect_timeout,
+            stall: cfg.request_timeout,
+            idle: cfg.pool_idle_timeout,
+            max_idle: cfg.pool_max_idle,
+        };
+        let reads = (Reads::new(Arc::new(dial), id, limits), host);
         let connector = HttpsConnector::from((http, tls));
         let client = pooled(connector.clone(), &cfg);
-        static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         Ok(HttpBackend {
             client,
             connector,
-            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            id,
+            reads,
             origin,
             pipeline,
             base_path,
@@ -242,8 +261,8 @@ impl HttpBackend {
         })
     }
 
-    /// This thread's client for exchanges outside the log (reads,
-    /// reseeds), with a pool of its own.
+    /// This thread's client for exchanges outside the log (reseeds), with
+    /// a pool of its own.
     fn reader(&self) -> HyperClient {
         READ_CLIENTS.with(|c| {
             c.borrow_mut()
@@ -366,32 +385,18 @@ impl HttpBackend {
     /// presented root); the adapter rewrites the request and the answer,
     /// its body as it streams. A body in `req` is not sent.
     pub async fn read(&self, req: ProxiedRequest) -> Result<ReadAnswer, String> {
-        let http_method = Method::from_bytes(req.method.as_bytes())
-            .map_err(|_| format!("invalid method {:?}", req.method))?;
+        let head = req.method == "HEAD";
         let (req, roots, asked) = self.adapt(req)?;
-        let uri: Uri = format!("{}{}", self.origin, req.path_and_query)
-            .parse()
-            .map_err(|e| format!("invalid request target {:?}: {e}", asked.path_and_query))?;
-        let mut builder = Request::builder().method(http_method).uri(uri);
-        for (name, value) in &req.headers {
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_bytes(value),
-            ) {
-                builder = builder.header(n, v);
-            }
-        }
-        let req = builder
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| format!("cannot build the request: {e}"))?;
+        let (reads, host) = &self.reads;
+        let request = encode_read(&req, host)?;
         let total = self.cfg.request_timeout;
-        let resp = match tokio::time::timeout(total, self.reader().request(req)).await {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => return Err(describe(&e)),
+        let answer = match super::deadlines::within(total, reads.fetch(&request, head)).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(why)) => return Err(why),
             Err(_) => return Err(format!("no response within {total:?}")),
         };
-        let (parts, body) = resp.into_parts();
-        let mut headers = header_list(&parts.headers);
+        let (status, body) = (answer.status, answer.body);
+        let mut headers = header_list(&answer.headers);
         // The backend's length is kept (a HEAD answer keeps its size, a
         // body is not re-chunked) unless the body is rewritten.
         let mut length = content_length(&headers);
@@ -401,7 +406,7 @@ impl HttpBackend {
         // A 204 or 304 has no body to rewrite; its headers stay whole. (A
         // HEAD answer's length is the GET's, which a rewrite would change
         // by an amount unknown here: it is dropped, as for the GET.)
-        let bodiless = matches!(parts.status.as_u16(), 204 | 304);
+        let bodiless = matches!(status, 204 | 304);
         let rewrite = adapter
             .answer_body(&roots, &asked, &headers)
             .filter(|_| !encoded(&headers) && !bodiless);
@@ -410,7 +415,7 @@ impl HttpBackend {
             drop_body_checksums(&mut headers);
         }
         Ok(ReadAnswer {
-            status: parts.status.as_u16(),
+            status,
             headers,
             length,
             body: ReadBody {
@@ -435,7 +440,7 @@ pub struct ReadAnswer {
 impl ReadAnswer {
     /// The whole body (for tests and small answers: a read's body is
     /// otherwise streamed).
-    pub async fn bytes(mut self) -> Result<Bytes, hyper::Error> {
+    pub async fn bytes(mut self) -> Result<Bytes, std::io::Error> {
         use futures_core::Stream;
         let mut out = bytes::BytesMut::new();
         while let Some(chunk) =
@@ -450,33 +455,29 @@ impl ReadAnswer {
 /// A backend's answer body as a stream of chunks, never held whole,
 /// rewritten by the adapter as it goes if it must be.
 pub struct ReadBody {
-    body: hyper::body::Incoming,
+    body: reads::Body,
     rewrite: Option<Streaming>,
     ended: bool,
 }
 
 impl futures_core::Stream for ReadBody {
-    type Item = Result<Bytes, hyper::Error>;
+    type Item = Result<Bytes, std::io::Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        use http_body::Body;
         let this = self.get_mut();
         loop {
             if this.ended {
                 return Poll::Ready(None);
             }
-            match Pin::new(&mut this.body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) => match &mut this.rewrite {
-                        None => return Poll::Ready(Some(Ok(data))),
-                        Some(r) => {
-                            let out = r.push(&data);
-                            if !out.is_empty() {
-                                return Poll::Ready(Some(Ok(out)));
-                            }
+            match Pin::new(&mut this.body).poll_next(cx) {
+                Poll::Ready(Some(Ok(data))) => match &mut this.rewrite {
+                    None => return Poll::Ready(Some(Ok(data))),
+                    Some(r) => {
+                        let out = r.push(&data);
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(out)));
                         }
-                    },
-                    Err(_trailers) => continue,
+                    }
                 },
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(None) => {
@@ -649,6 +650,24 @@ fn lanes(
     tls: Option<rustls::ClientConfig>,
     cfg: &HttpBackendConfig,
 ) -> Result<(Arc<Pipeline>, String), String> {
+    let (dial, host_header) = dial(origin, tls)?;
+    let depth = cfg.pipeline_depth.max(1);
+    let lanes = cfg.concurrency.max(1).div_ceil(depth);
+    let limits = Limits {
+        depth,
+        queue: 2 * cfg.concurrency.max(depth),
+        connect: cfg.connect_timeout,
+        request: cfg.request_timeout,
+        idle: cfg.pool_idle_timeout,
+        max_body: cfg.max_response_bytes,
+    };
+    let pipeline = Pipeline::new(lanes, Arc::new(dial), limits);
+    Ok((Arc::new(pipeline), host_header))
+}
+
+/// How connections to the backend at `origin` (`scheme://authority`) are
+/// made, and the `Host` requests on them carry.
+fn dial(origin: &str, tls: Option<rustls::ClientConfig>) -> Result<(Dial, String), String> {
     let authority: http::uri::Authority = origin
         .split_once("://")
         .map_or(origin, |(_, a)| a)
@@ -675,21 +694,10 @@ fn lanes(
         }
         None => None,
     };
-    let depth = cfg.pipeline_depth.max(1);
-    let lanes = cfg.concurrency.max(1).div_ceil(depth);
-    let limits = Limits {
-        depth,
-        queue: 2 * cfg.concurrency.max(depth),
-        connect: cfg.connect_timeout,
-        request: cfg.request_timeout,
-        idle: cfg.pool_idle_timeout,
-        max_body: cfg.max_response_bytes,
-    };
-    let pipeline = Pipeline::new(lanes, Arc::new(Dial { host, port, tls }), limits);
-    Ok((Arc::new(pipeline), host_header))
+    Ok((Dial { host, port, tls }, host_header))
 }
 
-/// Connections for the pipeline: TCP without Nagle's delay, TLS on top
+/// Connections for the pipeline and the reads: TCP without Nagle's delay, TLS on top
 /// for an https backend (its name sent and checked as for the pool's).
 struct Dial {
     host: String,

@@ -5,9 +5,11 @@
 
 pub mod admin_client;
 pub mod client;
+pub mod deadlines;
 pub mod fragment;
 pub mod framing;
 pub mod pipeline;
+pub mod reads;
 pub mod request;
 
 pub use client::{HttpBackend, HttpBackendConfig, HttpBackendError};
