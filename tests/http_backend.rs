@@ -1400,6 +1400,15 @@ fn reads_script(target: &str, conn: usize) -> (Vec<Vec<u8>>, bool) {
             false,
         ),
         "GET /silent" => (vec![], false),
+        "GET /empty" => (vec![text("200 OK", "", "")], false),
+        // Bytes nobody asked for, after a whole answer.
+        "GET /extra" => (
+            vec![
+                text("200 OK", "", "ok"),
+                s("HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n\r\n"),
+            ],
+            false,
+        ),
         _ => (vec![text("404 Not Found", "", "")], false),
     }
 }
@@ -1461,4 +1470,26 @@ async fn a_read_waits_for_its_answer_no_longer_than_the_request_timeout() {
     );
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(read_text(&b, "GET", "/conn").await, Ok((200, "3".into())));
+}
+
+/// An answer with no body is never polled by actix-web: its connection
+/// goes back to the pool at once, not closed (which would cost a connect,
+/// and a TLS handshake, per such read).
+#[actix::test]
+async fn an_answer_without_a_body_gives_its_connection_back_unread() {
+    let b = backend(&format!("http://{}", read_server(reads_script)));
+    let empty = b.read(request("GET", "/empty", &[], b"")).await.unwrap();
+    assert_eq!((empty.status, empty.length), (200, Some(0)));
+    drop(empty);
+    assert_eq!(read_text(&b, "GET", "/conn").await, Ok((200, "1".into())));
+}
+
+/// Bytes that come on an idle connection are nobody's answer: the next
+/// read does not take them for its own, it goes on another connection.
+#[actix::test]
+async fn bytes_on_an_idle_connection_are_not_the_next_reads_answer() {
+    let b = backend(&format!("http://{}", read_server(reads_script)));
+    assert_eq!(read_text(&b, "GET", "/extra").await, Ok((200, "ok".into())));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(read_text(&b, "GET", "/conn").await, Ok((200, "2".into())));
 }

@@ -9,9 +9,9 @@
 //! [`TICK`], the waits whose deadline has passed: a deadline fires up to
 //! a tick late, which for timeouts of seconds does not matter.
 //!
-//! The ticker runs only while waits are registered, on a current-thread
-//! runtime (the client workers'), where a spawned task shares the
-//! thread's registry; elsewhere a plain tokio timeout is used.
+//! The ticker runs only while waits are registered, for tasks of a
+//! current-thread runtime (the client workers'), where a spawned task
+//! shares the thread's registry; elsewhere a plain tokio timeout is used.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -38,9 +38,12 @@ thread_local! {
 /// `future`, or `Err(())` once `limit` has passed (up to a [`TICK`]
 /// later).
 pub async fn within<F: Future>(limit: Duration, future: F) -> Result<F::Output, ()> {
+    // A task of a current-thread runtime runs on that runtime's thread,
+    // where the ticker runs too. (A future driven by `block_on` from
+    // some other thread would have a registry no ticker serves.)
     let current_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
-    if !current_thread {
+    if !current_thread || tokio::task::try_id().is_none() {
         return tokio::time::timeout(limit, future).await.map_err(|_| ());
     }
     Bounded {
@@ -149,6 +152,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_wait_past_its_deadline_ends() {
+        tokio::spawn(past_its_deadline()).await.unwrap();
+    }
+
+    async fn past_its_deadline() {
         let limit = Duration::from_millis(150);
         let start = Instant::now();
         let out = within(limit, std::future::pending::<()>()).await;
@@ -164,6 +171,7 @@ mod tests {
         tokio::time::sleep(3 * TICK).await;
         REGISTRY.with(|r| {
             let r = r.borrow();
+            assert_eq!(r.next, 1, "the wait was not the ticker's");
             assert!(r.waits.is_empty());
             assert!(r.ticker.is_none());
         });
@@ -171,6 +179,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_wait_that_ends_in_time_is_answered_and_forgotten() {
+        tokio::spawn(ends_in_time()).await.unwrap();
+    }
+
+    async fn ends_in_time() {
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -286,10 +286,13 @@ impl Chunks {
                         self.at = ChunkAt::Trailers;
                         continue;
                     }
-                    if self.declared.saturating_add(size) > self.limit {
+                    let Some(declared) = self.declared.checked_add(size) else {
+                        return ChunkStep::Invalid("chunk sizes overflow");
+                    };
+                    if declared > self.limit {
                         return ChunkStep::TooLarge;
                     }
-                    self.declared += size;
+                    self.declared = declared;
                     self.at = ChunkAt::Data(size);
                 }
                 ChunkAt::Trailers => {
@@ -420,6 +423,19 @@ mod tests {
         assert_eq!(
             dechunk(&data, 1 << 20),
             Dechunked::Invalid("chunk framing too long".into())
+        );
+    }
+
+    #[test]
+    fn chunk_sizes_that_overflow_are_refused_not_wrapped() {
+        let data = b"1\r\na\r\nffffffffffffffff\r\n";
+        assert_eq!(
+            dechunk(data, usize::MAX),
+            Dechunked::Invalid("chunk sizes overflow".into())
+        );
+        assert_eq!(
+            streamed(data, 3),
+            Err("Invalid(\"chunk sizes overflow\")".into())
         );
     }
 

@@ -115,14 +115,20 @@ impl Reads {
     }
 
     fn answer(&self, (status, headers, body): (u16, http::HeaderMap, Body)) -> Answer {
+        let mut body = Body {
+            home: Some((self.id, self.limits.max_idle)),
+            stall: self.limits.stall,
+            ..body
+        };
+        if matches!(body.frame, Frame::Done) {
+            // No body to read (HEAD, 204, 304, a length of 0): actix-web
+            // never polls one, so the connection goes back now.
+            body.finish();
+        }
         Answer {
             status,
             headers,
-            body: Body {
-                home: Some((self.id, self.limits.max_idle)),
-                stall: self.limits.stall,
-                ..body
-            },
+            body,
         }
     }
 
@@ -134,20 +140,26 @@ impl Reads {
         }
     }
 
-    /// The most recently used idle connection, if it has not idled too
-    /// long.
+    /// The most recently used idle connection that has not idled too
+    /// long and has nothing to read: bytes on an idle connection are
+    /// nobody's answer (a backend's 408 before it closes, a body sent
+    /// after a HEAD's answer), and the end of it means it is closed.
     fn take(&self) -> Option<Box<dyn Stream>> {
         let idle = self.limits.idle;
         IDLE.with(|pools| {
             let mut pools = pools.borrow_mut();
             let pool = pools.get_mut(&self.id)?;
-            let last = pool.pop_back()?;
-            if last.since.elapsed() > idle {
-                // The rest are older still.
-                pool.clear();
-                return None;
+            while let Some(mut last) = pool.pop_back() {
+                if last.since.elapsed() > idle {
+                    // The rest are older still.
+                    pool.clear();
+                    return None;
+                }
+                if quiet(&mut last.conn) {
+                    return Some(last.conn);
+                }
             }
-            Some(last.conn)
+            None
         })
     }
 
@@ -165,13 +177,32 @@ impl Reads {
     }
 }
 
+/// Whether an idle connection has nothing to read. tokio answers from
+/// the readiness it has cached: no system call unless the reactor saw
+/// the socket become readable (a read that leaves the socket empty
+/// clears it).
+fn quiet(conn: &mut Box<dyn Stream>) -> bool {
+    let mut byte = [0u8; 1];
+    let mut buf = tokio::io::ReadBuf::new(&mut byte);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    matches!(
+        tokio::io::AsyncRead::poll_read(Pin::new(conn), &mut cx, &mut buf),
+        Poll::Pending
+    )
+}
+
 /// Write the request, read up to the end of the answer's head.
 async fn exchange(
     mut conn: Box<dyn Stream>,
     request: &[u8],
     head: bool,
 ) -> Result<(u16, http::HeaderMap, Body), Failure> {
-    if let Err(e) = conn.write_all(request).await {
+    // Flushed: TLS may hold written bytes back until then.
+    let sent = match conn.write_all(request).await {
+        Ok(()) => conn.flush().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = sent {
         return Err(Failure::Nothing(format!("sending the request failed: {e}")));
     }
     let mut buf = BytesMut::with_capacity(READ_ROOM);
@@ -237,8 +268,10 @@ pub fn encode_read(req: &ProxiedRequest, host: &str) -> Result<Bytes, String> {
     if req.method.is_empty() || !req.method.bytes().all(is_tchar) {
         return Err(format!("invalid method {:?}", req.method));
     }
-    // Visible ASCII; a fragment is never sent (`super::fragment`).
-    if target.is_empty() || !target.bytes().all(|b| b.is_ascii_graphic() && b != b'#') {
+    // No blanks or control bytes (bytes above ASCII pass, as `http::Uri`
+    // lets them); a fragment is never sent (`super::fragment`).
+    let allowed = |b: u8| (b.is_ascii_graphic() || b >= 0x80) && b != b'#';
+    if target.is_empty() || !target.bytes().all(allowed) {
         return Err(format!("invalid request target {target:?}"));
     }
     let mut out = BytesMut::with_capacity(64 + target.len() + host.len() + 48 * req.headers.len());
@@ -416,6 +449,57 @@ impl futures_core::Stream for Body {
                 Ok(_) => {}
                 Err(e) => return this.fail(e.to_string()),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(method: &str, target: &str, headers: &[(&str, &[u8])]) -> ProxiedRequest {
+        ProxiedRequest {
+            method: method.into(),
+            path_and_query: target.into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_vec()))
+                .collect(),
+            body: Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn a_read_is_sent_with_the_backends_host_and_its_valid_fields() {
+        let req = read(
+            "GET",
+            "/kv/caf\u{e9}?q=1",
+            &[
+                ("accept", b"*/*"),
+                ("x-bad", b"a\r\nx-smuggled: 1"),
+                ("bad name", b"1"),
+            ],
+        );
+        let bytes = encode_read(&req, "10.0.0.5:8000").unwrap();
+        assert_eq!(
+            &bytes[..],
+            "GET /kv/caf\u{e9}?q=1 HTTP/1.1\r\nhost: 10.0.0.5:8000\r\naccept: */*\r\n\r\n"
+                .as_bytes()
+        );
+    }
+
+    #[test]
+    fn a_method_or_target_that_would_split_the_request_is_refused() {
+        for (method, target) in [
+            ("GET", "/a b"),
+            ("GET", "/a\r\nx: 1"),
+            ("GET", "/a#frag"),
+            ("GET", ""),
+            ("GE T", "/a"),
+            ("GET\r\n", "/a"),
+        ] {
+            let refused = encode_read(&read(method, target, &[]), "h");
+            assert!(refused.is_err(), "{method:?} {target:?}");
         }
     }
 }
