@@ -224,7 +224,9 @@ pub fn document(m: &Measured, tables: &str, chart: &Path) -> String {
            `n0`'s backend, the backend that ordo's `n0` reads from.\n\
          - **wrk** is the client of all of them, {secs} s per figure; `c` is its\n  \
            connections. Runs are interleaved (ordo, etcd, ordo, etcd) so that the\n  \
-           machine's drift hits both alike.\n\n\
+           machine's drift hits both alike. Plain GETs through nginx and ordo are\n  \
+           run twice each, nginx, ordo, ordo, nginx: a figure is the mean rate of\n  \
+           the two runs and the worse of their p50s and p99s.\n\n\
          The machine: {cpus} CPUs, shared by every process above and by wrk.\n\n\
          {tables}\n\
          ![Throughput against concurrency](images/{chart_name})\n",

@@ -15,6 +15,20 @@ pub struct Run {
     pub requests: u64,
 }
 
+/// Runs of one system under one load, as one figure: their mean rate,
+/// and the worse of their p50s and of their p99s (percentiles of runs
+/// cannot be merged; the worse is the honest side).
+pub fn pooled(runs: &[Run]) -> Run {
+    let n = runs.len().max(1) as f64;
+    Run {
+        rps: runs.iter().map(|r| r.rps).sum::<f64>() / n,
+        p50_ms: runs.iter().map(|r| r.p50_ms).fold(0.0, f64::max),
+        p99_ms: runs.iter().map(|r| r.p99_ms).fold(0.0, f64::max),
+        errors: runs.iter().map(|r| r.errors).sum(),
+        requests: runs.iter().map(|r| r.requests).sum(),
+    }
+}
+
 /// `wrk` at `conns` connections for `secs` seconds against `url`, with
 /// the Lua script `script`.
 pub fn run(url: &str, script: &Path, conns: u32, secs: u32) -> Result<Run> {
@@ -96,5 +110,19 @@ mod tests {
         assert!((r.p50_ms - 0.812).abs() < 1e-9);
         assert_eq!(r.p99_ms, 1500.0);
         assert_eq!((r.errors, r.requests), (10, 4000));
+    }
+
+    #[test]
+    fn pooled_runs_keep_the_mean_rate_and_the_worse_percentiles() {
+        let run = |rps, p50_ms, p99_ms, errors| super::Run {
+            rps,
+            p50_ms,
+            p99_ms,
+            errors,
+            requests: 10,
+        };
+        let p = super::pooled(&[run(100.0, 0.5, 4.0, 1), run(300.0, 0.7, 2.0, 2)]);
+        assert_eq!((p.rps, p.p50_ms, p.p99_ms), (200.0, 0.7, 4.0));
+        assert_eq!((p.errors, p.requests), (3, 20));
     }
 }
