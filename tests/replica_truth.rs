@@ -173,6 +173,16 @@ fn an_operator_disables_and_enables_a_node() {
     let r = get(&c.nodes[1].url("/kv/x"));
     assert_eq!(r.status, 503, "{r:?}");
     assert!(r.body.contains("backend upgrade"), "{r:?}");
+    // A linearizable read is no exception: the node's backend is not
+    // to be trusted now (it may be mid-upgrade, or diverged).
+    let r = must(
+        "GET",
+        &c.nodes[1].url("/kv/x"),
+        &[("cache-control", "no-cache")],
+        None,
+    );
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.body.contains("backend upgrade"), "{r:?}");
     let r = must(
         "PUT",
         &c.nodes[1].url("/kv/x"),

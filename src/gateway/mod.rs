@@ -597,10 +597,15 @@ async fn serve(gw: web::Data<Gateway>, req: HttpRequest, payload: web::Payload) 
             };
         }
         if gw.read_mode == ReadMode::ReadIndex {
-            // A node far behind or stuck cannot answer soon: say so now
-            // rather than hold a place among the waiting requests. (Out of
-            // lease is no reason here: the read index asks a quorum.)
-            if let Err(why @ (NotReady::Lagging { .. } | NotReady::Stuck { .. })) = ready {
+            // A fenced node's backend is not to be trusted (disabled,
+            // diverged, awaiting a reseed), whatever the index. A node far
+            // behind or stuck cannot answer soon: say so now rather than
+            // hold a place among the waiting requests. (Out of lease is no
+            // reason here: the read index asks a quorum.)
+            if let Err(
+                why @ (NotReady::Fenced(_) | NotReady::Lagging { .. } | NotReady::Stuck { .. }),
+            ) = ready
+            {
                 return refuse(why);
             }
             return linearizable_read(&gw, service, proxied).await;
