@@ -303,6 +303,7 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
             backend,
             waiters,
             kv: kv_view,
+            early_reads: Default::default(),
         });
     }
     let admin_token = cfg.admin_token().map_err(|e| anyhow::anyhow!("{e}"))?;
