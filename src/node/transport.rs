@@ -111,6 +111,8 @@ impl Inbox {
 pub struct LoopbackTransport {
     nodes: RwLock<HashMap<NodeId, Inbox>>,
     blocked: RwLock<BTreeSet<(NodeId, NodeId)>>,
+    /// Links cut for messages to one role only.
+    blocked_roles: RwLock<BTreeSet<(NodeId, NodeId, Role)>>,
     dropped: AtomicU64,
 }
 
@@ -129,6 +131,21 @@ impl LoopbackTransport {
         }
     }
 
+    /// Cut (or restore) the one-way link `from -> to` for messages to
+    /// `role` only: a node can then, say, lead and answer read indexes
+    /// while hearing nothing of what was chosen.
+    pub fn set_blocked_role(&self, from: NodeId, to: NodeId, role: Role, blocked: bool) {
+        let mut set = self
+            .blocked_roles
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if blocked {
+            set.insert((from, to, role));
+        } else {
+            set.remove(&(from, to, role));
+        }
+    }
+
     /// Messages dropped: cut link or unknown destination.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
@@ -141,7 +158,12 @@ impl Transport for LoopbackTransport {
             .blocked
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(&(from, to));
+            .contains(&(from, to))
+            || self
+                .blocked_roles
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&(from, to, role));
         let inbox = if cut {
             None
         } else {
