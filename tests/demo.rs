@@ -73,6 +73,48 @@ fn the_demo_tour_works_as_soon_as_it_is_printed() {
         let r = call("GET", &console, &[], None, Duration::from_secs(10)).expect("the console");
         assert_eq!(r.status, 200);
         demo.kill();
+
+        // The README's command again, in the same folder: the nodes'
+        // stores and the backends' data are both as they were. (Before,
+        // the stores were emptied and the backends kept: the new log's
+        // first update carried an Idempotency-Key the backend had
+        // recorded for another request, and the user got 422.)
+        let mut cmd = Command::new(common::ordo_bin());
+        cmd.args(["demo", "--base-port", &base.to_string(), "--dir"])
+            .arg(dir.path().join(format!("run{attempt}")));
+        let mut again = Proc::spawn("demo-again", cmd, &log);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let run = text.rsplit("===== e2e harness").next().unwrap_or("");
+            if run.contains("Ctrl-C stops the demo") {
+                break;
+            }
+            assert!(
+                again.exited().is_none() && Instant::now() < deadline,
+                "the demo did not start again: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let r = call(
+            "GET",
+            &format!("{third}/kv/hello"),
+            &[("cache-control", "no-cache")],
+            None,
+            Duration::from_secs(10),
+        )
+        .expect("an answer");
+        assert_eq!((r.status, r.body.as_str()), (200, "\"world\""));
+        let r = call(
+            "PUT",
+            &format!("{first}/kv/hello"),
+            &[("content-type", "application/json")],
+            Some(b"\"again\""),
+            Duration::from_secs(10),
+        )
+        .expect("an answer");
+        assert_eq!(r.status, 200, "{r:?}");
+        again.kill();
         return;
     }
     panic!("the demo did not start in 5 attempts");

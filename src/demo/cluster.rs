@@ -59,12 +59,14 @@ active = ["north", "east", "west"]
     )
 }
 
-/// Certificates (kept between runs), configuration files, and empty data
-/// folders: the demo backends keep their data in memory, so the logs
-/// start empty too.
+/// Certificates and configuration files. The nodes' stores are kept
+/// between runs, as the backends' data files are (`run`): emptied while
+/// the backends kept their data, a second run's new log gave its first
+/// update an `Idempotency-Key` the backend had recorded for another
+/// request, and the user a 422.
 pub fn prepare(opts: &DemoOptions) -> Result<Vec<Config>> {
-    // A demo already running here would lose its data below: find out
-    // first, by its ports.
+    // A demo already running here would have its files rewritten below:
+    // find out first, by its ports.
     for offset in [0u16, 10, 20] {
         for i in 0..NODES.len() as u16 {
             let port = opts.base_port + offset + i;
@@ -78,11 +80,6 @@ pub fn prepare(opts: &DemoOptions) -> Result<Vec<Config>> {
         let names: Vec<String> = NODES.iter().map(|n| n.to_string()).collect();
         crate::mesh::certs::make_certs("demo", &names, &certs)
             .with_context(|| format!("cannot make certificates in {}", certs.display()))?;
-    }
-    let data = opts.dir.join("data");
-    if data.exists() {
-        std::fs::remove_dir_all(&data)
-            .with_context(|| format!("cannot clear {}", data.display()))?;
     }
     let mut configs = Vec::new();
     for (i, name) in NODES.iter().enumerate() {
