@@ -6,8 +6,54 @@
 mod common;
 
 use common::{Proc, call};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+/// `ordo demo` in `dir` on ports from `base`, and its tour once printed;
+/// or, if it did not start within 30 s, its log.
+fn start_demo(dir: &Path, base: u16, log: &Path) -> Result<(Proc, String), String> {
+    let mut cmd = Command::new(common::ordo_bin());
+    cmd.args(["demo", "--base-port", &base.to_string(), "--dir"])
+        .arg(dir);
+    let mut demo = Proc::spawn("demo", cmd, log);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let run = text.rsplit("===== e2e harness").next().unwrap_or("");
+        if run.contains("Ctrl-C stops the demo") {
+            return Ok((demo, run.to_string()));
+        }
+        if demo.exited().is_some() || Instant::now() > deadline {
+            return Err(text);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn get_fresh(url: &str) -> (u16, String) {
+    let r = call(
+        "GET",
+        url,
+        &[("cache-control", "no-cache")],
+        None,
+        Duration::from_secs(10),
+    )
+    .expect("an answer");
+    (r.status, r.body)
+}
+
+fn put_json(url: &str, body: &[u8]) -> u16 {
+    let r = call(
+        "PUT",
+        url,
+        &[("content-type", "application/json")],
+        Some(body),
+        Duration::from_secs(10),
+    )
+    .expect("an answer");
+    r.status
+}
 
 #[test]
 fn the_demo_tour_works_as_soon_as_it_is_printed() {
@@ -19,55 +65,21 @@ fn the_demo_tour_works_as_soon_as_it_is_printed() {
     // a listener cannot bind a port one of them holds.
     for attempt in 0..5u16 {
         let base = 20_000 + (std::process::id() % 1_000) as u16 * 10 + attempt * 40;
-        let mut cmd = Command::new(common::ordo_bin());
-        cmd.args(["demo", "--base-port", &base.to_string(), "--dir"])
-            .arg(dir.path().join(format!("run{attempt}")));
-        let mut demo = Proc::spawn("demo", cmd, &log);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let tour = loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let run = text
-                .rsplit("===== e2e harness")
-                .next()
-                .unwrap_or("")
-                .to_string();
-            if run.contains("Ctrl-C stops the demo") {
-                break Some(run);
+        let folder = dir.path().join(format!("run{attempt}"));
+        let (demo, tour) = match start_demo(&folder, base, &log) {
+            Ok(started) => started,
+            Err(text) => {
+                eprintln!("demo attempt {attempt} did not start: {text}");
+                continue;
             }
-            if demo.exited().is_some() || Instant::now() > deadline {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let Some(tour) = tour else {
-            eprintln!(
-                "demo attempt {attempt} did not start: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            continue;
         };
         let first = format!("http://127.0.0.1:{base}");
         let third = format!("http://127.0.0.1:{}", base + 2);
         assert!(tour.contains(&first), "{tour}");
         // The tour's first command, at once.
-        let r = call(
-            "PUT",
-            &format!("{first}/kv/hello"),
-            &[("content-type", "application/json")],
-            Some(b"\"world\""),
-            Duration::from_secs(10),
-        )
-        .expect("an answer");
-        assert_eq!(r.status, 201, "{r:?}");
-        let r = call(
-            "GET",
-            &format!("{third}/kv/hello"),
-            &[("cache-control", "no-cache")],
-            None,
-            Duration::from_secs(10),
-        )
-        .expect("an answer");
-        assert_eq!((r.status, r.body.as_str()), (200, "\"world\""));
+        assert_eq!(put_json(&format!("{first}/kv/hello"), b"\"world\""), 201);
+        let hello = format!("{third}/kv/hello");
+        assert_eq!(get_fresh(&hello), (200, "\"world\"".to_string()));
         let console = format!("http://127.0.0.1:{}/", base + 30);
         assert!(tour.contains(&console[..console.len() - 1]), "{tour}");
         let r = call("GET", &console, &[], None, Duration::from_secs(10)).expect("the console");
@@ -79,41 +91,10 @@ fn the_demo_tour_works_as_soon_as_it_is_printed() {
         // the stores were emptied and the backends kept: the new log's
         // first update carried an Idempotency-Key the backend had
         // recorded for another request, and the user got 422.)
-        let mut cmd = Command::new(common::ordo_bin());
-        cmd.args(["demo", "--base-port", &base.to_string(), "--dir"])
-            .arg(dir.path().join(format!("run{attempt}")));
-        let mut again = Proc::spawn("demo-again", cmd, &log);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let run = text.rsplit("===== e2e harness").next().unwrap_or("");
-            if run.contains("Ctrl-C stops the demo") {
-                break;
-            }
-            assert!(
-                again.exited().is_none() && Instant::now() < deadline,
-                "the demo did not start again: {text}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let r = call(
-            "GET",
-            &format!("{third}/kv/hello"),
-            &[("cache-control", "no-cache")],
-            None,
-            Duration::from_secs(10),
-        )
-        .expect("an answer");
-        assert_eq!((r.status, r.body.as_str()), (200, "\"world\""));
-        let r = call(
-            "PUT",
-            &format!("{first}/kv/hello"),
-            &[("content-type", "application/json")],
-            Some(b"\"again\""),
-            Duration::from_secs(10),
-        )
-        .expect("an answer");
-        assert_eq!(r.status, 200, "{r:?}");
+        let (again, _) = start_demo(&folder, base, &log)
+            .unwrap_or_else(|text| panic!("the demo did not start again: {text}"));
+        assert_eq!(get_fresh(&hello), (200, "\"world\"".to_string()));
+        assert_eq!(put_json(&format!("{first}/kv/hello"), b"\"again\""), 200);
         again.kill();
         return;
     }

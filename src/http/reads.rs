@@ -170,11 +170,6 @@ impl Reads {
             }
         });
     }
-
-    /// Idle connections to this backend on this thread.
-    pub fn idle(&self) -> usize {
-        IDLE.with(|pools| pools.borrow().get(&self.id).map_or(0, VecDeque::len))
-    }
 }
 
 /// Whether an idle connection has nothing to read. tokio answers from
