@@ -555,23 +555,40 @@ fn parse(buf: &[u8], head: bool, limit: usize, eof: bool) -> Parsed {
 /// a body that is not empty) as hyper's client sets them. The caller has
 /// removed both from `req`, and every hop-by-hop field.
 pub fn encode_request(req: &http::Request<Bytes>, host: &str) -> Bytes {
-    let body = req.body();
     let target = req
         .uri()
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let mut out = Vec::with_capacity(128 + target.len() + body.len() + 64 * req.headers().len());
-    out.extend_from_slice(req.method().as_str().as_bytes());
+    let fields = req
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()));
+    encode(req.method().as_str(), target, host, fields, req.body())
+}
+
+/// A request as HTTP/1.1 bytes: its line, `Host`, `fields`, and a
+/// `Content-Length` for a body that is not empty. The one writer of
+/// requests to a backend (`encode_request` for updates, `reads` for
+/// reads); the callers check what they pass.
+pub(crate) fn encode<'a>(
+    method: &str,
+    target: &str,
+    host: &str,
+    fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    body: &[u8],
+) -> Bytes {
+    let mut out = Vec::with_capacity(256 + target.len() + host.len() + body.len());
+    out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     out.extend_from_slice(host.as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in req.headers() {
-        out.extend_from_slice(name.as_str().as_bytes());
+    for (name, value) in fields {
+        out.extend_from_slice(name);
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
     if !body.is_empty() {

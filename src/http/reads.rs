@@ -99,37 +99,20 @@ impl Reads {
     /// answer's head; `head`: it is a HEAD, whose answer has no body.
     /// Untimed: the caller bounds it.
     pub async fn fetch(&self, request: &[u8], head: bool) -> Result<Answer, String> {
+        let home = (self.id, self.limits.max_idle);
+        let stall = self.limits.stall;
         if let Some(conn) = self.take() {
-            match exchange(conn, request, head).await {
-                Ok(answer) => return Ok(self.answer(answer)),
+            match exchange(conn, request, head, home, stall).await {
+                Ok(answer) => return Ok(answer),
                 Err(Failure::Failed(why)) => return Err(why),
                 // Those idle as long were most likely closed too.
                 Err(Failure::Nothing(_)) => self.forget(),
             }
         }
         let conn = self.connect().await?;
-        match exchange(conn, request, head).await {
-            Ok(answer) => Ok(self.answer(answer)),
-            Err(Failure::Nothing(why) | Failure::Failed(why)) => Err(why),
-        }
-    }
-
-    fn answer(&self, (status, headers, body): (u16, http::HeaderMap, Body)) -> Answer {
-        let mut body = Body {
-            home: Some((self.id, self.limits.max_idle)),
-            stall: self.limits.stall,
-            ..body
-        };
-        if matches!(body.frame, Frame::Done) {
-            // No body to read (HEAD, 204, 304, a length of 0): actix-web
-            // never polls one, so the connection goes back now.
-            body.finish();
-        }
-        Answer {
-            status,
-            headers,
-            body,
-        }
+        exchange(conn, request, head, home, stall)
+            .await
+            .map_err(|(Failure::Nothing(why) | Failure::Failed(why))| why)
     }
 
     async fn connect(&self) -> Result<Box<dyn Stream>, String> {
@@ -186,12 +169,16 @@ fn quiet(conn: &mut Box<dyn Stream>) -> bool {
     )
 }
 
-/// Write the request, read up to the end of the answer's head.
+/// Write the request, read up to the end of the answer's head. `home`:
+/// the pool the connection goes back to (backend id, most idle); `stall`:
+/// the longest wait for more of the body.
 async fn exchange(
     mut conn: Box<dyn Stream>,
     request: &[u8],
     head: bool,
-) -> Result<(u16, http::HeaderMap, Body), Failure> {
+    home: (usize, usize),
+    stall: Duration,
+) -> Result<Answer, Failure> {
     // Flushed: TLS may hold written bytes back until then.
     let sent = match conn.write_all(request).await {
         Ok(()) => conn.flush().await,
@@ -238,16 +225,26 @@ async fn exchange(
                         Framing::Chunked => Frame::Chunks(Chunks::new(u64::MAX)),
                         Framing::UntilClose => Frame::UntilClose,
                     };
-                    let body = Body {
+                    let mut body = Body {
                         conn: Some(conn),
                         buf,
                         frame,
                         keep: h.after == After::KeepOn,
-                        home: None,
-                        stall: Duration::ZERO,
+                        home,
+                        stall,
                         timer: None,
                     };
-                    return Ok((h.status, h.headers, body));
+                    if matches!(body.frame, Frame::Done) {
+                        // No body to read (HEAD, 204, 304, a length of 0):
+                        // actix-web never polls one, so the connection goes
+                        // back now.
+                        body.finish();
+                    }
+                    return Ok(Answer {
+                        status: h.status,
+                        headers: h.headers,
+                        body,
+                    });
                 }
             }
         }
@@ -269,28 +266,24 @@ pub fn encode_read(req: &ProxiedRequest, host: &str) -> Result<Bytes, String> {
     if target.is_empty() || !target.bytes().all(allowed) {
         return Err(format!("invalid request target {target:?}"));
     }
-    let mut out = BytesMut::with_capacity(64 + target.len() + host.len() + 48 * req.headers.len());
-    out.extend_from_slice(req.method.as_bytes());
-    out.extend_from_slice(b" ");
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-    out.extend_from_slice(host.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for (name, value) in &req.headers {
-        let name_ok = !name.is_empty() && name.bytes().all(is_tchar);
-        // As `http::HeaderValue` takes them: no control bytes but tab.
-        let value_ok = value
+    // As `http::HeaderValue` takes them: no control bytes but tab.
+    let value_ok = |value: &[u8]| {
+        value
             .iter()
-            .all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t');
-        if name_ok && value_ok {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value);
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-    out.extend_from_slice(b"\r\n");
-    Ok(out.freeze())
+            .all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
+    };
+    let fields = req
+        .headers
+        .iter()
+        .filter(|(name, value)| !name.is_empty() && name.bytes().all(is_tchar) && value_ok(value))
+        .map(|(name, value)| (name.as_bytes(), value.as_slice()));
+    Ok(super::pipeline::encode(
+        &req.method,
+        target,
+        host,
+        fields,
+        &[],
+    ))
 }
 
 /// A token character (RFC 9110 §5.6.2).
@@ -315,7 +308,7 @@ pub struct Body {
     /// The backend keeps the connection open after this answer.
     keep: bool,
     /// The pool the connection goes back to (backend id, most idle).
-    home: Option<(usize, usize)>,
+    home: (usize, usize),
     stall: Duration,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
@@ -328,9 +321,7 @@ impl Body {
         let Some(conn) = self.conn.take() else {
             return;
         };
-        let Some((id, max_idle)) = self.home else {
-            return;
-        };
+        let (id, max_idle) = self.home;
         if !self.keep || !self.buf.is_empty() {
             return;
         }
@@ -389,11 +380,7 @@ impl futures_core::Stream for Body {
         let this = self.get_mut();
         loop {
             match &mut this.frame {
-                Frame::Done => {
-                    this.finish();
-                    return Poll::Ready(None);
-                }
-                Frame::Length(0) => {
+                Frame::Done | Frame::Length(0) => {
                     this.finish();
                     return Poll::Ready(None);
                 }
