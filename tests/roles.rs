@@ -572,8 +572,12 @@ fn a_value_is_decided_by_a_majority_of_accepted_votes_only() {
     }
     let (_, out) = h.call(|ctx| p.submit(ctx, vec![update(N0, 7)]));
     let value = Value::Batch(vec![update(N0, 7)]);
+    let to_acceptors: Vec<_> = sends(&out)
+        .into_iter()
+        .filter(|(_, role, _)| *role == Role::Acceptor)
+        .collect();
     assert_eq!(
-        sends(&out),
+        to_acceptors,
         [N0, N1, N2]
             .map(|n| (
                 n,
@@ -592,17 +596,171 @@ fn a_value_is_decided_by_a_majority_of_accepted_votes_only() {
     let (_, out) = h.call(|ctx| p.on_message(ctx, N1, accepted.clone()));
     assert!(out.is_empty(), "a duplicate vote is not a second vote");
     let (_, out) = h.call(|ctx| p.on_message(ctx, N2, accepted));
-    // The nodes that voted have the value: they hear only that it is
-    // chosen. N0's own vote never came: it gets the value.
-    let chosen = Message::Chosen { ballot, slot: 2 };
+    // N0's own vote never came: its learner gets the value at once. The
+    // other voters learn it from the votes; the leader's word follows
+    // later (`voters_hear_that_a_slot_is_chosen_with_the_next_accept_or_tick`).
+    assert_eq!(
+        sends(&out),
+        vec![(N0, Role::Learner, Message::Decided { slot: 2, value })]
+    );
+}
+
+/// A leader that steps down sends the news it held: it is true whoever
+/// leads next, and no Accept or tick of its own will carry it.
+#[test]
+fn a_leader_that_steps_down_sends_the_news_it_held() {
+    let mut h = Harness::new();
+    let (mut p, _) = proposer(&mut h, N0);
+    let ballot = lead(&mut h, &mut p, [N0, N1]);
+    for n in [N0, N1] {
+        h.call(|ctx| p.on_message(ctx, n, Message::Accepted { ballot, slot: 1 }));
+    }
+    let higher = Message::Rejected {
+        ballot,
+        promised: b(ballot.round + 1, N2),
+    };
+    let (_, out) = h.call(|ctx| p.on_message(ctx, N2, higher));
+    assert!(!p.is_leader());
+    let learners: Vec<_> = sends(&out)
+        .into_iter()
+        .filter(|(_, role, _)| *role == Role::Learner)
+        .map(|(n, _, m)| (n, m))
+        .collect();
+    assert_eq!(
+        learners,
+        vec![
+            (N1, Message::Chosen { ballot, slot: 1 }),
+            (
+                N2,
+                Message::Decided {
+                    slot: 1,
+                    value: Value::Noop
+                }
+            ),
+        ]
+    );
+}
+
+/// A backup holds no vote to learn from: it hears what is chosen at
+/// once, with the value, while the voters' news waits.
+#[test]
+fn a_backup_hears_at_once_what_is_chosen() {
+    let mut h = Harness::new();
+    let n3 = NodeId(3);
+    let (mut p, _) = h.call(|ctx| {
+        Proposer::recover(
+            N0,
+            Membership::with_backups(4, 3),
+            ProposerConfig::default(),
+            ProposerBugs::default(),
+            ctx,
+        )
+    });
+    let ballot = lead(&mut h, &mut p, [N0, N1]);
+    let mut out = Vec::new();
+    for n in [N0, N1] {
+        out.extend(
+            h.call(|ctx| p.on_message(ctx, n, Message::Accepted { ballot, slot: 1 }))
+                .1,
+        );
+    }
+    let learners: Vec<_> = sends(&out)
+        .into_iter()
+        .filter(|(_, role, _)| *role == Role::Learner)
+        .map(|(n, _, m)| (n, m))
+        .collect();
+    assert_eq!(
+        learners,
+        vec![
+            (N0, Message::Chosen { ballot, slot: 1 }),
+            (
+                n3,
+                Message::Decided {
+                    slot: 1,
+                    value: Value::Noop
+                }
+            ),
+        ]
+    );
+}
+
+/// The leader's `Chosen`/`Decided` to a voter is a safety net (voters
+/// learn from each other's votes, a hop sooner): it rides with the next
+/// `Accept` to that voter, or goes at the next tick, not in a write and a
+/// wake-up of its own per slot.
+#[test]
+fn voters_hear_that_a_slot_is_chosen_with_the_next_accept_or_tick() {
+    let mut h = Harness::new();
+    let (mut p, _) = proposer(&mut h, N0);
+    let ballot = lead(&mut h, &mut p, [N0, N1]);
+    let learners = |out: &[Command]| -> Vec<(NodeId, Message)> {
+        sends(out)
+            .into_iter()
+            .filter(|(_, role, _)| *role == Role::Learner)
+            .map(|(n, _, m)| (n, m))
+            .collect()
+    };
+    // Slot 1 (the leader's no-op), chosen by N0 and N1: only N0's own
+    // learner hears now.
+    let mut out = Vec::new();
+    for n in [N0, N1] {
+        out.extend(
+            h.call(|ctx| p.on_message(ctx, n, Message::Accepted { ballot, slot: 1 }))
+                .1,
+        );
+    }
+    let chosen = |slot| Message::Chosen { ballot, slot };
+    assert_eq!(learners(&out), vec![(N0, chosen(1))]);
+    // The next slot's accepts carry it, each voter's just before its
+    // Accept: N1 voted (it has the value), N2 did not (it gets it).
+    let (_, out) = h.call(|ctx| p.submit(ctx, vec![update(N0, 7)]));
+    let value = Value::Batch(vec![update(N0, 7)]);
+    let accept = Message::Accept {
+        ballot,
+        slot: 2,
+        value: value.clone(),
+    };
+    let decided_noop = Message::Decided {
+        slot: 1,
+        value: Value::Noop,
+    };
     assert_eq!(
         sends(&out),
         vec![
-            (N0, Role::Learner, Message::Decided { slot: 2, value }),
-            (N1, Role::Learner, chosen.clone()),
-            (N2, Role::Learner, chosen),
+            (N0, Role::Acceptor, accept.clone()),
+            (N1, Role::Learner, chosen(1)),
+            (N1, Role::Acceptor, accept.clone()),
+            (N2, Role::Learner, decided_noop),
+            (N2, Role::Acceptor, accept),
         ]
     );
+    // Slot 2, chosen by N0 and N1 with nothing more to propose: the tick
+    // tells the others (N0's own learner hears the leader's resends of
+    // what it has not committed, every tick, as before).
+    let mut out = Vec::new();
+    for n in [N0, N1] {
+        out.extend(
+            h.call(|ctx| p.on_message(ctx, n, Message::Accepted { ballot, slot: 2 }))
+                .1,
+        );
+    }
+    assert_eq!(learners(&out), vec![(N0, chosen(2))]);
+    let others = |out: &[Command]| -> Vec<(NodeId, Message)> {
+        learners(out)
+            .into_iter()
+            .filter(|(n, _)| *n != N0)
+            .collect()
+    };
+    h.now = h.now + Duration::from_millis(100);
+    let (_, out) = h.call(|ctx| p.on_timer(ctx, Timer::Tick));
+    assert_eq!(
+        others(&out),
+        vec![(N1, chosen(2)), (N2, Message::Decided { slot: 2, value })]
+    );
+    // Told once.
+    h.now = h.now + Duration::from_millis(100);
+    let (_, out) = h.call(|ctx| p.on_timer(ctx, Timer::Tick));
+    assert_eq!(others(&out), vec![]);
 }
 
 #[test]
@@ -708,7 +866,7 @@ fn learner_commits_contiguously_and_fetches_a_gap() {
         .filter(|(_, _, m)| *m == Message::Committed { commit: 2 })
         .map(|(_, r, _)| r)
         .collect();
-    assert_eq!(told, vec![Role::Acceptor, Role::Proposer, Role::Applier]);
+    assert_eq!(told, vec![Role::Applier, Role::Proposer, Role::Acceptor]);
     assert_eq!(state::last_chosen_slot(&h.disk), 2);
 }
 
@@ -1693,6 +1851,60 @@ fn an_applier_sends_its_digests_to_every_peer_soon_after_applying() {
             plain(N1, Role::Applier, msg.clone()),
             plain(N2, Role::Applier, msg)
         ]
+    );
+}
+
+/// With answers after agreement, the node whose client waits (the
+/// update's origin) gets the digest at once; the other peers get it with
+/// the next batch, as without agreement: only the origin waits on it.
+/// Nobody gets a digest twice (a repeat of a settled slot would be taken
+/// for a late one, and answered).
+#[test]
+fn with_answers_after_agreement_the_origin_gets_the_digest_at_once_the_others_batched() {
+    let mut h = Harness::new();
+    for slot in [1, 2] {
+        let u = update(N1, slot);
+        state::store_chosen(&mut h.disk, slot, &Value::Batch(vec![u]));
+    }
+    let cfg = ApplierConfig {
+        answer_after_agreement: true,
+        ..ApplierConfig::default()
+    };
+    let (mut a, _) = h.call(|ctx| Applier::recover(N0, &[N0, N1, N2], cfg, ctx));
+    h.now = h.now + Duration::from_secs(3);
+    let sent = |out: &[Command]| -> Vec<Command> {
+        out.iter()
+            .filter(|c| matches!(c, Command::Send { .. }))
+            .cloned()
+            .collect()
+    };
+    let entries = |e: Vec<(u64, u64)>| Message::Digests {
+        entries: e,
+        ask: false,
+        answer: false,
+    };
+    let (one, two) = (digest_of(b"one"), digest_of(b"two"));
+    let (_, out) = h.call(|ctx| a.on_backend_reply(ctx, 1, 0, ok_reply(b"one")));
+    assert_eq!(
+        sent(&out),
+        vec![plain(N1, Role::Applier, entries(vec![(1, one)]))]
+    );
+    let at = h.now + Duration::from_millis(20);
+    assert!(out.contains(&Command::SetTimer {
+        timer: Timer::Digests,
+        at
+    }));
+    let (_, out) = h.call(|ctx| a.on_backend_reply(ctx, 2, 0, ok_reply(b"two")));
+    assert_eq!(
+        sent(&out),
+        vec![plain(N1, Role::Applier, entries(vec![(2, two)]))],
+        "only what N1 has not had"
+    );
+    h.now = at;
+    let (_, out) = h.call(|ctx| a.on_timer(ctx, Timer::Digests));
+    assert_eq!(
+        out,
+        vec![plain(N2, Role::Applier, entries(vec![(1, one), (2, two)]))]
     );
 }
 

@@ -53,7 +53,7 @@ use crate::paxos::message::{Message, Role};
 use crate::paxos::state::{self, Divergence, Meta, NodeState};
 use crate::storage::kv::Kv;
 use crate::time::Time;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
@@ -267,6 +267,13 @@ pub struct Applier {
     held: BTreeMap<Slot, Vec<ClientOutcome>>,
     /// Own digests not yet sent.
     outbox: Vec<(Slot, u64)>,
+    /// Peers whose clients wait for a digest in the outbox (they took an
+    /// update of its slots, and answer only once a majority agrees): they
+    /// get the outbox at once, the others with the next batch.
+    waiting: BTreeSet<NodeId>,
+    /// How much of the outbox each peer got early (its first entries):
+    /// the batch sends it only the rest.
+    sent_early: BTreeMap<NodeId, usize>,
     /// Some digest in the outbox is late: ask the peers for theirs.
     ask: bool,
     /// Digests of slots applied before this are late (the peers sent
@@ -301,6 +308,8 @@ impl Applier {
             applied_at: VecDeque::new(),
             held: BTreeMap::new(),
             outbox: Vec::new(),
+            waiting: BTreeSet::new(),
+            sent_early: BTreeMap::new(),
             ask: false,
             late_until: ctx.now + LATE_AFTER_RECOVERY,
             flush_armed: false,
@@ -573,6 +582,8 @@ impl Applier {
         self.compare = Comparison::new(self.id, self.peers.len() + 1, self.cfg.digest_window_slots);
         self.held.clear();
         self.outbox.clear();
+        self.waiting.clear();
+        self.sent_early.clear();
         self.state.diverged = None;
         // Slots after `slot` are judged again as they are applied again.
         self.state.cleared_upto = self.state.cleared_upto.max(e.slot);
@@ -728,16 +739,32 @@ impl Applier {
         Some(own)
     }
 
-    /// Send own digests now if answers wait on them (here or at the
-    /// peers: the setting is the service's, the same on every node), else
-    /// soon, batched.
+    /// Send own digests soon, batched; at once to the peers whose answers
+    /// wait on them (the setting is the service's, the same on every
+    /// node), and to all when asking the peers for theirs, as a late node
+    /// does (or one judging a client's retry).
     fn send_digests(&mut self, ctx: &mut Ctx<'_>) {
         if self.outbox.is_empty() {
             return;
         }
-        if self.cfg.answer_after_agreement {
+        if self.cfg.answer_after_agreement && self.ask {
             self.flush_digests(ctx);
-        } else if !self.flush_armed {
+            return;
+        }
+        for p in std::mem::take(&mut self.waiting) {
+            let sent = self.sent_early.entry(p).or_default();
+            let Some(entries) = self.outbox.get(*sent..).filter(|e| !e.is_empty()) else {
+                continue;
+            };
+            let msg = Message::Digests {
+                entries: entries.to_vec(),
+                ask: false,
+                answer: false,
+            };
+            *sent = self.outbox.len();
+            ctx.send(p, Role::Applier, msg);
+        }
+        if !self.flush_armed {
             self.flush_armed = true;
             ctx.set_timer(Timer::Digests, ctx.now + self.cfg.digest_flush);
         }
@@ -760,9 +787,21 @@ impl Applier {
         }
         let entries = std::mem::take(&mut self.outbox);
         let ask = std::mem::take(&mut self.ask);
+        let early = std::mem::take(&mut self.sent_early);
+        self.waiting.clear();
         for &p in &self.peers {
+            // A digest that asks goes whole: the peer answers what it
+            // is asked with.
+            let from = if ask {
+                0
+            } else {
+                early.get(&p).copied().unwrap_or(0)
+            };
+            let Some(rest) = entries.get(from..).filter(|e| !e.is_empty()) else {
+                continue;
+            };
             let msg = Message::Digests {
-                entries: entries.clone(),
+                entries: rest.to_vec(),
                 ask,
                 answer: false,
             };
@@ -1055,6 +1094,12 @@ impl Applier {
                     self.unwritten_keys.remove(&key);
                 }
                 self.client_keys.push_back((slot, key));
+            }
+            if self.cfg.answer_after_agreement {
+                let origins = w.updates.iter().map(|u| u.id.origin);
+                let peers = &self.peers;
+                self.waiting
+                    .extend(origins.filter(|o| *o != self.id && peers.contains(o)));
             }
             self.digested(ctx, slot, d, w.answers);
             self.finish(ctx, slot);

@@ -573,7 +573,9 @@ impl Learner {
 
     /// Tell the acceptor, proposer and applier the new commit index.
     fn announce(&self, ctx: &mut Ctx<'_>) {
-        for role in [Role::Acceptor, Role::Proposer, Role::Applier] {
+        // The applier first: its backend call is what an update's client
+        // waits for next.
+        for role in [Role::Applier, Role::Proposer, Role::Acceptor] {
             let msg = Message::Committed {
                 commit: self.commit,
             };

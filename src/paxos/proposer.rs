@@ -239,6 +239,13 @@ struct Leading {
     /// Since when this leader has had slots to propose but its log is
     /// too far behind to know their voters.
     blocked_since: Option<Time>,
+    /// `Chosen`/`Decided` for voters of the slots, not sent yet. A voter
+    /// learns a slot by itself from the votes (`Voted`), so the leader's
+    /// word is only a safety net: it goes with the next `Accept` to that
+    /// voter (the same write, no wake-up of its own) or at the next
+    /// tick, and at most `UNTOLD_MAX` wait per voter. Sent at once, it
+    /// cost every voter a message per slot it already knew about.
+    untold: BTreeMap<NodeId, Vec<Message>>,
 }
 
 impl Leading {
@@ -249,6 +256,9 @@ impl Leading {
 
 /// Confirmation rounds remembered for dating (older ones are settled).
 const ROUNDS_KEPT: usize = 64;
+
+/// `Chosen`/`Decided` messages held for one voter at most (`untold`).
+const UNTOLD_MAX: usize = 64;
 
 /// Events kept until the shell drains them (older ones are dropped).
 const EVENTS_KEPT: usize = 64;
@@ -1120,6 +1130,7 @@ impl Proposer {
             transfer: None,
             transfer_failed: None,
             blocked_since: None,
+            untold: BTreeMap::new(),
         }));
         self.leader = Some((self.id, ballot));
         self.leader_seen = ctx.now;
@@ -1230,6 +1241,7 @@ impl Proposer {
         let ballot = l.ballot();
         self.counts.note_value(value.updates().len());
         for &v in &self.eras.at(slot).voters {
+            Self::tell(ctx, l, v);
             let msg = Message::Accept {
                 ballot,
                 slot,
@@ -1321,6 +1333,7 @@ impl Proposer {
         }
         // A node that voted for the value has it: it hears only that it
         // is chosen (its learner may know already, from the votes).
+        let voters = &self.eras.at(slot).voters;
         for &n in &self.members.nodes {
             let msg = if entry.votes.contains(&n) {
                 Message::Chosen { ballot, slot }
@@ -1330,11 +1343,40 @@ impl Proposer {
                     value: entry.value.clone(),
                 }
             };
-            ctx.send(n, Role::Learner, msg);
+            // Our own learner and nodes that learn only from the leader
+            // (non-voters hold no vote to learn from) hear it now.
+            if n == self.id || !voters.contains(&n) {
+                ctx.send(n, Role::Learner, msg);
+                continue;
+            }
+            let held = l.untold.entry(n).or_default();
+            held.push(msg);
+            if held.len() >= UNTOLD_MAX {
+                for msg in held.drain(..) {
+                    ctx.send(n, Role::Learner, msg);
+                }
+            }
         }
         self.advance(ctx);
         self.complete_reads(ctx);
         self.drive_transfer(ctx);
+    }
+
+    /// Send voter `n` the news held for it (`untold`).
+    fn tell(ctx: &mut Ctx<'_>, l: &mut Leading, n: NodeId) {
+        if let Some(held) = l.untold.get_mut(&n) {
+            for msg in held.drain(..) {
+                ctx.send(n, Role::Learner, msg);
+            }
+        }
+    }
+
+    fn tell_all(ctx: &mut Ctx<'_>, l: &mut Leading) {
+        for (&n, held) in l.untold.iter_mut() {
+            for msg in held.drain(..) {
+                ctx.send(n, Role::Learner, msg);
+            }
+        }
     }
 
     fn on_rejected(&mut self, ctx: &mut Ctx<'_>, ballot: Ballot, promised: Ballot) {
@@ -1361,6 +1403,8 @@ impl Proposer {
         }
         if let Phase::Leader(l) = &mut self.phase {
             self.leader = None;
+            // True whoever leads next.
+            Self::tell_all(ctx, l);
             // Reads have no effect, so refusing them is always safe;
             // remote ones are left to their origin's deadline.
             for r in l.reads.drain(..) {
@@ -1612,6 +1656,7 @@ impl Proposer {
         let Phase::Leader(l) = &mut self.phase else {
             return;
         };
+        Self::tell_all(ctx, l);
         Self::start_round(ctx, l, &sets, self.bugs);
         let ballot = l.ballot();
         for (&slot, entry) in l.inflight.iter_mut() {
@@ -1789,12 +1834,16 @@ impl Proposer {
         }
         if !t.told && idle {
             t.told = true;
+            let to = t.to;
             let msg = Message::TimeoutNow {
                 ballot,
                 commit: proposed,
                 by_operator: t.by_operator,
             };
-            ctx.send(t.to, Role::Proposer, msg);
+            // What is chosen first: the target campaigns knowing it (no
+            // Accept follows to carry it).
+            Self::tell(ctx, l, to);
+            ctx.send(to, Role::Proposer, msg);
         }
     }
 
