@@ -213,8 +213,9 @@ fn acceptor_reports_accepted_values_in_its_promise_and_survives_a_crash() {
         value: v.clone(),
     };
     let (_, out) = h.call(|ctx| a.on_message(ctx, N0, accept));
-    // The vote, once on disk: the value to its own learner, the vote to
-    // the other learners but the proposer's (whose proposer has it).
+    // The vote, once on disk: first to the leader (an answer waits for
+    // it), then the value to its own learner and the vote to the other
+    // learners but the proposer's (whose proposer has it).
     let voted = Message::Voted {
         ballot: b(1, N0),
         slot: 3,
@@ -222,6 +223,14 @@ fn acceptor_reports_accepted_values_in_its_promise_and_survives_a_crash() {
     assert_eq!(
         out,
         vec![
+            durable(
+                N0,
+                Role::Proposer,
+                Message::Accepted {
+                    ballot: b(1, N0),
+                    slot: 3
+                }
+            ),
             durable(
                 N1,
                 Role::Learner,
@@ -232,14 +241,6 @@ fn acceptor_reports_accepted_values_in_its_promise_and_survives_a_crash() {
                 }
             ),
             durable(N2, Role::Learner, voted),
-            durable(
-                N0,
-                Role::Proposer,
-                Message::Accepted {
-                    ballot: b(1, N0),
-                    slot: 3
-                }
-            )
         ]
     );
     h.disk.sync();

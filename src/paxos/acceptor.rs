@@ -279,7 +279,11 @@ impl Acceptor {
         if ballot == self.promised {
             self.leader_heard = Some(ctx.now);
         }
-        if slot > self.chosen_upto {
+        // At or below chosen_upto the slot is chosen; by Paxos any value
+        // proposed there at a ballot we may accept equals the chosen one,
+        // so the vote is safe without keeping the value again.
+        let keep = slot > self.chosen_upto;
+        if keep {
             let same = self.accepted.get(&slot).map(|(b, v)| (*b, v));
             if same != Some((ballot, &value)) {
                 // A repeat at the same ballot must carry the same value:
@@ -293,6 +297,12 @@ impl Acceptor {
                 state::store_accepted(ctx.kv, slot, ballot, &value);
                 self.accepted.insert(slot, (ballot, value.clone()));
             }
+        }
+        // The leader's copy of the vote goes first: an update's answer
+        // waits for it, and every write to a peer takes its turn on the
+        // node's thread (tens of microseconds each on loopback TLS).
+        ctx.send_durable(from, Role::Proposer, Message::Accepted { ballot, slot });
+        if keep {
             // The learners hear the vote once it is on disk: this
             // node's with the value, the others' without.
             ctx.send_durable(
@@ -310,10 +320,6 @@ impl Acceptor {
                 ctx.send_durable(n, Role::Learner, Message::Voted { ballot, slot });
             }
         }
-        // At or below chosen_upto the slot is chosen; by Paxos any value
-        // proposed there at a ballot we may accept equals the chosen one,
-        // so the vote is safe without keeping the value again.
-        ctx.send_durable(from, Role::Proposer, Message::Accepted { ballot, slot });
     }
 
     /// Rebuilding is over: promise `ballot`, then vote. The promise is
