@@ -46,10 +46,10 @@ fn kinds(out: &[Output]) -> Vec<String> {
         .collect()
 }
 
-/// What an acceptor sends for one vote: the value to its own learner,
-/// the vote to the learner of the one node that did not propose it, and
-/// the vote to the proposer.
-const VOTE: &[&str] = &["vote", "voted", "accepted"];
+/// What an acceptor sends for one vote: the vote to the proposer (first:
+/// the answer waits for it), the value to its own learner, and the vote
+/// to the learner of the one node that did not propose it.
+const VOTE: &[&str] = &["accepted", "vote", "voted"];
 
 fn accept(slot: u64) -> Input {
     Input::Message {
