@@ -1352,9 +1352,7 @@ impl Proposer {
             let held = l.untold.entry(n).or_default();
             held.push(msg);
             if held.len() >= UNTOLD_MAX {
-                for msg in held.drain(..) {
-                    ctx.send(n, Role::Learner, msg);
-                }
+                Self::send_held(ctx, n, held);
             }
         }
         self.advance(ctx);
@@ -1365,17 +1363,19 @@ impl Proposer {
     /// Send voter `n` the news held for it (`untold`).
     fn tell(ctx: &mut Ctx<'_>, l: &mut Leading, n: NodeId) {
         if let Some(held) = l.untold.get_mut(&n) {
-            for msg in held.drain(..) {
-                ctx.send(n, Role::Learner, msg);
-            }
+            Self::send_held(ctx, n, held);
         }
     }
 
     fn tell_all(ctx: &mut Ctx<'_>, l: &mut Leading) {
         for (&n, held) in l.untold.iter_mut() {
-            for msg in held.drain(..) {
-                ctx.send(n, Role::Learner, msg);
-            }
+            Self::send_held(ctx, n, held);
+        }
+    }
+
+    fn send_held(ctx: &mut Ctx<'_>, n: NodeId, held: &mut Vec<Message>) {
+        for msg in held.drain(..) {
+            ctx.send(n, Role::Learner, msg);
         }
     }
 
