@@ -329,15 +329,43 @@ fn proposer(h: &mut Harness, id: NodeId) -> (Proposer, Vec<Command>) {
 }
 
 fn proposer_with(h: &mut Harness, id: NodeId, cfg: ProposerConfig) -> (Proposer, Vec<Command>) {
-    h.call(|ctx| {
-        Proposer::recover(
-            id,
-            Membership::all_voting(3),
-            cfg,
-            ProposerBugs::default(),
-            ctx,
-        )
-    })
+    proposer_of(h, id, Membership::all_voting(3), cfg)
+}
+
+fn proposer_of(
+    h: &mut Harness,
+    id: NodeId,
+    members: Membership,
+    cfg: ProposerConfig,
+) -> (Proposer, Vec<Command>) {
+    h.call(|ctx| Proposer::recover(id, members, cfg, ProposerBugs::default(), ctx))
+}
+
+/// What `p` sends once `voters` accepted `slot` at `ballot`.
+fn accepted_by(
+    h: &mut Harness,
+    p: &mut Proposer,
+    ballot: Ballot,
+    slot: u64,
+    voters: [NodeId; 2],
+) -> Vec<Command> {
+    let mut out = Vec::new();
+    for n in voters {
+        out.extend(
+            h.call(|ctx| p.on_message(ctx, n, Message::Accepted { ballot, slot }))
+                .1,
+        );
+    }
+    out
+}
+
+/// The messages sent to learners, and to whom.
+fn to_learners(out: &[Command]) -> Vec<(NodeId, Message)> {
+    sends(out)
+        .into_iter()
+        .filter(|(_, role, _)| *role == Role::Learner)
+        .map(|(n, _, m)| (n, m))
+        .collect()
 }
 
 fn elect(h: &mut Harness, p: &mut Proposer) -> Ballot {
@@ -613,22 +641,15 @@ fn a_leader_that_steps_down_sends_the_news_it_held() {
     let mut h = Harness::new();
     let (mut p, _) = proposer(&mut h, N0);
     let ballot = lead(&mut h, &mut p, [N0, N1]);
-    for n in [N0, N1] {
-        h.call(|ctx| p.on_message(ctx, n, Message::Accepted { ballot, slot: 1 }));
-    }
+    accepted_by(&mut h, &mut p, ballot, 1, [N0, N1]);
     let higher = Message::Rejected {
         ballot,
         promised: b(ballot.round + 1, N2),
     };
     let (_, out) = h.call(|ctx| p.on_message(ctx, N2, higher));
     assert!(!p.is_leader());
-    let learners: Vec<_> = sends(&out)
-        .into_iter()
-        .filter(|(_, role, _)| *role == Role::Learner)
-        .map(|(n, _, m)| (n, m))
-        .collect();
     assert_eq!(
-        learners,
+        to_learners(&out),
         vec![
             (N1, Message::Chosen { ballot, slot: 1 }),
             (
@@ -648,30 +669,12 @@ fn a_leader_that_steps_down_sends_the_news_it_held() {
 fn a_backup_hears_at_once_what_is_chosen() {
     let mut h = Harness::new();
     let n3 = NodeId(3);
-    let (mut p, _) = h.call(|ctx| {
-        Proposer::recover(
-            N0,
-            Membership::with_backups(4, 3),
-            ProposerConfig::default(),
-            ProposerBugs::default(),
-            ctx,
-        )
-    });
+    let members = Membership::with_backups(4, 3);
+    let (mut p, _) = proposer_of(&mut h, N0, members, ProposerConfig::default());
     let ballot = lead(&mut h, &mut p, [N0, N1]);
-    let mut out = Vec::new();
-    for n in [N0, N1] {
-        out.extend(
-            h.call(|ctx| p.on_message(ctx, n, Message::Accepted { ballot, slot: 1 }))
-                .1,
-        );
-    }
-    let learners: Vec<_> = sends(&out)
-        .into_iter()
-        .filter(|(_, role, _)| *role == Role::Learner)
-        .map(|(n, _, m)| (n, m))
-        .collect();
+    let out = accepted_by(&mut h, &mut p, ballot, 1, [N0, N1]);
     assert_eq!(
-        learners,
+        to_learners(&out),
         vec![
             (N0, Message::Chosen { ballot, slot: 1 }),
             (
@@ -694,24 +697,11 @@ fn voters_hear_that_a_slot_is_chosen_with_the_next_accept_or_tick() {
     let mut h = Harness::new();
     let (mut p, _) = proposer(&mut h, N0);
     let ballot = lead(&mut h, &mut p, [N0, N1]);
-    let learners = |out: &[Command]| -> Vec<(NodeId, Message)> {
-        sends(out)
-            .into_iter()
-            .filter(|(_, role, _)| *role == Role::Learner)
-            .map(|(n, _, m)| (n, m))
-            .collect()
-    };
     // Slot 1 (the leader's no-op), chosen by N0 and N1: only N0's own
     // learner hears now.
-    let mut out = Vec::new();
-    for n in [N0, N1] {
-        out.extend(
-            h.call(|ctx| p.on_message(ctx, n, Message::Accepted { ballot, slot: 1 }))
-                .1,
-        );
-    }
+    let out = accepted_by(&mut h, &mut p, ballot, 1, [N0, N1]);
     let chosen = |slot| Message::Chosen { ballot, slot };
-    assert_eq!(learners(&out), vec![(N0, chosen(1))]);
+    assert_eq!(to_learners(&out), vec![(N0, chosen(1))]);
     // The next slot's accepts carry it, each voter's just before its
     // Accept: N1 voted (it has the value), N2 did not (it gets it).
     let (_, out) = h.call(|ctx| p.submit(ctx, vec![update(N0, 7)]));
@@ -738,16 +728,10 @@ fn voters_hear_that_a_slot_is_chosen_with_the_next_accept_or_tick() {
     // Slot 2, chosen by N0 and N1 with nothing more to propose: the tick
     // tells the others (N0's own learner hears the leader's resends of
     // what it has not committed, every tick, as before).
-    let mut out = Vec::new();
-    for n in [N0, N1] {
-        out.extend(
-            h.call(|ctx| p.on_message(ctx, n, Message::Accepted { ballot, slot: 2 }))
-                .1,
-        );
-    }
-    assert_eq!(learners(&out), vec![(N0, chosen(2))]);
+    let out = accepted_by(&mut h, &mut p, ballot, 2, [N0, N1]);
+    assert_eq!(to_learners(&out), vec![(N0, chosen(2))]);
     let others = |out: &[Command]| -> Vec<(NodeId, Message)> {
-        learners(out)
+        to_learners(out)
             .into_iter()
             .filter(|(n, _)| *n != N0)
             .collect()
@@ -2820,15 +2804,8 @@ fn a_leader_with_a_change_in_flight_answers_no_read_until_the_new_voters_promise
     use ordo::paxos::members::MemberOp;
     let mut h = Harness::new();
     let n3 = NodeId(3);
-    let (mut p, _) = h.call(|ctx| {
-        Proposer::recover(
-            N0,
-            Membership::with_backups(4, 3),
-            ProposerConfig::default(),
-            ProposerBugs::default(),
-            ctx,
-        )
-    });
+    let members = Membership::with_backups(4, 3);
+    let (mut p, _) = proposer_of(&mut h, N0, members, ProposerConfig::default());
     // Elected by n1 and n2: of the active set n0 n1 n3 to come, only n1
     // has promised (n0's own promise is still on its way).
     let ballot = lead(&mut h, &mut p, [N1, N2]);
