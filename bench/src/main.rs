@@ -208,14 +208,24 @@ fn run(args: &Args, ordo: &Path, work: &Path) -> Result<()> {
     {
         eprintln!("bench: writes at c={c}");
         let (put, etcd_put) = (work.join("put.lua"), work.join("etcd-put.lua"));
-        let runs = [
+        let targets = [
             ("ordo leader", url(leader as u16, ""), &put),
             ("etcd leader", etcd_url(etcd_leader), &etcd_put),
             ("ordo follower", url(follower as u16, ""), &put),
             ("etcd follower", etcd_url(etcd_follower), &etcd_put),
         ];
-        for (system, target, script) in runs {
-            m.put(system, c, wrk::run(&target, script, c, s)?);
+        // Two rounds, the second in the mirrored order, each figure the
+        // pool of its two runs: one write run's rate moved by half within
+        // an hour here, and a drift over the four runs would otherwise
+        // favour whichever system ran first.
+        let mut runs: Vec<Vec<wrk::Run>> = vec![Vec::new(); targets.len()];
+        let order = (0..targets.len()).chain((0..targets.len()).rev());
+        for i in order {
+            let (_, target, script) = &targets[i];
+            runs[i].push(wrk::run(target, script, c, s)?);
+        }
+        for ((system, _, _), runs) in targets.iter().zip(&runs) {
+            m.put(system, c, wrk::pooled(runs));
         }
     }
     for &c in args
@@ -226,20 +236,27 @@ fn run(args: &Args, ordo: &Path, work: &Path) -> Result<()> {
         eprintln!("bench: reads at c={c}");
         let get = work.join("get.lua");
         m.get("backend", c, wrk::run(&backend_url(0, ""), &get, c, s)?);
-        // nginx, ordo, ordo, nginx: the two are close, and this machine's
-        // speed drifts by a fifth over minutes; in this order a steady
-        // drift hits both alike.
+        // nginx, ordo, no-cache, no-cache, ordo, nginx: each pair of
+        // figures that a target compares (ordo to nginx, no-cache to
+        // plain) sits symmetric about the middle, so a steady drift of
+        // this machine's speed (a fifth over minutes) hits both alike.
         let nginx = format!("http://127.0.0.1:{}", port(30));
+        let (plain, fresh) = (url(0, ""), work.join("get-fresh.lua"));
         let first = wrk::run(&nginx, &get, c, s)?;
         let before = metrics_of(0)?;
-        let ordo_runs = [
-            wrk::run(&url(0, ""), &get, c, s)?,
-            wrk::run(&url(0, ""), &get, c, s)?,
+        let ordo_first = wrk::run(&plain, &get, c, s)?;
+        let fresh_runs = [
+            wrk::run(&plain, &fresh, c, s)?,
+            wrk::run(&plain, &fresh, c, s)?,
         ];
+        let ordo_last = wrk::run(&plain, &get, c, s)?;
         let after = metrics_of(0)?;
         let last = wrk::run(&nginx, &get, c, s)?;
         m.get("nginx", c, wrk::pooled(&[first, last]));
-        m.get("ordo", c, wrk::pooled(&ordo_runs));
+        m.get("ordo", c, wrk::pooled(&[ordo_first, ordo_last]));
+        m.get("ordo no-cache", c, wrk::pooled(&fresh_runs));
+        // The no-cache reads between count as kind "fresh_read": the
+        // "read" histogram below covers the two plain runs alone.
         if let Some(p99) = handler::quantile_bound_ms(
             &handler::buckets(&before, "read"),
             &handler::buckets(&after, "read"),
@@ -247,11 +264,6 @@ fn run(args: &Args, ordo: &Path, work: &Path) -> Result<()> {
         ) {
             m.handler_p99_ms.insert(c, p99);
         }
-        m.get(
-            "ordo no-cache",
-            c,
-            wrk::run(&url(0, ""), &work.join("get-fresh.lua"), c, s)?,
-        );
     }
 
     // ---- catch-up: a node stopped while the others take N updates ----

@@ -222,11 +222,13 @@ pub fn document(m: &Measured, tables: &str, chart: &Path) -> String {
            taking puts of the same size through its JSON gateway (`/v3/kv/put`).\n\
          - **nginx**: `proxy_pass` with a keep-alive upstream, in front of node\n  \
            `n0`'s backend, the backend that ordo's `n0` reads from.\n\
-         - **wrk** is the client of all of them, {secs} s per figure; `c` is its\n  \
-           connections. Runs are interleaved (ordo, etcd, ordo, etcd) so that the\n  \
-           machine's drift hits both alike. Plain GETs through nginx and ordo are\n  \
-           run twice each, nginx, ordo, ordo, nginx: a figure is the mean rate of\n  \
-           the two runs and the worse of their p50s and p99s.\n\n\
+         - **wrk** is the client of all of them, {secs} s per run; `c` is its\n  \
+           connections. Every figure but the backend's pools two runs: their\n  \
+           mean rate, and the worse of their p50s and of their p99s. The runs\n  \
+           go in an order that a steady drift of the machine's speed hits both\n  \
+           sides of each comparison alike: writes ordo leader, etcd leader, ordo\n  \
+           follower, etcd follower, then the same backwards; reads nginx, ordo,\n  \
+           no-cache, no-cache, ordo, nginx.\n\n\
          The machine: {cpus} CPUs, shared by every process above and by wrk.\n\n\
          {tables}\n\
          ![Throughput against concurrency](images/{chart_name})\n",
