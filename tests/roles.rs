@@ -1631,6 +1631,45 @@ fn a_new_leader_renews_no_read_lease_until_it_has_committed_what_it_took_over() 
     assert_eq!(f.lease_contact(), Some(at));
 }
 
+/// Apply `log` from a node that had applied `applied_before` slots of
+/// it (a restart), answering every call; what the last slot did.
+fn applied_journal(cfg: &ApplierConfig, log: &[Value], applied_before: u64) -> Vec<String> {
+    let mut h = Harness::new();
+    for (i, v) in log.iter().enumerate() {
+        state::store_chosen(&mut h.disk, i as u64 + 1, v);
+    }
+    state::store_u64(&mut h.disk, state::Meta::Applied, applied_before);
+    let (mut a, mut out) =
+        h.call_applier(|ctx| Applier::recover(N0, &[N0, N1, N2], cfg.clone(), ctx));
+    let mut journal = Vec::new();
+    loop {
+        journal.append(&mut a.journal);
+        let Some(pos) = out.iter().position(|c| matches!(c, Command::Apply { .. })) else {
+            break;
+        };
+        let Command::Apply { slot, index, .. } = out.remove(pos) else {
+            unreachable!("matched above")
+        };
+        let ok = BackendReply::Response {
+            status: 200,
+            body: Bytes::new(),
+            digest: 200,
+        };
+        out.extend(
+            h.call_applier(|ctx| a.on_backend_reply(ctx, slot, index, ok))
+                .1,
+        );
+    }
+    let last = log.len() as u64;
+    assert_eq!(a.applied(), last);
+    let slot = format!("slot: {last}");
+    journal
+        .into_iter()
+        .map(|e| format!("{e:?}"))
+        .filter(|e| e.contains(&slot))
+        .collect()
+}
+
 /// Review finding: the dedupe rule must depend on the log alone, or a
 /// node that restarts decides a duplicate differently from one that
 /// did not, and their backends diverge.
@@ -1648,47 +1687,81 @@ fn the_dedupe_decision_is_the_same_live_and_after_a_restart() {
         Value::Noop,
         Value::Batch(vec![x.clone()]),
     ];
-    let fresh = || {
-        let mut h = Harness::new();
-        for (i, v) in log.iter().enumerate() {
-            state::store_chosen(&mut h.disk, i as u64 + 1, v);
-        }
-        h
-    };
-    // Apply everything, answering every call; return what slot 5 did.
-    let run = |h: &mut Harness, applied_before: u64| {
-        state::store_u64(&mut h.disk, state::Meta::Applied, applied_before);
-        let (mut a, mut out) =
-            h.call_applier(|ctx| Applier::recover(N0, &[N0, N1, N2], cfg.clone(), ctx));
-        let mut journal = Vec::new();
-        loop {
-            journal.append(&mut a.journal);
-            let Some(pos) = out.iter().position(|c| matches!(c, Command::Apply { .. })) else {
-                break;
-            };
-            let Command::Apply { slot, index, .. } = out.remove(pos) else {
-                unreachable!("matched above")
-            };
-            let ok = BackendReply::Response {
-                status: 200,
-                body: Bytes::new(),
-                digest: 200,
-            };
-            out.extend(
-                h.call_applier(|ctx| a.on_backend_reply(ctx, slot, index, ok))
-                    .1,
-            );
-        }
-        assert_eq!(a.applied(), 5);
-        journal.retain(|e| format!("{e:?}").contains("slot: 5"));
-        journal
-    };
-    let live = run(&mut fresh(), 0);
-    let restarted = run(&mut fresh(), 4);
+    let live = applied_journal(&cfg, &log, 0);
+    let restarted = applied_journal(&cfg, &log, 4);
     assert_eq!(
         live, restarted,
         "slot 5 decided differently after a restart"
     );
+}
+
+/// The dedupe window is bounded in ids too (its memory: a node's RSS
+/// grew past 100 MB under `scripts/bench` with a window of slots alone),
+/// and that bound is the log's as well: whole slots leave it, oldest
+/// first, and a restart decides as a node that went on.
+#[test]
+fn the_dedupe_window_bounded_in_ids_decides_the_same_after_a_restart() {
+    let bounded = ApplierConfig {
+        dedupe_window_ids: 2,
+        ..ApplierConfig::default()
+    };
+    let x = update(N1, 7);
+    let log = [
+        Value::Batch(vec![x.clone()]),
+        Value::Batch(vec![update(N1, 8), update(N2, 1)]),
+        Value::Batch(vec![update(N2, 2)]),
+        Value::Batch(vec![x.clone()]),
+    ];
+    // Before slot 4: x (latest slot 1), two ids of slot 2 and one of
+    // slot 3 make four; slots 1 and 2 leave, and x is not a duplicate.
+    let live = applied_journal(&bounded, &log, 0);
+    assert!(
+        live.iter().any(|e| e.starts_with("Update")),
+        "slot 4's x is applied: {live:?}"
+    );
+    for applied_before in 1..=3 {
+        assert_eq!(
+            applied_journal(&bounded, &log, applied_before),
+            live,
+            "slot 4 decided differently after a restart at {applied_before}"
+        );
+    }
+    // Within the bound, it is one.
+    let wide = applied_journal(&ApplierConfig::default(), &log, 0);
+    assert!(
+        wide.iter().any(|e| e.starts_with("Duplicate")),
+        "slot 4's x is a duplicate: {wide:?}"
+    );
+}
+
+/// A restart reads the window's slots of log a page at a time, and the
+/// id bound holds while it does (not only once the next slot comes):
+/// a whole window of slots was in memory at once before.
+#[test]
+fn a_restart_rebuilds_the_dedupe_window_within_its_id_bound() {
+    let bounded = ApplierConfig {
+        dedupe_window_ids: 10,
+        ..ApplierConfig::default()
+    };
+    let x = update(N1, 7);
+    // x, then 698 slots of one new id each (three pages), then x again.
+    let mut log = vec![Value::Batch(vec![x.clone()])];
+    log.extend((2..700).map(|seq| Value::Batch(vec![update(N2, seq)])));
+    log.push(Value::Batch(vec![x]));
+    // A node that applied all of the log it has (so it takes no slot,
+    // whose admission would trim the window anyway) holds the last ten
+    // slots' ids, not all 699.
+    let mut h = Harness::new();
+    for (i, v) in log[..699].iter().enumerate() {
+        state::store_chosen(&mut h.disk, i as u64 + 1, v);
+    }
+    state::store_u64(&mut h.disk, state::Meta::Applied, 699);
+    let (a, _) = h.call_applier(|ctx| Applier::recover(N0, &[N0, N1, N2], bounded.clone(), ctx));
+    assert_eq!(a.dedupe_ids(), 10);
+    // And it decides slot 700 as a node that never stopped: x is out.
+    let live = applied_journal(&bounded, &log, 0);
+    assert!(live.iter().all(|e| e.starts_with("Update")), "{live:?}");
+    assert_eq!(applied_journal(&bounded, &log, 699), live);
 }
 
 /// Review finding: an update of ours that came back from a forward may

@@ -21,7 +21,8 @@
 //! Duplicate updates (the same `UpdateId` chosen twice, which forwarding
 //! retries can cause) are skipped. That decision is replicated state: it
 //! depends only on the log (ids seen in the last `dedupe_window_slots`
-//! slots), so every node skips the same ones.
+//! slots, as far back as keeps `dedupe_window_ids` ids: `dedupe`), so
+//! every node skips the same ones.
 //!
 //! A client's own `Idempotency-Key` works the same way, across nodes and
 //! failovers: an update whose key was applied in one of the last
@@ -61,6 +62,9 @@ pub struct ApplierConfig {
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub dedupe_window_slots: u64,
+    /// ...and ids at most (`dedupe::Recent`): what bounds its memory,
+    /// about 40 bytes an id.
+    pub dedupe_window_ids: usize,
     /// How long (in slots) a client idempotency key is remembered.
     pub client_key_window_slots: u64,
     /// Test-only breakage: apply every retry again, ignoring client keys.
@@ -102,6 +106,9 @@ impl Default for ApplierConfig {
             retry_base: Duration::from_millis(20),
             retry_max: Duration::from_secs(5),
             dedupe_window_slots: 100_000,
+            // 20 MB; 45 s of updates at 11,000 a second, where a copy
+            // comes within a forward's retries (seconds).
+            dedupe_window_ids: 500_000,
             client_key_window_slots: 1_000_000,
             bug_ignore_client_keys: false,
             digest_window_slots: 65_536,
@@ -299,7 +306,7 @@ impl Applier {
             "applied {applied} beyond the log's {commit}"
         );
         let compare = Comparison::new(id, nodes.len(), cfg.digest_window_slots);
-        let dedupe_window = cfg.dedupe_window_slots;
+        let (dedupe_window, dedupe_ids) = (cfg.dedupe_window_slots, cfg.dedupe_window_ids);
         let mut a = Applier {
             id,
             peers: nodes.iter().copied().filter(|&n| n != id).collect(),
@@ -327,7 +334,7 @@ impl Applier {
             order: Order::default(),
             calls: BTreeMap::new(),
             retry_armed: None,
-            recent: Recent::new(dedupe_window),
+            recent: Recent::new(dedupe_window, dedupe_ids),
             client_keys: VecDeque::new(),
             journal: Vec::new(),
             dropped: 0,
@@ -358,6 +365,9 @@ impl Applier {
                 }
             }
             from = last + 1;
+            // As live application did before each slot: memory stays
+            // within the id bound while a whole window of slots is read.
+            a.recent.expire(from.min(applied + 1));
         }
         let mut keys = state::load_client_keys(&*ctx.kv);
         keys.sort_by_key(|(_, slot)| *slot);
@@ -368,6 +378,11 @@ impl Applier {
 
     pub fn applied(&self) -> Slot {
         self.applied
+    }
+
+    /// Update ids the dedupe window holds in memory.
+    pub fn dedupe_ids(&self) -> usize {
+        self.recent.len()
     }
 
     /// Retrying a slot the backend keeps refusing.
