@@ -1239,6 +1239,48 @@ fn the_log_drops_what_every_node_applied_before_its_bound() {
     assert!((36..=38).contains(&first), "first kept: {first}");
 }
 
+/// A compaction step reads what it drops (the byte count), so it stops
+/// after a mebibyte and the next commits go on: a whole step of 1024
+/// slots was 15 MB read at once on the node's thread at 50 updates a
+/// slot.
+#[test]
+fn the_log_is_dropped_a_mebibyte_a_step() {
+    let mut h = Harness::new();
+    let cfg = LearnerConfig {
+        retain_slots: 1_000,
+        keep_applied: 0,
+        ..LearnerConfig::default()
+    };
+    let (mut l, _) = h.call(|ctx| Learner::recover(N1, &Membership::all_voting(3), cfg, ctx));
+    let big = |seq| {
+        let mut u = update(N0, seq);
+        u.payload = Bytes::from(vec![b'x'; 64 << 10]);
+        Value::Batch(vec![u])
+    };
+    let mut decide = |h: &mut Harness, slot: u64| {
+        let value = big(slot);
+        h.call(|ctx| l.on_message(ctx, N0, Message::Decided { slot, value }));
+    };
+    for slot in 1..=150 {
+        decide(&mut h, slot);
+    }
+    let first = |h: &Harness| state::load_chosen_range(&h.disk, 1, 1)[0].0;
+    assert_eq!(first(&h), 1, "nothing applied yet");
+    // Every node applied all 150: they may go, 16 of 64 KiB a step (the
+    // 16th crosses the mebibyte), a step a commit...
+    state::store_u64(&mut h.disk, state::Meta::Applied, 150);
+    state::store_u64(&mut h.disk, state::Meta::AllApplied, 150);
+    decide(&mut h, 151);
+    assert_eq!(first(&h), 17, "one step");
+    decide(&mut h, 152);
+    assert_eq!(first(&h), 33, "the next");
+    // ...while a tenth of the slot bound (101) or more is due, as before.
+    for slot in 153..=160 {
+        decide(&mut h, slot);
+    }
+    assert_eq!(first(&h), 65);
+}
+
 // ---- applier ----
 
 /// An update `PUT path` from `origin`, encoded as the gateway does.

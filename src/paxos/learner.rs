@@ -447,16 +447,33 @@ impl Learner {
         }
         // Which slots go: those below the slot bound, then the oldest
         // while the log is over nine tenths of its byte bound.
+        //
+        // A step reads what it drops (for the byte count), so it stops
+        // after `STEP_READ_BYTES` of it, and the next commit goes on:
+        // 1024 slots of 50 updates are 15 MB, read on the node's thread
+        // at once (with the log compacting under c=256 writes, a node
+        // peaked at 96 MB RSS with whole steps, 75 MB with these).
+        const PAGE: usize = 32;
+        const STEP_READ_BYTES: u64 = 1 << 20;
         let floor = self.cfg.retain_bytes / 10 * 9;
         let mut bytes = self.log_bytes;
         let mut upto = self.compacted;
-        for (slot, value) in state::load_chosen_range(&*ctx.kv, self.compacted + 1, BATCH as usize)
-        {
-            if slot > limit || (slot > by_slots && bytes <= floor) {
+        let mut read = 0;
+        'pages: while upto < self.compacted + BATCH && read < STEP_READ_BYTES {
+            let page = state::load_chosen_range(&*ctx.kv, upto + 1, PAGE);
+            let full = page.len() == PAGE;
+            for (slot, value) in page {
+                let cost = state::log_cost(&value);
+                if slot > limit || (slot > by_slots && bytes <= floor) || read >= STEP_READ_BYTES {
+                    break 'pages;
+                }
+                bytes = bytes.saturating_sub(cost);
+                read += cost;
+                upto = slot;
+            }
+            if !full {
                 break;
             }
-            bytes = bytes.saturating_sub(state::log_cost(&value));
-            upto = slot;
         }
         if upto == self.compacted {
             return;
