@@ -18,8 +18,9 @@
 //! oldest slot only moves forward, and a slot that left it never comes
 //! back: an id that left with it counts again only if a copy of it comes
 //! in a later slot. So a node that rebuilds from fewer slots of log, or
-//! from a reseed's export, decides every later copy alike.) The age is checked when an id is
-//! looked up, so forgetting old ids is only about memory and may lag.
+//! from a reseed's export, decides every later copy alike.) The age is
+//! checked when an id is looked up, so forgetting old ids is only about
+//! memory and may lag.
 //!
 //! Ids of one origin and boot count up, so they are kept per origin, by
 //! sequence number: about 40 bytes an id, where one map of whole ids and
