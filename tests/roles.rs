@@ -1673,13 +1673,19 @@ fn a_new_leader_renews_no_read_lease_until_it_has_committed_what_it_took_over() 
     assert_eq!(f.lease_contact(), Some(at));
 }
 
-/// Apply `log` from a node that had applied `applied_before` slots of
-/// it (a restart), answering every call; what the last slot did.
-fn applied_journal(cfg: &ApplierConfig, log: &[Value], applied_before: u64) -> Vec<String> {
+/// A harness whose disk holds `log` from slot 1 on.
+fn with_log(log: &[Value]) -> Harness {
     let mut h = Harness::new();
     for (i, v) in log.iter().enumerate() {
         state::store_chosen(&mut h.disk, i as u64 + 1, v);
     }
+    h
+}
+
+/// Apply `log` from a node that had applied `applied_before` slots of
+/// it (a restart), answering every call; what the last slot did.
+fn applied_journal(cfg: &ApplierConfig, log: &[Value], applied_before: u64) -> Vec<String> {
+    let mut h = with_log(log);
     state::store_u64(&mut h.disk, state::Meta::Applied, applied_before);
     let (mut a, mut out) =
         h.call_applier(|ctx| Applier::recover(N0, &[N0, N1, N2], cfg.clone(), ctx));
@@ -1793,10 +1799,7 @@ fn a_restart_rebuilds_the_dedupe_window_within_its_id_bound() {
     // A node that applied all of the log it has (so it takes no slot,
     // whose admission would trim the window anyway) holds the last ten
     // slots' ids, not all 699.
-    let mut h = Harness::new();
-    for (i, v) in log[..699].iter().enumerate() {
-        state::store_chosen(&mut h.disk, i as u64 + 1, v);
-    }
+    let mut h = with_log(&log[..699]);
     state::store_u64(&mut h.disk, state::Meta::Applied, 699);
     let (a, _) = h.call_applier(|ctx| Applier::recover(N0, &[N0, N1, N2], bounded.clone(), ctx));
     assert_eq!(a.dedupe_ids(), 10);
