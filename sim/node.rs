@@ -127,6 +127,7 @@ pub(super) fn group_config(sc: &Scenario) -> GroupConfig {
             // The deliberate bug: a change governs the very next slot, so
             // a leader proposing ahead of its log cannot know the voters.
             config_delay: if b.reconfig_at_once { 1 } else { ALPHA },
+            bug_reclaim_before_sync: b.reclaim_before_sync,
             ..LearnerConfig::default()
         },
         applier: ApplierConfig {
@@ -193,6 +194,7 @@ impl World {
         node.boot = node.rng.next_u64();
         node.seq = 0;
         let id = node.id;
+        let whole = super::invariants::durability::log_is_whole(id, &node.disk);
         let group = Group::recover(id, members, &cfg, now, &mut node.disk, &mut node.rng);
         let mut group = match group {
             Ok(g) => g,
@@ -202,7 +204,7 @@ impl World {
         let recovered = self.checks.durable.check_recovered(id, &group);
         self.nodes[i].group = Some(group);
         self.trace(|| format!("start n{i}"));
-        if let Err(e) = recovered {
+        if let Err(e) = recovered.and(whole) {
             self.fail(FailureKind::Safety, "durability", e);
         }
         self.after_step(i, false);

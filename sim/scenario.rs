@@ -157,6 +157,7 @@ pub struct Bugs {
     pub reconfig_at_once: bool,
     pub ignore_resource_order: bool,
     pub read_index_chosen_only: bool,
+    pub reclaim_before_sync: bool,
 }
 
 type BugSwitch = fn(&mut Bugs) -> &mut bool;
@@ -183,6 +184,7 @@ const BUGS: &[(&str, BugSwitch)] = &[
     ("reconfig-at-once", |b| &mut b.reconfig_at_once),
     ("ignore-resource-order", |b| &mut b.ignore_resource_order),
     ("read-index-chosen-only", |b| &mut b.read_index_chosen_only),
+    ("reclaim-before-sync", |b| &mut b.reclaim_before_sync),
 ];
 
 impl Bugs {

@@ -2,7 +2,7 @@
 //! test-only switch in the real role code) they find a failure within a
 //! bounded number of seeds. A checker that never fails proves nothing.
 
-use ordo::sim::runner::run_seeds;
+use ordo::sim::runner::{run_seeds, run_seeds_until};
 use ordo::sim::{Checks, FailureKind, Scenario, World};
 use std::time::Duration;
 
@@ -83,6 +83,25 @@ fn an_applier_that_ignores_idempotency_keys_is_caught() {
             .iter()
             .any(|f| f.message.contains("was applied in slots")),
         "double application went unnoticed in 100 seeds"
+    );
+}
+
+/// A learner that has the store reclaim compacted log entries before
+/// the compaction point is synced: a crash keeps the old point and loses
+/// the entries above it (the store drops whole files at once, outside
+/// the journal's order), which the check at every recovery sees.
+#[test]
+fn a_log_reclaimed_before_its_compaction_point_is_synced_is_caught() {
+    const SEEDS: u64 = 300;
+    let summary = run_seeds_until(0..SEEDS, 2, None, false, 1, &|sc: &mut Scenario| {
+        sc.bugs.reclaim_before_sync = true;
+        sc.log_retain = 50;
+    });
+    assert!(
+        summary.failed.iter().any(|f| f
+            .message
+            .contains("before the compaction point was durable")),
+        "a hole in the log went unnoticed in {SEEDS} seeds"
     );
 }
 

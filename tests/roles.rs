@@ -13,7 +13,7 @@ use ordo::paxos::proposer::{Proposer, ProposerBugs, ProposerConfig};
 use ordo::paxos::state;
 use ordo::rng::Rng;
 use ordo::sim::disk::SimDisk;
-use ordo::storage::kv::Kv;
+use ordo::storage::kv::{Kv, Table};
 use ordo::time::Time;
 use std::time::Duration;
 
@@ -1279,6 +1279,74 @@ fn the_log_is_dropped_a_mebibyte_a_step() {
         decide(&mut h, slot);
     }
     assert_eq!(first(&h), 65);
+}
+
+/// Compaction only writes its point; the store reclaims the entries
+/// below it once the point is durable. A crash before that must not keep
+/// the old point without the entries it says the log holds (the store
+/// drops files at once, not in the journal's order).
+#[test]
+fn the_log_is_reclaimed_only_once_its_compaction_point_is_durable() {
+    let cfg = LearnerConfig {
+        retain_slots: 10,
+        keep_applied: 0,
+        ..LearnerConfig::default()
+    };
+    let members = Membership::all_voting(3);
+    let mut crashes = 0;
+    for seed in 0..20 {
+        let mut h = Harness::new();
+        let (mut l, _) = h.call(|ctx| Learner::recover(N1, &members, cfg.clone(), ctx));
+        let decide = |h: &mut Harness, l: &mut Learner, slot: u64| {
+            let value = Value::Batch(vec![update(N0, slot)]);
+            h.call(|ctx| l.on_message(ctx, N0, Message::Decided { slot, value }));
+        };
+        for slot in 1..=40 {
+            decide(&mut h, &mut l, slot);
+        }
+        h.disk.sync();
+        state::store_u64(&mut h.disk, state::Meta::Applied, 40);
+        decide(&mut h, &mut l, 41);
+        let point = state::load_u64(&h.disk, state::Meta::Compacted);
+        assert_eq!(point, 31, "compacted to the slot bound");
+        // Reads skip the dropped slots at once; the disk still holds them.
+        assert_eq!(state::load_chosen_range(&h.disk, 1, 1)[0].0, 32);
+        assert_eq!(h.disk.table(Table::Log).len(), 41);
+        let survives = |h: &mut Harness, seed| {
+            let mut disk = h.disk.clone();
+            disk.crash(&mut Rng::new(seed));
+            let point = state::load_u64(&disk, state::Meta::Compacted);
+            let commit = state::last_chosen_slot(&disk);
+            for slot in point + 1..=commit {
+                assert!(
+                    state::load_chosen(&disk, slot).is_some(),
+                    "seed {seed}: slot {slot} is below the commit index {commit} and above \
+                     the compaction point {point}, but not in the log"
+                );
+            }
+            point
+        };
+        // More commits, still unsynced: the store is not told yet.
+        decide(&mut h, &mut l, 42);
+        assert_eq!(h.disk.table(Table::Log).len(), 42);
+        if survives(&mut h, seed) == 0 {
+            crashes += 1;
+        }
+        // Synced: the next commit hands the point to the store, which
+        // drops what is below it (all but a straddling file here).
+        h.disk.sync();
+        decide(&mut h, &mut l, 43);
+        let held = h.disk.table(Table::Log).len();
+        assert!(held < 20, "{held} entries still held");
+        // What the store still holds below the point stays unread.
+        let point = state::load_u64(&h.disk, state::Meta::Compacted);
+        assert_eq!(state::load_chosen_range(&h.disk, 1, 1)[0].0, point + 1);
+        let slot_31 = [&[1u8][..], &31u64.to_be_bytes()].concat();
+        assert!(h.disk.get(Table::Log, &slot_31).is_some(), "straddles");
+        assert_eq!(state::load_chosen(&h.disk, 31), None);
+        assert!(survives(&mut h, seed) >= 31);
+    }
+    assert!(crashes > 0, "some crash lost the unsynced compaction point");
 }
 
 // ---- applier ----

@@ -271,6 +271,9 @@ const BUGS: &[(&str, &[&str])] = &[
     // Learners learn from each other's votes: a read index of only what
     // the leader knows is chosen misses updates answered elsewhere.
     ("read-index-chosen-only", &["linearizable"]),
+    // Compaction: log files dropped before the point that says they may
+    // go is durable leave a crash a hole in the log.
+    ("reclaim-before-sync", &["durability"]),
 ];
 
 /// Checks whose failures are liveness failures (exit code 11).

@@ -12,6 +12,8 @@
 use crate::driver::Group;
 use crate::paxos::ballot::{Ballot, NodeId, Slot};
 use crate::paxos::message::Message;
+use crate::paxos::state;
+use crate::sim::disk::SimDisk;
 use std::collections::BTreeMap;
 
 #[derive(Default)]
@@ -95,6 +97,36 @@ impl Durable {
         }
         Ok(())
     }
+}
+
+/// The log of node `id`, as it found its disk at a recovery, holds every
+/// slot from its compaction point up to its highest. The store reclaims
+/// what is below the point with no regard to the journal's order
+/// (`Kv::drop_below`): a drop that went ahead of the point's sync leaves a
+/// crash with an old point and a hole above it.
+pub(in crate::sim) fn log_is_whole(id: NodeId, disk: &SimDisk) -> Result<(), String> {
+    let point = state::load_u64(disk, state::Meta::Compacted);
+    let top = state::last_chosen_slot(disk);
+    let mut next = point + 1;
+    'pages: while next <= top {
+        let page = state::load_chosen_range(disk, next, 256);
+        if page.is_empty() {
+            break;
+        }
+        for (slot, _) in page {
+            if slot != next {
+                break 'pages;
+            }
+            next += 1;
+        }
+    }
+    if next <= top {
+        return Err(format!(
+            "{id} recovered with its log compacted up to slot {point} and reaching slot {top}, \
+             but slot {next} is not in it: the store dropped entries before the compaction point was durable"
+        ));
+    }
+    Ok(())
 }
 
 fn raise<K: Ord, V: Ord + Copy>(map: &mut BTreeMap<K, V>, k: K, v: V) {

@@ -54,6 +54,9 @@ pub struct LearnerConfig {
     /// Slots between a change of the active set and its era: `ALPHA`.
     /// Only a deliberately broken node in the sim uses another.
     pub config_delay: Slot,
+    /// Test-only breakage: hand the store a compaction point to reclaim
+    /// up to before the point is durable.
+    pub bug_reclaim_before_sync: bool,
 }
 
 impl Default for LearnerConfig {
@@ -69,6 +72,7 @@ impl Default for LearnerConfig {
             retain_bytes: 1 << 30,
             keep_applied: 100_000,
             config_delay: ALPHA,
+            bug_reclaim_before_sync: false,
         }
     }
 }
@@ -119,6 +123,10 @@ pub struct Learner {
     last_target: Option<NodeId>,
     /// Log entries up to this slot are dropped here.
     compacted: Slot,
+    /// A compaction point not yet handed to the store to reclaim, and
+    /// the write mark that makes it durable: the store drops the entries
+    /// only once it is (`Kv::drop_below`).
+    unreclaimed: Option<(Slot, u64)>,
     /// The bytes the log holds (see `LearnerConfig::retain_bytes`).
     log_bytes: u64,
     /// Peers that said they dropped the slots this node needs next.
@@ -157,6 +165,10 @@ impl Learner {
             fetch_armed: false,
             last_target: None,
             compacted: state::load_u64(&*ctx.kv, state::Meta::Compacted),
+            // What a restart reads back may still be only in the OS's
+            // page cache: the next compaction's point, once synced,
+            // covers these entries too.
+            unreclaimed: None,
             log_bytes: state::load_u64(&*ctx.kv, state::Meta::LogBytes),
             gone_at: std::collections::BTreeSet::new(),
             no_further: std::collections::BTreeSet::new(),
@@ -406,13 +418,11 @@ impl Learner {
         self.reseed_from = None;
         if slot > self.commit {
             // The gap is behind us: slots up to `slot` count as dropped
-            // here, and the ones this log held below it go now.
-            let held = self.compacted + 1..=self.commit;
+            // here, and the store reclaims the ones this log held below
+            // it once the point is durable.
             self.compacted = slot;
             state::store_u64(ctx.kv, state::Meta::Compacted, slot);
-            for s in held {
-                state::forget_chosen(ctx.kv, s);
-            }
+            self.unreclaimed = Some((slot, ctx.kv.write_mark()));
             self.log_bytes = 0;
             self.commit = slot;
             self.buffer = self.buffer.split_off(&(slot + 1));
@@ -427,6 +437,7 @@ impl Learner {
     /// Drop log entries older than the bound (at most a batch per call).
     fn compact(&mut self, ctx: &mut Ctx<'_>) {
         const BATCH: u64 = 1024;
+        self.reclaim(ctx);
         let applied = state::load_u64(&*ctx.kv, state::Meta::Applied);
         let limit = applied.saturating_sub(self.cfg.keep_applied);
         // Older than the bound, or applied by every node already.
@@ -478,14 +489,25 @@ impl Learner {
         if upto == self.compacted {
             return;
         }
-        // The point first: a crash that keeps a delete keeps it too.
+        // The point is all it takes: reads skip what is below it, and
+        // the store reclaims the entries once it is durable.
         state::store_u64(ctx.kv, state::Meta::Compacted, upto);
-        for slot in self.compacted + 1..=upto {
-            state::forget_chosen(ctx.kv, slot);
-        }
+        self.unreclaimed = Some((upto, ctx.kv.write_mark()));
         self.compacted = upto;
         self.log_bytes = bytes;
         state::store_u64(ctx.kv, state::Meta::LogBytes, bytes);
+    }
+
+    /// Hand the store a compaction point to reclaim up to, once a sync
+    /// has made it durable: a crash must not keep an older point without
+    /// the entries it says the log holds.
+    fn reclaim(&mut self, ctx: &mut Ctx<'_>) {
+        if let Some((upto, mark)) = self.unreclaimed
+            && (ctx.kv.durable_mark() >= mark || self.cfg.bug_reclaim_before_sync)
+        {
+            state::drop_log_upto(ctx.kv, upto);
+            self.unreclaimed = None;
+        }
     }
 
     fn behind(&self) -> bool {

@@ -34,7 +34,9 @@ pub enum Meta {
     /// (see `paxos::rebuild`): it does not vote.
     Rebuilding,
     /// Learner: log entries up to this slot were dropped (compaction, or
-    /// a reseed); they were chosen, and applied here.
+    /// a reseed); they were chosen, and applied here. Reads skip them
+    /// from the moment this is written; the store reclaims them once it
+    /// is durable (`drop_log_upto`).
     Compacted,
     /// Learner: the bytes of the entries the log holds (`log_cost` each).
     LogBytes,
@@ -160,13 +162,21 @@ pub fn store_chosen(kv: &mut dyn Kv, slot: Slot, value: &Value) {
 }
 
 /// `slot`'s chosen value, if the log has it.
+///
+/// Slots up to the compaction point are gone, whatever the store still
+/// holds of them: it drops them a file at a time (`drop_log_below`).
 pub fn load_chosen(kv: &dyn Kv, slot: Slot) -> Option<Value> {
+    if slot <= load_u64(kv, Meta::Compacted) {
+        return None;
+    }
     kv.get(Table::Log, &slot_key(slot))
         .map(|b| decode("chosen entry", &b))
 }
 
-/// Chosen entries from `from` on, at most `limit`, in slot order.
+/// Chosen entries from `from` on, at most `limit`, in slot order (none
+/// up to the compaction point, as `load_chosen`).
 pub fn load_chosen_range(kv: &dyn Kv, from: Slot, limit: usize) -> Vec<(Slot, Value)> {
+    let from = from.max(load_u64(kv, Meta::Compacted) + 1);
     kv.scan(Table::Log, &slot_key(from), limit)
         .into_iter()
         .map(|(k, v)| (key_slot(&k), decode("chosen entry", &v)))
@@ -253,9 +263,10 @@ pub fn log_cost(value: &Value) -> u64 {
     32 + value.payload_bytes() as u64
 }
 
-/// Drop `slot` from the log (compaction).
-pub fn forget_chosen(kv: &mut dyn Kv, slot: Slot) {
-    kv.delete(Table::Log, &slot_key(slot));
+/// Let the store reclaim the log's entries up to `upto`: the compaction
+/// point must be at least `upto` already, and durable (`Kv::drop_below`).
+pub fn drop_log_upto(kv: &mut dyn Kv, upto: Slot) {
+    kv.drop_below(Table::Log, &slot_key(upto.saturating_add(1)));
 }
 
 /// Why a replica of this node differs from the others (see

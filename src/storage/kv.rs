@@ -49,6 +49,18 @@ pub trait Kv {
     fn scan(&self, table: Table, from: &[u8], limit: usize) -> Vec<(Vec<u8>, Vec<u8>)>;
     /// The entry with the greatest key, if any.
     fn last(&self, table: Table) -> Option<(Vec<u8>, Vec<u8>)>;
+    /// Entries with keys below `below` will not be read again: the store
+    /// may reclaim them from now on, a whole file at a time, instead of
+    /// writing a tombstone per key (which an LSM tree rewrites at every
+    /// compaction until it meets the value). Until a file goes, reads
+    /// still see what it holds, so callers skip those keys themselves.
+    ///
+    /// Not ordered with writes: files may go before writes issued
+    /// earlier are durable. Callers first make durable the record that
+    /// says the keys are gone (its write mark covered by
+    /// [`Kv::durable_mark`]), so that no crash keeps the old record
+    /// without the entries it promises.
+    fn drop_below(&mut self, table: Table, below: &[u8]);
     /// Make every write issued so far durable (fsync). Returns once done.
     fn sync(&mut self);
     /// Writes (puts and deletes) issued so far.
