@@ -1281,10 +1281,115 @@ fn the_log_is_dropped_a_mebibyte_a_step() {
     assert_eq!(first(&h), 65);
 }
 
+/// A learner compacting its log, driven as the driver does: its messages
+/// to itself go at once, or (`after_sync`) once the disk has synced.
+struct Compacting {
+    h: Harness,
+    l: Learner,
+    held: Vec<Message>,
+}
+
+impl Compacting {
+    fn new(cfg: &LearnerConfig) -> Compacting {
+        let mut h = Harness::new();
+        let members = Membership::all_voting(3);
+        let (l, _) = h.call(|ctx| Learner::recover(N1, &members, cfg.clone(), ctx));
+        Compacting {
+            h,
+            l,
+            held: Vec::new(),
+        }
+    }
+
+    fn run(&mut self, from: NodeId, msg: Message) {
+        let (_, out) = self.h.call(|ctx| self.l.on_message(ctx, from, msg));
+        for c in out {
+            if let Command::Send {
+                to: N1,
+                role: Role::Learner,
+                msg,
+                after_sync,
+            } = c
+            {
+                if after_sync {
+                    self.held.push(msg);
+                } else {
+                    self.run(N1, msg);
+                }
+            }
+        }
+    }
+
+    fn decide(&mut self, slot: u64) {
+        let value = Value::Batch(vec![update(N0, slot)]);
+        self.run(N0, Message::Decided { slot, value });
+    }
+
+    fn sync(&mut self) {
+        self.h.disk.sync();
+        for msg in std::mem::take(&mut self.held) {
+            self.run(N1, msg);
+        }
+    }
+
+    /// A crash of a copy of the disk must leave the log holding every
+    /// slot from the compaction point up; the point it came back with.
+    fn crash(&self, seed: u64) -> Result<u64, String> {
+        let mut disk = self.h.disk.clone();
+        disk.crash(&mut Rng::new(seed));
+        let point = state::load_u64(&disk, state::Meta::Compacted);
+        let commit = state::last_chosen_slot(&disk);
+        match (point + 1..=commit).find(|&s| state::load_chosen(&disk, s).is_none()) {
+            Some(slot) => Err(format!(
+                "seed {seed}: slot {slot} is below the commit index {commit} and above the \
+                 compaction point {point}, but not in the log"
+            )),
+            None => Ok(point),
+        }
+    }
+}
+
+/// Compact a log of 40 slots to 31, crashing copies of the disk before
+/// and after the sync that covers the point; how many crashes lost the
+/// point, or the first crash that left a hole in the log.
+fn compact_and_crash(cfg: &LearnerConfig) -> Result<u32, String> {
+    let mut lost = 0;
+    for seed in 0..20 {
+        let mut c = Compacting::new(cfg);
+        for slot in 1..=40 {
+            c.decide(slot);
+        }
+        c.sync();
+        state::store_u64(&mut c.h.disk, state::Meta::Applied, 40);
+        c.decide(41);
+        let point = state::load_u64(&c.h.disk, state::Meta::Compacted);
+        assert_eq!(point, 31, "compacted to the slot bound");
+        // Reads skip the dropped slots at once.
+        assert_eq!(state::load_chosen_range(&c.h.disk, 1, 1)[0].0, 32);
+        c.decide(42);
+        if c.crash(seed)? == 0 {
+            lost += 1;
+        }
+        // Synced: the store drops what is below the point (all but a
+        // straddling file here).
+        c.sync();
+        let held = c.h.disk.table(Table::Log).len();
+        assert!(held < 20, "{held} entries still held");
+        // What the store still holds below the point stays unread.
+        let slot_31 = [&[1u8][..], &31u64.to_be_bytes()].concat();
+        assert!(c.h.disk.get(Table::Log, &slot_31).is_some(), "straddles");
+        assert_eq!(state::load_chosen(&c.h.disk, 31), None);
+        assert_eq!(state::load_chosen_range(&c.h.disk, 1, 1)[0].0, 32);
+        assert_eq!(c.crash(seed)?, 31);
+    }
+    Ok(lost)
+}
+
 /// Compaction only writes its point; the store reclaims the entries
 /// below it once the point is durable. A crash before that must not keep
-/// the old point without the entries it says the log holds (the store
-/// drops files at once, not in the journal's order).
+/// an older point without the entries it says the log holds (the store
+/// drops files at once, not in the journal's order). A learner that has
+/// them dropped first is caught.
 #[test]
 fn the_log_is_reclaimed_only_once_its_compaction_point_is_durable() {
     let cfg = LearnerConfig {
@@ -1292,61 +1397,14 @@ fn the_log_is_reclaimed_only_once_its_compaction_point_is_durable() {
         keep_applied: 0,
         ..LearnerConfig::default()
     };
-    let members = Membership::all_voting(3);
-    let mut crashes = 0;
-    for seed in 0..20 {
-        let mut h = Harness::new();
-        let (mut l, _) = h.call(|ctx| Learner::recover(N1, &members, cfg.clone(), ctx));
-        let decide = |h: &mut Harness, l: &mut Learner, slot: u64| {
-            let value = Value::Batch(vec![update(N0, slot)]);
-            h.call(|ctx| l.on_message(ctx, N0, Message::Decided { slot, value }));
-        };
-        for slot in 1..=40 {
-            decide(&mut h, &mut l, slot);
-        }
-        h.disk.sync();
-        state::store_u64(&mut h.disk, state::Meta::Applied, 40);
-        decide(&mut h, &mut l, 41);
-        let point = state::load_u64(&h.disk, state::Meta::Compacted);
-        assert_eq!(point, 31, "compacted to the slot bound");
-        // Reads skip the dropped slots at once; the disk still holds them.
-        assert_eq!(state::load_chosen_range(&h.disk, 1, 1)[0].0, 32);
-        assert_eq!(h.disk.table(Table::Log).len(), 41);
-        let survives = |h: &mut Harness, seed| {
-            let mut disk = h.disk.clone();
-            disk.crash(&mut Rng::new(seed));
-            let point = state::load_u64(&disk, state::Meta::Compacted);
-            let commit = state::last_chosen_slot(&disk);
-            for slot in point + 1..=commit {
-                assert!(
-                    state::load_chosen(&disk, slot).is_some(),
-                    "seed {seed}: slot {slot} is below the commit index {commit} and above \
-                     the compaction point {point}, but not in the log"
-                );
-            }
-            point
-        };
-        // More commits, still unsynced: the store is not told yet.
-        decide(&mut h, &mut l, 42);
-        assert_eq!(h.disk.table(Table::Log).len(), 42);
-        if survives(&mut h, seed) == 0 {
-            crashes += 1;
-        }
-        // Synced: the next commit hands the point to the store, which
-        // drops what is below it (all but a straddling file here).
-        h.disk.sync();
-        decide(&mut h, &mut l, 43);
-        let held = h.disk.table(Table::Log).len();
-        assert!(held < 20, "{held} entries still held");
-        // What the store still holds below the point stays unread.
-        let point = state::load_u64(&h.disk, state::Meta::Compacted);
-        assert_eq!(state::load_chosen_range(&h.disk, 1, 1)[0].0, point + 1);
-        let slot_31 = [&[1u8][..], &31u64.to_be_bytes()].concat();
-        assert!(h.disk.get(Table::Log, &slot_31).is_some(), "straddles");
-        assert_eq!(state::load_chosen(&h.disk, 31), None);
-        assert!(survives(&mut h, seed) >= 31);
-    }
-    assert!(crashes > 0, "some crash lost the unsynced compaction point");
+    let lost = compact_and_crash(&cfg).expect("no hole in the log");
+    assert!(lost > 0, "some crash lost the unsynced compaction point");
+    let broken = LearnerConfig {
+        bug_reclaim_before_sync: true,
+        ..cfg
+    };
+    let caught = compact_and_crash(&broken).expect_err("a hole in the log");
+    assert!(caught.contains("not in the log"), "{caught}");
 }
 
 // ---- applier ----

@@ -54,8 +54,8 @@ pub struct LearnerConfig {
     /// Slots between a change of the active set and its era: `ALPHA`.
     /// Only a deliberately broken node in the sim uses another.
     pub config_delay: Slot,
-    /// Test-only breakage: hand the store a compaction point to reclaim
-    /// up to before the point is durable.
+    /// Test-only breakage: have the store reclaim the log up to a
+    /// compaction point before the point is durable.
     pub bug_reclaim_before_sync: bool,
 }
 
@@ -123,10 +123,6 @@ pub struct Learner {
     last_target: Option<NodeId>,
     /// Log entries up to this slot are dropped here.
     compacted: Slot,
-    /// A compaction point not yet handed to the store to reclaim, and
-    /// the write mark that makes it durable: the store drops the entries
-    /// only once it is (`Kv::drop_below`).
-    unreclaimed: Option<(Slot, u64)>,
     /// The bytes the log holds (see `LearnerConfig::retain_bytes`).
     log_bytes: u64,
     /// Peers that said they dropped the slots this node needs next.
@@ -164,11 +160,10 @@ impl Learner {
             leader: None,
             fetch_armed: false,
             last_target: None,
+            // (What a restart reads back of the point may be only in the
+            // OS's page cache: the store reclaims nothing below it until
+            // the next compaction's point is synced, which covers it.)
             compacted: state::load_u64(&*ctx.kv, state::Meta::Compacted),
-            // What a restart reads back may still be only in the OS's
-            // page cache: the next compaction's point, once synced,
-            // covers these entries too.
-            unreclaimed: None,
             log_bytes: state::load_u64(&*ctx.kv, state::Meta::LogBytes),
             gone_at: std::collections::BTreeSet::new(),
             no_further: std::collections::BTreeSet::new(),
@@ -233,6 +228,7 @@ impl Learner {
             Message::Reseeded { slot, eras } if from == self.id => {
                 self.on_reseeded(ctx, slot, eras)
             }
+            Message::Reclaim { upto } if from == self.id => state::drop_log_upto(ctx.kv, upto),
             Message::Entries { entries, commit } => {
                 if entries.is_empty() && commit <= self.commit {
                     self.no_further.insert(from);
@@ -422,7 +418,7 @@ impl Learner {
             // it once the point is durable.
             self.compacted = slot;
             state::store_u64(ctx.kv, state::Meta::Compacted, slot);
-            self.unreclaimed = Some((slot, ctx.kv.write_mark()));
+            self.reclaim_once_durable(ctx, slot);
             self.log_bytes = 0;
             self.commit = slot;
             self.buffer = self.buffer.split_off(&(slot + 1));
@@ -437,7 +433,6 @@ impl Learner {
     /// Drop log entries older than the bound (at most a batch per call).
     fn compact(&mut self, ctx: &mut Ctx<'_>) {
         const BATCH: u64 = 1024;
-        self.reclaim(ctx);
         let applied = state::load_u64(&*ctx.kv, state::Meta::Applied);
         let limit = applied.saturating_sub(self.cfg.keep_applied);
         // Older than the bound, or applied by every node already.
@@ -492,21 +487,23 @@ impl Learner {
         // The point is all it takes: reads skip what is below it, and
         // the store reclaims the entries once it is durable.
         state::store_u64(ctx.kv, state::Meta::Compacted, upto);
-        self.unreclaimed = Some((upto, ctx.kv.write_mark()));
+        self.reclaim_once_durable(ctx, upto);
         self.compacted = upto;
         self.log_bytes = bytes;
         state::store_u64(ctx.kv, state::Meta::LogBytes, bytes);
     }
 
-    /// Hand the store a compaction point to reclaim up to, once a sync
-    /// has made it durable: a crash must not keep an older point without
-    /// the entries it says the log holds.
-    fn reclaim(&mut self, ctx: &mut Ctx<'_>) {
-        if let Some((upto, mark)) = self.unreclaimed
-            && (ctx.kv.durable_mark() >= mark || self.cfg.bug_reclaim_before_sync)
-        {
-            state::drop_log_upto(ctx.kv, upto);
-            self.unreclaimed = None;
+    /// Have the store reclaim the log up to the compaction point `upto`,
+    /// just written, once a sync has made the point durable: a crash must
+    /// not keep an older point without the entries it says the log
+    /// holds. The message to itself waits for that sync, and asks for one
+    /// on a node that writes no votes to wait for.
+    fn reclaim_once_durable(&self, ctx: &mut Ctx<'_>, upto: Slot) {
+        let msg = Message::Reclaim { upto };
+        if self.cfg.bug_reclaim_before_sync {
+            ctx.send(self.id, Role::Learner, msg);
+        } else {
+            ctx.send_durable(self.id, Role::Learner, msg);
         }
     }
 

@@ -352,6 +352,13 @@ pub enum Message {
         /// The slot.
         slot: Slot,
     },
+    /// Local, learner to itself, held until the sync that covers the
+    /// compaction point it wrote: the point `upto` is on disk, so the
+    /// store may reclaim the log's entries up to it (`Kv::drop_below`).
+    Reclaim {
+        /// The compaction point.
+        upto: Slot,
+    },
 }
 
 /// The highest of the numbers pushed into it (for `Message::absurd`).
@@ -462,6 +469,7 @@ impl Message {
             Message::RebuildRound { round, .. } => rounds.push(*round),
             Message::Compacted { upto, commit } => slots.extend([*upto, *commit]),
             Message::NeedsReseed { from } => slots.push(*from),
+            Message::Reclaim { upto } => slots.push(*upto),
             Message::Reseeded { slot, eras: e } => {
                 slots.push(*slot);
                 if let Some(e) = e {
@@ -510,6 +518,7 @@ impl Message {
                 | Message::StartVoting { .. }
                 | Message::NeedsReseed { .. }
                 | Message::Reseeded { .. }
+                | Message::Reclaim { .. }
                 | Message::Reconfigured { .. }
                 | Message::Vote { .. }
         )
@@ -546,6 +555,7 @@ impl Message {
             Message::Compacted { .. } => "compacted",
             Message::NeedsReseed { .. } => "needs-reseed",
             Message::Reseeded { .. } => "reseeded",
+            Message::Reclaim { .. } => "reclaim",
             Message::Reconfigured { .. } => "reconfigured",
             Message::Progress { .. } => "progress",
             Message::TimeoutNow { .. } => "timeout-now",

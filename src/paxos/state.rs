@@ -164,7 +164,7 @@ pub fn store_chosen(kv: &mut dyn Kv, slot: Slot, value: &Value) {
 /// `slot`'s chosen value, if the log has it.
 ///
 /// Slots up to the compaction point are gone, whatever the store still
-/// holds of them: it drops them a file at a time (`drop_log_below`).
+/// holds of them: it drops them a file at a time (`drop_log_upto`).
 pub fn load_chosen(kv: &dyn Kv, slot: Slot) -> Option<Value> {
     if slot <= load_u64(kv, Meta::Compacted) {
         return None;

@@ -240,9 +240,14 @@ pub struct FjallKv {
 ///
 /// Its own thread because `drop_range` first waits for the tree's
 /// running compactions, which can take as long as a table takes to
-/// rewrite; the node's thread must not. A bounded queue: a request that
-/// does not fit is skipped, since the caller's next one covers it (its
-/// bounds only grow).
+/// rewrite; the node's thread must not. The requests that wait while it
+/// works, or while it pauses a second after each round, are merged (the
+/// latest bound per keyspace: bounds only grow): every `drop_range`
+/// writes and fsyncs a new version of the tree even when no table goes,
+/// and a busy log compacts a step every few hundred milliseconds. A
+/// bounded queue: a request that does not fit is skipped, since the
+/// caller's next one covers it. A drop that fails is logged, not fatal:
+/// the files stay, and nothing that is read is lost.
 struct Dropper {
     requests: std::sync::mpsc::SyncSender<DropRequest>,
 }
@@ -250,21 +255,36 @@ struct Dropper {
 struct DropRequest {
     keyspace: Keyspace,
     below: Vec<u8>,
-    /// The keyspace's description, for a fatal error.
-    context: String,
+    /// The keyspace, described for a log line.
+    what: String,
 }
 
 impl Dropper {
-    const QUEUE: usize = 8;
+    const QUEUE: usize = 16;
+    const PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
     /// The thread ends once every store and group handle has gone.
     fn start() -> Dropper {
         let (requests, rx) = std::sync::mpsc::sync_channel::<DropRequest>(Self::QUEUE);
         let run = move || {
-            for r in rx {
-                if let Err(e) = r.keyspace.tree.drop_range(..r.below) {
-                    fatal(&r.context, &e);
+            while let Ok(first) = rx.recv() {
+                let mut round = vec![first];
+                for r in rx.try_iter() {
+                    match round.iter_mut().find(|w| w.keyspace == r.keyspace) {
+                        Some(older) => *older = r,
+                        None => round.push(r),
+                    }
                 }
+                for r in round {
+                    if let Err(e) = r.keyspace.tree.drop_range(..r.below) {
+                        tracing::error!(
+                            keyspace = %r.what,
+                            error = %e,
+                            "dropping compacted log files failed: they stay on disk"
+                        );
+                    }
+                }
+                std::thread::sleep(Self::PAUSE);
             }
         };
         if let Err(e) = std::thread::Builder::new()
@@ -277,9 +297,17 @@ impl Dropper {
     }
 
     fn request(&self, r: DropRequest) {
-        // Full: skipped (see the type). Closed cannot happen: the thread
-        // only ends once this sender is gone.
-        let _ = self.requests.try_send(r);
+        use std::sync::mpsc::TrySendError;
+        match self.requests.try_send(r) {
+            // Full: skipped (see the type).
+            Ok(()) | Err(TrySendError::Full(_)) => {}
+            // Only if the thread died (a panic in lsm-tree): compacted
+            // log files stay on disk from now on.
+            Err(TrySendError::Disconnected(r)) => tracing::error!(
+                keyspace = %r.what,
+                "the thread that drops compacted log files has stopped: they stay on disk"
+            ),
+        }
     }
 }
 
@@ -445,7 +473,7 @@ impl Kv for FjallKv {
         self.dropper.request(DropRequest {
             keyspace: self.table(table).clone(),
             below: below.to_vec(),
-            context: self.context("drop files", table),
+            what: format!("{}.{} in {}", self.group, table.name(), self.dir.display()),
         });
     }
 
