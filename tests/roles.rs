@@ -1281,6 +1281,47 @@ fn the_log_is_dropped_a_mebibyte_a_step() {
     assert_eq!(first(&h), 65);
 }
 
+/// A reseed whose slot this log already reached: the applier, whose view
+/// of the commit index lagged, moved the compaction point to it anyway.
+/// Reads skip the log up to the point now, so a fetch below it is
+/// answered `Compacted`, not with entries that start after a gap.
+#[test]
+fn a_reseed_within_the_log_answers_fetches_below_its_slot_as_compacted() {
+    let mut h = Harness::new();
+    let members = Membership::all_voting(3);
+    let cfg = LearnerConfig::default();
+    let (mut l, _) = h.call(|ctx| Learner::recover(N1, &members, cfg, ctx));
+    for slot in 1..=10 {
+        let value = Value::Batch(vec![update(N0, slot)]);
+        h.call(|ctx| l.on_message(ctx, N0, Message::Decided { slot, value }));
+    }
+    state::store_u64(&mut h.disk, state::Meta::Compacted, 8);
+    let reseeded = Message::Reseeded {
+        slot: 8,
+        eras: None,
+    };
+    h.call(|ctx| l.on_message(ctx, N1, reseeded));
+    let fetch = Message::Fetch {
+        from_slot: 5,
+        max: 10,
+    };
+    let (_, out) = h.call(|ctx| l.on_message(ctx, N2, fetch));
+    assert!(
+        matches!(
+            sends(&out)[..],
+            [(
+                N2,
+                Role::Learner,
+                Message::Compacted {
+                    upto: 8,
+                    commit: 10
+                }
+            )]
+        ),
+        "{out:?}"
+    );
+}
+
 /// A learner compacting its log, driven as the driver does: its messages
 /// to itself go at once, or (`after_sync`) once the disk has synced.
 struct Compacting {

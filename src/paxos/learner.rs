@@ -401,6 +401,13 @@ impl Learner {
     /// A reseed put the backend at `slot`: the log up to it is not
     /// needed; commit from there if the log was behind.
     fn on_reseeded(&mut self, ctx: &mut Ctx<'_>, slot: Slot, eras: Option<Eras>) {
+        // The applier moves the point on disk to `slot` when its own view
+        // of the commit index was behind it, though this log may reach
+        // it: reads skip up to the point, so fetches below it are
+        // answered `Compacted` (not entries that start after a gap).
+        self.compacted = self
+            .compacted
+            .max(state::load_u64(&*ctx.kv, state::Meta::Compacted));
         if let Some(theirs) = eras.filter(|_| slot > self.commit) {
             let before = self.eras.latest().chosen_at;
             self.eras.adopt(&theirs, slot);
