@@ -57,6 +57,12 @@ struct Args {
     /// Print only; leave the docs alone.
     #[arg(long)]
     no_write: bool,
+    /// `log_retain_slots` of the nodes. Below the default (1,000,000),
+    /// so that the later write runs go on while the log compacts, as
+    /// every node's does once it is that many slots old (100,000 at the
+    /// default: the dedupe window's); above the catch-up's slots.
+    #[arg(long, default_value_t = 20_000)]
+    log_retain_slots: u64,
     /// Only the writes, only the reads, or only the catch-up (implies
     /// `--no-write`).
     #[arg(long, value_parser = ["writes", "reads", "catchup"])]
@@ -118,6 +124,7 @@ fn run(args: &Args, ordo: &Path, work: &Path) -> Result<()> {
         sequential: args.sequential,
         pipeline: args.pipeline,
         answer: args.answer.clone(),
+        log_retain_slots: args.log_retain_slots,
         ..report::Measured::default()
     };
     write_scripts(work)?;
@@ -207,6 +214,8 @@ fn run(args: &Args, ordo: &Path, work: &Path) -> Result<()> {
         .filter(|_| only.is_none() || only == Some("writes"))
     {
         eprintln!("bench: writes at c={c}");
+        m.commit_before_writes
+            .insert(c, status_of(leader as u16)?.1);
         let (put, etcd_put) = (work.join("put.lua"), work.join("etcd-put.lua"));
         let targets = [
             ("ordo leader", url(leader as u16, ""), &put),
@@ -450,6 +459,7 @@ fn node_config(i: usize, args: &Args) -> String {
     }
     let _ = writeln!(t, "backend_pipeline = {}", args.pipeline);
     let _ = writeln!(t, "answer = \"{}\"", args.answer);
+    let _ = writeln!(t, "[limits]\nlog_retain_slots = {}", args.log_retain_slots);
     t
 }
 

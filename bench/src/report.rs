@@ -15,6 +15,10 @@ pub struct Measured {
     pub pipeline: usize,
     /// The nodes' `answer`.
     pub answer: String,
+    /// The nodes' `log_retain_slots`: their logs compact past it.
+    pub log_retain_slots: u64,
+    /// connections → the leader's commit index when its write runs began.
+    pub commit_before_writes: BTreeMap<u32, u64>,
     /// (system, connections) → run.
     pub puts: BTreeMap<(String, u32), Run>,
     pub gets: BTreeMap<(String, u32), Run>,
@@ -122,6 +126,26 @@ pub fn render(m: &Measured) -> String {
                 e.errors
             );
         }
+    }
+    if !m.commit_before_writes.is_empty() {
+        let each: Vec<String> = m
+            .commit_before_writes
+            .iter()
+            .map(|(c, slot)| {
+                let state = if *slot > m.log_retain_slots {
+                    "compacting"
+                } else {
+                    "not yet"
+                };
+                format!("c={c} at slot {slot} ({state})")
+            })
+            .collect();
+        let _ = writeln!(
+            t,
+            "\nThe nodes keep `log_retain_slots = {}`: their logs compact once the commit index passes it, as every node's does past 100,000 slots at the default. The runs began: {}.",
+            m.log_retain_slots,
+            each.join(", ")
+        );
     }
     let _ = writeln!(t, "\n### Reads: GET of a 1 KiB value\n");
     let _ = writeln!(
