@@ -181,6 +181,8 @@ pub struct NodeMetrics {
     known_commit: Family<ServiceLabels, Gauge>,
     applied: Family<ServiceLabels, Gauge>,
     lag: Family<ServiceLabels, Gauge>,
+    log_compacted: Family<ServiceLabels, Gauge>,
+    log_bytes: Family<ServiceLabels, Gauge>,
     is_leader: Family<ServiceLabels, Gauge>,
     state: Family<StateLabels, Gauge>,
     waiting: Family<ServiceLabels, Gauge>,
@@ -240,6 +242,16 @@ impl NodeMetrics {
             &mut registry,
             "lag_slots",
             "Known chosen slots not applied here yet (catch-up progress)",
+        );
+        let log_compacted = gauge(
+            &mut registry,
+            "log_compacted_slot",
+            "Log entries up to this slot were dropped here (compaction)",
+        );
+        let log_bytes = gauge(
+            &mut registry,
+            "log_bytes",
+            "What the log holds, as log_retain_bytes counts it (payloads, plus 32 a slot)",
         );
         let is_leader = gauge(
             &mut registry,
@@ -340,6 +352,8 @@ impl NodeMetrics {
             known_commit,
             applied,
             lag,
+            log_compacted,
+            log_bytes,
             is_leader,
             state,
             waiting,
@@ -389,6 +403,9 @@ impl NodeMetrics {
             self.lag
                 .get_or_create(&l)
                 .set(known.saturating_sub(st.applied()) as i64);
+            let (compacted, log_bytes) = st.log();
+            self.log_compacted.get_or_create(&l).set(compacted as i64);
+            self.log_bytes.get_or_create(&l).set(log_bytes as i64);
             self.is_leader.get_or_create(&l).set(st.is_leader() as i64);
             self.waiting.get_or_create(&l).set(waiting(&s.name) as i64);
             let current = match readiness::check(&st.read_state(), now, &self.read_limits) {

@@ -119,6 +119,10 @@ fn metrics_parse_as_openmetrics_and_count_what_happened() {
         let applied = value(m, "ordo_applied_index", &svc);
         assert!(applied >= 10.0, "{n}: applied {applied}");
         assert_eq!(value(m, "ordo_lag_slots", &svc), 0.0, "{n}");
+        // Ten small updates: all in the log, nothing dropped.
+        let log = value(m, "ordo_log_bytes", &svc);
+        assert!((10.0 * 32.0..100_000.0).contains(&log), "{n}: log {log}");
+        assert_eq!(value(m, "ordo_log_compacted_slot", &svc), 0.0, "{n}");
         assert!(value(m, "ordo_updates_applied_total", &svc) >= 10.0, "{n}");
         assert!(value(m, "ordo_fsync_seconds_count", &svc) > 0.0, "{n}");
         for peer in NODES.iter().filter(|p| *p != n) {

@@ -419,6 +419,12 @@ fn a_node_behind_the_compacted_log_needs_a_reseed_and_gets_one() {
         let r = put(&c, 0, &format!("/kv/c{}", k % 7), &k.to_string()).expect("put");
         assert!(r.status < 300, "{r:?}");
     }
+    // The others show how far their logs were dropped, and what the
+    // logs hold.
+    let s = c.status(0).expect("status");
+    let compacted = s["log"]["compacted"].as_u64().expect("log.compacted");
+    assert!(compacted >= 60, "{s}");
+    assert!(s["log"]["bytes"].as_u64().is_some_and(|b| b > 0), "{s}");
     c.restart_node(2);
     wait_state(&c, 2, "needs-reseed");
     let r = get(&c.nodes[2].url("/kv/c1"));

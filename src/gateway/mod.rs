@@ -1038,6 +1038,10 @@ pub(crate) fn status_json(gw: &Gateway) -> serde_json::Value {
                 "known_commit": known,
                 "applied": st.applied(),
                 "lag": known.saturating_sub(st.applied()),
+                "log": {
+                    "compacted": st.log().0,
+                    "bytes": st.log().1,
+                },
                 "lease_age_ms": st.lease_contact().map(|t| now.since(t).as_millis() as u64),
                 "state": match &ready { Ok(()) => "serving", Err(w) => w.state() },
                 "reason": ready.err().map(|w: NotReady| w.reason()),

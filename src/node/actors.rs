@@ -591,6 +591,7 @@ impl Shelled for Learner {
     fn publish(r: &mut Learner, notes: &mut LearnerNotes, book: &Book) {
         let (commit, known) = (r.commit(), r.known_commit());
         book.status.set_learner(commit, known);
+        book.status.set_log(r.compacted(), r.log_bytes());
         let now = now();
         let due = notes
             .progress_logged

@@ -48,6 +48,10 @@ pub struct GroupStatus {
     applied: watch::Sender<Slot>,
     commit: AtomicU64,
     known_commit: AtomicU64,
+    /// The log's compaction point and bytes (`Learner::compacted`,
+    /// `Learner::log_bytes`).
+    log_compacted: AtomicU64,
+    log_bytes: AtomicU64,
     /// NodeId + 1; 0 when no leader is known.
     leader: AtomicU64,
     is_leader: AtomicBool,
@@ -90,6 +94,8 @@ impl Default for GroupStatus {
             applied: watch::Sender::new(0),
             commit: AtomicU64::new(0),
             known_commit: AtomicU64::new(0),
+            log_compacted: AtomicU64::new(0),
+            log_bytes: AtomicU64::new(0),
             leader: AtomicU64::new(0),
             is_leader: AtomicBool::new(false),
             lease_contact: AtomicU64::new(0),
@@ -241,6 +247,19 @@ impl GroupStatus {
         });
         self.apply_attempts
             .store(attempts as u64, Ordering::Relaxed);
+    }
+
+    /// The log's compaction point and the bytes it holds.
+    pub fn log(&self) -> (Slot, u64) {
+        (
+            self.log_compacted.load(Ordering::Relaxed),
+            self.log_bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    pub(crate) fn set_log(&self, compacted: Slot, bytes: u64) {
+        self.log_compacted.store(compacted, Ordering::Relaxed);
+        self.log_bytes.store(bytes, Ordering::Relaxed);
     }
 
     pub(crate) fn set_learner(&self, commit: Slot, known: Slot) {

@@ -179,6 +179,16 @@ impl Learner {
         self.commit
     }
 
+    /// The compaction point: the log holds the slots after it.
+    pub fn compacted(&self) -> Slot {
+        self.compacted
+    }
+
+    /// What the log holds, counted against `retain_bytes`.
+    pub fn log_bytes(&self) -> u64 {
+        self.log_bytes
+    }
+
     /// The eras of the active set the log made.
     pub fn eras(&self) -> &Eras {
         &self.eras
