@@ -1174,25 +1174,7 @@ fn the_log_keeps_its_byte_bound_but_never_what_is_not_applied() {
     );
     assert_eq!(state::last_chosen_slot(&h.disk), 30);
     // A fetch of a dropped slot is answered so, with the compaction point.
-    let fetch = Message::Fetch {
-        from_slot: 5,
-        max: 10,
-    };
-    let (_, out) = h.call(|ctx| l.on_message(ctx, N2, fetch));
-    assert!(
-        matches!(
-            sends(&out)[..],
-            [(
-                N2,
-                Role::Learner,
-                Message::Compacted {
-                    upto: 20,
-                    commit: 30
-                }
-            )]
-        ),
-        "{out:?}"
-    );
+    assert_eq!(compacted_reply(&mut h, &mut l, 5), Ok((20, 30)));
     // Applied further: the oldest go until under nine tenths of the bound.
     state::store_u64(&mut h.disk, state::Meta::Applied, 30);
     h.call(|ctx| {
@@ -1301,25 +1283,19 @@ fn a_reseed_within_the_log_answers_fetches_below_its_slot_as_compacted() {
         eras: None,
     };
     h.call(|ctx| l.on_message(ctx, N1, reseeded));
-    let fetch = Message::Fetch {
-        from_slot: 5,
-        max: 10,
-    };
+    assert_eq!(compacted_reply(&mut h, &mut l, 5), Ok((8, 10)));
+}
+
+/// Peer N2 asks learner `l` for the log from `from_slot`: the (upto,
+/// commit) of its reply if that is one `Compacted` and nothing else,
+/// else every command it answered with.
+fn compacted_reply(h: &mut Harness, l: &mut Learner, from_slot: u64) -> Result<(u64, u64), String> {
+    let fetch = Message::Fetch { from_slot, max: 10 };
     let (_, out) = h.call(|ctx| l.on_message(ctx, N2, fetch));
-    assert!(
-        matches!(
-            sends(&out)[..],
-            [(
-                N2,
-                Role::Learner,
-                Message::Compacted {
-                    upto: 8,
-                    commit: 10
-                }
-            )]
-        ),
-        "{out:?}"
-    );
+    match sends(&out)[..] {
+        [(N2, Role::Learner, Message::Compacted { upto, commit })] => Ok((upto, commit)),
+        _ => Err(format!("{out:?}")),
+    }
 }
 
 /// A learner compacting its log, driven as the driver does: its messages

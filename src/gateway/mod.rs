@@ -1020,6 +1020,7 @@ pub(crate) fn status_json(gw: &Gateway) -> serde_json::Value {
             let st = &s.handle.status;
             let ready = readiness::check(&st.read_state(), now, &gw.read_limits);
             let known = st.known_commit().max(st.commit());
+            let (log_compacted, log_bytes) = st.log();
             let node_state = st.node_state();
             let membership = gw.membership_json(s);
             let role = if st.is_leader() {
@@ -1038,10 +1039,7 @@ pub(crate) fn status_json(gw: &Gateway) -> serde_json::Value {
                 "known_commit": known,
                 "applied": st.applied(),
                 "lag": known.saturating_sub(st.applied()),
-                "log": {
-                    "compacted": st.log().0,
-                    "bytes": st.log().1,
-                },
+                "log": { "compacted": log_compacted, "bytes": log_bytes },
                 "lease_age_ms": st.lease_contact().map(|t| now.since(t).as_millis() as u64),
                 "state": match &ready { Ok(()) => "serving", Err(w) => w.state() },
                 "reason": ready.err().map(|w: NotReady| w.reason()),
