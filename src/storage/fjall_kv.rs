@@ -760,8 +760,11 @@ mod tests {
                 }
             }
             g.sync();
+            // More than a 64 MiB table is in files, so one lies wholly
+            // below the bound. (Not all 96: a CI run found 88 MiB, with
+            // fjall's worker busy merging tables.)
             let before = g.log.disk_space();
-            assert!(before > 90 << 20, "{before} bytes on disk");
+            assert!(before > 64 << 20, "{before} bytes on disk");
             g.drop_below(Table::Log, &bound.to_be_bytes());
             // It runs on its own thread: wait for it, within reason.
             let start = Instant::now();
