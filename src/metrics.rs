@@ -96,7 +96,7 @@ pub const STATES: [&str; 7] = [
     "diverged",
 ];
 
-const REFUSALS: [Refusal; 11] = [
+const REFUSALS: [Refusal; 12] = [
     Refusal::UnknownCa,
     Refusal::Handshake,
     Refusal::Timeout,
@@ -105,6 +105,7 @@ const REFUSALS: [Refusal; 11] = [
     Refusal::ClusterMismatch,
     Refusal::SelfConnection,
     Refusal::BadHello,
+    Refusal::Protocol,
     Refusal::Evicted,
     Refusal::Unpinned,
     Refusal::Source,

@@ -310,6 +310,7 @@ fn peer_frames_never_panic_or_blow_up() {
                 Frame::Hello {
                     cluster: "prod".into(),
                     node: "north".into(),
+                    protocol: frame::PROTOCOL,
                 }
             } else {
                 let msgs = messages(rng);

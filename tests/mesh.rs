@@ -330,10 +330,15 @@ impl Cluster {
 }
 
 fn hello(cluster: &str, node: &str) -> Vec<u8> {
+    hello_of(cluster, node, frame::PROTOCOL)
+}
+
+fn hello_of(cluster: &str, node: &str, protocol: u32) -> Vec<u8> {
     frame::encode(
         &Frame::Hello {
             cluster: cluster.into(),
             node: node.into(),
+            protocol,
         },
         MAX_HELLO_BYTES,
     )
@@ -480,6 +485,117 @@ async fn a_peer_whose_hello_does_not_match_its_certificate_is_refused() {
     c.wait_converged().await;
 }
 
+/// Nodes of different releases whose messages may read differently
+/// (another peer protocol) refuse each other before any message passes,
+/// and both sides say which protocols met.
+#[actix::test]
+async fn a_peer_of_another_protocol_is_refused_both_ways_and_told_which() {
+    let mut c = Cluster::new();
+    c.start_all().await;
+    let ca = c.certs.path().join("ca.pem");
+    let dir = c.certs.path().to_path_buf();
+
+    // A newer release connects: refused, after north's own Hello.
+    let mut s = c.raw_client(&dir, &ca, "south", 0).await.unwrap();
+    s.write_all(&hello_of(CLUSTER, "south", frame::PROTOCOL + 1))
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    let got = closed_by_server(&mut s).await;
+    assert_eq!(
+        frame::read_frame(&mut &got[..], MAX_HELLO_BYTES)
+            .await
+            .unwrap(),
+        Some(Frame::Hello {
+            cluster: CLUSTER.into(),
+            node: "north".into(),
+            protocol: frame::PROTOCOL,
+        }),
+        "the refused peer is not told this node's protocol"
+    );
+    wait_for!(
+        "a protocol refusal",
+        c.mesh(0).stats().refused(Refusal::Protocol) == 1
+    );
+
+    // A release from before protocol versions: its Hello has none.
+    #[derive(serde::Serialize)]
+    enum Old {
+        Hello { cluster: String, node: String },
+    }
+    let old = postcard::to_allocvec(&Old::Hello {
+        cluster: CLUSTER.into(),
+        node: "south".into(),
+    })
+    .unwrap();
+    let mut s = c.raw_client(&dir, &ca, "south", 0).await.unwrap();
+    s.write_all(&(old.len() as u32).to_be_bytes())
+        .await
+        .unwrap();
+    s.write_all(&old).await.unwrap();
+    s.flush().await.unwrap();
+    closed_by_server(&mut s).await;
+    wait_for!(
+        "a second protocol refusal",
+        c.mesh(0).stats().refused(Refusal::Protocol) == 2
+    );
+    assert_eq!(c.mesh(0).stats().refused(Refusal::BadHello), 0);
+
+    // west runs another release: north, connecting to it, refuses it on
+    // its Hello (a stand-in with west's certificate answers for it).
+    c.kill(2).await;
+    let paths = TlsPaths::in_dir(&dir, "west");
+    let names: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
+    let config = tls::server_config(
+        ordo::tls::files::certified_key(&paths.cert, &paths.key).unwrap(),
+        &tls::Trust::load(&paths, &names).unwrap(),
+    )
+    .unwrap();
+    // The port may take a moment to be free.
+    let mut listener = None;
+    wait_for!("west's port to be free", {
+        if let Ok(l) = tokio::net::TcpListener::bind(c.addrs[2]).await {
+            listener = Some(l);
+        }
+        listener.is_some()
+    });
+    let listener = listener.unwrap();
+    let stand_in = tokio::spawn(async move {
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                continue;
+            };
+            let _ = frame::read_frame(&mut tls, MAX_HELLO_BYTES).await;
+            let _ = tls
+                .write_all(&hello_of(CLUSTER, "west", frame::PROTOCOL + 1))
+                .await;
+            let _ = tls.flush().await;
+            // Hold the connection: what north does with it is the test.
+            tokio::spawn(async move {
+                let mut sink = [0u8; 1024];
+                while matches!(tls.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let before = c.mesh(0).stats().refused(Refusal::Protocol);
+    wait_for!(
+        "north to refuse the other release's west",
+        c.mesh(0).stats().refused(Refusal::Protocol) > before
+    );
+    stand_in.abort();
+    let _ = stand_in.await;
+
+    // The cluster goes on, and takes west back once it runs this release.
+    c.appends("a", 10, &[0, 1]).await;
+    c.start(2).await;
+    c.appends("b", 10, &[0, 1, 2]).await;
+    c.wait_converged().await;
+}
+
 #[actix::test]
 async fn garbage_and_oversize_frames_close_only_their_connection() {
     let mut c = Cluster::new();
@@ -518,7 +634,8 @@ async fn garbage_and_oversize_frames_close_only_their_connection() {
             answer,
             Some(Frame::Hello {
                 cluster: CLUSTER.into(),
-                node: "north".into()
+                node: "north".into(),
+                protocol: frame::PROTOCOL,
             })
         );
         // A message for a group this node does not run is dropped.

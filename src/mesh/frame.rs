@@ -2,12 +2,23 @@
 //! many bytes of postcard encoding one [`Frame`].
 //!
 //! postcard is not self-describing: the variant order of [`Frame`] (and
-//! of the Paxos messages it carries) is the wire protocol. Append new
-//! variants at the end; never reorder.
+//! of the Paxos messages it carries) and the order and types of their
+//! fields are the wire protocol, and bytes of one release may decode as
+//! something else in another. So the Hello names the sender's
+//! [`PROTOCOL`], and nodes of different protocols refuse each other
+//! before any message passes: a mixed cluster is unavailable, never
+//! wrong. The Hello's own layout is the one thing that never changes.
 
 use crate::paxos::message::{Message, Role};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// This build's peer protocol. Raise it with any change to how a
+/// [`Frame`] or a message it carries is encoded or understood (a new
+/// message kind included): nodes refuse peers of another protocol.
+/// Releases before protocol versions sent a Hello without one; it reads
+/// as protocol 0.
+pub const PROTOCOL: u32 = 1;
 
 /// The default largest frame a node sends or accepts: 16 MiB.
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
@@ -19,9 +30,15 @@ pub const MAX_HELLO_BYTES: usize = 1024;
 /// One unit on a mesh connection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Frame {
-    /// The first frame each way: who the sender says it is. The receiver
-    /// believes only what its certificate proves; this must agree.
-    Hello { cluster: String, node: String },
+    /// The first frame each way: who the sender says it is, and which
+    /// protocol it speaks. The receiver believes only what its
+    /// certificate proves; this must agree. Never change this variant:
+    /// it is how two releases learn that they differ.
+    Hello {
+        cluster: String,
+        node: String,
+        protocol: u32,
+    },
     /// A Paxos message for `role` of group `group` on the receiving node.
     /// The sender is the authenticated peer, never a field of the frame.
     Msg {
@@ -60,11 +77,48 @@ pub fn encode(frame: &Frame, max: usize) -> Result<Vec<u8>, FrameError> {
 
 /// Decode one frame's payload (without the length prefix), all of it.
 pub fn decode(payload: &[u8]) -> Result<Frame, FrameError> {
-    let (frame, rest) = postcard::take_from_bytes(payload).map_err(FrameError::Decode)?;
-    if !rest.is_empty() {
-        return Err(FrameError::Trailing(rest.len()));
+    let decoded = postcard::take_from_bytes(payload)
+        .map_err(FrameError::Decode)
+        .and_then(|(frame, rest)| match rest.len() {
+            0 => Ok(frame),
+            n => Err(FrameError::Trailing(n)),
+        });
+    decoded.or_else(|e| legacy_hello(payload).ok_or(e))
+}
+
+/// The Hello of a release before protocol versions (`cluster`, `node`
+/// and nothing after), as a Hello of protocol 0: so that such a peer is
+/// refused for its protocol, by name, and not as unreadable.
+fn legacy_hello(payload: &[u8]) -> Option<Frame> {
+    #[derive(Deserialize)]
+    enum Legacy {
+        Hello { cluster: String, node: String },
     }
-    Ok(frame)
+    match postcard::take_from_bytes(payload) {
+        Ok((Legacy::Hello { cluster, node }, [])) => Some(Frame::Hello {
+            cluster,
+            node,
+            protocol: 0,
+        }),
+        _ => None,
+    }
+}
+
+/// Why a peer whose Hello says `theirs` is refused, if it is: `None`
+/// when it speaks this build's protocol.
+pub fn protocol_mismatch(theirs: u32) -> Option<String> {
+    if theirs == PROTOCOL {
+        return None;
+    }
+    let release = match theirs {
+        0 => " (a release from before protocol versions)",
+        t if t > PROTOCOL => " (a newer release)",
+        _ => " (an older release)",
+    };
+    Some(format!(
+        "protocol mismatch: the peer speaks peer protocol {theirs}{release}, this node {PROTOCOL}; \
+         nodes of different protocols do not talk: run one release on every node"
+    ))
 }
 
 /// Read one frame, and not a byte past it: for the Hello exchange, after
@@ -183,6 +237,47 @@ mod tests {
         }
     }
 
+    /// The Hello names the protocol; one from a release before protocol
+    /// versions reads as protocol 0, which is refused like any other.
+    #[test]
+    fn a_hello_names_its_protocol_and_one_without_reads_as_protocol_0() {
+        let hello = Frame::Hello {
+            cluster: "c".into(),
+            node: "north".into(),
+            protocol: PROTOCOL,
+        };
+        let wire = encode(&hello, MAX_HELLO_BYTES).unwrap();
+        assert_eq!(decode(&wire[4..]).unwrap(), hello);
+        assert_eq!(protocol_mismatch(PROTOCOL), None);
+
+        // The old encoding: the same variant, without the protocol.
+        #[derive(Serialize)]
+        enum Old {
+            Hello { cluster: String, node: String },
+        }
+        let old = postcard::to_allocvec(&Old::Hello {
+            cluster: "c".into(),
+            node: "north".into(),
+        })
+        .unwrap();
+        let Ok(Frame::Hello { protocol, node, .. }) = decode(&old) else {
+            panic!("an old Hello does not read as a Hello");
+        };
+        assert_eq!((protocol, node.as_str()), (0, "north"));
+        // Anything else that fails to decode still fails.
+        let mut longer = old.clone();
+        longer.extend([0xff, 0xff]);
+        assert!(decode(&longer).is_err());
+
+        for theirs in [0, PROTOCOL + 1] {
+            let why = protocol_mismatch(theirs).unwrap();
+            assert!(
+                why.contains(&format!("protocol {theirs}")) && why.contains(&PROTOCOL.to_string()),
+                "{why}"
+            );
+        }
+    }
+
     /// A read cancelled halfway through a frame loses nothing: the next
     /// read returns that frame whole, then the next one.
     #[tokio::test]
@@ -224,6 +319,7 @@ mod tests {
         let hello = Frame::Hello {
             cluster: "c".into(),
             node: "north".into(),
+            protocol: PROTOCOL,
         };
         let mut wire = encode(&hello, MAX_FRAME_BYTES).unwrap();
         wire.extend(encode(&msg(), MAX_FRAME_BYTES).unwrap());

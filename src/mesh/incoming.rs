@@ -325,8 +325,22 @@ async fn authenticate(
             format!("the peer presents this node's own certificate ({peer_name:?})"),
         ));
     }
+    let hello = frame::encode(&shared.hello(), MAX_HELLO_BYTES)
+        .map_err(|e| (Refusal::BadHello, e.to_string()))?;
     match frame::read_frame(&mut stream, MAX_HELLO_BYTES).await {
-        Ok(Some(Frame::Hello { cluster, node })) => {
+        Ok(Some(Frame::Hello {
+            cluster,
+            node,
+            protocol,
+        })) => {
+            if let Some(why) = frame::protocol_mismatch(protocol) {
+                // Answer with this node's Hello all the same, so that the
+                // peer (authenticated: it is a cluster member) can say
+                // which protocol it met, and then close.
+                let _ = tokio::time::timeout(timing.write, frame::write_frame(&mut stream, &hello))
+                    .await;
+                return Err((Refusal::Protocol, format!("peer {peer_name:?}: {why}")));
+            }
             if cluster != shared.cluster {
                 return Err((
                     Refusal::ClusterMismatch,
@@ -364,8 +378,6 @@ async fn authenticate(
             ));
         }
     }
-    let hello = frame::encode(&shared.hello(), MAX_HELLO_BYTES)
-        .map_err(|e| (Refusal::BadHello, e.to_string()))?;
     tokio::time::timeout(timing.write, frame::write_frame(&mut stream, &hello))
         .await
         .map_err(|_| (Refusal::Timeout, "writing the Hello timed out".to_string()))?

@@ -197,6 +197,7 @@ impl Shared {
         Frame::Hello {
             cluster: self.cluster.clone(),
             node: self.my_name().to_string(),
+            protocol: frame::PROTOCOL,
         }
     }
 

@@ -130,7 +130,14 @@ async fn connect(
         .map_err(|_| ConnectError::Unreachable("writing the Hello timed out".into()))?
         .map_err(|e| refused_by_peer(&e))?;
     match frame::read_frame(&mut stream, MAX_HELLO_BYTES).await {
-        Ok(Some(Frame::Hello { cluster, node })) => {
+        Ok(Some(Frame::Hello {
+            cluster,
+            node,
+            protocol,
+        })) => {
+            if let Some(why) = frame::protocol_mismatch(protocol) {
+                return Err(ConnectError::Refused(Refusal::Protocol, why));
+            }
             if cluster != shared.cluster {
                 return Err(ConnectError::Refused(
                     Refusal::ClusterMismatch,

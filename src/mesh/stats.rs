@@ -29,6 +29,9 @@ pub enum Refusal {
     SelfConnection,
     /// The first frame was not a readable Hello.
     BadHello,
+    /// The Hello names another peer protocol than this build's
+    /// (`frame::PROTOCOL`): a node of another release.
+    Protocol,
     /// Not authenticated yet when the unauthenticated slots were full:
     /// closed to make room for a newer connection.
     Evicted,
@@ -51,6 +54,7 @@ impl Refusal {
             Refusal::ClusterMismatch => "cluster-mismatch",
             Refusal::SelfConnection => "self-connection",
             Refusal::BadHello => "bad-hello",
+            Refusal::Protocol => "protocol-mismatch",
             Refusal::Evicted => "evicted",
             Refusal::Source => "source",
             Refusal::Unpinned => "unpinned",
