@@ -29,7 +29,7 @@ async fn put(node: &NodeHandle, waiters: &Waiters, seq: u64, value: &str) {
         boot: 7,
         seq,
     };
-    let waiting = waiters.register(id);
+    let mut waiting = waiters.register(id);
     let req = ProxiedRequest {
         method: "PUT".into(),
         path_and_query: "/kv/x".into(),
@@ -43,7 +43,7 @@ async fn put(node: &NodeHandle, waiters: &Waiters, seq: u64, value: &str) {
             payload: req.encode(),
         }],
     });
-    match waiting.outcome(Duration::from_secs(10)).await {
+    match waiting.within(Duration::from_secs(10)).await {
         Some(ClientOutcome::Answer { status, .. }) => {
             assert!(status < 300, "PUT {value}: {status}")
         }

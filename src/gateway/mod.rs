@@ -811,8 +811,8 @@ async fn read_index(
 ) -> Result<crate::paxos::ballot::Slot, Option<crate::paxos::command::Refusal>> {
     let id = gw.next_id();
     let waiting = service.waiters.register(id);
-    service.handle.proposer.do_send(Read { id });
-    match waiting.outcome(limit).await {
+    let send = || service.handle.proposer.do_send(Read { id });
+    match wait_resending(service, waiting, limit, send).await {
         Some(ClientOutcome::ReadReady { index, .. }) => Ok(index),
         Some(ClientOutcome::ReadRefused { why, .. }) => Err(Some(why)),
         _ => Err(None),
@@ -863,10 +863,12 @@ async fn update(
         key,
         payload: proxied.encode(),
     };
-    service.handle.proposer.do_send(Submit {
-        updates: vec![update],
-    });
-    match waiting.outcome(gw.update_timeout).await {
+    let send = || {
+        service.handle.proposer.do_send(Submit {
+            updates: vec![update.clone()],
+        })
+    };
+    match wait_resending(service, waiting, gw.update_timeout, send).await {
         Some(ClientOutcome::Answer {
             status, body, slot, ..
         }) => {
@@ -913,6 +915,60 @@ async fn update(
                 gw.node, gw.update_timeout
             ),
         ),
+    }
+}
+
+/// How often a request still waiting looks whether the leadership changed.
+const LEADERSHIP_CHECK: Duration = Duration::from_millis(200);
+
+/// The most times one request is sent again to a new leadership.
+const RESENDS_MAX: u32 = 3;
+
+/// Send a request to the proposer with `send`, and wait up to `limit` for
+/// its outcome.
+///
+/// A forward to the leader (an update, a read-index request) is sent
+/// once, and a leader that crashes takes with it what it had not acted on
+/// yet: those clients would wait for `limit` and get an unknown outcome.
+/// So a request still waiting when a new leadership is known is sent
+/// again, under the same id, at most [`RESENDS_MAX`] times. A read index
+/// has no effect. An update's copies cannot apply twice: the applier
+/// skips any copy of an id it has applied (the dedupe window, which is
+/// replicated state), and the client gets the first copy's answer.
+///
+/// A copy of an update that is refused (no leader, a full queue) says
+/// nothing of the first, which may still be chosen: the wait goes on, and
+/// ends as unknown at `limit` if nothing else comes.
+async fn wait_resending(
+    service: &Service,
+    mut waiting: waiters::Waiting,
+    limit: Duration,
+    send: impl Fn(),
+) -> Option<ClientOutcome> {
+    let status = &service.handle.status;
+    let mut sent_under = status.leadership();
+    send();
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut resends = 0;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        match waiting.within(left.min(LEADERSHIP_CHECK)).await {
+            Some(ClientOutcome::Refused { .. }) if resends > 0 => waiting.renew(),
+            Some(outcome) => return Some(outcome),
+            None if waiting.ended() => return None,
+            None => {
+                let now = status.leadership();
+                if now.is_some() && now != sent_under && resends < RESENDS_MAX {
+                    sent_under = now;
+                    resends += 1;
+                    tracing::debug!(?now, "a waiting request sent again to a new leadership");
+                    send();
+                }
+            }
+        }
     }
 }
 

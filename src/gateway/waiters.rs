@@ -60,10 +60,30 @@ pub struct Waiting {
 }
 
 impl Waiting {
-    /// The outcome, or `None` if none came within `limit`.
-    pub async fn outcome(mut self, limit: std::time::Duration) -> Option<ClientOutcome> {
-        let rx = self.rx.take()?;
-        tokio::time::timeout(limit, rx).await.ok()?.ok()
+    /// The outcome if it comes within `limit`; after a `None` the wait
+    /// goes on (unless [`Waiting::ended`]).
+    pub async fn within(&mut self, limit: std::time::Duration) -> Option<ClientOutcome> {
+        let rx = self.rx.as_mut()?;
+        match tokio::time::timeout(limit, rx).await {
+            Ok(got) => {
+                self.rx = None;
+                got.ok()
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Whether nothing more can come: an outcome was taken.
+    pub fn ended(&self) -> bool {
+        self.rx.is_none()
+    }
+
+    /// Wait again, for an outcome after the one taken (the request's
+    /// update was sent twice, and the first answer was the copy's).
+    pub fn renew(&mut self) {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().insert(self.id, tx);
+        self.rx = Some(rx);
     }
 }
 
@@ -89,5 +109,58 @@ impl Clients for Waiters {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paxos::ballot::NodeId;
+    use crate::paxos::command::Refusal;
+    use std::time::Duration;
+
+    fn id() -> UpdateId {
+        UpdateId {
+            origin: NodeId(1),
+            boot: 2,
+            seq: 3,
+        }
+    }
+
+    /// A wait goes on after a quiet interval, and after a renew takes the
+    /// outcome that comes after the one taken (a copy's refusal, then the
+    /// first copy's answer); once dropped, nothing waits.
+    #[tokio::test]
+    async fn a_wait_goes_on_after_a_quiet_interval_and_after_a_renew() {
+        let waiters = Waiters::default();
+        let mut waiting = waiters.register(id());
+        assert_eq!(waiting.within(Duration::from_millis(5)).await, None);
+        assert!(!waiting.ended());
+
+        waiters.outcome(ClientOutcome::Refused {
+            ids: vec![id()],
+            why: Refusal::NoLeader,
+        });
+        assert!(matches!(
+            waiting.within(Duration::from_secs(5)).await,
+            Some(ClientOutcome::Refused { .. })
+        ));
+        assert!(waiting.ended());
+        assert_eq!(waiters.waiting(), 0);
+
+        waiting.renew();
+        assert!(!waiting.ended());
+        let answer = ClientOutcome::Answer {
+            id: id(),
+            slot: 9,
+            status: 201,
+            body: Default::default(),
+        };
+        waiters.outcome(answer.clone());
+        assert_eq!(waiting.within(Duration::from_secs(5)).await, Some(answer));
+
+        waiting.renew();
+        drop(waiting);
+        assert_eq!(waiters.waiting(), 0, "a dropped wait is forgotten");
     }
 }

@@ -532,7 +532,7 @@ impl Shelled for Proposer {
         // it renewed, so a reader never sees a fresh lease without it.
         book.status.raise_known_commit(r.leader_commit());
         book.status
-            .set_proposer(leader, r.is_leader(), r.lease_contact());
+            .set_proposer(r.leadership(now()), r.is_leader(), r.lease_contact());
         let rebuilding = r.rebuilding();
         if rebuilding != notes.rebuilding {
             match &rebuilding {

@@ -54,6 +54,8 @@ pub struct GroupStatus {
     log_bytes: AtomicU64,
     /// NodeId + 1; 0 when no leader is known.
     leader: AtomicU64,
+    /// The round of the leader's ballot + 1; 0 when no leader is known.
+    leader_round: AtomicU64,
     is_leader: AtomicBool,
     /// Micros + 1; 0 when there is no contact to speak of.
     lease_contact: AtomicU64,
@@ -97,6 +99,7 @@ impl Default for GroupStatus {
             log_compacted: AtomicU64::new(0),
             log_bytes: AtomicU64::new(0),
             leader: AtomicU64::new(0),
+            leader_round: AtomicU64::new(0),
             is_leader: AtomicBool::new(false),
             lease_contact: AtomicU64::new(0),
             apply_attempts: AtomicU64::new(0),
@@ -135,6 +138,15 @@ impl GroupStatus {
             0 => None,
             n => Some(NodeId((n - 1) as u16)),
         }
+    }
+
+    /// The leader and its ballot's round: another value is another
+    /// leadership (the same node may lead again after a restart). The
+    /// two are read apart, so a change may show as two; callers only
+    /// need to see that something changed.
+    pub fn leadership(&self) -> Option<(NodeId, u64)> {
+        let round = self.leader_round.load(Ordering::Relaxed).checked_sub(1)?;
+        Some((self.leader()?, round))
     }
 
     pub fn is_leader(&self) -> bool {
@@ -301,12 +313,18 @@ impl GroupStatus {
 
     pub(crate) fn set_proposer(
         &self,
-        leader: Option<NodeId>,
+        leadership: Option<crate::paxos::ballot::Ballot>,
         is_leader: bool,
         lease: Option<Time>,
     ) {
-        self.leader
-            .store(leader.map_or(0, |n| n.0 as u64 + 1), Ordering::Relaxed);
+        self.leader_round.store(
+            leadership.map_or(0, |b| b.round.saturating_add(1)),
+            Ordering::Relaxed,
+        );
+        self.leader.store(
+            leadership.map_or(0, |b| b.node.0 as u64 + 1),
+            Ordering::Relaxed,
+        );
         self.is_leader.store(is_leader, Ordering::Relaxed);
         // Release, last: see `read_state`.
         self.lease_contact

@@ -523,6 +523,20 @@ impl Proposer {
         }
     }
 
+    /// The ballot of the leadership [`Proposer::leader`] names: a new one
+    /// means a new leadership, even of the same node (it may have
+    /// restarted and lost what it was sent).
+    pub fn leadership(&self, now: Time) -> Option<Ballot> {
+        match &self.phase {
+            Phase::Leader(l) => Some(l.ballot()),
+            Phase::Candidate(_) => None,
+            Phase::Follower => self
+                .leader
+                .filter(|_| now.since(self.leader_seen) < self.cfg.election_timeout)
+                .map(|(_, b)| b),
+        }
+    }
+
     /// When this node last knew the cluster was behind a live leader that
     /// had committed everything earlier leaders may have chosen: a leader,
     /// the start of its latest round that a quorum of acceptors confirmed,
