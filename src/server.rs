@@ -283,6 +283,8 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
                 .with_context(|| format!("services.{}.backend", s.name))?,
         );
         let waiters = Waiters::default();
+        let resend =
+            gateway::ResendBound::of(&group_cfg.applier, group_cfg.proposer.batch_updates_max);
         let handle = start_group(
             node_id,
             members,
@@ -304,6 +306,7 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
             waiters,
             kv: kv_view,
             early_reads: Default::default(),
+            resend,
         });
     }
     let admin_token = cfg.admin_token().map_err(|e| anyhow::anyhow!("{e}"))?;

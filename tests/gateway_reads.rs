@@ -116,6 +116,7 @@ async fn an_early_read_behind_the_read_index_is_not_the_answer() {
         waiters: sinks[2].clone(),
         kv: kvs[2].clone(),
         early_reads: Default::default(),
+        resend: Default::default(),
     };
     let gw = Gateway::new(
         "n2".into(),

@@ -58,6 +58,40 @@ pub struct Service {
     pub kv: crate::storage::fjall_kv::FjallKv,
     /// Whether no-cache reads read the backend early (`linearizable_read`).
     pub early_reads: EarlyReads,
+    /// How far the log may move on before a waiting update is no longer
+    /// sent again (`wait_resending`).
+    pub resend: ResendBound,
+}
+
+/// How far past a request's first sending its copies may still be sent:
+/// a copy of an update is skipped as a duplicate only while the first is
+/// in the applier's dedupe window, so copies stop well inside it.
+#[derive(Clone, Copy, Debug)]
+pub struct ResendBound {
+    /// Slots the commit index may have moved on since the first sending:
+    /// a quarter of the window, in slots, or in ids at the most updates a
+    /// slot holds, whichever is fewer. Left to the queue and the pipeline
+    /// between a copy's sending and its slot, the rest of the window is
+    /// thousands of slots. 0: never send again (a window too small).
+    pub slots: u64,
+}
+
+impl ResendBound {
+    /// The bound for a group with these settings.
+    pub fn of(applier: &crate::apply::applier::ApplierConfig, batch_updates_max: usize) -> Self {
+        let by_ids = applier.dedupe_window_ids as u64 / batch_updates_max.max(1) as u64;
+        let slots = applier.dedupe_window_slots.min(by_ids) / 4;
+        ResendBound {
+            slots: if slots < 100 { 0 } else { slots },
+        }
+    }
+}
+
+impl Default for ResendBound {
+    fn default() -> Self {
+        let proposer = crate::paxos::proposer::ProposerConfig::default();
+        Self::of(&Default::default(), proposer.batch_updates_max)
+    }
 }
 
 /// Everything a request handler needs; shared by all HTTP workers.
@@ -936,9 +970,13 @@ const RESENDS_MAX: u32 = 3;
 /// skips any copy of an id it has applied (the dedupe window, which is
 /// replicated state), and the client gets the first copy's answer.
 ///
-/// A copy of an update that is refused (no leader, a full queue) says
-/// nothing of the first, which may still be chosen: the wait goes on, and
-/// ends as unknown at `limit` if nothing else comes.
+/// Copies stop once the commit index has moved [`ResendBound`] slots
+/// past the first sending, well inside the dedupe window.
+///
+/// Once a request is sent again a refusal (no leader, a full queue) ends
+/// nothing: for an update, the refused copy says nothing of the other,
+/// which may still be chosen. The wait goes on, and ends as unknown at
+/// `limit` if nothing else comes.
 async fn wait_resending(
     service: &Service,
     mut waiting: waiters::Waiting,
@@ -947,6 +985,7 @@ async fn wait_resending(
 ) -> Option<ClientOutcome> {
     let status = &service.handle.status;
     let mut sent_under = status.leadership();
+    let first_commit = status.known_commit();
     send();
     let deadline = tokio::time::Instant::now() + limit;
     let mut resends = 0;
@@ -955,19 +994,24 @@ async fn wait_resending(
         if left.is_zero() {
             return None;
         }
-        match waiting.within(left.min(LEADERSHIP_CHECK)).await {
-            Some(ClientOutcome::Refused { .. }) if resends > 0 => waiting.renew(),
-            Some(outcome) => return Some(outcome),
-            None if waiting.ended() => return None,
-            None => {
-                let now = status.leadership();
-                if now.is_some() && now != sent_under && resends < RESENDS_MAX {
-                    sent_under = now;
-                    resends += 1;
-                    tracing::debug!(?now, "a waiting request sent again to a new leadership");
-                    send();
-                }
-            }
+        if let Some(outcome) = waiting.within(left.min(LEADERSHIP_CHECK)).await {
+            return Some(outcome);
+        }
+        if waiting.ended() {
+            return None;
+        }
+        let now = status.leadership();
+        let moved = status.known_commit().saturating_sub(first_commit);
+        if now.is_some()
+            && now != sent_under
+            && resends < RESENDS_MAX
+            && moved < service.resend.slots
+        {
+            sent_under = now;
+            resends += 1;
+            waiting.sent_again();
+            tracing::debug!(?now, "a waiting request sent again to a new leadership");
+            send();
         }
     }
 }
@@ -1154,6 +1198,26 @@ mod tests {
     }
 
     /// Every error answer of ordo's own has the one short format.
+    /// Copies of an update stop a quarter of the dedupe window after the
+    /// first sending, counted in slots or in ids at full slots, and never
+    /// start with a window too small to leave room.
+    #[test]
+    fn copies_stop_well_inside_the_dedupe_window() {
+        use crate::apply::applier::ApplierConfig;
+        let window = |slots, ids| ApplierConfig {
+            dedupe_window_slots: slots,
+            dedupe_window_ids: ids,
+            ..ApplierConfig::default()
+        };
+        let of = |slots, ids, batch| super::ResendBound::of(&window(slots, ids), batch).slots;
+        // The defaults: 500,000 ids at 256 a slot is the tighter bound.
+        assert_eq!(super::ResendBound::default().slots, 500_000 / 256 / 4);
+        assert_eq!(of(100_000, 500_000, 1), 25_000);
+        // A short log (`log_retain_slots = 1000`) shortens the window.
+        assert_eq!(of(1_000, 500_000, 256), 250);
+        assert_eq!(of(300, 500_000, 256), 0, "no room: never sent again");
+    }
+
     #[test]
     fn error_answers_have_one_format() {
         use actix_web::body::MessageBody;

@@ -13,11 +13,19 @@ use tokio::sync::oneshot;
 
 #[derive(Clone, Default)]
 pub struct Waiters {
-    inner: Arc<Mutex<HashMap<UpdateId, oneshot::Sender<ClientOutcome>>>>,
+    inner: Arc<Mutex<HashMap<UpdateId, Entry>>>,
+}
+
+/// One waiting request.
+struct Entry {
+    tx: oneshot::Sender<ClientOutcome>,
+    /// Sent more than once ([`Waiting::sent_again`]): a refusal then
+    /// concerns one copy only, and ends nothing.
+    sent_again: bool,
 }
 
 impl Waiters {
-    fn lock(&self) -> MutexGuard<'_, HashMap<UpdateId, oneshot::Sender<ClientOutcome>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<UpdateId, Entry>> {
         // Each operation is one map insert or remove: a panic elsewhere
         // cannot leave the map half-changed.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -28,7 +36,8 @@ impl Waiters {
     /// timeout, or a client that went away), so nothing accumulates.
     pub fn register(&self, id: UpdateId) -> Waiting {
         let (tx, rx) = oneshot::channel();
-        self.lock().insert(id, tx);
+        let sent_again = false;
+        self.lock().insert(id, Entry { tx, sent_again });
         Waiting {
             waiters: self.clone(),
             id,
@@ -46,8 +55,18 @@ impl Waiters {
     }
 
     fn complete(&self, id: UpdateId, outcome: ClientOutcome) {
-        if let Some(tx) = self.lock().remove(&id) {
-            let _ = tx.send(outcome);
+        let mut map = self.lock();
+        let refusal = matches!(
+            outcome,
+            ClientOutcome::Refused { .. } | ClientOutcome::ReadRefused { .. }
+        );
+        // Decided under the lock: the first copy's answer may come at any
+        // moment, and must find the wait still there.
+        if refusal && map.get(&id).is_some_and(|e| e.sent_again) {
+            return;
+        }
+        if let Some(e) = map.remove(&id) {
+            let _ = e.tx.send(outcome);
         }
     }
 }
@@ -78,12 +97,13 @@ impl Waiting {
         self.rx.is_none()
     }
 
-    /// Wait again, for an outcome after the one taken (the request's
-    /// update was sent twice, and the first answer was the copy's).
-    pub fn renew(&mut self) {
-        let (tx, rx) = oneshot::channel();
-        self.waiters.lock().insert(self.id, tx);
-        self.rx = Some(rx);
+    /// The request is being sent again: from now on a refusal (of either
+    /// copy: the first may still be chosen) ends nothing, and the wait
+    /// goes on for an answer or its limit.
+    pub fn sent_again(&self) {
+        if let Some(e) = self.waiters.lock().get_mut(&self.id) {
+            e.sent_again = true;
+        }
     }
 }
 
@@ -127,40 +147,46 @@ mod tests {
         }
     }
 
-    /// A wait goes on after a quiet interval, and after a renew takes the
-    /// outcome that comes after the one taken (a copy's refusal, then the
-    /// first copy's answer); once dropped, nothing waits.
-    #[tokio::test]
-    async fn a_wait_goes_on_after_a_quiet_interval_and_after_a_renew() {
-        let waiters = Waiters::default();
-        let mut waiting = waiters.register(id());
-        assert_eq!(waiting.within(Duration::from_millis(5)).await, None);
-        assert!(!waiting.ended());
-
-        waiters.outcome(ClientOutcome::Refused {
+    fn refused() -> ClientOutcome {
+        ClientOutcome::Refused {
             ids: vec![id()],
             why: Refusal::NoLeader,
-        });
-        assert!(matches!(
-            waiting.within(Duration::from_secs(5)).await,
-            Some(ClientOutcome::Refused { .. })
-        ));
-        assert!(waiting.ended());
-        assert_eq!(waiters.waiting(), 0);
+        }
+    }
 
-        waiting.renew();
-        assert!(!waiting.ended());
-        let answer = ClientOutcome::Answer {
+    fn answer() -> ClientOutcome {
+        ClientOutcome::Answer {
             id: id(),
             slot: 9,
             status: 201,
             body: Default::default(),
-        };
-        waiters.outcome(answer.clone());
-        assert_eq!(waiting.within(Duration::from_secs(5)).await, Some(answer));
+        }
+    }
 
-        waiting.renew();
+    /// A wait goes on after a quiet interval; a refusal ends it, unless
+    /// the request was sent again, and then the answer still finds it.
+    #[tokio::test]
+    async fn a_refusal_ends_a_wait_only_if_the_request_was_sent_once() {
+        let waiters = Waiters::default();
+        let mut waiting = waiters.register(id());
+        assert_eq!(waiting.within(Duration::from_millis(5)).await, None);
+        assert!(!waiting.ended());
+        waiters.outcome(refused());
+        assert_eq!(
+            waiting.within(Duration::from_secs(5)).await,
+            Some(refused())
+        );
+        assert!(waiting.ended());
+        assert_eq!(waiters.waiting(), 0);
+
+        let mut waiting = waiters.register(id());
+        waiting.sent_again();
+        waiters.outcome(refused());
+        assert_eq!(waiting.within(Duration::from_millis(5)).await, None);
+        assert!(!waiting.ended(), "a copy's refusal ended the wait");
+        waiters.outcome(answer());
+        assert_eq!(waiting.within(Duration::from_secs(5)).await, Some(answer()));
         drop(waiting);
-        assert_eq!(waiters.waiting(), 0, "a dropped wait is forgotten");
+        assert_eq!(waiters.waiting(), 0, "a finished wait is forgotten");
     }
 }

@@ -54,8 +54,10 @@ pub struct GroupStatus {
     log_bytes: AtomicU64,
     /// NodeId + 1; 0 when no leader is known.
     leader: AtomicU64,
-    /// The round of the leader's ballot + 1; 0 when no leader is known.
-    leader_round: AtomicU64,
+    /// The leader's ballot, in one word so that it is read whole: its
+    /// round (modulo 2^47) + 1 above 16 bits, the NodeId below; 0 when
+    /// none is known.
+    leadership: AtomicU64,
     is_leader: AtomicBool,
     /// Micros + 1; 0 when there is no contact to speak of.
     lease_contact: AtomicU64,
@@ -99,7 +101,7 @@ impl Default for GroupStatus {
             log_compacted: AtomicU64::new(0),
             log_bytes: AtomicU64::new(0),
             leader: AtomicU64::new(0),
-            leader_round: AtomicU64::new(0),
+            leadership: AtomicU64::new(0),
             is_leader: AtomicBool::new(false),
             lease_contact: AtomicU64::new(0),
             apply_attempts: AtomicU64::new(0),
@@ -140,13 +142,13 @@ impl GroupStatus {
         }
     }
 
-    /// The leader and its ballot's round: another value is another
-    /// leadership (the same node may lead again after a restart). The
-    /// two are read apart, so a change may show as two; callers only
-    /// need to see that something changed.
-    pub fn leadership(&self) -> Option<(NodeId, u64)> {
-        let round = self.leader_round.load(Ordering::Relaxed).checked_sub(1)?;
-        Some((self.leader()?, round))
+    /// The leader's ballot as (round modulo 2^47, node): another value is
+    /// another leadership (the same node may lead again after a restart,
+    /// at a higher round).
+    pub fn leadership(&self) -> Option<(u64, NodeId)> {
+        let word = self.leadership.load(Ordering::Relaxed);
+        let round = (word >> 16).checked_sub(1)?;
+        Some((round, NodeId((word & 0xffff) as u16)))
     }
 
     pub fn is_leader(&self) -> bool {
@@ -317,10 +319,8 @@ impl GroupStatus {
         is_leader: bool,
         lease: Option<Time>,
     ) {
-        self.leader_round.store(
-            leadership.map_or(0, |b| b.round.saturating_add(1)),
-            Ordering::Relaxed,
-        );
+        let word = leadership.map_or(0, |b| (((b.round % (1 << 47)) + 1) << 16) | b.node.0 as u64);
+        self.leadership.store(word, Ordering::Relaxed);
         self.leader.store(
             leadership.map_or(0, |b| b.node.0 as u64 + 1),
             Ordering::Relaxed,
@@ -335,6 +335,25 @@ impl GroupStatus {
 #[cfg(test)]
 mod commit_time_tests {
     use super::*;
+
+    /// The leadership reads back whole, node 0 and round 0 included.
+    #[test]
+    fn the_leadership_reads_back_as_it_was_set() {
+        use crate::paxos::ballot::Ballot;
+        let s = GroupStatus::default();
+        assert_eq!(s.leadership(), None);
+        for (round, node) in [(0, 0), (5, 2), (u64::MAX, u16::MAX)] {
+            let b = Ballot {
+                round,
+                node: NodeId(node),
+            };
+            s.set_proposer(Some(b), false, None);
+            assert_eq!(s.leadership(), Some((round % (1 << 47), NodeId(node))));
+            assert_eq!(s.leader(), Some(NodeId(node)));
+        }
+        s.set_proposer(None, false, None);
+        assert_eq!((s.leadership(), s.leader()), (None, None));
+    }
 
     #[test]
     fn chosen_times_are_known_for_advances_seen_here_only() {
