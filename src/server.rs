@@ -283,8 +283,7 @@ pub async fn start(cfg: &Config, handle_signals: bool, init: bool) -> Result<Run
                 .with_context(|| format!("services.{}.backend", s.name))?,
         );
         let waiters = Waiters::default();
-        let resend =
-            gateway::ResendBound::of(&group_cfg.applier, group_cfg.proposer.batch_updates_max);
+        let resend = gateway::ResendBound::of(&group_cfg.applier, &group_cfg.proposer);
         let handle = start_group(
             node_id,
             members,

@@ -63,34 +63,48 @@ pub struct Service {
     pub resend: ResendBound,
 }
 
-/// How far past a request's first sending its copies may still be sent:
-/// a copy of an update is skipped as a duplicate only while the first is
-/// in the applier's dedupe window, so copies stop well inside it.
+/// How far past a request's first sending its copies may still be sent.
+///
+/// A copy of an update is skipped as a duplicate only while the first
+/// copy's slot is in the applier's dedupe window of the copy's slot: at
+/// most `dedupe_window_slots` slots back, holding at most
+/// `dedupe_window_ids` ids. The first copy's slot is above the commit
+/// index this node knew when it first sent (the update did not exist
+/// before). A copy's slot is at most `ahead` past the leader's commit
+/// index when it arrives: the leader's queue (`queue_max` updates, a slot
+/// each at worst) and its pipeline (`window` slots of up to
+/// `batch_updates_max` updates). So copies stop once the commit index has
+/// moved on by half of what the window leaves after `ahead`, counted in
+/// slots, and in ids at full slots; the other half covers the leader's
+/// commit index running ahead of what this node has heard.
 #[derive(Clone, Copy, Debug)]
 pub struct ResendBound {
-    /// Slots the commit index may have moved on since the first sending:
-    /// a quarter of the window, in slots, or in ids at the most updates a
-    /// slot holds, whichever is fewer. Left to the queue and the pipeline
-    /// between a copy's sending and its slot, the rest of the window is
-    /// thousands of slots. 0: never send again (a window too small).
+    /// Slots the commit index may have moved on since the first sending;
+    /// 0: never send again (a window too small to leave room).
     pub slots: u64,
 }
 
 impl ResendBound {
     /// The bound for a group with these settings.
-    pub fn of(applier: &crate::apply::applier::ApplierConfig, batch_updates_max: usize) -> Self {
-        let by_ids = applier.dedupe_window_ids as u64 / batch_updates_max.max(1) as u64;
-        let slots = applier.dedupe_window_slots.min(by_ids) / 4;
+    pub fn of(
+        applier: &crate::apply::applier::ApplierConfig,
+        proposer: &crate::paxos::proposer::ProposerConfig,
+    ) -> Self {
+        let batch = proposer.batch_updates_max.max(1) as u64;
+        let (queue, window) = (proposer.queue_max as u64, proposer.window as u64);
+        let ahead_slots = queue + window;
+        let ahead_ids = queue + window * batch;
+        let by_slots = (applier.dedupe_window_slots / 2).saturating_sub(ahead_slots);
+        let by_ids = (applier.dedupe_window_ids as u64 / 2).saturating_sub(ahead_ids) / batch;
         ResendBound {
-            slots: if slots < 100 { 0 } else { slots },
+            slots: by_slots.min(by_ids) / 2,
         }
     }
 }
 
 impl Default for ResendBound {
     fn default() -> Self {
-        let proposer = crate::paxos::proposer::ProposerConfig::default();
-        Self::of(&Default::default(), proposer.batch_updates_max)
+        Self::of(&Default::default(), &Default::default())
     }
 }
 
@@ -1198,24 +1212,33 @@ mod tests {
     }
 
     /// Every error answer of ordo's own has the one short format.
-    /// Copies of an update stop a quarter of the dedupe window after the
-    /// first sending, counted in slots or in ids at full slots, and never
-    /// start with a window too small to leave room.
+    /// Copies of an update stop while the first copy is still sure to
+    /// be in the dedupe window of the copy's slot, and never start with a
+    /// window too small to leave room for the leader's queue.
     #[test]
     fn copies_stop_well_inside_the_dedupe_window() {
         use crate::apply::applier::ApplierConfig;
-        let window = |slots, ids| ApplierConfig {
-            dedupe_window_slots: slots,
-            dedupe_window_ids: ids,
-            ..ApplierConfig::default()
+        use crate::paxos::proposer::ProposerConfig;
+        let of = |slots, ids| {
+            let applier = ApplierConfig {
+                dedupe_window_slots: slots,
+                dedupe_window_ids: ids,
+                ..ApplierConfig::default()
+            };
+            super::ResendBound::of(&applier, &ProposerConfig::default()).slots
         };
-        let of = |slots, ids, batch| super::ResendBound::of(&window(slots, ids), batch).slots;
-        // The defaults: 500,000 ids at 256 a slot is the tighter bound.
-        assert_eq!(super::ResendBound::default().slots, 500_000 / 256 / 4);
-        assert_eq!(of(100_000, 500_000, 1), 25_000);
-        // A short log (`log_retain_slots = 1000`) shortens the window.
-        assert_eq!(of(1_000, 500_000, 256), 250);
-        assert_eq!(of(300, 500_000, 256), 0, "no room: never sent again");
+        // The defaults: 500,000 ids, less a queue of 4,096 and a pipeline
+        // of 32 full slots, at 256 ids a slot, is the tighter bound.
+        let ahead_ids = 4096 + 32 * 256;
+        assert_eq!(
+            super::ResendBound::default().slots,
+            (250_000 - ahead_ids) / 256 / 2
+        );
+        assert_eq!(of(100_000, 500_000), 464);
+        // A short log (`log_retain_slots`) shortens the window in slots.
+        assert_eq!(of(10_000, 500_000), (5_000 - 4096 - 32) / 2);
+        assert_eq!(of(8_000, 500_000), 0, "no room: never sent again");
+        assert_eq!(of(100_000, 20_000), 0);
     }
 
     #[test]
