@@ -1211,7 +1211,6 @@ mod tests {
         assert!(tried[16] && tried[17]);
     }
 
-    /// Every error answer of ordo's own has the one short format.
     /// Copies of an update stop while the first copy is still sure to
     /// be in the dedupe window of the copy's slot, and never start with a
     /// window too small to leave room for the leader's queue.
@@ -1241,6 +1240,7 @@ mod tests {
         assert_eq!(of(100_000, 20_000), 0);
     }
 
+    /// Every error answer of ordo's own has the one short format.
     #[test]
     fn error_answers_have_one_format() {
         use actix_web::body::MessageBody;

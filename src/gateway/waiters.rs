@@ -36,8 +36,11 @@ impl Waiters {
     /// timeout, or a client that went away), so nothing accumulates.
     pub fn register(&self, id: UpdateId) -> Waiting {
         let (tx, rx) = oneshot::channel();
-        let sent_again = false;
-        self.lock().insert(id, Entry { tx, sent_again });
+        let entry = Entry {
+            tx,
+            sent_again: false,
+        };
+        self.lock().insert(id, entry);
         Waiting {
             waiters: self.clone(),
             id,
