@@ -6,8 +6,9 @@
 //! fields are the wire protocol, and bytes of one release may decode as
 //! something else in another. So the Hello names the sender's
 //! [`PROTOCOL`], and nodes of different protocols refuse each other
-//! before any message passes: a mixed cluster is unavailable, never
-//! wrong. The Hello's own layout is the one thing that never changes.
+//! before any message passes: a node cut off from a majority of its own
+//! protocol is unavailable, never wrong. The Hello's own layout is the
+//! one thing that never changes.
 
 use crate::paxos::message::{Message, Role};
 use serde::{Deserialize, Serialize};

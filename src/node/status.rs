@@ -52,8 +52,6 @@ pub struct GroupStatus {
     /// `Learner::log_bytes`).
     log_compacted: AtomicU64,
     log_bytes: AtomicU64,
-    /// NodeId + 1; 0 when no leader is known.
-    leader: AtomicU64,
     /// The leader's ballot, in one word so that it is read whole: its
     /// round (modulo 2^47) + 1 above 16 bits, the NodeId below; 0 when
     /// none is known.
@@ -100,7 +98,6 @@ impl Default for GroupStatus {
             known_commit: AtomicU64::new(0),
             log_compacted: AtomicU64::new(0),
             log_bytes: AtomicU64::new(0),
-            leader: AtomicU64::new(0),
             leadership: AtomicU64::new(0),
             is_leader: AtomicBool::new(false),
             lease_contact: AtomicU64::new(0),
@@ -136,10 +133,7 @@ impl GroupStatus {
     }
 
     pub fn leader(&self) -> Option<NodeId> {
-        match self.leader.load(Ordering::Relaxed) {
-            0 => None,
-            n => Some(NodeId((n - 1) as u16)),
-        }
+        self.leadership().map(|(_, node)| node)
     }
 
     /// The leader's ballot as (round modulo 2^47, node): another value is
@@ -321,10 +315,6 @@ impl GroupStatus {
     ) {
         let word = leadership.map_or(0, |b| (((b.round % (1 << 47)) + 1) << 16) | b.node.0 as u64);
         self.leadership.store(word, Ordering::Relaxed);
-        self.leader.store(
-            leadership.map_or(0, |b| b.node.0 as u64 + 1),
-            Ordering::Relaxed,
-        );
         self.is_leader.store(is_leader, Ordering::Relaxed);
         // Release, last: see `read_state`.
         self.lease_contact

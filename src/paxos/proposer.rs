@@ -513,27 +513,25 @@ impl Proposer {
     /// The leader this node would forward to, if it heard from one
     /// recently enough to believe it.
     pub fn leader(&self, now: Time) -> Option<NodeId> {
-        match &self.phase {
-            Phase::Leader(_) => Some(self.id),
-            Phase::Candidate(_) => None,
-            Phase::Follower => self
-                .leader
-                .filter(|_| now.since(self.leader_seen) < self.cfg.election_timeout)
-                .map(|(n, _)| n),
-        }
+        self.believed_leader(now).map(|(n, _)| n)
     }
 
     /// The ballot of the leadership [`Proposer::leader`] names: a new one
     /// means a new leadership, even of the same node (it may have
     /// restarted and lost what it was sent).
     pub fn leadership(&self, now: Time) -> Option<Ballot> {
+        self.believed_leader(now).map(|(_, b)| b)
+    }
+
+    /// This node if it leads, else the last leader heard of recently
+    /// enough to believe it; with its ballot.
+    fn believed_leader(&self, now: Time) -> Option<(NodeId, Ballot)> {
         match &self.phase {
-            Phase::Leader(l) => Some(l.ballot()),
+            Phase::Leader(l) => Some((self.id, l.ballot())),
             Phase::Candidate(_) => None,
             Phase::Follower => self
                 .leader
-                .filter(|_| now.since(self.leader_seen) < self.cfg.election_timeout)
-                .map(|(_, b)| b),
+                .filter(|_| now.since(self.leader_seen) < self.cfg.election_timeout),
         }
     }
 
